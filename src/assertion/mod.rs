@@ -1,0 +1,161 @@
+//! The assertion: a short-lived ES256 JWT that tells an app who is calling
+//! and how they proved it, verifiable against the gateway's JWKS.
+
+mod keys;
+mod verify;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use jsonwebtoken::{Algorithm, Header};
+use serde::{Deserialize, Serialize};
+
+pub use keys::{KeyError, KeyRing};
+pub use verify::{verify, VerifyError};
+
+use crate::clock::{Clock, UnixTime};
+use crate::crypto::{random_token, Secrets};
+use crate::session::{Session, SessionKey};
+use crate::users::User;
+
+/// The claims an app receives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub email: String,
+    pub name: String,
+    pub groups: Vec<String>,
+    /// RFC 8176 authentication method references.
+    pub amr: Vec<String>,
+    pub acr: String,
+    pub auth_time: UnixTime,
+    pub iat: UnixTime,
+    pub exp: UnixTime,
+    pub jti: String,
+}
+
+/// `acr` when only a password was checked.
+pub const ACR_ONE_FACTOR: &str = "urn:stepgate:acr:1fa";
+/// `acr` when a second factor was done too.
+pub const ACR_TWO_FACTOR: &str = "urn:stepgate:acr:2fa";
+
+struct CachedToken {
+    token: Arc<str>,
+    exp: UnixTime,
+}
+
+/// Mints assertions and keeps one per session and app until it is close to
+/// expiring, so that the request path does not sign.
+pub struct Assertions {
+    keys: RwLock<Arc<KeyRing>>,
+    key_dir: PathBuf,
+    secrets: Arc<Secrets>,
+    clock: Arc<dyn Clock>,
+    issuer: String,
+    lifetime: i64,
+    cache: RwLock<HashMap<(SessionKey, Arc<str>), CachedToken>>,
+}
+
+impl Assertions {
+    pub fn new(key_dir: PathBuf, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, issuer: String, lifetime: i64) -> Result<Self, KeyError> {
+        let ring = KeyRing::load_or_create(&key_dir, &secrets, clock.now())?;
+        Ok(Self {
+            keys: RwLock::new(Arc::new(ring)),
+            key_dir,
+            secrets,
+            clock,
+            issuer,
+            lifetime,
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The assertion for this session and app, minted only when there is no
+    /// cached one with at least a fifth of its lifetime left.
+    pub fn token_for(&self, session: &Session, user: &User, app_id: &Arc<str>) -> Result<Arc<str>, KeyError> {
+        let now = self.clock.now();
+        let key = (session.key, app_id.clone());
+        let refresh_margin = self.lifetime / 5;
+        if let Some(cached) = self.cache.read().ok().and_then(|c| c.get(&key).filter(|t| t.exp - now > refresh_margin).map(|t| t.token.clone())) {
+            return Ok(cached);
+        }
+        let claims = self.claims(session, user, app_id, now);
+        let token: Arc<str> = self.sign(&claims)?.into();
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert(key, CachedToken { token: token.clone(), exp: claims.exp });
+        }
+        Ok(token)
+    }
+
+    fn claims(&self, session: &Session, user: &User, app_id: &str, now: UnixTime) -> Claims {
+        let mut amr: Vec<String> = session.factors.iter().map(|f| f.factor.amr().to_string()).collect();
+        let two_factor = session.second_factor_at().is_some();
+        if two_factor {
+            amr.push("mfa".into());
+        }
+        Claims {
+            iss: self.issuer.clone(),
+            aud: app_id.to_string(),
+            sub: user.username.clone(),
+            email: user.email.clone(),
+            name: user.display_name.clone(),
+            groups: user.groups.clone(),
+            amr,
+            acr: if two_factor { ACR_TWO_FACTOR } else { ACR_ONE_FACTOR }.to_string(),
+            auth_time: session.last_factor_at(),
+            iat: now,
+            exp: now + self.lifetime,
+            jti: random_token(),
+        }
+    }
+
+    pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
+        let ring = self.current_ring();
+        let signing = ring.signing_key()?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(signing.kid.clone());
+        jsonwebtoken::encode(&header, claims, &signing.encoding).map_err(KeyError::Sign)
+    }
+
+    /// The public keys that verify every assertion still alive.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.current_ring().jwks(self.clock.now(), self.lifetime)
+    }
+
+    /// Picks up keys rotated by `stepgate keys rotate`; cached assertions
+    /// stay valid because the old key stays in the JWKS.
+    pub fn reload_keys(&self) -> Result<bool, KeyError> {
+        let current = self.current_ring();
+        let Some(ring) = KeyRing::reload_if_changed(&self.key_dir, &self.secrets, &current)? else {
+            return Ok(false);
+        };
+        if let Ok(mut keys) = self.keys.write() {
+            *keys = Arc::new(ring);
+        }
+        Ok(true)
+    }
+
+    /// Forgets cached assertions that have expired.
+    pub fn sweep(&self) {
+        let now = self.clock.now();
+        if let Ok(mut cache) = self.cache.write() {
+            cache.retain(|_, t| t.exp > now);
+        }
+    }
+
+    fn current_ring(&self) -> Arc<KeyRing> {
+        match self.keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// Adds a signing key and retires the current one (kept in the JWKS for one
+/// assertion lifetime). Returns the new key id.
+pub fn rotate_keys(key_dir: &std::path::Path, secrets: &Secrets, now: UnixTime, lifetime: i64) -> Result<String, KeyError> {
+    KeyRing::rotate(key_dir, secrets, now, lifetime)
+}

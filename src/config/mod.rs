@@ -1,0 +1,365 @@
+//! The configuration file: its format, defaults and validation.
+//!
+//! Everything is checked while the file is parsed, so every error carries the
+//! file, the line and what is wrong. The rest of the gateway only ever sees
+//! the typed structs below.
+
+mod pattern;
+mod values;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use pattern::PathPattern;
+pub use values::{Method, Upstream};
+
+/// The longest an assertion may live: apps rely on it being short.
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid { path: String, line: usize, column: usize, message: String },
+    #[error("{path}: {message}")]
+    Other { path: String, message: String },
+}
+
+impl ConfigError {
+    /// Places a TOML parse error at its line and column.
+    pub(crate) fn from_toml(text: &str, path: &str, error: toml::de::Error) -> Self {
+        let (line, column) = error.span().map(|s| line_and_column(text, s.start)).unwrap_or((1, 1));
+        ConfigError::Invalid { path: path.to_string(), line, column, message: error.message().to_string() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// The users file, relative to the directory of this file.
+    pub users_file: PathBuf,
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
+    #[serde(default)]
+    pub totp: TotpConfig,
+    #[serde(default)]
+    pub assertion: AssertionConfig,
+    #[serde(default)]
+    pub branding: Branding,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Accept cleartext HTTP/2 (h2c) on the plain listener.
+    #[serde(default)]
+    pub h2c: bool,
+    pub tls: Option<TlsConfig>,
+    /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Where the database and the signing keys live, relative to this file.
+    pub data_dir: PathBuf,
+    /// Worker threads for the proxy; 0 means one per CPU.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// A file holding the base64 of 32 random bytes. The environment
+    /// variable `STEPGATE_ENCRYPTION_KEY` takes precedence.
+    pub encryption_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub cookie_name: values::CookieName,
+    /// Share the session with sibling subdomains, e.g. `example.com`.
+    pub cookie_domain: Option<String>,
+    #[serde(with = "values::duration")]
+    pub inactivity: i64,
+    #[serde(with = "values::duration")]
+    pub absolute: i64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            cookie_name: values::CookieName("stepgate_session".into()),
+            cookie_domain: None,
+            inactivity: 30 * 60,
+            absolute: 12 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TotpAlgorithm {
+    SHA1,
+    SHA256,
+    SHA512,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TotpConfig {
+    pub algorithm: TotpAlgorithm,
+    pub digits: values::TotpDigits,
+    pub period: values::TotpPeriod,
+    /// Steps accepted either side of the current one.
+    pub skew: values::TotpSkew,
+    /// Let a user without a second factor enrol one right after the password.
+    /// When false they are told to contact the administrator.
+    pub self_enrollment: bool,
+}
+
+impl Default for TotpConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: TotpAlgorithm::SHA1,
+            digits: values::TotpDigits(6),
+            period: values::TotpPeriod(30),
+            skew: values::TotpSkew(1),
+            self_enrollment: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssertionConfig {
+    /// The `iss` claim.
+    pub issuer: String,
+    #[serde(with = "values::assertion_lifetime")]
+    pub lifetime: i64,
+}
+
+impl Default for AssertionConfig {
+    fn default() -> Self {
+        Self { issuer: "stepgate".into(), lifetime: MAX_ASSERTION_LIFETIME_SECS }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Branding {
+    pub product_name: String,
+    pub logo_url: Option<values::HttpsUrl>,
+    pub accent_color: values::CssColor,
+}
+
+impl Default for Branding {
+    fn default() -> Self {
+        Self {
+            product_name: "stepgate".into(),
+            logo_url: None,
+            accent_color: values::CssColor("#2f5bea".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `stepgate=debug`.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub id: Spanned<values::AppId>,
+    pub hosts: Vec<Spanned<values::HostName>>,
+    pub upstreams: Vec<Upstream>,
+    #[serde(default = "default_assertion_header")]
+    pub assertion_header: values::HeaderName,
+    /// Also send the unsigned `Remote-User`, `Remote-Email`, `Remote-Groups`
+    /// and `Remote-Name` headers, for software that only reads headers.
+    #[serde(default)]
+    pub legacy_headers: bool,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+impl AppConfig {
+    pub fn id(&self) -> &str {
+        &self.id.get_ref().0
+    }
+}
+
+fn default_assertion_header() -> values::HeaderName {
+    values::HeaderName("x-stepgate-assertion".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    Bypass,
+    OneFactor,
+    TwoFactor,
+    Deny,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawRule")]
+pub struct Rule {
+    pub pattern: PathPattern,
+    /// Empty means every method.
+    pub methods: Vec<Method>,
+    pub policy: Policy,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    path: Option<String>,
+    glob: Option<String>,
+    regex: Option<String>,
+    #[serde(default)]
+    methods: Vec<Method>,
+    policy: Policy,
+}
+
+impl TryFrom<RawRule> for Rule {
+    type Error = String;
+
+    fn try_from(raw: RawRule) -> Result<Self, String> {
+        let pattern = match (raw.path, raw.glob, raw.regex) {
+            (Some(prefix), None, None) => PathPattern::prefix(prefix)?,
+            (None, Some(glob), None) => PathPattern::glob(&glob)?,
+            (None, None, Some(regex)) => PathPattern::regex(&regex)?,
+            _ => return Err("a rule needs exactly one of `path`, `glob` or `regex`".into()),
+        };
+        Ok(Rule { pattern, methods: raw.methods, policy: raw.policy })
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` names it in errors and anchors the
+    /// relative paths inside it.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(text, &shown, e))?;
+        config.check_apps(text, &shown)?;
+        config.check_files(&shown)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    fn check_apps(&self, text: &str, shown: &str) -> Result<(), ConfigError> {
+        let invalid = |span: std::ops::Range<usize>, message: String| {
+            let (line, column) = line_and_column(text, span.start);
+            ConfigError::Invalid { path: shown.to_string(), line, column, message }
+        };
+        let mut ids = HashSet::new();
+        let mut hosts = HashSet::new();
+        for app in &self.apps {
+            if !ids.insert(app.id()) {
+                return Err(invalid(app.id.span(), format!("duplicate app id `{}`", app.id())));
+            }
+            if app.hosts.is_empty() {
+                return Err(invalid(app.id.span(), format!("app `{}` has no hosts", app.id())));
+            }
+            if app.upstreams.is_empty() {
+                return Err(invalid(app.id.span(), format!("app `{}` has no upstreams", app.id())));
+            }
+            for host in &app.hosts {
+                if !hosts.insert(host.get_ref().0.as_str()) {
+                    let message = format!("host `{}` is served by two apps", host.get_ref().0);
+                    return Err(invalid(host.span(), message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_files(&self, shown: &str) -> Result<(), ConfigError> {
+        if self.server.trusted_proxies.iter().any(|net| net.prefix_len() == 0) {
+            return Err(ConfigError::Other {
+                path: shown.into(),
+                message: "server.trusted_proxies must not trust every address (/0)".into(),
+            });
+        }
+        if self.apps.is_empty() {
+            return Err(ConfigError::Other { path: shown.into(), message: "no [[apps]] configured".into() });
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.users_file);
+        resolve(&mut self.server.data_dir);
+        if let Some(tls) = &mut self.server.tls {
+            resolve(&mut tls.cert);
+            resolve(&mut tls.key);
+        }
+        if let Some(file) = &mut self.secrets.encryption_key_file {
+            resolve(file);
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests;

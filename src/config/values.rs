@@ -1,0 +1,208 @@
+//! Small value types that validate themselves while the file is parsed, so
+//! that a bad value is reported with its line.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use serde::{Deserialize, Deserializer};
+
+/// Declares a string newtype whose `Deserialize` runs a check.
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name(pub String);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                let check: fn(String) -> Result<String, String> = $check;
+                check(raw).map($name).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+checked_string!(
+    /// An app id: the `aud` of its assertions.
+    AppId,
+    |s| {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if ok { Ok(s) } else { Err(format!("invalid app id `{s}`: use 1-64 letters, digits, `-`, `_` or `.`")) }
+    }
+);
+
+checked_string!(
+    /// A host name the gateway answers for, without a port, lower case.
+    HostName,
+    |s| {
+        let lower = s.to_ascii_lowercase();
+        let ok = match lower.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => {
+                !lower.is_empty()
+                    && lower.len() <= 253
+                    && lower.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            }
+        };
+        if ok { Ok(lower) } else { Err(format!("invalid host name `{s}` (give a name without scheme or port)")) }
+    }
+);
+
+checked_string!(
+    /// An HTTP header name, stored lower case.
+    HeaderName,
+    |s| match http::HeaderName::from_bytes(s.as_bytes()) {
+        Ok(name) => Ok(name.as_str().to_string()),
+        Err(_) => Err(format!("invalid header name `{s}`")),
+    }
+);
+
+checked_string!(
+    /// A cookie name (an RFC 6265 token).
+    CookieName,
+    |s| {
+        let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+        if ok { Ok(s) } else { Err(format!("invalid cookie name `{s}`")) }
+    }
+);
+
+checked_string!(
+    /// An absolute https URL, e.g. for a logo.
+    HttpsUrl,
+    |s| match url::Url::parse(&s) {
+        Ok(u) if u.scheme() == "https" => Ok(u.to_string()),
+        _ => Err(format!("`{s}` is not an absolute https URL")),
+    }
+);
+
+checked_string!(
+    /// A CSS colour as `#rgb` or `#rrggbb`; anything else could inject CSS.
+    CssColor,
+    |s| {
+        let hex = s.strip_prefix('#').unwrap_or("");
+        let ok = (hex.len() == 3 || hex.len() == 6) && hex.chars().all(|c| c.is_ascii_hexdigit());
+        if ok { Ok(s) } else { Err(format!("invalid colour `{s}`: use #rgb or #rrggbb")) }
+    }
+);
+
+/// An HTTP method a rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Method(pub http::Method);
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        let upper = raw.to_ascii_uppercase();
+        match http::Method::from_bytes(upper.as_bytes()) {
+            Ok(m) if upper.chars().all(|c| c.is_ascii_uppercase()) => Ok(Method(m)),
+            _ => Err(serde::de::Error::custom(format!("invalid HTTP method `{raw}`"))),
+        }
+    }
+}
+
+/// One upstream peer, resolved when the configuration loads so that the
+/// request path never waits on DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    /// Server name for TLS and the peer's host name.
+    pub host: String,
+}
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        parse_upstream(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_upstream(raw: &str) -> Result<Upstream, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("invalid upstream `{raw}`: {e} (use http://host:port)"))?;
+    let tls = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        other => return Err(format!("invalid upstream `{raw}`: scheme `{other}` is not http or https")),
+    };
+    if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+        return Err(format!("invalid upstream `{raw}`: give only scheme, host and port"));
+    }
+    let host = url.host_str().ok_or_else(|| format!("invalid upstream `{raw}`: no host"))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = (bare_host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("upstream `{raw}` does not resolve: {e}"))?
+        .next()
+        .ok_or_else(|| format!("upstream `{raw}` does not resolve"))?;
+    Ok(Upstream { addr, tls, host: bare_host.to_string() })
+}
+
+macro_rules! bounded_number {
+    ($name:ident, $ty:ty, $min:expr, $max:expr, $what:expr) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name(pub $ty);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let n = i64::deserialize(d)?;
+                if n < $min || n > $max {
+                    return Err(serde::de::Error::custom(format!(
+                        "{} must be between {} and {}, not {n}",
+                        $what, $min, $max
+                    )));
+                }
+                Ok($name(n as $ty))
+            }
+        }
+    };
+}
+
+bounded_number!(TotpDigits, usize, 6, 8, "totp.digits");
+bounded_number!(TotpPeriod, u64, 15, 120, "totp.period (seconds)");
+bounded_number!(TotpSkew, u8, 0, 2, "totp.skew (steps)");
+
+/// Durations written as `90s`, `30m`, `12h` or `7d`, held as seconds.
+pub mod duration {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let raw = String::deserialize(d)?;
+        parse(&raw).map_err(serde::de::Error::custom)
+    }
+
+    pub fn parse(raw: &str) -> Result<i64, String> {
+        let parsed = humantime::parse_duration(raw)
+            .map_err(|e| format!("invalid duration `{raw}`: {e} (examples: 90s, 30m, 12h)"))?;
+        let secs = parsed.as_secs();
+        if secs == 0 || secs > 366 * 24 * 3600 {
+            return Err(format!("duration `{raw}` must be between 1s and 366d"));
+        }
+        Ok(secs as i64)
+    }
+}
+
+/// The assertion lifetime: a duration of at most five minutes.
+pub mod assertion_lifetime {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let raw = String::deserialize(d)?;
+        let secs = super::duration::parse(&raw).map_err(serde::de::Error::custom)?;
+        if !(30..=crate::config::MAX_ASSERTION_LIFETIME_SECS).contains(&secs) {
+            return Err(serde::de::Error::custom(format!(
+                "assertion.lifetime `{raw}` must be between 30s and 5m"
+            )));
+        }
+        Ok(secs)
+    }
+}

@@ -1,0 +1,19 @@
+//! stepgate: an MFA gateway. A pingora reverse proxy that decides per
+//! route who must prove what, runs the challenges on its own pages, and
+//! hands apps a signed assertion of who is calling.
+
+pub mod assertion;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod demo;
+pub mod factors;
+pub mod gateway;
+pub mod logging;
+pub mod policy;
+pub mod portal;
+pub mod proxy;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod users;

@@ -1,0 +1,67 @@
+//! The path a rule is matched against must be the path the app will act
+//! on. Percent-escapes are decoded, repeated slashes collapsed, and paths
+//! whose meaning differs between servers (dot segments, backslashes,
+//! encoded slashes' neighbours) are refused rather than guessed.
+
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path must start with `/`")]
+    NotAbsolute,
+    #[error("the path has a `.` or `..` segment")]
+    DotSegment,
+    #[error("the path has a backslash")]
+    Backslash,
+    #[error("the path has a malformed percent-escape")]
+    BadEscape,
+    #[error("the path is not valid UTF-8 once decoded")]
+    NotUtf8,
+    #[error("the path has a control character")]
+    Control,
+}
+
+/// The path (without query) as rules see it.
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let decoded = if raw.contains('%') { Cow::Owned(percent_decode(raw)?) } else { Cow::Borrowed(raw) };
+    if decoded.contains('\\') {
+        return Err(PathError::Backslash);
+    }
+    if decoded.chars().any(char::is_control) {
+        return Err(PathError::Control);
+    }
+    if decoded.split('/').any(|segment| segment == "." || segment == "..") {
+        return Err(PathError::DotSegment);
+    }
+    if decoded.contains("//") {
+        let mut collapsed = String::with_capacity(decoded.len());
+        for c in decoded.chars() {
+            if !(c == '/' && collapsed.ends_with('/')) {
+                collapsed.push(c);
+            }
+        }
+        return Ok(Cow::Owned(collapsed));
+    }
+    Ok(decoded)
+}
+
+fn percent_decode(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| PathError::BadEscape)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| PathError::BadEscape)?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| PathError::NotUtf8)
+}

@@ -1,0 +1,152 @@
+//! The reserved `/.stepgate/` routes on every protected host: sign-in,
+//! second factor, sign-out, JWKS, health and static files. An axum router
+//! called in-process by the proxy; it never proxies traffic itself.
+
+mod assets;
+mod csrf;
+mod pages;
+mod redirect;
+mod second_factor;
+mod signin;
+mod signout;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+pub use pages::{error_html, error_page};
+pub use redirect::safe_return_to;
+
+use crate::gateway::{App, Gateway};
+
+/// Everything under this prefix belongs to the gateway, never to an app.
+pub const PREFIX: &str = "/.stepgate/";
+/// Largest request body a portal form may have.
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// What the proxy knows about a request, handed to portal handlers.
+#[derive(Clone)]
+pub struct PortalRequest {
+    pub app: Arc<App>,
+    pub tls: bool,
+    pub client_ip: IpAddr,
+}
+
+pub type PortalState = Arc<Gateway>;
+
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/.stepgate/healthz", get(healthz))
+        .route("/.stepgate/jwks.json", get(jwks))
+        .route("/.stepgate/static/{name}", get(assets::serve))
+        .route("/.stepgate/signin", get(signin::show).post(signin::submit))
+        .route("/.stepgate/second-factor", get(second_factor::show))
+        .route("/.stepgate/second-factor/totp", post(second_factor::verify_totp))
+        .route("/.stepgate/second-factor/totp/enroll", post(second_factor::enroll_totp))
+        .route("/.stepgate/signout", get(signout::show).post(signout::submit))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(gateway)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn jwks(State(gateway): State<PortalState>) -> Response {
+    let mut response = Json(gateway.assertions.jwks()).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    response
+}
+
+async fn not_found(State(gateway): State<PortalState>) -> Response {
+    error_page(&gateway, StatusCode::NOT_FOUND, "Not found", "There is no such page.")
+}
+
+/// Headers every portal response carries; pages are never cached unless a
+/// handler said otherwise.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// A failure inside a portal handler that is not the client's doing.
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Totp(#[from] crate::factors::totp::TotpError),
+    #[error("password check did not complete")]
+    Blocking(#[from] tokio::task::JoinError),
+}
+
+/// Carries the gateway so the error can be rendered with its branding.
+pub struct Failure(pub Arc<Gateway>, pub PortalError);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        tracing::error!(error = %self.1, "portal request failed");
+        error_page(
+            &self.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            "The sign-in service could not complete this request. Please try again shortly.",
+        )
+    }
+}
+
+/// The live session named by the request's cookie, if any.
+async fn current_session(
+    gateway: &Gateway,
+    jar: &axum_extra::extract::CookieJar,
+) -> Result<Option<Arc<crate::session::Session>>, PortalError> {
+    match jar.get(gateway.sessions.cookie_name()) {
+        Some(cookie) => Ok(gateway.sessions.lookup(cookie.value()).await?),
+        None => Ok(None),
+    }
+}
+
+fn see_other(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => (StatusCode::SEE_OTHER, [(header::LOCATION, value)]).into_response(),
+        Err(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_static("/"))]).into_response(),
+    }
+}
+
+/// A portal path with the return target attached.
+pub fn with_return_to(path: &str, rd: &str) -> String {
+    let query: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("rd", rd).finish();
+    format!("{path}?{query}")
+}
+
+fn bad_form(gateway: &Gateway) -> Response {
+    error_page(gateway, StatusCode::BAD_REQUEST, "Bad request", "The form was incomplete or malformed.")
+}
+
+fn csrf_refused(gateway: &Gateway) -> Response {
+    error_page(
+        gateway,
+        StatusCode::FORBIDDEN,
+        "Form expired",
+        "This form is no longer valid. Go back, reload the page and try again.",
+    )
+}

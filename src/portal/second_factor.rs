@@ -1,0 +1,166 @@
+//! The second factor: a TOTP challenge for users who have an authenticator
+//! app, enrolment right after the password for those who do not.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Extension, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use axum_extra::extract::CookieJar;
+use serde::Deserialize;
+
+use super::csrf::{self, Binding};
+use super::pages::{html, NoFactorPage, TotpChallengePage, TotpEnrollPage};
+use super::redirect::{rd_param, safe_return_to};
+use super::{bad_form, csrf_refused, current_session, error_page, see_other, with_return_to, Failure, PortalRequest, PortalState};
+use crate::factors::totp::Verdict;
+use crate::gateway::Gateway;
+use crate::session::{Factor, Session};
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    csrf: String,
+    code: String,
+    #[serde(default)]
+    rd: String,
+}
+
+pub async fn show(State(gateway): State<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
+    let fail = |e| Failure(gateway.clone(), e);
+    let rd = safe_return_to(&gateway, rd_param(&uri).as_deref());
+    let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
+        return Ok(see_other(&with_return_to("/.stepgate/signin", &rd)));
+    };
+    if session.second_factor_at().is_some() {
+        return Ok(see_other(&rd));
+    }
+    if gateway.totp.is_enrolled(&session.username).await.map_err(|e| fail(e.into()))? {
+        return Ok(challenge_page(&gateway, &session, rd, None, StatusCode::OK));
+    }
+    if !gateway.totp.self_enrollment() {
+        return Ok(html(StatusCode::FORBIDDEN, &NoFactorPage { brand: &gateway.config.branding }));
+    }
+    let session = match &session.pending_totp {
+        Some(_) => session,
+        None => {
+            let sealed = gateway.totp.new_pending_secret(&session.username);
+            gateway.sessions.set_pending_totp(&session, sealed).await.map_err(|e| fail(e.into()))?
+        }
+    };
+    enroll_page(&gateway, &session, rd, None, StatusCode::OK)
+}
+
+pub async fn verify_totp(
+    State(gateway): State<PortalState>,
+    Extension(request): Extension<PortalRequest>,
+    jar: CookieJar,
+    form: Result<Form<CodeForm>, FormRejection>,
+) -> Result<Response, Failure> {
+    let fail = |e| Failure(gateway.clone(), e);
+    let (session, form) = match checked_form(&gateway, &jar, form).await.map_err(fail)? {
+        Ok(valid) => valid,
+        Err(refusal) => return Ok(refusal),
+    };
+    let rd = safe_return_to(&gateway, Some(&form.rd));
+    let verdict = gateway.totp.verify(&session.username, &form.code).await.map_err(|e| fail(e.into()))?;
+    log_verdict("totp", &session.username, &request, verdict);
+    match verdict {
+        Verdict::Accepted => complete(&gateway, &session, &request, jar, &rd).await,
+        Verdict::NotEnrolled => Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd))),
+        Verdict::Wrong => Ok(challenge_page(&gateway, &session, rd, Some("That code is not right. Try the current one."), StatusCode::UNAUTHORIZED)),
+        Verdict::Replayed => Ok(challenge_page(&gateway, &session, rd, Some("That code was already used. Wait for the next one."), StatusCode::UNAUTHORIZED)),
+    }
+}
+
+pub async fn enroll_totp(
+    State(gateway): State<PortalState>,
+    Extension(request): Extension<PortalRequest>,
+    jar: CookieJar,
+    form: Result<Form<CodeForm>, FormRejection>,
+) -> Result<Response, Failure> {
+    let fail = |e| Failure(gateway.clone(), e);
+    let (session, form) = match checked_form(&gateway, &jar, form).await.map_err(fail)? {
+        Ok(valid) => valid,
+        Err(refusal) => return Ok(refusal),
+    };
+    let rd = safe_return_to(&gateway, Some(&form.rd));
+    let Some(pending) = session.pending_totp.as_deref().filter(|_| gateway.totp.self_enrollment()) else {
+        return Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd)));
+    };
+    let verdict = gateway.totp.confirm_enrollment(&session.username, pending, &form.code).await.map_err(|e| fail(e.into()))?;
+    log_verdict("totp_enrollment", &session.username, &request, verdict);
+    match verdict {
+        Verdict::Accepted => complete(&gateway, &session, &request, jar, &rd).await,
+        // Someone enrolled this user meanwhile: the new secret was not stored.
+        Verdict::Replayed | Verdict::NotEnrolled => Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd))),
+        Verdict::Wrong => enroll_page(&gateway, &session, rd, Some("That code is not right. Check the app and try again."), StatusCode::UNAUTHORIZED),
+    }
+}
+
+/// The session and form of a second-factor POST, or the response that
+/// refuses it.
+async fn checked_form(
+    gateway: &Gateway,
+    jar: &CookieJar,
+    form: Result<Form<CodeForm>, FormRejection>,
+) -> Result<Result<(Arc<Session>, CodeForm), Response>, super::PortalError> {
+    let Ok(Form(form)) = form else {
+        return Ok(Err(bad_form(gateway)));
+    };
+    let Some(session) = current_session(gateway, jar).await? else {
+        let message = "Your session has ended. Sign in again.";
+        return Ok(Err(error_page(gateway, StatusCode::FORBIDDEN, "Session ended", message)));
+    };
+    if !csrf::is_valid(gateway, Binding::Session(&session), &form.csrf) {
+        return Ok(Err(csrf_refused(gateway)));
+    }
+    Ok(Ok((session, form)))
+}
+
+/// Records the second factor under a new session id and returns the user
+/// to where they were going.
+async fn complete(gateway: &Arc<Gateway>, session: &Session, request: &PortalRequest, jar: CookieJar, rd: &str) -> Result<Response, Failure> {
+    let (id, _) = gateway.sessions.add_factor(session, Factor::Otp).await.map_err(|e| Failure(gateway.clone(), e.into()))?;
+    let jar = jar.add(gateway.sessions.cookie(id, request.tls));
+    Ok((jar, see_other(rd)).into_response())
+}
+
+fn challenge_page(gateway: &Gateway, session: &Session, rd: String, error: Option<&str>, status: StatusCode) -> Response {
+    let page = TotpChallengePage {
+        brand: &gateway.config.branding,
+        csrf: csrf::token(gateway, Binding::Session(session)),
+        rd,
+        error,
+    };
+    html(status, &page)
+}
+
+fn enroll_page(gateway: &Arc<Gateway>, session: &Session, rd: String, error: Option<&str>, status: StatusCode) -> Result<Response, Failure> {
+    let Some(pending) = &session.pending_totp else {
+        return Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd)));
+    };
+    let view = gateway.totp.enrollment_view(&session.username, pending).map_err(|e| Failure(gateway.clone(), e.into()))?;
+    let page = TotpEnrollPage {
+        brand: &gateway.config.branding,
+        csrf: csrf::token(gateway, Binding::Session(session)),
+        rd,
+        error,
+        secret: view.secret_base32,
+        otpauth_uri: view.otpauth_uri,
+        qr_svg: view.qr_svg,
+    };
+    Ok(html(status, &page))
+}
+
+fn log_verdict(method: &str, username: &str, request: &PortalRequest, verdict: Verdict) {
+    let outcome = match verdict {
+        Verdict::Accepted => "success",
+        Verdict::Wrong => "failure",
+        Verdict::Replayed => "replay",
+        Verdict::NotEnrolled => "not_enrolled",
+    };
+    tracing::info!(event = method, outcome, user = %username, ip = %request.client_ip, "authentication");
+}

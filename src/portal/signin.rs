@@ -1,0 +1,95 @@
+//! The first factor: user name and password.
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Extension, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use axum_extra::extract::CookieJar;
+use serde::Deserialize;
+
+use super::csrf::{self, Binding};
+use super::pages::{html, SigninPage};
+use super::redirect::{rd_param, safe_return_to};
+use super::{bad_form, csrf_refused, current_session, see_other, Failure, PortalRequest, PortalState};
+use crate::session::Factor;
+
+/// Longer inputs are refused before the (deliberately slow) hash runs.
+const MAX_USERNAME: usize = 128;
+const MAX_PASSWORD: usize = 1024;
+
+#[derive(Deserialize)]
+pub struct SigninForm {
+    #[serde(default)]
+    csrf: String,
+    username: String,
+    password: String,
+    #[serde(default)]
+    rd: String,
+}
+
+pub async fn show(
+    State(gateway): State<PortalState>,
+    Extension(request): Extension<PortalRequest>,
+    jar: CookieJar,
+    uri: Uri,
+) -> Result<Response, Failure> {
+    let rd = safe_return_to(&gateway, rd_param(&uri).as_deref());
+    if current_session(&gateway, &jar).await.map_err(|e| Failure(gateway.clone(), e))?.is_some() {
+        return Ok(see_other(&rd));
+    }
+    let (jar, pre) = csrf::ensure_pre_session(&gateway, jar, request.tls);
+    let page = SigninPage {
+        brand: &gateway.config.branding,
+        csrf: csrf::token(&gateway, Binding::PreSession(&pre)),
+        rd,
+        username: String::new(),
+        error: None,
+    };
+    Ok((jar, html(StatusCode::OK, &page)).into_response())
+}
+
+pub async fn submit(
+    State(gateway): State<PortalState>,
+    Extension(request): Extension<PortalRequest>,
+    jar: CookieJar,
+    form: Result<Form<SigninForm>, FormRejection>,
+) -> Result<Response, Failure> {
+    let fail = |e| Failure(gateway.clone(), e);
+    let Ok(Form(form)) = form else {
+        return Ok(bad_form(&gateway));
+    };
+    let Some(pre) = csrf::pre_session(&gateway, &jar) else {
+        return Ok(csrf_refused(&gateway));
+    };
+    if !csrf::is_valid(&gateway, Binding::PreSession(&pre), &form.csrf) {
+        return Ok(csrf_refused(&gateway));
+    }
+    let rd = safe_return_to(&gateway, Some(&form.rd));
+    let username = form.username.trim().to_string();
+    let user = if username.len() > MAX_USERNAME || form.password.len() > MAX_PASSWORD {
+        None
+    } else {
+        let checker = gateway.clone();
+        let (name, password) = (username.clone(), form.password);
+        tokio::task::spawn_blocking(move || checker.users.authenticate(&name, &password)).await.map_err(|e| fail(e.into()))?
+    };
+    let Some(user) = user else {
+        tracing::info!(event = "password", outcome = "failure", user = %username, ip = %request.client_ip, "authentication");
+        let page = SigninPage {
+            brand: &gateway.config.branding,
+            csrf: csrf::token(&gateway, Binding::PreSession(&pre)),
+            rd,
+            username,
+            error: Some("Wrong user name or password."),
+        };
+        return Ok(html(StatusCode::UNAUTHORIZED, &page));
+    };
+    if let Some(previous) = current_session(&gateway, &jar).await.map_err(fail)? {
+        gateway.sessions.delete(&previous.key).await.map_err(|e| fail(e.into()))?;
+    }
+    let (id, _) = gateway.sessions.create(&user.username, Factor::Pwd).await.map_err(|e| fail(e.into()))?;
+    tracing::info!(event = "password", outcome = "success", user = %user.username, ip = %request.client_ip, "authentication");
+    let jar = jar.add(gateway.sessions.cookie(id, request.tls));
+    Ok((jar, see_other(&rd)).into_response())
+}

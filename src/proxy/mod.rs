@@ -1,0 +1,187 @@
+//! The pingora glue: one `ProxyHttp` whose phases each do one thing. It
+//! asks the policy what to do and carries the answer out; it decides nothing.
+
+mod forwarding;
+mod portal_bridge;
+mod responses;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+
+use crate::gateway::{App, Gateway};
+use crate::policy::{self, Decision, Proof};
+use crate::users::User;
+
+pub struct GatewayProxy {
+    gateway: Arc<Gateway>,
+    portal: axum::Router,
+}
+
+impl GatewayProxy {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        let portal = crate::portal::router(gateway.clone());
+        Self { gateway, portal }
+    }
+}
+
+/// What one request has learned on its way through the phases.
+pub struct RequestCtx {
+    started: Instant,
+    app: Option<Arc<App>>,
+    rule: Option<usize>,
+    decision: &'static str,
+    client_ip: IpAddr,
+    tls: bool,
+    identity: Option<(Arc<User>, Arc<str>)>,
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            app: None,
+            rule: None,
+            decision: "none",
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            tls: false,
+            identity: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.tls = forwarding::is_tls(session);
+        ctx.client_ip = forwarding::client_ip(session, &self.gateway);
+        let Some(app) = forwarding::request_host(session).and_then(|host| self.gateway.app_for_host(&host).cloned()) else {
+            ctx.decision = "unknown_host";
+            responses::page(session, &self.gateway, 404, "Not found", "No application is served at this address.").await?;
+            return Ok(true);
+        };
+        ctx.app = Some(app.clone());
+        let path = match policy::normalize_path(session.req_header().uri.path()) {
+            Ok(path) if session.req_header().raw_path_is_utf8() => path.into_owned(),
+            _ => {
+                ctx.decision = "bad_path";
+                responses::page(session, &self.gateway, 400, "Bad request", "The address of this request is malformed.").await?;
+                return Ok(true);
+            }
+        };
+        if path.starts_with(crate::portal::PREFIX) {
+            ctx.decision = "portal";
+            portal_bridge::serve(session, &self.portal, &self.gateway, app, ctx).await?;
+            return Ok(true);
+        }
+        self.apply_policy(session, ctx, &app, &path).await
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let app = ctx.app.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no app chosen"))?;
+        let upstream = app.upstream();
+        Ok(Box::new(HttpPeer::new(upstream.addr, upstream.tls, upstream.host.clone())))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        forwarding::strip_identity(upstream_request, &self.gateway);
+        forwarding::strip_gateway_cookies(upstream_request, &self.gateway)?;
+        forwarding::set_forwarded(session, upstream_request, &self.gateway, ctx.client_ip, ctx.tls)?;
+        if let (Some(app), Some((user, token))) = (&ctx.app, &ctx.identity) {
+            forwarding::add_identity(upstream_request, app, user, token)?;
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let app = ctx.app.as_ref().map(|a| &*a.id).unwrap_or("-");
+        let user = ctx.identity.as_ref().map(|(u, _)| u.username.as_str()).unwrap_or("-");
+        tracing::info!(
+            target: "stepgate::access",
+            app,
+            rule = ctx.rule.map(|r| r as i64).unwrap_or(-1),
+            decision = ctx.decision,
+            status,
+            duration_us = ctx.started.elapsed().as_micros() as u64,
+            method = %session.req_header().method,
+            path = session.req_header().uri.path(),
+            client = %ctx.client_ip,
+            user,
+            error = error.map(|e| e.to_string()),
+            "request"
+        );
+    }
+}
+
+impl GatewayProxy {
+    /// Looks up the session, asks the policy and answers for it; true means
+    /// the response is written and the request ends here.
+    async fn apply_policy(&self, session: &mut Session, ctx: &mut RequestCtx, app: &Arc<App>, path: &str) -> Result<bool> {
+        let signed_in = match self.signed_in_user(session).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, "session store unavailable");
+                responses::page(session, &self.gateway, 503, "Temporarily unavailable", "Please try again shortly.").await?;
+                return Ok(true);
+            }
+        };
+        let proof = signed_in.as_ref().map_or(Proof::default(), |(s, _)| Proof {
+            signed_in: true,
+            second_factor: s.second_factor_at().is_some(),
+        });
+        let outcome = policy::decide(&app.config, &session.req_header().method, path, proof);
+        ctx.rule = outcome.rule;
+        ctx.decision = outcome.decision.label();
+        match outcome.decision {
+            Decision::Allow { with_identity } => {
+                if let (true, Some((gw_session, user))) = (with_identity, signed_in) {
+                    let token = self
+                        .gateway
+                        .assertions
+                        .token_for(&gw_session, &user, &app.id)
+                        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+                    ctx.identity = Some((user, token));
+                }
+                Ok(false)
+            }
+            Decision::SignIn => {
+                responses::challenge(session, &self.gateway, "/.stepgate/signin", "sign_in_required", ctx.tls).await?;
+                Ok(true)
+            }
+            Decision::SecondFactor => {
+                responses::challenge(session, &self.gateway, "/.stepgate/second-factor", "second_factor_required", ctx.tls).await?;
+                Ok(true)
+            }
+            Decision::Deny(_) => {
+                responses::page(session, &self.gateway, 403, "Access denied", "You are not allowed to open this page.").await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The session and its user, when the cookie names a live session of a
+    /// user who is still in the users file.
+    async fn signed_in_user(
+        &self,
+        session: &Session,
+    ) -> Result<Option<(Arc<crate::session::Session>, Arc<User>)>, crate::store::StoreError> {
+        let Some(id) = forwarding::cookie_value(session, self.gateway.sessions.cookie_name()) else {
+            return Ok(None);
+        };
+        let Some(gw_session) = self.gateway.sessions.lookup(&id).await? else {
+            return Ok(None);
+        };
+        Ok(self.gateway.users.get(&gw_session.username).cloned().map(|user| (gw_session, user)))
+    }
+}

@@ -1,0 +1,74 @@
+//! Hands a `/.stepgate/` request to the portal router in-process and writes
+//! its answer back through pingora.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use tower::ServiceExt;
+
+use super::{responses, RequestCtx};
+use crate::gateway::{App, Gateway};
+use crate::portal::{PortalRequest, MAX_FORM_BYTES};
+
+/// The portal only renders small pages; this caps what it may buffer.
+const MAX_PORTAL_RESPONSE: usize = 1024 * 1024;
+
+pub async fn serve(session: &mut Session, router: &axum::Router, gateway: &Gateway, app: Arc<App>, ctx: &RequestCtx) -> Result<()> {
+    let Some(body) = read_body(session).await? else {
+        return responses::page(session, gateway, 413, "Too large", "This request is larger than any form here.").await;
+    };
+    let head = session.req_header();
+    let mut request = http::Request::builder().method(head.method.clone()).uri(head.uri.clone());
+    if let Some(headers) = request.headers_mut() {
+        *headers = head.headers.clone();
+    }
+    let mut request = request
+        .body(Body::from(body))
+        .map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e.to_string()))?;
+    request.extensions_mut().insert(PortalRequest { app, tls: ctx.tls, client_ip: ctx.client_ip });
+
+    let response = match router.clone().oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, MAX_PORTAL_RESPONSE)
+        .await
+        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+    let mut header = ResponseHeader::build(parts.status, Some(parts.headers.len() + 1))?;
+    for (name, value) in &parts.headers {
+        header.append_header(name.clone(), value.clone())?;
+    }
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    let end = body.is_empty();
+    session.write_response_header(Box::new(header), end).await?;
+    if !end {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// The request body, or None when it is larger than any portal form.
+async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_FORM_BYTES) {
+        return Ok(None);
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > MAX_FORM_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}

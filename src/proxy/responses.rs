@@ -1,0 +1,62 @@
+//! Responses the proxy writes itself: pages for refusals, and the
+//! challenge that sends a browser to sign in.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use crate::gateway::Gateway;
+
+const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https:; frame-ancestors 'none'";
+
+/// A branded HTML page with `status`.
+pub async fn page(session: &mut Session, gateway: &Gateway, status: u16, title: &str, message: &str) -> Result<()> {
+    let body = crate::portal::error_html(gateway, title, message);
+    let mut header = ResponseHeader::build(status, Some(5))?;
+    header.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    header.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
+    write(session, header, Bytes::from(body)).await
+}
+
+/// Sends a browser to `target` (sign-in or second factor) with the URL to
+/// come back to; anything else gets 401 and a small JSON body.
+pub async fn challenge(session: &mut Session, gateway: &Gateway, target: &str, error: &str, tls: bool) -> Result<()> {
+    let wants_html = session
+        .req_header()
+        .headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")));
+    let original = original_url(session, tls);
+    let location = crate::portal::with_return_to(target, &crate::portal::safe_return_to(gateway, Some(&original)));
+    if wants_html {
+        let mut header = ResponseHeader::build(302, Some(3))?;
+        header.insert_header(http::header::LOCATION, location)?;
+        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        return write(session, header, Bytes::new()).await;
+    }
+    let body = serde_json::json!({ "error": error, "location": location }).to_string();
+    let mut header = ResponseHeader::build(401, Some(3))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    write(session, header, Bytes::from(body)).await
+}
+
+fn original_url(session: &Session, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let authority = super::forwarding::request_authority(session).unwrap_or_default();
+    let path = session.req_header().uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("{scheme}://{authority}{path}")
+}
+
+async fn write(session: &mut Session, mut header: ResponseHeader, body: Bytes) -> Result<()> {
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    let empty = body.is_empty();
+    session.write_response_header(Box::new(header), empty).await?;
+    if !empty {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! Starting the gateway: pingora's server with the plain and TLS listeners.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::prelude::*;
+use pingora::proxy::ProxyServiceBuilder;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+
+use crate::gateway::{Gateway, StartError};
+use crate::proxy::GatewayProxy;
+
+/// A pingora server carrying the gateway, ready to run.
+pub fn build_server(gateway: Arc<Gateway>) -> Result<Server, StartError> {
+    let server_config = &gateway.config.server;
+    let conf = ServerConf {
+        threads: match server_config.threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        },
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let mut options = HttpServerOptions::default();
+    options.h2c = server_config.h2c;
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, GatewayProxy::new(gateway.clone()))
+        .name("stepgate")
+        .server_options(options)
+        .build();
+    proxy.add_tcp(&server_config.listen.to_string());
+    if let Some(tls) = &server_config.tls {
+        let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
+        let mut settings = TlsSettings::intermediate(&cert, &key).map_err(|e| StartError::Tls(e.to_string()))?;
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+    }
+    server.add_service(proxy);
+    Ok(server)
+}
+
+/// Runs the server until `shutdown` says stop (or, by default, a signal).
+pub fn run(server: Server, shutdown: Option<Box<dyn ShutdownSignalWatch + Send + Sync>>) {
+    let args = match shutdown {
+        Some(shutdown_signal) => RunArgs { shutdown_signal },
+        None => RunArgs::default(),
+    };
+    server.run(args);
+}
+
+/// A shutdown trigger for embedding the gateway (tests, the demo).
+pub struct ShutdownOnDrop(pub tokio::sync::watch::Receiver<bool>);
+
+#[async_trait]
+impl ShutdownSignalWatch for ShutdownOnDrop {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.0.clone();
+        // Fires when the sender says so or is dropped.
+        let _ = rx.wait_for(|stop| *stop).await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// A gateway serving on its own threads until dropped.
+pub struct RunningGateway {
+    pub gateway: Arc<Gateway>,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    /// Starts pingora on a thread of its own. Upkeep (key reload, session
+    /// sweep) runs on the caller's tokio runtime.
+    pub fn start(gateway: Arc<Gateway>) -> Result<Self, StartError> {
+        let server = build_server(gateway.clone())?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("stepgate".into())
+            .spawn(move || run(server, Some(Box::new(ShutdownOnDrop(stopped)))))
+            .map_err(|e| StartError::Io(format!("cannot start the server thread: {e}")))?;
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(gateway.clone().maintain());
+        }
+        Ok(Self { gateway, stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

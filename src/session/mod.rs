@@ -1,0 +1,274 @@
+//! Sessions: the cookie, the server-side record and its lifetime.
+//!
+//! Records live in the store and in an in-memory cache in front of it, so
+//! an authenticated request costs a hash and a map lookup, not a query.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use cookie::{Cookie, SameSite};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Clock, UnixTime};
+use crate::config::SessionConfig;
+use crate::crypto::{random_token, sha256};
+use crate::store::{SessionRow, Store, StoreError};
+
+/// Last-seen times reach the store at most this often per session.
+const TOUCH_INTERVAL_SECS: i64 = 60;
+/// A session id is 32 random bytes in unpadded base64url.
+const SESSION_ID_LEN: usize = 43;
+
+/// An authentication method, named as in RFC 8176.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Factor {
+    Pwd,
+    Otp,
+}
+
+impl Factor {
+    pub fn amr(self) -> &'static str {
+        match self {
+            Factor::Pwd => "pwd",
+            Factor::Otp => "otp",
+        }
+    }
+
+    pub fn is_second_factor(self) -> bool {
+        !matches!(self, Factor::Pwd)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactorUse {
+    pub factor: Factor,
+    pub at: UnixTime,
+}
+
+/// The key a session is stored under: the SHA-256 of its id.
+pub type SessionKey = [u8; 32];
+
+#[derive(Debug)]
+pub struct Session {
+    pub key: SessionKey,
+    pub username: String,
+    pub factors: Vec<FactorUse>,
+    pub created: UnixTime,
+    /// A TOTP secret being enrolled, sealed.
+    pub pending_totp: Option<Vec<u8>>,
+    last_seen: AtomicI64,
+    persisted_seen: AtomicI64,
+}
+
+impl Session {
+    pub fn last_seen(&self) -> UnixTime {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// When the most recent second factor was done.
+    pub fn second_factor_at(&self) -> Option<UnixTime> {
+        self.factors.iter().filter(|f| f.factor.is_second_factor()).map(|f| f.at).max()
+    }
+
+    /// When the most recent factor was done: the assertion's `auth_time`.
+    pub fn last_factor_at(&self) -> UnixTime {
+        self.factors.iter().map(|f| f.at).max().unwrap_or(self.created)
+    }
+
+    fn to_row(&self) -> SessionRow {
+        SessionRow {
+            key: self.key,
+            username: self.username.clone(),
+            factors: serde_json::to_string(&self.factors).unwrap_or_else(|_| "[]".into()),
+            created: self.created,
+            last_seen: self.last_seen(),
+            pending_totp: self.pending_totp.clone(),
+        }
+    }
+
+    fn from_row(row: SessionRow) -> Option<Self> {
+        let factors = serde_json::from_str(&row.factors).ok()?;
+        Some(Session {
+            key: row.key,
+            username: row.username,
+            factors,
+            created: row.created,
+            pending_totp: row.pending_totp,
+            last_seen: AtomicI64::new(row.last_seen),
+            persisted_seen: AtomicI64::new(row.last_seen),
+        })
+    }
+}
+
+/// Creates, finds, renews and ends sessions.
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: SessionConfig,
+    cache: RwLock<HashMap<SessionKey, Arc<Session>>>,
+}
+
+impl Sessions {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: SessionConfig) -> Self {
+        Self { store, clock, config, cache: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn cookie_name(&self) -> &str {
+        &self.config.cookie_name.0
+    }
+
+    /// The live session for a cookie value, or None when the value is
+    /// malformed, unknown or expired. Marks the session as seen.
+    pub async fn lookup(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        if id.len() != SESSION_ID_LEN || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Ok(None);
+        }
+        let key = sha256(id.as_bytes());
+        let cached = self.cache.read().ok().and_then(|cache| cache.get(&key).cloned());
+        let session = match cached {
+            Some(session) => session,
+            None => match self.store.get_session(&key).await?.and_then(Session::from_row) {
+                Some(loaded) => {
+                    let loaded = Arc::new(loaded);
+                    self.cache_insert(loaded.clone());
+                    loaded
+                }
+                None => return Ok(None),
+            },
+        };
+        let now = self.clock.now();
+        if self.is_expired(&session, now) {
+            self.delete(&session.key).await?;
+            return Ok(None);
+        }
+        self.mark_seen(&session, now);
+        Ok(Some(session))
+    }
+
+    fn is_expired(&self, session: &Session, now: UnixTime) -> bool {
+        now - session.last_seen() > self.config.inactivity || now - session.created > self.config.absolute
+    }
+
+    fn mark_seen(&self, session: &Arc<Session>, now: UnixTime) {
+        session.last_seen.fetch_max(now, Ordering::Relaxed);
+        let persisted = session.persisted_seen.load(Ordering::Relaxed);
+        if now - persisted >= TOUCH_INTERVAL_SECS
+            && session.persisted_seen.compare_exchange(persisted, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let store = self.store.clone();
+            let key = session.key;
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_session(&key, now).await {
+                    tracing::warn!(error = %e, "could not record session activity");
+                }
+            });
+        }
+    }
+
+    /// Starts a session after the first factor. Returns the new id.
+    pub async fn create(&self, username: &str, factor: Factor) -> Result<(String, Arc<Session>), StoreError> {
+        let now = self.clock.now();
+        let session = SessionParts {
+            username: username.to_string(),
+            factors: vec![FactorUse { factor, at: now }],
+            created: now,
+            pending_totp: None,
+        };
+        self.persist_new(session).await
+    }
+
+    /// Records another factor. The session gets a new id (no fixation) and
+    /// the old id stops working.
+    pub async fn add_factor(&self, old: &Session, factor: Factor) -> Result<(String, Arc<Session>), StoreError> {
+        let mut factors: Vec<FactorUse> = old.factors.iter().copied().filter(|f| f.factor != factor).collect();
+        factors.push(FactorUse { factor, at: self.clock.now() });
+        let parts = SessionParts { username: old.username.clone(), factors, created: old.created, pending_totp: None };
+        let renewed = self.persist_new(parts).await?;
+        self.delete(&old.key).await?;
+        Ok(renewed)
+    }
+
+    /// Keeps a sealed TOTP secret with the session while the user enrols.
+    pub async fn set_pending_totp(&self, old: &Session, sealed: Vec<u8>) -> Result<Arc<Session>, StoreError> {
+        let session = Arc::new(Session {
+            key: old.key,
+            username: old.username.clone(),
+            factors: old.factors.clone(),
+            created: old.created,
+            pending_totp: Some(sealed),
+            last_seen: AtomicI64::new(old.last_seen()),
+            persisted_seen: AtomicI64::new(old.last_seen()),
+        });
+        self.store.put_session(&session.to_row()).await?;
+        self.cache_insert(session.clone());
+        Ok(session)
+    }
+
+    pub async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remove(key);
+        }
+        self.store.delete_session(key).await
+    }
+
+    /// Drops expired sessions from the cache and the store.
+    pub async fn sweep(&self) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        if let Ok(mut cache) = self.cache.write() {
+            cache.retain(|_, s| !self.is_expired(s, now));
+        }
+        self.store.delete_expired_sessions(now - self.config.inactivity, now - self.config.absolute).await
+    }
+
+    /// The session cookie; `Secure` whenever the request came over TLS.
+    pub fn cookie(&self, id: String, secure: bool) -> Cookie<'static> {
+        let mut cookie = Cookie::build((self.config.cookie_name.0.clone(), id))
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(secure)
+            .path("/");
+        if let Some(domain) = &self.config.cookie_domain {
+            cookie = cookie.domain(domain.clone());
+        }
+        cookie.build()
+    }
+
+    /// A cookie that makes the browser forget the session.
+    pub fn removal_cookie(&self, secure: bool) -> Cookie<'static> {
+        let mut cookie = self.cookie(String::new(), secure);
+        cookie.make_removal();
+        cookie
+    }
+
+    async fn persist_new(&self, parts: SessionParts) -> Result<(String, Arc<Session>), StoreError> {
+        let id = random_token();
+        let now = self.clock.now();
+        let session = Arc::new(Session {
+            key: sha256(id.as_bytes()),
+            username: parts.username,
+            factors: parts.factors,
+            created: parts.created,
+            pending_totp: parts.pending_totp,
+            last_seen: AtomicI64::new(now),
+            persisted_seen: AtomicI64::new(now),
+        });
+        self.store.put_session(&session.to_row()).await?;
+        self.cache_insert(session.clone());
+        Ok((id, session))
+    }
+
+    fn cache_insert(&self, session: Arc<Session>) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert(session.key, session);
+        }
+    }
+}
+
+struct SessionParts {
+    username: String,
+    factors: Vec<FactorUse>,
+    created: UnixTime,
+    pending_totp: Option<Vec<u8>>,
+}

@@ -1,0 +1,75 @@
+//! Storage: the traits the gateway needs and their backends.
+//!
+//! The rest of the gateway holds an `Arc<dyn Store>` and never sees a
+//! backend type, so PostgreSQL or Redis can follow SQLite without touching
+//! the proxy or the policy.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+}
+
+/// A session as stored. `key` is the SHA-256 of the session id, so a copy
+/// of the database does not hand out live sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub key: [u8; 32],
+    pub username: String,
+    /// The factors done, as JSON owned by the session module.
+    pub factors: String,
+    pub created: i64,
+    pub last_seen: i64,
+    /// A TOTP secret being enrolled, sealed.
+    pub pending_totp: Option<Vec<u8>>,
+}
+
+/// An enrolled authenticator app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpRow {
+    pub username: String,
+    /// The seed, sealed with the gateway's key.
+    pub sealed_secret: Vec<u8>,
+    pub algorithm: String,
+    pub digits: i64,
+    pub period: i64,
+    pub created: i64,
+    /// The last time step accepted; a code is never accepted twice.
+    pub last_step: i64,
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Inserts or replaces the session with the row's key.
+    async fn put_session(&self, row: &SessionRow) -> Result<(), StoreError>;
+    async fn get_session(&self, key: &[u8; 32]) -> Result<Option<SessionRow>, StoreError>;
+    async fn touch_session(&self, key: &[u8; 32], last_seen: i64) -> Result<(), StoreError>;
+    async fn delete_session(&self, key: &[u8; 32]) -> Result<(), StoreError>;
+    /// Deletes sessions idle since before `idle_before` or created before
+    /// `created_before`; returns how many.
+    async fn delete_expired_sessions(&self, idle_before: i64, created_before: i64) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+pub trait TotpStore: Send + Sync {
+    async fn get_totp(&self, username: &str) -> Result<Option<TotpRow>, StoreError>;
+    /// Stores a new enrolment; false when the user already has one.
+    async fn insert_totp(&self, row: &TotpRow) -> Result<bool, StoreError>;
+    /// Records `step` as used if it is later than every step used before;
+    /// false means the code was already spent (a replay).
+    async fn claim_totp_step(&self, username: &str, step: i64) -> Result<bool, StoreError>;
+}
+
+pub trait Store: SessionStore + TotpStore {}
+
+impl<T: SessionStore + TotpStore> Store for T {}

@@ -1,0 +1,197 @@
+//! The embedded default backend: one SQLite file in the data directory.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{SessionRow, SessionStore, StoreError, TotpRow, TotpStore};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `stepgate.db` in `data_dir` and migrates it.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir(data_dir.display().to_string(), e))?;
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("stepgate.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("src/store/migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn put_session(&self, row: &SessionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO sessions (key, username, factors, created, last_seen, pending_totp)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.key[..])
+        .bind(&row.username)
+        .bind(&row.factors)
+        .bind(row.created)
+        .bind(row.last_seen)
+        .bind(row.pending_totp.as_deref())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_session(&self, key: &[u8; 32]) -> Result<Option<SessionRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT username, factors, created, last_seen, pending_totp FROM sessions WHERE key = ?",
+        )
+        .bind(&key[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| SessionRow {
+            key: *key,
+            username: r.get(0),
+            factors: r.get(1),
+            created: r.get(2),
+            last_seen: r.get(3),
+            pending_totp: r.get(4),
+        }))
+    }
+
+    async fn touch_session(&self, key: &[u8; 32], last_seen: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_seen = max(last_seen, ?) WHERE key = ?")
+            .bind(last_seen)
+            .bind(&key[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, key: &[u8; 32]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE key = ?").bind(&key[..]).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn delete_expired_sessions(&self, idle_before: i64, created_before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE last_seen < ? OR created < ?")
+            .bind(idle_before)
+            .bind(created_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl TotpStore for SqliteStore {
+    async fn get_totp(&self, username: &str) -> Result<Option<TotpRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT sealed_secret, algorithm, digits, period, created, last_step
+             FROM totp_credentials WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| TotpRow {
+            username: username.to_string(),
+            sealed_secret: r.get(0),
+            algorithm: r.get(1),
+            digits: r.get(2),
+            period: r.get(3),
+            created: r.get(4),
+            last_step: r.get(5),
+        }))
+    }
+
+    async fn insert_totp(&self, row: &TotpRow) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO totp_credentials
+             (username, sealed_secret, algorithm, digits, period, created, last_step)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.username)
+        .bind(&row.sealed_secret)
+        .bind(&row.algorithm)
+        .bind(row.digits)
+        .bind(row.period)
+        .bind(row.created)
+        .bind(row.last_step)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_totp_step(&self, username: &str, step: i64) -> Result<bool, StoreError> {
+        // One conditional UPDATE, so two concurrent uses of a code cannot both win.
+        let done = sqlx::query("UPDATE totp_credentials SET last_step = ? WHERE username = ? AND last_step < ?")
+            .bind(step)
+            .bind(username)
+            .bind(step)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(key: u8) -> SessionRow {
+        SessionRow {
+            key: [key; 32],
+            username: "alice".into(),
+            factors: "[]".into(),
+            created: 100,
+            last_seen: 100,
+            pending_totp: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_round_trip_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        store.put_session(&session(1)).await.unwrap();
+        store.touch_session(&[1; 32], 150).await.unwrap();
+        let got = store.get_session(&[1; 32]).await.unwrap().unwrap();
+        assert_eq!(got.last_seen, 150);
+        assert_eq!(store.delete_expired_sessions(151, 0).await.unwrap(), 1);
+        assert!(store.get_session(&[1; 32]).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_totp_step_is_claimed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let row = TotpRow {
+            username: "alice".into(),
+            sealed_secret: vec![1, 2, 3],
+            algorithm: "SHA1".into(),
+            digits: 6,
+            period: 30,
+            created: 0,
+            last_step: -1,
+        };
+        assert!(store.insert_totp(&row).await.unwrap());
+        assert!(!store.insert_totp(&row).await.unwrap());
+        assert!(store.claim_totp_step("alice", 10).await.unwrap());
+        assert!(!store.claim_totp_step("alice", 10).await.unwrap());
+        assert!(!store.claim_totp_step("alice", 9).await.unwrap());
+        assert!(store.claim_totp_step("alice", 11).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("stepgate.db"), vec![0x42; 4096]).unwrap();
+        let err = SqliteStore::open(dir.path()).await.err().expect("must refuse").to_string();
+        assert!(err.contains("not a database"), "{err}");
+    }
+}
