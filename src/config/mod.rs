@@ -77,6 +77,14 @@ pub struct ServerConfig {
     /// Worker threads for the proxy; 0 means one per CPU.
     #[serde(default)]
     pub threads: usize,
+    /// Requests whose header block (request line and headers) is larger
+    /// than this get 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: values::MaxHeaderBytes,
+}
+
+fn default_max_header_bytes() -> values::MaxHeaderBytes {
+    values::MaxHeaderBytes(32 * 1024)
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -167,6 +167,7 @@ macro_rules! bounded_number {
     };
 }
 
+bounded_number!(MaxHeaderBytes, usize, 4096, 1024 * 1024, "server.max_header_bytes");
 bounded_number!(TotpDigits, usize, 6, 8, "totp.digits");
 bounded_number!(TotpPeriod, u64, 15, 120, "totp.period (seconds)");
 bounded_number!(TotpSkew, u8, 0, 2, "totp.skew (steps)");

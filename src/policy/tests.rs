@@ -1,0 +1,399 @@
+use std::borrow::Cow;
+use std::path::Path;
+
+use http::Method;
+
+use super::*;
+use crate::config::Config;
+
+/// An app whose `rules = [...]` line is `rules`, built the way the gateway
+/// builds it: by parsing a configuration.
+fn app(rules: &str) -> AppConfig {
+    let text = format!(
+        "users_file = \"users.toml\"\n[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"data\"\n\
+         [[apps]]\nid = \"app\"\nhosts = [\"app.example.com\"]\nupstreams = [\"http://127.0.0.1:3000\"]\n{rules}\n"
+    );
+    let mut config = Config::parse(&text, Path::new("/etc/stepgate/test.toml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    config.apps.remove(0)
+}
+
+fn method(name: &str) -> Method {
+    Method::from_bytes(name.as_bytes()).unwrap()
+}
+
+const ANONYMOUS: Proof = Proof { signed_in: false, second_factor: false };
+const PASSWORD: Proof = Proof { signed_in: true, second_factor: false };
+const BOTH: Proof = Proof { signed_in: true, second_factor: true };
+/// Not a state a session can be in; it must count as not signed in.
+const SECOND_ONLY: Proof = Proof { signed_in: false, second_factor: true };
+
+const ALLOW_ANONYMOUS: Decision = Decision::Allow { with_identity: false };
+const ALLOW_USER: Decision = Decision::Allow { with_identity: true };
+const DENY_RULE: Decision = Decision::Deny(DenyReason::Rule);
+const DENY_NO_RULE: Decision = Decision::Deny(DenyReason::NoRule);
+
+/// Indices into the rules below.
+const PUBLIC: usize = 0;
+const HEALTH: usize = 1;
+const API_DELETE: usize = 2;
+const PDF: usize = 3;
+const FILES: usize = 4;
+const ADMIN: usize = 5;
+const ADMIN_SHADOWED: usize = 6;
+const API: usize = 7;
+const PHP: usize = 8;
+const OLD: usize = 9;
+const DAV: usize = 10;
+
+const RULES: &str = r#"rules = [
+  { path = "/public/", policy = "bypass" },
+  { regex = "^/api/v[0-9]+/health$", methods = ["GET", "HEAD"], policy = "bypass" },
+  { path = "/api/", methods = ["DELETE"], policy = "deny" },
+  { glob = "/files/**/*.pdf", policy = "two_factor" },
+  { glob = "/files/*", policy = "one_factor" },
+  { path = "/admin/", policy = "two_factor" },
+  { path = "/admin/", policy = "deny" },
+  { path = "/api/", policy = "one_factor" },
+  { regex = '\.php$', policy = "deny" },
+  { path = "/old", methods = ["get", "post"], policy = "deny" },
+  { path = "/dav/", methods = ["PROPFIND"], policy = "one_factor" },
+]"#;
+
+#[test]
+fn match_rule_takes_the_first_match() {
+    let app = app(RULES);
+    assert_eq!(app.rules.len(), 11);
+    let cases: &[(&str, &str, Option<usize>)] = &[
+        // Prefixes.
+        ("GET", "/public/", Some(PUBLIC)),
+        ("GET", "/public/css/site.css", Some(PUBLIC)),
+        ("POST", "/public/form", Some(PUBLIC)),
+        ("GET", "/public", None),
+        ("GET", "/publicity", None),
+        ("GET", "/admin/", Some(ADMIN)),
+        ("GET", "/admin/users", Some(ADMIN)),
+        ("GET", "/admin", None),
+        ("GET", "/administrator", None),
+        // A prefix without a trailing slash matches longer names too.
+        ("GET", "/old", Some(OLD)),
+        ("GET", "/older/page", Some(OLD)),
+        // Matching is case-sensitive.
+        ("GET", "/Public/", None),
+        ("GET", "/ADMIN/", None),
+        // Regex: anchored by the expression itself.
+        ("GET", "/api/v1/health", Some(HEALTH)),
+        ("HEAD", "/api/v22/health", Some(HEALTH)),
+        ("GET", "/api/v1/health/", Some(API)),
+        ("GET", "/api/vX/health", Some(API)),
+        ("GET", "/x/api/v1/health", None),
+        // Regex: unanchored at the start when the expression says nothing.
+        ("GET", "/index.php", Some(PHP)),
+        ("GET", "/deep/down/index.php", Some(PHP)),
+        ("GET", "/index.php/more", None),
+        // Globs: `*` stays within a segment, `**` crosses segments.
+        ("GET", "/files/report.pdf", Some(PDF)),
+        ("GET", "/files/2024/q1/report.pdf", Some(PDF)),
+        ("GET", "/files/notes.txt", Some(FILES)),
+        ("GET", "/files/2024/notes.txt", None),
+        ("GET", "/files/", Some(FILES)),
+        ("GET", "/files", None),
+        // Methods filter: the DELETE rule is skipped for other methods.
+        ("DELETE", "/api/v1/users/7", Some(API_DELETE)),
+        ("GET", "/api/v1/users/7", Some(API)),
+        ("POST", "/api/v1/health", Some(API)),
+        ("DELETE", "/api/v1/health", Some(API_DELETE)),
+        // Methods written in lower case in the file match.
+        ("GET", "/old/x", Some(OLD)),
+        ("POST", "/old/x", Some(OLD)),
+        ("PUT", "/old/x", None),
+        // Extension methods.
+        ("PROPFIND", "/dav/a", Some(DAV)),
+        ("GET", "/dav/a", None),
+        // No rule.
+        ("GET", "/", None),
+        ("GET", "/elsewhere", None),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|&(m, path, expected)| {
+            let got = match_rule(&app.rules, &method(m), path).map(|(index, _)| index);
+            (got != expected).then(|| format!("{m} {path}: expected rule {expected:?}, got {got:?}"))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn match_rule_returns_the_rule_with_its_index() {
+    let app = app(RULES);
+    let (index, rule) = match_rule(&app.rules, &Method::DELETE, "/api/x").unwrap();
+    assert_eq!(index, API_DELETE);
+    assert!(std::ptr::eq(rule, &app.rules[API_DELETE]));
+    assert_eq!(rule.policy, Policy::Deny);
+    // The second `/admin/` rule can never match: the first one wins.
+    for m in ["GET", "POST", "DELETE", "OPTIONS"] {
+        let (index, _) = match_rule(&app.rules, &method(m), "/admin/x").unwrap();
+        assert_eq!(index, ADMIN, "{m}");
+        assert_ne!(index, ADMIN_SHADOWED);
+    }
+}
+
+#[test]
+fn match_rule_with_no_rules_matches_nothing() {
+    let app = app("");
+    assert!(app.rules.is_empty());
+    assert!(match_rule(&app.rules, &Method::GET, "/").is_none());
+    assert_eq!(decide(&app, &Method::GET, "/", BOTH), Outcome { rule: None, decision: DENY_NO_RULE });
+}
+
+#[test]
+fn decide_applies_the_policy_of_the_first_match() {
+    let app = app(RULES);
+    let cases: &[(&str, &str, Proof, Option<usize>, Decision)] = &[
+        // bypass: allowed to anyone; the identity goes along when there is one.
+        ("GET", "/public/a", ANONYMOUS, Some(PUBLIC), ALLOW_ANONYMOUS),
+        ("GET", "/public/a", SECOND_ONLY, Some(PUBLIC), ALLOW_ANONYMOUS),
+        ("GET", "/public/a", PASSWORD, Some(PUBLIC), ALLOW_USER),
+        ("GET", "/public/a", BOTH, Some(PUBLIC), ALLOW_USER),
+        ("HEAD", "/api/v1/health", ANONYMOUS, Some(HEALTH), ALLOW_ANONYMOUS),
+        ("HEAD", "/api/v1/health", PASSWORD, Some(HEALTH), ALLOW_USER),
+        // one_factor.
+        ("GET", "/api/v1/users", ANONYMOUS, Some(API), Decision::SignIn),
+        ("GET", "/api/v1/users", SECOND_ONLY, Some(API), Decision::SignIn),
+        ("GET", "/api/v1/users", PASSWORD, Some(API), ALLOW_USER),
+        ("GET", "/api/v1/users", BOTH, Some(API), ALLOW_USER),
+        ("GET", "/files/a.txt", PASSWORD, Some(FILES), ALLOW_USER),
+        ("PROPFIND", "/dav/a", PASSWORD, Some(DAV), ALLOW_USER),
+        // two_factor.
+        ("GET", "/admin/", ANONYMOUS, Some(ADMIN), Decision::SignIn),
+        ("GET", "/admin/", SECOND_ONLY, Some(ADMIN), Decision::SignIn),
+        ("GET", "/admin/", PASSWORD, Some(ADMIN), Decision::SecondFactor),
+        ("GET", "/admin/", BOTH, Some(ADMIN), ALLOW_USER),
+        ("GET", "/files/a/b.pdf", ANONYMOUS, Some(PDF), Decision::SignIn),
+        ("GET", "/files/a/b.pdf", PASSWORD, Some(PDF), Decision::SecondFactor),
+        ("GET", "/files/a/b.pdf", BOTH, Some(PDF), ALLOW_USER),
+        // deny: whatever the session has proven.
+        ("DELETE", "/api/v1/users", ANONYMOUS, Some(API_DELETE), DENY_RULE),
+        ("DELETE", "/api/v1/users", PASSWORD, Some(API_DELETE), DENY_RULE),
+        ("DELETE", "/api/v1/users", BOTH, Some(API_DELETE), DENY_RULE),
+        ("GET", "/x.php", BOTH, Some(PHP), DENY_RULE),
+        ("GET", "/old", ANONYMOUS, Some(OLD), DENY_RULE),
+        // No match: denied, whatever the session has proven.
+        ("GET", "/", ANONYMOUS, None, DENY_NO_RULE),
+        ("GET", "/", PASSWORD, None, DENY_NO_RULE),
+        ("GET", "/", BOTH, None, DENY_NO_RULE),
+        ("PUT", "/old", BOTH, None, DENY_NO_RULE),
+        ("GET", "/dav/a", BOTH, None, DENY_NO_RULE),
+        ("GET", "/admin", BOTH, None, DENY_NO_RULE),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|&(m, path, proof, rule, decision)| {
+            let expected = Outcome { rule, decision };
+            let got = decide(&app, &method(m), path, proof);
+            (got != expected).then(|| format!("{m} {path} {proof:?}: expected {expected:?}, got {got:?}"))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn each_policy_with_each_proof() {
+    let expected: [(&str, [Decision; 4]); 4] = [
+        // ANONYMOUS, SECOND_ONLY, PASSWORD, BOTH
+        ("bypass", [ALLOW_ANONYMOUS, ALLOW_ANONYMOUS, ALLOW_USER, ALLOW_USER]),
+        ("one_factor", [Decision::SignIn, Decision::SignIn, ALLOW_USER, ALLOW_USER]),
+        ("two_factor", [Decision::SignIn, Decision::SignIn, Decision::SecondFactor, ALLOW_USER]),
+        ("deny", [DENY_RULE, DENY_RULE, DENY_RULE, DENY_RULE]),
+    ];
+    for (policy, decisions) in expected {
+        let app = app(&format!("rules = [{{ path = \"/\", policy = \"{policy}\" }}]"));
+        for (proof, decision) in [ANONYMOUS, SECOND_ONLY, PASSWORD, BOTH].into_iter().zip(decisions) {
+            let got = decide(&app, &Method::GET, "/anything", proof);
+            assert_eq!(got, Outcome { rule: Some(0), decision }, "{policy} with {proof:?}");
+        }
+    }
+}
+
+#[test]
+fn a_catch_all_rule_ends_the_default_deny() {
+    let app = app(r#"rules = [
+  { path = "/admin/", policy = "two_factor" },
+  { path = "/", policy = "one_factor" },
+]"#);
+    assert_eq!(decide(&app, &Method::GET, "/anything", PASSWORD), Outcome { rule: Some(1), decision: ALLOW_USER });
+    assert_eq!(decide(&app, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: Decision::SecondFactor });
+    // A catch-all placed first shadows everything after it.
+    let app = crate::policy::tests::app(r#"rules = [
+  { path = "/", policy = "one_factor" },
+  { path = "/admin/", policy = "two_factor" },
+]"#);
+    assert_eq!(decide(&app, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: ALLOW_USER });
+}
+
+#[test]
+fn decisions_have_labels() {
+    assert_eq!(ALLOW_ANONYMOUS.label(), "allow");
+    assert_eq!(ALLOW_USER.label(), "allow");
+    assert_eq!(Decision::SignIn.label(), "sign_in");
+    assert_eq!(Decision::SecondFactor.label(), "second_factor");
+    assert_eq!(DENY_RULE.label(), "deny");
+    assert_eq!(DENY_NO_RULE.label(), "deny_no_rule");
+}
+
+#[test]
+fn normalize_path_accepts_and_normalizes() {
+    let cases: &[(&str, &str)] = &[
+        ("/", "/"),
+        ("/a/b/c", "/a/b/c"),
+        ("/a/b/", "/a/b/"),
+        // Percent-escapes are decoded, in either case.
+        ("/a%20b", "/a b"),
+        ("/%61dmin/", "/admin/"),
+        ("/%41%42", "/AB"),
+        ("/caf%C3%A9", "/café"),
+        ("/caf%c3%a9", "/café"),
+        ("/café", "/café"),
+        ("/100%25", "/100%"),
+        ("/%2541", "/%41"),
+        ("/a%2Fb", "/a/b"),
+        // Repeated slashes collapse, before or after decoding.
+        ("//admin", "/admin"),
+        ("//admin/", "/admin/"),
+        ("/a//b///c", "/a/b/c"),
+        ("/a/", "/a/"),
+        ("/a//", "/a/"),
+        ("/%2fadmin", "/admin"),
+        ("/%2F/admin", "/admin"),
+        // Dots that are not whole `.` or `..` segments are names.
+        ("/.well-known/acme", "/.well-known/acme"),
+        ("/a/.hidden", "/a/.hidden"),
+        ("/a/...", "/a/..."),
+        ("/a..b/c.", "/a..b/c."),
+        ("/a/%2e%2e%2e", "/a/..."),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|&(raw, expected)| match normalize_path(raw) {
+            Ok(got) if got == expected => None,
+            other => Some(format!("{raw:?}: expected Ok({expected:?}), got {other:?}")),
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn normalize_path_borrows_when_nothing_changes() {
+    assert!(matches!(normalize_path("/a/b"), Ok(Cow::Borrowed("/a/b"))));
+    assert!(matches!(normalize_path("//a"), Ok(Cow::Owned(_))));
+    assert!(matches!(normalize_path("/%61"), Ok(Cow::Owned(_))));
+}
+
+#[test]
+fn normalize_path_refuses() {
+    use PathError::*;
+    let cases: &[(&str, PathError)] = &[
+        // Not absolute.
+        ("", NotAbsolute),
+        ("admin", NotAbsolute),
+        ("*", NotAbsolute),
+        ("%2fadmin", NotAbsolute),
+        ("http://example.com/", NotAbsolute),
+        // Dot segments, plain or encoded, anywhere.
+        ("/..", DotSegment),
+        ("/.", DotSegment),
+        ("/./", DotSegment),
+        ("/a/../b", DotSegment),
+        ("/public/../admin/", DotSegment),
+        ("/a/./b", DotSegment),
+        ("/a/..", DotSegment),
+        ("/a/.", DotSegment),
+        ("//../admin", DotSegment),
+        ("/%2e%2e/admin", DotSegment),
+        ("/public/%2e%2e/admin", DotSegment),
+        ("/public/%2E%2E/admin", DotSegment),
+        ("/public/.%2e/admin", DotSegment),
+        ("/public/%2e./admin", DotSegment),
+        ("/public/%2e/admin", DotSegment),
+        ("/public%2f..%2fadmin", DotSegment),
+        ("/public/..%2fadmin", DotSegment),
+        // Backslashes, plain or encoded.
+        ("/a\\b", Backslash),
+        ("/public\\..\\admin", Backslash),
+        ("/a%5cb", Backslash),
+        ("/public/..%5Cadmin", Backslash),
+        // Malformed escapes.
+        ("/%zz", BadEscape),
+        ("/%4", BadEscape),
+        ("/a%4", BadEscape),
+        ("/%", BadEscape),
+        ("/a%", BadEscape),
+        ("/%g0", BadEscape),
+        ("/%0g", BadEscape),
+        ("/% 1", BadEscape),
+        ("/%-1", BadEscape),
+        ("/%é", BadEscape),
+        ("/%aé", BadEscape),
+        ("/%%41", BadEscape),
+        // Not UTF-8 once decoded.
+        ("/%ff", NotUtf8),
+        ("/%c3", NotUtf8),
+        ("/a%c3/b", NotUtf8),
+        ("/%c0%af", NotUtf8),
+        ("/%c0%ae%c0%ae/admin", NotUtf8),
+        ("/%ed%a0%80", NotUtf8),
+        ("/%80", NotUtf8),
+        // Control characters, plain or encoded.
+        ("/a%00b", Control),
+        ("/%00", Control),
+        ("/a%0a", Control),
+        ("/a%0d%0aSet-Cookie:%20x", Control),
+        ("/a%09b", Control),
+        ("/%1b[31m", Control),
+        ("/%7f", Control),
+        ("/%c2%85", Control),
+        ("/a\tb", Control),
+        ("/a\nb", Control),
+        ("/a\u{0}b", Control),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|&(raw, ref expected)| match normalize_path(raw) {
+            Err(got) if got == *expected => None,
+            other => Some(format!("{raw:?}: expected Err({expected:?}), got {other:?}")),
+        })
+        .collect();
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// A `%` must be followed by exactly two hex digits. `u8::from_str_radix`
+/// also takes a leading `+`, which must not make `%+1` an escape.
+#[test]
+fn normalize_path_refuses_a_plus_sign_in_an_escape() {
+    for raw in ["/%+1", "/%+a", "/a%+F/b"] {
+        assert_eq!(normalize_path(raw), Err(PathError::BadEscape), "{raw:?}");
+    }
+}
+
+/// Tomcat and other servlet containers drop `;parameters` from each
+/// segment, so for them `..;` is `..` and `/public/..;/admin/` is
+/// `/admin/`. Such a path would match a `/public/` bypass rule here.
+#[test]
+fn normalize_path_refuses_dot_segments_with_parameters() {
+    for raw in ["/public/..;/admin/", "/public/..;x=1/admin/", "/public/.;/x", "/public/%2e%2e;/admin/"] {
+        assert_eq!(normalize_path(raw), Err(PathError::DotSegment), "{raw:?}");
+    }
+}
+
+#[test]
+fn normalized_paths_are_what_rules_see() {
+    let app = app(RULES);
+    let decide_raw = |raw: &str, proof: Proof| normalize_path(raw).map(|path| decide(&app, &Method::GET, &path, proof));
+    // An encoded name matches the rule for the plain name.
+    assert_eq!(decide_raw("/%61dmin/", PASSWORD), Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor }));
+    // A doubled slash does not slip past a prefix rule.
+    assert_eq!(decide_raw("//admin/", PASSWORD), Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor }));
+    // A way out of a bypass rule is refused before any rule is consulted.
+    assert_eq!(decide_raw("/public/%2e%2e/admin/", ANONYMOUS), Err(PathError::DotSegment));
+    assert_eq!(decide_raw("/public/..%5cadmin/", ANONYMOUS), Err(PathError::Backslash));
+}

@@ -15,6 +15,13 @@ pub fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
+/// The size of the request line and headers, roughly as sent.
+pub fn header_bytes(session: &Session) -> usize {
+    let header = session.req_header();
+    let fields: usize = header.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    header.raw_path().len() + fields
+}
+
 /// The client's address: the peer, or, when the peer is a trusted proxy,
 /// the right-most address in `X-Forwarded-For` that is not a trusted proxy.
 pub fn client_ip(session: &Session, gateway: &Gateway) -> IpAddr {

@@ -58,6 +58,11 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if forwarding::header_bytes(session) > self.gateway.config.server.max_header_bytes.0 {
+            ctx.decision = "headers_too_large";
+            responses::page(session, &self.gateway, 431, "Request too large", "The request's headers are too large.").await?;
+            return Ok(true);
+        }
         ctx.tls = forwarding::is_tls(session);
         ctx.client_ip = forwarding::client_ip(session, &self.gateway);
         let Some(app) = forwarding::request_host(session).and_then(|host| self.gateway.app_for_host(&host).cloned()) else {
