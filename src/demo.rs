@@ -94,8 +94,11 @@ pub fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), StartErr
 }
 
 fn print_welcome(listen: SocketAddr, password: &str, data_dir: &Path) {
+    use std::io::Write;
     let base = format!("http://localhost:{}", listen.port());
-    println!(
+    // Whoever reads our output may go away; the demo keeps running.
+    let _ = writeln!(
+        std::io::stdout().lock(),
         "\nstepgate demo is running (Ctrl-C to stop). Data in {data}.\n\n\
          Sign in as   user: {DEMO_USER}   password: {password}\n\n\
          Try:\n\
