@@ -16,6 +16,7 @@ use crate::crypto::{CryptoError, Secrets};
 use crate::factors::totp::TotpFactor;
 use crate::session::Sessions;
 use crate::store::{SqliteStore, Store, StoreError};
+use crate::throttle::Throttle;
 use crate::users::Directory;
 
 /// Identity headers the gateway sets; whatever a client sends under these
@@ -61,6 +62,12 @@ pub struct Gateway {
     pub sessions: Sessions,
     pub totp: TotpFactor,
     pub assertions: Assertions,
+    /// Wrong passwords, by user name.
+    pub password_throttle: Throttle,
+    /// Wrong passwords, by client IP, whatever the user name.
+    pub address_throttle: Throttle,
+    /// Wrong second-factor codes, by user name.
+    pub code_throttle: Throttle,
     apps_by_host: HashMap<String, Arc<App>>,
     /// Every header name an assertion may travel under, lower case.
     pub identity_headers: Vec<http::HeaderName>,
@@ -112,7 +119,14 @@ impl Gateway {
                 }
             }
         }
+        let limits = &config.limits;
+        let password_throttle = Throttle::new(clock.clone(), limits.password_failures.0, limits.window);
+        let address_throttle = Throttle::new(clock.clone(), limits.password_failures.0 * 3, limits.window);
+        let code_throttle = Throttle::new(clock.clone(), limits.code_failures.0, limits.window);
         Ok(Arc::new(Self {
+            password_throttle,
+            address_throttle,
+            code_throttle,
             config,
             clock,
             secrets,

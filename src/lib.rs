@@ -16,4 +16,5 @@ pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod throttle;
 pub mod users;

@@ -8,7 +8,7 @@ use crate::config::{LogFormat, LoggingConfig};
 
 pub fn init(config: &LoggingConfig) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.level))
+        .or_else(|_| EnvFilter::try_new(&config.level.0))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second initialisation (tests start several gateways) is harmless.

@@ -251,3 +251,36 @@ async fn totp_parameters_follow_the_configuration() {
     let page = client.get(gw.app("/.stepgate/second-factor")).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("algorithm=SHA256") && page.contains("digits=8") && page.contains("period=60"), "{page}");
 }
+
+#[tokio::test]
+async fn password_guessing_is_throttled() {
+    let gw = TestGateway::start_with(Setup { extra: "[limits]\npassword_failures = 3\nwindow = \"5m\"\n".into(), ..Setup::default() }).await;
+    let client = gw.browser();
+    for _ in 0..3 {
+        assert_eq!(sign_in(&gw, &client, ALICE, "guess", "/").await.status(), 401);
+    }
+    let blocked = sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await;
+    assert_eq!(blocked.status(), 429, "even the right password waits");
+    assert_eq!(blocked.headers()["retry-after"], "300");
+    assert_eq!(sign_in(&gw, &gw.browser(), BOB, BOB_PASSWORD, "/").await.status(), 303, "other users are not locked out");
+    gw.clock.advance(300);
+    assert_eq!(sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await.status(), 303);
+}
+
+#[tokio::test]
+async fn code_guessing_is_throttled() {
+    let gw = TestGateway::start_with(Setup { extra: "[limits]\ncode_failures = 3\n".into(), ..Setup::default() }).await;
+    let client = gw.browser();
+    sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await;
+    let secret = enroll_totp(&gw, &client).await;
+    let second = gw.browser();
+    sign_in(&gw, &second, ALICE, ALICE_PASSWORD, "/").await;
+    gw.clock.advance(30);
+    for guess in ["111111", "222222", "333333"] {
+        assert_eq!(submit_totp(&gw, &second, guess).await.status(), 401);
+    }
+    let right = totp::code(&secret, gw.now());
+    assert_eq!(submit_totp(&gw, &second, &right).await.status(), 429);
+    gw.clock.advance(300);
+    assert_eq!(submit_totp(&gw, &second, &totp::code(&secret, gw.now())).await.status(), 303);
+}

@@ -54,6 +54,8 @@ pub struct Config {
     #[serde(default)]
     pub assertion: AssertionConfig,
     #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
     pub branding: Branding,
     #[serde(default)]
     pub logging: LoggingConfig,
@@ -173,6 +175,25 @@ impl Default for AssertionConfig {
     }
 }
 
+/// How many wrong guesses are allowed before the gateway stops listening.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Wrong passwords per user name, and (three times as many) per client IP.
+    pub password_failures: values::FailureLimit,
+    /// Wrong second-factor codes per user.
+    pub code_failures: values::FailureLimit,
+    /// The window the failures are counted in, and how long a block lasts.
+    #[serde(with = "values::duration")]
+    pub window: i64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { password_failures: values::FailureLimit(10), code_failures: values::FailureLimit(10), window: 300 }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Branding {
@@ -204,12 +225,12 @@ pub enum LogFormat {
 pub struct LoggingConfig {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `stepgate=debug`.
-    pub level: String,
+    pub level: values::LogLevel,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self { format: LogFormat::Text, level: values::LogLevel("info".into()) }
     }
 }
 

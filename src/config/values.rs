@@ -94,6 +94,15 @@ checked_string!(
     }
 );
 
+checked_string!(
+    /// A `tracing` filter directive such as `info` or `stepgate=debug,warn`.
+    LogLevel,
+    |s| match tracing_subscriber::EnvFilter::try_new(&s) {
+        Ok(_) => Ok(s),
+        Err(e) => Err(format!("invalid logging.level `{s}`: {e}")),
+    }
+);
+
 /// An HTTP method a rule applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Method(pub http::Method);
@@ -168,6 +177,7 @@ macro_rules! bounded_number {
 }
 
 bounded_number!(MaxHeaderBytes, usize, 4096, 1024 * 1024, "server.max_header_bytes");
+bounded_number!(FailureLimit, u32, 1, 1000, "limits (failures)");
 bounded_number!(TotpDigits, usize, 6, 8, "totp.digits");
 bounded_number!(TotpPeriod, u64, 15, 120, "totp.period (seconds)");
 bounded_number!(TotpSkew, u8, 0, 2, "totp.skew (steps)");

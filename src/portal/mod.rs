@@ -150,3 +150,14 @@ fn csrf_refused(gateway: &Gateway) -> Response {
         "This form is no longer valid. Go back, reload the page and try again.",
     )
 }
+
+/// The answer while a throttle blocks further attempts.
+fn too_many_attempts(gateway: &Gateway, retry_after: i64) -> Response {
+    let minutes = (retry_after + 59) / 60;
+    let message = format!("Too many failed attempts. Try again in {minutes} minute{}.", if minutes == 1 { "" } else { "s" });
+    let mut response = error_page(gateway, StatusCode::TOO_MANY_REQUESTS, "Too many attempts", &message);
+    if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}

@@ -14,7 +14,10 @@ use serde::Deserialize;
 use super::csrf::{self, Binding};
 use super::pages::{html, NoFactorPage, TotpChallengePage, TotpEnrollPage};
 use super::redirect::{rd_param, safe_return_to};
-use super::{bad_form, csrf_refused, current_session, error_page, see_other, with_return_to, Failure, PortalRequest, PortalState};
+use super::{
+    bad_form, csrf_refused, current_session, error_page, see_other, too_many_attempts, with_return_to, Failure, PortalRequest,
+    PortalState,
+};
 use crate::factors::totp::Verdict;
 use crate::gateway::Gateway;
 use crate::session::{Factor, Session};
@@ -65,8 +68,11 @@ pub async fn verify_totp(
         Err(refusal) => return Ok(refusal),
     };
     let rd = safe_return_to(&gateway, Some(&form.rd));
+    if let Some(refusal) = throttled(&gateway, &session, &request) {
+        return Ok(refusal);
+    }
     let verdict = gateway.totp.verify(&session.username, &form.code).await.map_err(|e| fail(e.into()))?;
-    log_verdict("totp", &session.username, &request, verdict);
+    record_verdict("totp", &gateway, &session.username, &request, verdict);
     match verdict {
         Verdict::Accepted => complete(&gateway, &session, &request, jar, &rd).await,
         Verdict::NotEnrolled => Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd))),
@@ -90,8 +96,11 @@ pub async fn enroll_totp(
     let Some(pending) = session.pending_totp.as_deref().filter(|_| gateway.totp.self_enrollment()) else {
         return Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd)));
     };
+    if let Some(refusal) = throttled(&gateway, &session, &request) {
+        return Ok(refusal);
+    }
     let verdict = gateway.totp.confirm_enrollment(&session.username, pending, &form.code).await.map_err(|e| fail(e.into()))?;
-    log_verdict("totp_enrollment", &session.username, &request, verdict);
+    record_verdict("totp_enrollment", &gateway, &session.username, &request, verdict);
     match verdict {
         Verdict::Accepted => complete(&gateway, &session, &request, jar, &rd).await,
         // Someone enrolled this user meanwhile: the new secret was not stored.
@@ -155,7 +164,24 @@ fn enroll_page(gateway: &Arc<Gateway>, session: &Session, rd: String, error: Opt
     Ok(html(status, &page))
 }
 
-fn log_verdict(method: &str, username: &str, request: &PortalRequest, verdict: Verdict) {
+/// The refusal while this user has guessed too many codes.
+fn throttled(gateway: &Gateway, session: &Session, request: &PortalRequest) -> Option<Response> {
+    let retry_after = gateway.code_throttle.retry_after(&[&code_key(&session.username)])?;
+    tracing::warn!(event = "second_factor", outcome = "throttled", user = %session.username, ip = %request.client_ip, "authentication");
+    Some(too_many_attempts(gateway, retry_after))
+}
+
+fn code_key(username: &str) -> String {
+    format!("user:{username}")
+}
+
+/// Logs the verdict and counts wrong codes towards the throttle.
+fn record_verdict(method: &str, gateway: &Gateway, username: &str, request: &PortalRequest, verdict: Verdict) {
+    match verdict {
+        Verdict::Wrong => gateway.code_throttle.record_failure(&[&code_key(username)]),
+        Verdict::Accepted => gateway.code_throttle.reset(&code_key(username)),
+        Verdict::Replayed | Verdict::NotEnrolled => {}
+    }
     let outcome = match verdict {
         Verdict::Accepted => "success",
         Verdict::Wrong => "failure",

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::csrf::{self, Binding};
 use super::pages::{html, SigninPage};
 use super::redirect::{rd_param, safe_return_to};
-use super::{bad_form, csrf_refused, current_session, see_other, Failure, PortalRequest, PortalState};
+use super::{bad_form, csrf_refused, current_session, see_other, too_many_attempts, Failure, PortalRequest, PortalState};
 use crate::session::Factor;
 
 /// Longer inputs are refused before the (deliberately slow) hash runs.
@@ -67,6 +67,12 @@ pub async fn submit(
     }
     let rd = safe_return_to(&gateway, Some(&form.rd));
     let username = form.username.trim().to_string();
+    let (user_key, address_key) = (format!("user:{username}"), format!("ip:{}", request.client_ip));
+    let blocked = gateway.password_throttle.retry_after(&[&user_key]).or(gateway.address_throttle.retry_after(&[&address_key]));
+    if let Some(retry_after) = blocked {
+        tracing::warn!(event = "password", outcome = "throttled", user = %username, ip = %request.client_ip, "authentication");
+        return Ok(too_many_attempts(&gateway, retry_after));
+    }
     let user = if username.len() > MAX_USERNAME || form.password.len() > MAX_PASSWORD {
         None
     } else {
@@ -75,6 +81,8 @@ pub async fn submit(
         tokio::task::spawn_blocking(move || checker.users.authenticate(&name, &password)).await.map_err(|e| fail(e.into()))?
     };
     let Some(user) = user else {
+        gateway.password_throttle.record_failure(&[&user_key]);
+        gateway.address_throttle.record_failure(&[&address_key]);
         tracing::info!(event = "password", outcome = "failure", user = %username, ip = %request.client_ip, "authentication");
         let page = SigninPage {
             brand: &gateway.config.branding,
@@ -88,6 +96,7 @@ pub async fn submit(
     if let Some(previous) = current_session(&gateway, &jar).await.map_err(fail)? {
         gateway.sessions.delete(&previous.key).await.map_err(|e| fail(e.into()))?;
     }
+    gateway.password_throttle.reset(&user_key);
     let (id, _) = gateway.sessions.create(&user.username, Factor::Pwd).await.map_err(|e| fail(e.into()))?;
     tracing::info!(event = "password", outcome = "success", user = %user.username, ip = %request.client_ip, "authentication");
     let jar = jar.add(gateway.sessions.cookie(id, request.tls));
