@@ -83,7 +83,7 @@ pub fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), StartErr
         .map_err(|e| StartError::Io(format!("demo app: {e}")))?;
     let app_addr = app_listener.local_addr().map_err(|e| StartError::Io(e.to_string()))?;
     let demo = prepare(&data_dir, listen, app_addr)?;
-    crate::logging::init(&demo.config.logging);
+    let _log_writer = crate::logging::init(&demo.config.logging);
     let gateway = runtime.block_on(Gateway::build(demo.config, Arc::new(SystemClock), Some(demo.secrets)))?;
     runtime.spawn(serve_app(app_listener, listen));
     runtime.spawn(gateway.clone().maintain());

@@ -106,7 +106,7 @@ fn run(command: Command) -> Result<(), String> {
 
 fn serve(config_path: &std::path::Path) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| e.to_string())?;
-    stepgate::logging::init(&config.logging);
+    let _log_writer = stepgate::logging::init(&config.logging);
     // A runtime for start-up and upkeep; pingora runs its own for traffic.
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let gateway = runtime.block_on(Gateway::build(config, Arc::new(SystemClock), None)).map_err(|e| e.to_string())?;

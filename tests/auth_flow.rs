@@ -284,3 +284,15 @@ async fn code_guessing_is_throttled() {
     gw.clock.advance(300);
     assert_eq!(submit_totp(&gw, &second, &totp::code(&secret, gw.now())).await.status(), 303);
 }
+
+#[tokio::test]
+async fn a_cookie_domain_shares_the_session_with_sibling_hosts() {
+    let gw = TestGateway::start_with(Setup {
+        extra: "[session]\ncookie_name = \"corp_sso\"\ncookie_domain = \"app.test\"\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let response = sign_in(&gw, &gw.browser(), ALICE, ALICE_PASSWORD, "/").await;
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.starts_with("corp_sso=") && cookie.contains("Domain=app.test"), "{cookie}");
+}
