@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -73,7 +72,7 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed.
     #[serde(default)]
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: values::TrustedProxies,
     /// Where the database and the signing keys live, relative to this file.
     pub data_dir: PathBuf,
     /// Worker threads for the proxy; 0 means one per CPU.
@@ -246,7 +245,11 @@ pub struct AppConfig {
     /// and `Remote-Name` headers, for software that only reads headers.
     #[serde(default)]
     pub legacy_headers: bool,
-    #[serde(default)]
+    /// As written; checked into `rules` once parsed, so that a mistake in a
+    /// rule is reported at that rule's line.
+    #[serde(default, rename = "rules")]
+    raw_rules: Vec<Spanned<RawRule>>,
+    #[serde(skip)]
     pub rules: Vec<Rule>,
 }
 
@@ -269,8 +272,7 @@ pub enum Policy {
     Deny,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "RawRule")]
+#[derive(Debug, Clone)]
 pub struct Rule {
     pub pattern: PathPattern,
     /// Empty means every method.
@@ -278,7 +280,7 @@ pub struct Rule {
     pub policy: Policy,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
     path: Option<String>,
@@ -317,11 +319,26 @@ impl Config {
         let shown = path.display().to_string();
         let mut config: Config =
             toml::from_str(text).map_err(|e| ConfigError::from_toml(text, &shown, e))?;
+        config.build_rules(text, &shown)?;
         config.check_apps(text, &shown)?;
         config.check_files(&shown)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         Ok(config)
+    }
+
+    fn build_rules(&mut self, text: &str, shown: &str) -> Result<(), ConfigError> {
+        for app in &mut self.apps {
+            for raw in std::mem::take(&mut app.raw_rules) {
+                let span = raw.span();
+                let rule = Rule::try_from(raw.into_inner()).map_err(|message| {
+                    let (line, column) = line_and_column(text, span.start);
+                    ConfigError::Invalid { path: shown.to_string(), line, column, message }
+                })?;
+                app.rules.push(rule);
+            }
+        }
+        Ok(())
     }
 
     fn check_apps(&self, text: &str, shown: &str) -> Result<(), ConfigError> {
@@ -352,12 +369,6 @@ impl Config {
     }
 
     fn check_files(&self, shown: &str) -> Result<(), ConfigError> {
-        if self.server.trusted_proxies.iter().any(|net| net.prefix_len() == 0) {
-            return Err(ConfigError::Other {
-                path: shown.into(),
-                message: "server.trusted_proxies must not trust every address (/0)".into(),
-            });
-        }
         if self.apps.is_empty() {
             return Err(ConfigError::Other { path: shown.into(), message: "no [[apps]] configured".into() });
         }

@@ -98,6 +98,11 @@ fn the_example_file_mentions_every_option() {
         "trusted_proxies",
         "data_dir",
         "threads",
+        "max_header_bytes",
+        "[limits]",
+        "password_failures",
+        "code_failures",
+        "window",
         "users_file",
         "[secrets]",
         "encryption_key_file",
@@ -180,7 +185,11 @@ fn the_minimal_configuration_parses_with_the_defaults() {
     assert!(config.branding.logo_url.is_none());
     assert_eq!(config.branding.accent_color.0, "#2f5bea");
     assert_eq!(config.logging.format, LogFormat::Text);
-    assert_eq!(config.logging.level, "info");
+    assert_eq!(config.logging.level.0, "info");
+    assert_eq!(config.server.max_header_bytes.0, 32 * 1024);
+    assert_eq!(config.limits.password_failures.0, 10);
+    assert_eq!(config.limits.code_failures.0, 10);
+    assert_eq!(config.limits.window, 300);
     let app = &config.apps[0];
     assert_eq!(app.id(), "app");
     assert_eq!(app.hosts[0].get_ref().0, "app.example.com");
@@ -202,6 +211,7 @@ h2c = true
 data_dir = "/var/lib/stepgate"
 threads = 4
 trusted_proxies = ["10.0.0.0/8", "::1/128"]
+max_header_bytes = 8192
 
 [server.tls]
 listen = "[::]:443"
@@ -228,6 +238,11 @@ self_enrollment = false
 issuer = "https://sso.example.com"
 lifetime = "90s"
 
+[limits]
+password_failures = 5
+code_failures = 3
+window = "15m"
+
 [branding]
 product_name = "Example SSO"
 logo_url = "https://example.com/logo.png"
@@ -235,7 +250,7 @@ accent_color = "#abc"
 
 [logging]
 format = "json"
-level = "stepgate=debug"
+level = "stepgate=debug,warn"
 
 [[apps]]
 id = "wiki"
@@ -279,7 +294,11 @@ policy = "bypass"
     assert_eq!(config.branding.logo_url.as_ref().unwrap().0, "https://example.com/logo.png");
     assert_eq!(config.branding.accent_color.0, "#abc");
     assert_eq!(config.logging.format, LogFormat::Json);
-    assert_eq!(config.logging.level, "stepgate=debug");
+    assert_eq!(config.logging.level.0, "stepgate=debug,warn");
+    assert_eq!(config.server.max_header_bytes.0, 8192);
+    assert_eq!(config.limits.password_failures.0, 5);
+    assert_eq!(config.limits.code_failures.0, 3);
+    assert_eq!(config.limits.window, 15 * 60);
     let app = &config.apps[0];
     assert_eq!(app.id(), "wiki");
     let hosts: Vec<&str> = app.hosts.iter().map(|h| h.get_ref().0.as_str()).collect();
@@ -390,6 +409,14 @@ fn bad_values_are_refused_with_file_and_line() {
         ("http logo", config_with(&format!("[branding]\nlogo_url = \"http://example.com/l.png\" {MARK}"), "", ""), &["https"]),
         ("relative logo", config_with(&format!("[branding]\nlogo_url = \"/logo.png\" {MARK}"), "", ""), &["https"]),
         ("log format", config_with(&format!("[logging]\nformat = \"xml\" {MARK}"), "", ""), &["xml"]),
+        ("log level", config_with(&format!("[logging]\nlevel = \"stepgate=loud\" {MARK}"), "", ""), &["invalid logging.level", "stepgate=loud"]),
+        // Limits.
+        ("header limit too small", config_with("", &format!("max_header_bytes = 1024 {MARK}"), ""), &["server.max_header_bytes", "not 1024"]),
+        ("header limit too large", config_with("", &format!("max_header_bytes = 2097152 {MARK}"), ""), &["server.max_header_bytes"]),
+        ("no password failures allowed", config_with(&format!("[limits]\npassword_failures = 0 {MARK}"), "", ""), &["limits", "not 0"]),
+        ("too many code failures allowed", config_with(&format!("[limits]\ncode_failures = 5000 {MARK}"), "", ""), &["limits", "not 5000"]),
+        ("bad limits window", config_with(&format!("[limits]\nwindow = \"soon\" {MARK}"), "", ""), &["invalid duration", "soon"]),
+        ("unknown limits key", config_with(&format!("[limits]\nattempts = 3 {MARK}"), "", ""), &["unknown field", "attempts"]),
         // Apps.
         ("bad app id", config_with("", "", "").replace("id = \"app\"", &format!("id = \"my app\" {MARK}")), &["invalid app id", "my app"]),
         ("empty app id", config_with("", "", "").replace("id = \"app\"", &format!("id = \"\" {MARK}")), &["invalid app id"]),

@@ -103,6 +103,31 @@ checked_string!(
     }
 );
 
+/// The networks whose forwarding headers are believed. Trusting every
+/// address (a /0) would let any client choose its own IP, so it is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let nets = Vec::<ipnet::IpNet>::deserialize(d)?;
+        if let Some(all) = nets.iter().find(|net| net.prefix_len() == 0) {
+            return Err(serde::de::Error::custom(format!(
+                "server.trusted_proxies must not trust every address ({all})"
+            )));
+        }
+        Ok(TrustedProxies(nets))
+    }
+}
+
+impl std::ops::Deref for TrustedProxies {
+    type Target = [ipnet::IpNet];
+
+    fn deref(&self) -> &[ipnet::IpNet] {
+        &self.0
+    }
+}
+
 /// An HTTP method a rule applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Method(pub http::Method);

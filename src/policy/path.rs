@@ -1,7 +1,8 @@
 //! The path a rule is matched against must be the path the app will act
-//! on. Percent-escapes are decoded, repeated slashes collapsed, and paths
-//! whose meaning differs between servers (dot segments, backslashes,
-//! encoded slashes' neighbours) are refused rather than guessed.
+//! on. Percent-escapes are decoded, repeated slashes collapsed, path
+//! parameters (`/admin;jsessionid=1/`, which servlet containers ignore)
+//! dropped, and paths whose meaning differs between servers (dot segments,
+//! also as `..;`, backslashes) are refused rather than guessed.
 
 use std::borrow::Cow;
 
@@ -33,19 +34,27 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if decoded.chars().any(char::is_control) {
         return Err(PathError::Control);
     }
-    if decoded.split('/').any(|segment| segment == "." || segment == "..") {
+    let without_parameters = |segment: &'_ str| segment.split(';').next().unwrap_or("").to_string();
+    if decoded.split('/').map(without_parameters).any(|segment| segment == "." || segment == "..") {
         return Err(PathError::DotSegment);
     }
-    if decoded.contains("//") {
-        let mut collapsed = String::with_capacity(decoded.len());
-        for c in decoded.chars() {
-            if !(c == '/' && collapsed.ends_with('/')) {
-                collapsed.push(c);
-            }
-        }
-        return Ok(Cow::Owned(collapsed));
+    if !decoded.contains("//") && !decoded.contains(';') {
+        return Ok(decoded);
     }
-    Ok(decoded)
+    let segments: Vec<String> = decoded.split('/').map(without_parameters).collect();
+    let mut normalized = String::with_capacity(decoded.len());
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        // Empty inner segments are doubled slashes; the last one is a trailing slash.
+        if i > 0 && (!segment.is_empty() || last) {
+            normalized.push('/');
+        }
+        normalized.push_str(segment);
+    }
+    if normalized.is_empty() {
+        normalized.push('/');
+    }
+    Ok(Cow::Owned(normalized))
 }
 
 fn percent_decode(raw: &str) -> Result<String, PathError> {
@@ -55,6 +64,9 @@ fn percent_decode(raw: &str) -> Result<String, PathError> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(PathError::BadEscape);
+            }
             let hex = std::str::from_utf8(hex).map_err(|_| PathError::BadEscape)?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| PathError::BadEscape)?);
             i += 3;

@@ -217,18 +217,18 @@ fn each_policy_with_each_proof() {
 
 #[test]
 fn a_catch_all_rule_ends_the_default_deny() {
-    let app = app(r#"rules = [
+    let last = app(r#"rules = [
   { path = "/admin/", policy = "two_factor" },
   { path = "/", policy = "one_factor" },
 ]"#);
-    assert_eq!(decide(&app, &Method::GET, "/anything", PASSWORD), Outcome { rule: Some(1), decision: ALLOW_USER });
-    assert_eq!(decide(&app, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: Decision::SecondFactor });
+    assert_eq!(decide(&last, &Method::GET, "/anything", PASSWORD), Outcome { rule: Some(1), decision: ALLOW_USER });
+    assert_eq!(decide(&last, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: Decision::SecondFactor });
     // A catch-all placed first shadows everything after it.
-    let app = crate::policy::tests::app(r#"rules = [
+    let first = app(r#"rules = [
   { path = "/", policy = "one_factor" },
   { path = "/admin/", policy = "two_factor" },
 ]"#);
-    assert_eq!(decide(&app, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: ALLOW_USER });
+    assert_eq!(decide(&first, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: ALLOW_USER });
 }
 
 #[test]
@@ -396,4 +396,11 @@ fn normalized_paths_are_what_rules_see() {
     // A way out of a bypass rule is refused before any rule is consulted.
     assert_eq!(decide_raw("/public/%2e%2e/admin/", ANONYMOUS), Err(PathError::DotSegment));
     assert_eq!(decide_raw("/public/..%5cadmin/", ANONYMOUS), Err(PathError::Backslash));
+}
+
+#[test]
+fn path_parameters_are_dropped_for_matching() {
+    for (raw, expected) in [("/admin;x/", "/admin/"), ("/admin;jsessionid=1/panel", "/admin/panel"), ("/a;b", "/a"), ("/;x", "/")] {
+        assert_eq!(normalize_path(raw).unwrap(), expected, "{raw}");
+    }
 }
