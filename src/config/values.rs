@@ -189,7 +189,7 @@ macro_rules! bounded_number {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let n = i64::deserialize(d)?;
-                if n < $min || n > $max {
+                if !($min..=$max).contains(&n) {
                     return Err(serde::de::Error::custom(format!(
                         "{} must be between {} and {}, not {n}",
                         $what, $min, $max

@@ -63,14 +63,10 @@ pub async fn verify_totp(
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
-    let (session, form) = match checked_form(&gateway, &jar, form).await.map_err(fail)? {
+    let (session, form, rd) = match checked_form(&gateway, &request, &jar, form).await.map_err(fail)? {
         Ok(valid) => valid,
         Err(refusal) => return Ok(refusal),
     };
-    let rd = safe_return_to(&gateway, Some(&form.rd));
-    if let Some(refusal) = throttled(&gateway, &session, &request) {
-        return Ok(refusal);
-    }
     let verdict = gateway.totp.verify(&session.username, &form.code).await.map_err(|e| fail(e.into()))?;
     record_verdict("totp", &gateway, &session.username, &request, verdict);
     match verdict {
@@ -88,17 +84,13 @@ pub async fn enroll_totp(
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
-    let (session, form) = match checked_form(&gateway, &jar, form).await.map_err(fail)? {
+    let (session, form, rd) = match checked_form(&gateway, &request, &jar, form).await.map_err(fail)? {
         Ok(valid) => valid,
         Err(refusal) => return Ok(refusal),
     };
-    let rd = safe_return_to(&gateway, Some(&form.rd));
     let Some(pending) = session.pending_totp.as_deref().filter(|_| gateway.totp.self_enrollment()) else {
         return Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd)));
     };
-    if let Some(refusal) = throttled(&gateway, &session, &request) {
-        return Ok(refusal);
-    }
     let verdict = gateway.totp.confirm_enrollment(&session.username, pending, &form.code).await.map_err(|e| fail(e.into()))?;
     record_verdict("totp_enrollment", &gateway, &session.username, &request, verdict);
     match verdict {
@@ -109,13 +101,14 @@ pub async fn enroll_totp(
     }
 }
 
-/// The session and form of a second-factor POST, or the response that
-/// refuses it.
+/// The session, form and return target of a second-factor POST, or the
+/// response that refuses it (bad form, no session, CSRF, throttled).
 async fn checked_form(
     gateway: &Gateway,
+    request: &PortalRequest,
     jar: &CookieJar,
     form: Result<Form<CodeForm>, FormRejection>,
-) -> Result<Result<(Arc<Session>, CodeForm), Response>, super::PortalError> {
+) -> Result<Result<(Arc<Session>, CodeForm, String), Response>, super::PortalError> {
     let Ok(Form(form)) = form else {
         return Ok(Err(bad_form(gateway)));
     };
@@ -126,7 +119,11 @@ async fn checked_form(
     if !csrf::is_valid(gateway, Binding::Session(&session), &form.csrf) {
         return Ok(Err(csrf_refused(gateway)));
     }
-    Ok(Ok((session, form)))
+    if let Some(refusal) = throttled(gateway, &session, request) {
+        return Ok(Err(refusal));
+    }
+    let rd = safe_return_to(gateway, Some(&form.rd));
+    Ok(Ok((session, form, rd)))
 }
 
 /// Records the second factor under a new session id and returns the user

@@ -43,13 +43,7 @@ pub async fn serve(session: &mut Session, router: &axum::Router, gateway: &Gatew
     for (name, value) in &parts.headers {
         header.append_header(name.clone(), value.clone())?;
     }
-    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    let end = body.is_empty();
-    session.write_response_header(Box::new(header), end).await?;
-    if !end {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
+    responses::write(session, header, body).await
 }
 
 /// The request body, or None when it is larger than any portal form.

@@ -51,7 +51,8 @@ fn original_url(session: &Session, tls: bool) -> String {
     format!("{scheme}://{authority}{path}")
 }
 
-async fn write(session: &mut Session, mut header: ResponseHeader, body: Bytes) -> Result<()> {
+/// Writes a complete response with its length.
+pub async fn write(session: &mut Session, mut header: ResponseHeader, body: Bytes) -> Result<()> {
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     let empty = body.is_empty();
     session.write_response_header(Box::new(header), empty).await?;
