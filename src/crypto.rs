@@ -32,18 +32,18 @@ pub enum CryptoError {
 /// The keys derived from the master key.
 pub struct Secrets {
     sealing: Aes256Gcm,
-    csrf: Zeroizing<[u8; 32]>,
+    mac_key: Zeroizing<[u8; 32]>,
 }
 
 impl Secrets {
     pub fn from_master(master: &[u8; 32]) -> Self {
         let hk = Hkdf::<Sha256>::new(Some(b"stepgate"), master);
         let mut sealing = Zeroizing::new([0u8; 32]);
-        let mut csrf = Zeroizing::new([0u8; 32]);
+        let mut mac_key = Zeroizing::new([0u8; 32]);
         // 32 bytes is far below HKDF-SHA256's output limit, so expand cannot fail.
         let _ = hk.expand(b"seal secrets at rest", sealing.as_mut());
-        let _ = hk.expand(b"csrf tokens", csrf.as_mut());
-        Self { sealing: Aes256Gcm::new(sealing.as_ref().into()), csrf }
+        let _ = hk.expand(b"message authentication", mac_key.as_mut());
+        Self { sealing: Aes256Gcm::new(sealing.as_ref().into()), mac_key }
     }
 
     /// Reads the master key from the environment or the configured file.
@@ -87,21 +87,25 @@ impl Secrets {
             .map_err(|_| CryptoError::Unseal)
     }
 
-    /// A CSRF token bound to `binding` (a session or pre-session id).
-    pub fn csrf_token(&self, binding: &str) -> String {
-        URL_SAFE_NO_PAD.encode(self.csrf_mac(binding).finalize().into_bytes())
+    /// A keyed MAC of `data` for one `purpose`, as URL-safe base64: CSRF
+    /// tokens, signed device cookies.
+    pub fn mac(&self, purpose: &str, data: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac_of(purpose, data).finalize().into_bytes())
     }
 
-    pub fn csrf_token_is_valid(&self, binding: &str, token: &str) -> bool {
-        let Ok(raw) = URL_SAFE_NO_PAD.decode(token.as_bytes()) else {
+    /// Checks a MAC from [`Secrets::mac`] in constant time.
+    pub fn mac_is_valid(&self, purpose: &str, data: &str, mac: &str) -> bool {
+        let Ok(raw) = URL_SAFE_NO_PAD.decode(mac.as_bytes()) else {
             return false;
         };
-        self.csrf_mac(binding).verify_slice(&raw).is_ok()
+        self.mac_of(purpose, data).verify_slice(&raw).is_ok()
     }
 
-    fn csrf_mac(&self, binding: &str) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.csrf.as_ref()).expect("HMAC takes any key length");
-        mac.update(binding.as_bytes());
+    fn mac_of(&self, purpose: &str, data: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.mac_key.as_ref()).expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(data.as_bytes());
         mac
     }
 }
@@ -153,12 +157,13 @@ mod tests {
     }
 
     #[test]
-    fn csrf_tokens_are_bound() {
+    fn macs_are_bound_to_purpose_and_data() {
         let secrets = Secrets::from_master(&[1; 32]);
-        let token = secrets.csrf_token("session-a");
-        assert!(secrets.csrf_token_is_valid("session-a", &token));
-        assert!(!secrets.csrf_token_is_valid("session-b", &token));
-        assert!(!secrets.csrf_token_is_valid("session-a", "not base64 !"));
+        let mac = secrets.mac("csrf", "session-a");
+        assert!(secrets.mac_is_valid("csrf", "session-a", &mac));
+        assert!(!secrets.mac_is_valid("csrf", "session-b", &mac));
+        assert!(!secrets.mac_is_valid("device", "session-a", &mac));
+        assert!(!secrets.mac_is_valid("csrf", "session-a", "not base64 !"));
     }
 
     #[test]

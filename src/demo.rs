@@ -60,11 +60,11 @@ policy = "bypass"
 
 [[apps.rules]]
 path = "/admin/"
-policy = "two_factor"
+policy = "always"
 
 [[apps.rules]]
 path = "/"
-policy = "one_factor"
+policy = "never"
 "#
     );
     let config_path = data_dir.join("stepgate.toml");
@@ -103,8 +103,8 @@ fn print_welcome(listen: SocketAddr, password: &str, data_dir: &Path) {
          Sign in as   user: {DEMO_USER}   password: {password}\n\n\
          Try:\n\
          \x20 {base}/public/   bypass: no sign-in needed\n\
-         \x20 {base}/          one factor: the password\n\
-         \x20 {base}/admin/    two factors: you will set up an authenticator app (TOTP) once\n\
+         \x20 {base}/          never a second factor: the password\n\
+         \x20 {base}/admin/    always a second factor: you set up an authenticator app (TOTP) once\n\
          \x20 {base}/.stepgate/jwks.json   the keys apps verify assertions with\n\
          \x20 {base}/.stepgate/signout\n",
         data = data_dir.display()

@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::{AppConfig, Config, ConfigError, Upstream};
 use crate::crypto::{CryptoError, Secrets};
 use crate::factors::totp::TotpFactor;
+use crate::geo::{Geo, GeoDatabases, GeoError, GeoFacts};
 use crate::session::Sessions;
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::throttle::Throttle;
@@ -22,6 +23,9 @@ use crate::users::Directory;
 /// Identity headers the gateway sets; whatever a client sends under these
 /// names is removed before a request reaches an app.
 pub const LEGACY_IDENTITY_HEADERS: [&str; 4] = ["remote-user", "remote-email", "remote-groups", "remote-name"];
+
+/// How long sign-ins are remembered for the new-country and travel signals.
+const SIGN_IN_HISTORY_SECS: i64 = 180 * 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -35,6 +39,8 @@ pub enum StartError {
     Keys(#[from] KeyError),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Geo(#[from] GeoError),
     #[error("{0}")]
     Io(String),
 }
@@ -62,6 +68,10 @@ pub struct Gateway {
     pub sessions: Sessions,
     pub totp: TotpFactor,
     pub assertions: Assertions,
+    pub store: Arc<dyn Store>,
+    pub geo: Geo,
+    /// `risk.untrusted_networks`, resolved.
+    untrusted_networks: Vec<IpNet>,
     /// Wrong passwords, by user name.
     pub password_throttle: Throttle,
     /// Wrong passwords, by client IP, whatever the user name.
@@ -84,9 +94,10 @@ impl Gateway {
         check_tls_files(&config)?;
         let users = Directory::load(&config.users_file)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.server.data_dir).await?);
+        let geo = Geo::new(GeoDatabases::open(&config.geoip)?);
         let sessions = Sessions::new(store.clone(), clock.clone(), config.session.clone());
         let totp = TotpFactor::new(
-            store,
+            store.clone(),
             secrets.clone(),
             clock.clone(),
             config.totp.clone(),
@@ -123,7 +134,11 @@ impl Gateway {
         let password_throttle = Throttle::new(clock.clone(), limits.password_failures.0, limits.window);
         let address_throttle = Throttle::new(clock.clone(), limits.password_failures.0 * 3, limits.window);
         let code_throttle = Throttle::new(clock.clone(), limits.code_failures.0, limits.window);
+        let untrusted_networks = config.untrusted_networks();
         Ok(Arc::new(Self {
+            store,
+            geo,
+            untrusted_networks,
             password_throttle,
             address_throttle,
             code_throttle,
@@ -153,6 +168,13 @@ impl Gateway {
         self.config.server.trusted_proxies.iter().any(|net: &IpNet| net.contains(&ip))
     }
 
+    /// Whether an address is in an untrusted network or, when configured
+    /// so, flagged by the Anonymous-IP database.
+    pub fn is_untrusted_ip(&self, ip: IpAddr, geo: &GeoFacts) -> bool {
+        let anonymous_untrusted = self.config.risk.anonymous_ip_untrusted;
+        crate::policy::risk::is_untrusted_ip(&self.untrusted_networks, anonymous_untrusted, canonical_ip(ip), geo)
+    }
+
     /// Periodic upkeep: picks up rotated signing keys and drops expired
     /// sessions and cached assertions. Runs until the runtime stops.
     pub async fn maintain(self: Arc<Self>) {
@@ -170,6 +192,10 @@ impl Gateway {
                 self.assertions.sweep();
                 if let Err(e) = self.sessions.sweep().await {
                     tracing::warn!(error = %e, "session sweep failed");
+                }
+                let history_start = self.clock.now() - SIGN_IN_HISTORY_SECS;
+                if let Err(e) = self.store.forget_sign_ins_before(history_start).await {
+                    tracing::warn!(error = %e, "sign-in history sweep failed");
                 }
             }
         }

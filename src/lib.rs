@@ -9,6 +9,8 @@ pub mod crypto;
 pub mod demo;
 pub mod factors;
 pub mod gateway;
+pub mod geo;
+pub mod inspect;
 pub mod logging;
 pub mod policy;
 pub mod portal;

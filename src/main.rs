@@ -46,6 +46,48 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Inspect the access policy.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Show which rule a request matches, why the earlier ones do not, the
+    /// client's geo facts and risk, and the decision.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        path: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: std::net::IpAddr,
+        /// Explain as this user, signed in with a password.
+        #[arg(long)]
+        user: Option<String>,
+        /// Assume the user did a second factor this many seconds ago.
+        #[arg(long)]
+        second_factor_age: Option<i64>,
+        /// Assume this sign-in confidence (low, medium, high).
+        #[arg(long, value_parser = parse_confidence)]
+        confidence: Option<stepgate::config::Confidence>,
+    },
+}
+
+fn parse_confidence(raw: &str) -> Result<stepgate::config::Confidence, String> {
+    use stepgate::config::Confidence;
+    match raw {
+        "low" => Ok(Confidence::Low),
+        "medium" => Ok(Confidence::Medium),
+        "high" => Ok(Confidence::High),
+        _ => Err("use low, medium or high".into()),
+    }
 }
 
 #[derive(Subcommand)]
@@ -81,6 +123,7 @@ fn run(command: Command) -> Result<(), String> {
         Command::CheckConfig { file } => {
             let config = Config::load(&file).map_err(|e| e.to_string())?;
             stepgate::users::Directory::load(&config.users_file).map_err(|e| e.to_string())?;
+            stepgate::geo::GeoDatabases::open(&config.geoip).map_err(|e| e.to_string())?;
             println!("{}: ok ({} apps)", file.display(), config.apps.len());
             Ok(())
         }
@@ -91,6 +134,15 @@ fn run(command: Command) -> Result<(), String> {
         }
         Command::GenerateKey => {
             println!("{}", stepgate::crypto::generate_master_key());
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Explain { config, host, path, method, ip, user, second_factor_age, confidence },
+        } => {
+            let config = Config::load(&config).map_err(|e| e.to_string())?;
+            let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|e| e.to_string())?;
+            let question = stepgate::inspect::Question { host, path, method, ip, user, second_factor_age, confidence, now: SystemClock.now() };
+            print!("{}", stepgate::inspect::explain(&config, &question).map_err(|e| e.to_string())?);
             Ok(())
         }
         Command::Keys { command: KeysCommand::Rotate { config } } => {

@@ -16,6 +16,7 @@ pub use verify::{verify, VerifyError};
 
 use crate::clock::{Clock, UnixTime};
 use crate::crypto::{random_token, Secrets};
+use crate::policy::risk::Assessment;
 use crate::session::{Session, SessionKey};
 use crate::users::User;
 
@@ -32,6 +33,11 @@ pub struct Claims {
     pub amr: Vec<String>,
     pub acr: String,
     pub auth_time: UnixTime,
+    /// The sign-in's risk assessment: confidence and the signals that lowered it.
+    pub risk: Assessment,
+    /// The client's country (ISO code) at sign-in, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
     pub iat: UnixTime,
     pub exp: UnixTime,
     pub jti: String,
@@ -106,6 +112,8 @@ impl Assertions {
             amr,
             acr: if two_factor { ACR_TWO_FACTOR } else { ACR_ONE_FACTOR }.to_string(),
             auth_time: session.last_factor_at(),
+            risk: session.context.assessment.clone(),
+            country: session.context.country.clone(),
             iat: now,
             exp: now + self.lifetime,
             jti: random_token(),

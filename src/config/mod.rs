@@ -5,6 +5,7 @@
 //! the typed structs below.
 
 mod pattern;
+mod rules;
 mod values;
 
 use std::collections::HashSet;
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use pattern::PathPattern;
+pub use rules::{Anonymity, Conditions, GeoFence, HourRange, Policy, Rule};
 pub use values::{Method, Upstream};
 
 /// The longest an assertion may live: apps rely on it being short.
@@ -54,6 +56,15 @@ pub struct Config {
     pub assertion: AssertionConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub geoip: GeoIpConfig,
+    /// Named lists of networks that rules refer to, e.g. `office`, `vpn`.
+    #[serde(default)]
+    pub networks: std::collections::BTreeMap<String, Vec<ipnet::IpNet>>,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub risk: RiskConfig,
     #[serde(default)]
     pub branding: Branding,
     #[serde(default)]
@@ -174,6 +185,75 @@ impl Default for AssertionConfig {
     }
 }
 
+/// Settings that every app's rules share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// The time zone of `hours` and `days` conditions, e.g. `Europe/Zurich`.
+    pub time_zone: values::TimeZone,
+    /// Adaptive rules skip the second factor only at this confidence or above.
+    pub adaptive_minimum: Confidence,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { time_zone: values::TimeZone(chrono_tz::UTC), adaptive_minimum: Confidence::High }
+    }
+}
+
+/// The risk signals adaptive rules listen to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskConfig {
+    /// Faster than this between two sign-ins is impossible travel.
+    pub max_travel_speed_kmh: f64,
+    /// Named networks (from [networks]) whose addresses are untrusted.
+    pub untrusted_networks: Vec<String>,
+    /// Addresses the Anonymous-IP database flags (VPN, Tor, hosting,
+    /// proxies) are untrusted.
+    pub anonymous_ip_untrusted: bool,
+    /// Users may ask to skip adaptive second factors on a browser for up to
+    /// this many days; 0 turns the offer off.
+    pub trust_browser_days: u16,
+    /// The long-lived cookie that recognises a browser.
+    pub device_cookie_name: values::CookieName,
+}
+
+impl Default for RiskConfig {
+    fn default() -> Self {
+        Self {
+            max_travel_speed_kmh: 1000.0,
+            untrusted_networks: Vec::new(),
+            anonymous_ip_untrusted: true,
+            trust_browser_days: 30,
+            device_cookie_name: values::CookieName("stepgate_device".into()),
+        }
+    }
+}
+
+/// How sure the gateway is that a sign-in is the real user, from the risk
+/// signals (new device, new country, impossible travel, untrusted network).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    Low,
+    Medium,
+    High,
+}
+
+/// MaxMind databases (GeoIP2/GeoLite2 `.mmdb` files), each optional;
+/// paths are relative to this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoIpConfig {
+    /// A City or Country database: country, continent, city, coordinates.
+    pub city: Option<PathBuf>,
+    /// An ASN database: autonomous system number and organisation.
+    pub asn: Option<PathBuf>,
+    /// An Anonymous-IP database: VPN, Tor exit, hosting, public proxy.
+    pub anonymous_ip: Option<PathBuf>,
+}
+
 /// How many wrong guesses are allowed before the gateway stops listening.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -245,12 +325,25 @@ pub struct AppConfig {
     /// and `Remote-Name` headers, for software that only reads headers.
     #[serde(default)]
     pub legacy_headers: bool,
+    /// Countries (ISO codes) allowed to reach this app at all, before
+    /// sign-in; empty allows every country.
+    #[serde(default)]
+    pub countries_allow: Vec<values::CountryCode>,
+    /// Countries refused before sign-in.
+    #[serde(default)]
+    pub countries_deny: Vec<values::CountryCode>,
+    /// What applies when no rule matches.
+    #[serde(default = "default_app_policy")]
+    pub default_policy: Policy,
     /// As written; checked into `rules` once parsed, so that a mistake in a
     /// rule is reported at that rule's line.
     #[serde(default, rename = "rules")]
-    raw_rules: Vec<Spanned<RawRule>>,
+    raw_rules: Vec<Spanned<rules::RawRule>>,
     #[serde(skip)]
     pub rules: Vec<Rule>,
+    /// `countries_allow` and `countries_deny`, together.
+    #[serde(skip)]
+    pub fence: GeoFence,
 }
 
 impl AppConfig {
@@ -259,50 +352,12 @@ impl AppConfig {
     }
 }
 
+fn default_app_policy() -> Policy {
+    Policy::Deny
+}
+
 fn default_assertion_header() -> values::HeaderName {
     values::HeaderName("x-stepgate-assertion".into())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Policy {
-    Bypass,
-    OneFactor,
-    TwoFactor,
-    Deny,
-}
-
-#[derive(Debug, Clone)]
-pub struct Rule {
-    pub pattern: PathPattern,
-    /// Empty means every method.
-    pub methods: Vec<Method>,
-    pub policy: Policy,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    path: Option<String>,
-    glob: Option<String>,
-    regex: Option<String>,
-    #[serde(default)]
-    methods: Vec<Method>,
-    policy: Policy,
-}
-
-impl TryFrom<RawRule> for Rule {
-    type Error = String;
-
-    fn try_from(raw: RawRule) -> Result<Self, String> {
-        let pattern = match (raw.path, raw.glob, raw.regex) {
-            (Some(prefix), None, None) => PathPattern::prefix(prefix)?,
-            (None, Some(glob), None) => PathPattern::glob(&glob)?,
-            (None, None, Some(regex)) => PathPattern::regex(&regex)?,
-            _ => return Err("a rule needs exactly one of `path`, `glob` or `regex`".into()),
-        };
-        Ok(Rule { pattern, methods: raw.methods, policy: raw.policy })
-    }
 }
 
 impl Config {
@@ -321,6 +376,7 @@ impl Config {
             toml::from_str(text).map_err(|e| ConfigError::from_toml(text, &shown, e))?;
         config.build_rules(text, &shown)?;
         config.check_apps(text, &shown)?;
+        config.check_risk(&shown)?;
         config.check_files(&shown)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
@@ -329,14 +385,34 @@ impl Config {
 
     fn build_rules(&mut self, text: &str, shown: &str) -> Result<(), ConfigError> {
         for app in &mut self.apps {
+            app.fence = GeoFence { allow: app.countries_allow.clone(), deny: app.countries_deny.clone() };
             for raw in std::mem::take(&mut app.raw_rules) {
                 let span = raw.span();
-                let rule = Rule::try_from(raw.into_inner()).map_err(|message| {
-                    let (line, column) = line_and_column(text, span.start);
+                let (line, column) = line_and_column(text, span.start);
+                let rule = raw.into_inner().build(&self.networks, line).map_err(|message| {
                     ConfigError::Invalid { path: shown.to_string(), line, column, message }
                 })?;
                 app.rules.push(rule);
             }
+        }
+        Ok(())
+    }
+
+    /// The networks `risk.untrusted_networks` names, resolved.
+    pub fn untrusted_networks(&self) -> Vec<ipnet::IpNet> {
+        self.risk.untrusted_networks.iter().filter_map(|name| self.networks.get(name)).flatten().copied().collect()
+    }
+
+    fn check_risk(&self, shown: &str) -> Result<(), ConfigError> {
+        let other = |message: String| ConfigError::Other { path: shown.to_string(), message };
+        if let Some(name) = self.risk.untrusted_networks.iter().find(|n| !self.networks.contains_key(*n)) {
+            return Err(other(format!("risk.untrusted_networks: unknown network `{name}`: define it under [networks]")));
+        }
+        if self.risk.max_travel_speed_kmh.is_nan() || self.risk.max_travel_speed_kmh <= 0.0 {
+            return Err(other("risk.max_travel_speed_kmh must be above 0".into()));
+        }
+        if self.risk.trust_browser_days > 365 {
+            return Err(other("risk.trust_browser_days must be at most 365".into()));
         }
         Ok(())
     }
@@ -388,6 +464,9 @@ impl Config {
             resolve(&mut tls.key);
         }
         if let Some(file) = &mut self.secrets.encryption_key_file {
+            resolve(file);
+        }
+        for file in [&mut self.geoip.city, &mut self.geoip.asn, &mut self.geoip.anonymous_ip].into_iter().flatten() {
             resolve(file);
         }
     }

@@ -311,13 +311,13 @@ policy = "bypass"
     assert_eq!(app.assertion_header.0, "x-identity", "header names are stored lower case");
     assert!(app.legacy_headers);
     assert_eq!(app.rules.len(), 3);
-    assert!(matches!(app.rules[0].pattern, PathPattern::Glob(_)));
+    assert!(matches!(app.rules[0].pattern, Some(PathPattern::Glob(_))));
     assert_eq!(app.rules[0].methods, [Method(http::Method::GET), Method(http::Method::HEAD)]);
-    assert_eq!(app.rules[0].policy, Policy::TwoFactor);
-    assert!(matches!(app.rules[1].pattern, PathPattern::Regex(_)));
+    assert_eq!(app.rules[0].policy, Policy::Always, "two_factor is an alias of always");
+    assert!(matches!(app.rules[1].pattern, Some(PathPattern::Regex(_))));
     assert!(app.rules[1].methods.is_empty());
     assert_eq!(app.rules[1].policy, Policy::Deny);
-    assert!(matches!(app.rules[2].pattern, PathPattern::Prefix(ref p) if p == "/"));
+    assert!(matches!(app.rules[2].pattern, Some(PathPattern::Prefix(ref p)) if p == "/"));
     assert_eq!(app.rules[2].policy, Policy::Bypass);
 }
 
@@ -457,9 +457,10 @@ fn bad_rules_are_refused_with_file_and_line() {
         ("method with digits", rule(&format!("path = \"/\"\nmethods = [\"G3T\"] {MARK}\npolicy = \"deny\"")), &["invalid HTTP method", "G3T"]),
         ("bad policy", rule(&format!("path = \"/\"\npolicy = \"allow\" {MARK}")), &["allow"]),
         ("unknown rule key", rule(&format!("path = \"/\"\npolicy = \"deny\"\nhost = \"x\" {MARK}")), &["host"]),
-        ("path and regex", rule_or_header(&format!("path = \"/\" {MARK}\nregex = \"^/\"\npolicy = \"deny\"")), &["exactly one of `path`, `glob` or `regex`"]),
-        ("path and glob", rule_or_header(&format!("path = \"/\" {MARK}\nglob = \"/*\"\npolicy = \"deny\"")), &["exactly one of `path`, `glob` or `regex`"]),
-        ("no pattern", rule_or_header("methods = [\"GET\"]\npolicy = \"deny\""), &["exactly one of `path`, `glob` or `regex`"]),
+        ("path and regex", rule_or_header(&format!("path = \"/\" {MARK}\nregex = \"^/\"\npolicy = \"deny\"")), &["at most one of `path`, `glob` or `regex`"]),
+        ("path and glob", rule_or_header(&format!("path = \"/\" {MARK}\nglob = \"/*\"\npolicy = \"deny\"")), &["at most one of `path`, `glob` or `regex`"]),
+        ("unknown network", rule_or_header(&format!("networks = [\"nowhere\"] {MARK}\npolicy = \"deny\"")), &["unknown network `nowhere`"]),
+        ("max_age without a second factor", rule_or_header(&format!("max_age = \"5m\" {MARK}\npolicy = \"never\"")), &["`max_age` needs policy"]),
         ("no policy", rule_or_header("path = \"/\""), &["policy"]),
     ];
     assert_all_refused_at_mark(&cases);
@@ -558,4 +559,47 @@ fn line_and_column_count_from_one() {
     assert_eq!(line_and_column(text, 3), (2, 1));
     assert_eq!(line_and_column(text, 6), (3, 1));
     assert_eq!(line_and_column(text, 8), (4, 2));
+}
+
+#[test]
+fn rule_conditions_are_read_and_checked() {
+    let conditions = "[[apps.rules]]\npath = \"/x/\"\nnetworks = [\"office\"]\ncountries = [\"ch\"]\ncontinents = [\"eu\"]\n\
+                      asns = [3303]\nanonymous = [\"tor\", \"vpn\"]\ngroups = [\"admins\"]\nquery = { debug = \"1\" }\n\
+                      headers = { \"X-Env\" = \"prod\" }\nhours = \"22:00-06:00\"\ndays = [\"mon\", \"friday\"]\n\
+                      countries_deny = [\"KP\"]\npolicy = \"adaptive\"\nmax_age = \"5m\"\n";
+    let text = config_with("[networks]\noffice = [\"192.0.2.0/24\"]\n[policy]\ntime_zone = \"Europe/Zurich\"\nadaptive_minimum = \"medium\"\n", "", conditions);
+    let config = Config::parse(&text, Path::new("/etc/stepgate/test.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let rule = &config.apps[0].rules[0];
+    let c = &rule.conditions;
+    assert_eq!(c.networks[0].0, "office");
+    assert_eq!(c.countries[0].0, "CH", "country codes are stored upper case");
+    assert_eq!(c.continents, ["EU"]);
+    assert_eq!(c.anonymous, [Anonymity::Tor, Anonymity::Vpn]);
+    assert_eq!(c.headers[0].0.as_str(), "x-env");
+    assert!(c.hours.unwrap().contains(23 * 60) && c.hours.unwrap().contains(60) && !c.hours.unwrap().contains(12 * 60));
+    assert_eq!(c.days, [chrono::Weekday::Mon, chrono::Weekday::Fri]);
+    assert_eq!(rule.max_age, Some(300));
+    assert!(!rule.fence.admits(Some("KP")) && rule.fence.admits(Some("CH")) && rule.fence.admits(None));
+    assert_eq!(config.policy.adaptive_minimum, Confidence::Medium);
+}
+
+#[test]
+fn bad_condition_values_are_refused_with_file_and_line() {
+    let bad = |value: &str| config_with("", "", &format!("[[apps.rules]]\npath = \"/x/\"\n{value} {MARK}\npolicy = \"never\"\n"));
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        ("country", bad("countries = [\"Switzerland\"]"), &["invalid country code"]),
+        ("continent", bad("continents = [\"XX\"]"), &["invalid continent code"]),
+        ("hours", bad("hours = \"8-18\""), &["invalid hours"]),
+        ("hours out of range", bad("hours = \"08:00-25:00\""), &["invalid hours"]),
+        ("day", bad("days = [\"someday\"]"), &["invalid day"]),
+        ("anonymous kind", bad("anonymous = [\"onion\"]"), &["onion"]),
+        ("asn", bad("asns = [\"AS3303\"]"), &["invalid type"]),
+        ("time zone", config_with(&format!("[policy]\ntime_zone = \"Mars/Olympus\" {MARK}\n"), "", ""), &["unknown time zone"]),
+        ("confidence", config_with(&format!("[policy]\nadaptive_minimum = \"certain\" {MARK}\n"), "", ""), &["certain"]),
+        ("app fence", config_with("", "", &format!("countries_allow = [\"C\"] {MARK}\n")), &["invalid country code"]),
+    ];
+    assert_all_refused_at_mark(&cases);
+    let unknown = config_with("[risk]\nuntrusted_networks = [\"tor\"]\n", "", "");
+    let error = Config::parse(&unknown, Path::new("/etc/stepgate/test.toml")).unwrap_err().to_string();
+    assert!(error.contains("unknown network `tor`"), "{error}");
 }

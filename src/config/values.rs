@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 macro_rules! checked_string {
     ($(#[$doc:meta])* $name:ident, $check:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(pub String);
 
         impl<'de> Deserialize<'de> for $name {
@@ -128,6 +128,74 @@ impl std::ops::Deref for TrustedProxies {
     }
 }
 
+checked_string!(
+    /// A two-letter ISO 3166 country code, stored upper case.
+    CountryCode,
+    |s| {
+        let upper = s.to_ascii_uppercase();
+        if upper.len() == 2 && upper.bytes().all(|b| b.is_ascii_uppercase()) { Ok(upper) } else { Err(format!("invalid country code `{s}`: use two letters such as CH")) }
+    }
+);
+
+checked_string!(
+    /// A continent code as MaxMind gives it: AF, AN, AS, EU, NA, OC or SA.
+    ContinentCode,
+    |s| {
+        let upper = s.to_ascii_uppercase();
+        if ["AF", "AN", "AS", "EU", "NA", "OC", "SA"].contains(&upper.as_str()) { Ok(upper) } else { Err(format!("invalid continent code `{s}`: use AF, AN, AS, EU, NA, OC or SA")) }
+    }
+);
+
+/// A time of day range written `08:00-18:00` (end exclusive; `22:00-06:00` wraps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hours(pub super::HourRange);
+
+impl<'de> Deserialize<'de> for Hours {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        parse_hours(&raw).map(Hours).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid hours `{raw}`: use HH:MM-HH:MM, e.g. 08:00-18:00"))
+        })
+    }
+}
+
+fn parse_hours(raw: &str) -> Option<super::HourRange> {
+    let minute = |t: &str| -> Option<u16> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
+    };
+    let (start, end) = raw.split_once('-')?;
+    let range = super::HourRange { start: minute(start)?, end: minute(end)? };
+    (range.start != range.end).then_some(range)
+}
+
+/// A day of the week: `mon` .. `sun` (or the full English name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Day(pub chrono::Weekday);
+
+impl<'de> Deserialize<'de> for Day {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        raw.parse::<chrono::Weekday>()
+            .map(Day)
+            .map_err(|_| serde::de::Error::custom(format!("invalid day `{raw}`: use mon, tue, wed, thu, fri, sat or sun")))
+    }
+}
+
+/// An IANA time zone name such as `Europe/Zurich`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeZone(pub chrono_tz::Tz);
+
+impl<'de> Deserialize<'de> for TimeZone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        raw.parse::<chrono_tz::Tz>()
+            .map(TimeZone)
+            .map_err(|_| serde::de::Error::custom(format!("unknown time zone `{raw}` (use an IANA name such as Europe/Zurich)")))
+    }
+}
+
 /// An HTTP method a rule applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Method(pub http::Method);
@@ -224,6 +292,16 @@ pub mod duration {
             return Err(format!("duration `{raw}` must be between 1s and 366d"));
         }
         Ok(secs as i64)
+    }
+}
+
+/// An optional duration, for fields that may be left out.
+pub mod optional_duration {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        let raw = String::deserialize(d)?;
+        super::duration::parse(&raw).map(Some).map_err(serde::de::Error::custom)
     }
 }
 

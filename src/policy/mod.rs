@@ -1,17 +1,42 @@
-//! Who must prove what: route matching and the decision. Pure functions of
-//! their inputs, with no IO, so every case is a table test.
+//! Who must prove what: route matching, conditions and the decision. Pure
+//! functions of their inputs, with no IO, so every case is a table test.
 
+mod conditions;
+mod explain;
 mod path;
+pub mod risk;
 
+use std::net::IpAddr;
+
+pub use conditions::{is_anonymous, Mismatch};
+pub use explain::{explain, Explanation, RuleTrace};
 pub use path::{normalize_path, PathError};
 
-use crate::config::{AppConfig, Policy, Rule};
+use crate::clock::UnixTime;
+use crate::config::{AppConfig, Confidence, Policy, PolicyConfig, Rule};
+use crate::geo::GeoFacts;
 
-/// What the session has proven, as far as the decision cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Proof {
-    pub signed_in: bool,
-    pub second_factor: bool,
+/// The request as the policy sees it.
+pub struct Request<'a> {
+    pub method: &'a http::Method,
+    /// Normalized (see [`normalize_path`]).
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+    pub ip: IpAddr,
+    pub geo: &'a GeoFacts,
+    pub now: UnixTime,
+}
+
+/// The signed-in user as the policy sees them.
+pub struct Subject<'a> {
+    pub username: &'a str,
+    pub groups: &'a [String],
+    /// When the session's last second factor was done.
+    pub second_factor_at: Option<UnixTime>,
+    /// The user asked to trust this browser after a second factor.
+    pub trusted_browser: bool,
+    pub confidence: Confidence,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,17 +45,30 @@ pub enum Decision {
     Allow { with_identity: bool },
     /// Sign in first.
     SignIn,
-    /// Signed in, but the route needs a second factor.
-    SecondFactor,
+    /// Signed in, but a (fresh) second factor is needed.
+    SecondFactor(StepUp),
     Deny(DenyReason),
+}
+
+/// Why a second factor is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepUp {
+    /// The rule always wants one.
+    Required,
+    /// The last one is older than the rule's `max_age` (seconds).
+    Stale { max_age: i64 },
+    /// An adaptive rule, and the confidence is below the minimum.
+    Risk,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyReason {
     /// A rule says `deny`.
     Rule,
-    /// No rule matched: the default is to deny.
+    /// No rule matched and the app's default is to deny.
     NoRule,
+    /// The client's country is fenced out.
+    Geo,
 }
 
 /// The decision and the rule it came from (its index in the app's rules).
@@ -40,26 +78,83 @@ pub struct Outcome {
     pub decision: Decision,
 }
 
-/// The first rule that matches the method and (normalized) path.
-pub fn match_rule<'a>(rules: &'a [Rule], method: &http::Method, path: &str) -> Option<(usize, &'a Rule)> {
-    rules.iter().enumerate().find(|(_, rule)| {
-        (rule.methods.is_empty() || rule.methods.iter().any(|m| m.0 == *method)) && rule.pattern.matches(path)
-    })
+/// Receives the rules that did not match, for explanations.
+pub(crate) trait Trace {
+    fn skipped(&mut self, index: usize, why: Mismatch);
 }
 
-pub fn decide(app: &AppConfig, method: &http::Method, path: &str, proof: Proof) -> Outcome {
-    let Some((index, rule)) = match_rule(&app.rules, method, path) else {
-        return Outcome { rule: None, decision: Decision::Deny(DenyReason::NoRule) };
+struct NoTrace;
+
+impl Trace for NoTrace {
+    #[inline]
+    fn skipped(&mut self, _: usize, _: Mismatch) {}
+}
+
+pub fn decide(app: &AppConfig, settings: &PolicyConfig, request: &Request, subject: Option<&Subject>) -> Outcome {
+    evaluate(app, settings, request, subject, &mut NoTrace)
+}
+
+pub(crate) fn evaluate(
+    app: &AppConfig,
+    settings: &PolicyConfig,
+    request: &Request,
+    subject: Option<&Subject>,
+    trace: &mut impl Trace,
+) -> Outcome {
+    if !app.fence.admits(request.geo.country.as_deref()) {
+        return Outcome { rule: None, decision: Decision::Deny(DenyReason::Geo) };
+    }
+    for (index, rule) in app.rules.iter().enumerate() {
+        match conditions::check(rule, settings, request, subject) {
+            Ok(()) => return Outcome { rule: Some(index), decision: apply(rule, settings, request, subject) },
+            // Everything but the user matched: find out who it is first.
+            Err(Mismatch::NeedsIdentity) => return Outcome { rule: Some(index), decision: Decision::SignIn },
+            Err(why) => trace.skipped(index, why),
+        }
+    }
+    let decision = match app.default_policy {
+        Policy::Deny => Decision::Deny(DenyReason::NoRule),
+        policy => demand(policy, None, settings, request.now, subject),
     };
-    let decision = match (rule.policy, proof) {
+    Outcome { rule: None, decision }
+}
+
+fn apply(rule: &Rule, settings: &PolicyConfig, request: &Request, subject: Option<&Subject>) -> Decision {
+    if !rule.fence.admits(request.geo.country.as_deref()) {
+        return Decision::Deny(DenyReason::Geo);
+    }
+    demand(rule.policy, rule.max_age, settings, request.now, subject)
+}
+
+/// What a policy demands of this subject.
+fn demand(policy: Policy, max_age: Option<i64>, settings: &PolicyConfig, now: UnixTime, subject: Option<&Subject>) -> Decision {
+    let allow = Decision::Allow { with_identity: true };
+    match (policy, subject) {
+        (Policy::Bypass, subject) => Decision::Allow { with_identity: subject.is_some() },
         (Policy::Deny, _) => Decision::Deny(DenyReason::Rule),
-        (Policy::Bypass, proof) => Decision::Allow { with_identity: proof.signed_in },
-        (_, Proof { signed_in: false, .. }) => Decision::SignIn,
-        (Policy::OneFactor, _) => Decision::Allow { with_identity: true },
-        (Policy::TwoFactor, Proof { second_factor: true, .. }) => Decision::Allow { with_identity: true },
-        (Policy::TwoFactor, _) => Decision::SecondFactor,
-    };
-    Outcome { rule: Some(index), decision }
+        (_, None) => Decision::SignIn,
+        (Policy::Never, Some(_)) => allow,
+        (Policy::Always, Some(subject)) => second_factor(subject, max_age, now).map_or(allow, Decision::SecondFactor),
+        (Policy::Adaptive, Some(subject)) => {
+            if max_age.is_some() || subject.second_factor_at.is_some() {
+                return second_factor(subject, max_age, now).map_or(allow, Decision::SecondFactor);
+            }
+            if subject.trusted_browser || subject.confidence >= settings.adaptive_minimum {
+                allow
+            } else {
+                Decision::SecondFactor(StepUp::Risk)
+            }
+        }
+    }
+}
+
+/// What is missing for a second factor that is fresh enough, if anything.
+fn second_factor(subject: &Subject, max_age: Option<i64>, now: UnixTime) -> Option<StepUp> {
+    match (subject.second_factor_at, max_age) {
+        (None, _) => Some(StepUp::Required),
+        (Some(at), Some(max_age)) if now - at > max_age => Some(StepUp::Stale { max_age }),
+        (Some(_), _) => None,
+    }
 }
 
 impl Decision {
@@ -67,9 +162,12 @@ impl Decision {
         match self {
             Decision::Allow { .. } => "allow",
             Decision::SignIn => "sign_in",
-            Decision::SecondFactor => "second_factor",
+            Decision::SecondFactor(StepUp::Required) => "second_factor",
+            Decision::SecondFactor(StepUp::Stale { .. }) => "step_up",
+            Decision::SecondFactor(StepUp::Risk) => "second_factor_risk",
             Decision::Deny(DenyReason::Rule) => "deny",
             Decision::Deny(DenyReason::NoRule) => "deny_no_rule",
+            Decision::Deny(DenyReason::Geo) => "deny_geo",
         }
     }
 }

@@ -4,7 +4,40 @@ use std::path::Path;
 use http::Method;
 
 use super::*;
-use crate::config::Config;
+use crate::config::{Config, Rule};
+
+/// What a session has proven, for the tables below.
+#[derive(Debug, Clone, Copy)]
+struct Proof {
+    signed_in: bool,
+    second_factor: bool,
+}
+
+/// Ten days after the epoch: a fixed "now" for the tables.
+const NOW: i64 = 864_000;
+
+/// `decide` for a plain request from a documentation address with no geo
+/// facts, by a user who is in no group.
+fn decide(app: &AppConfig, method: &Method, path: &str, proof: Proof) -> Outcome {
+    let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
+    let request = Request { method, path, query: None, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
+    let subject = proof.signed_in.then(|| Subject {
+        username: "alice",
+        groups: &[],
+        second_factor_at: proof.second_factor.then_some(NOW - 60),
+        trusted_browser: false,
+        confidence: Confidence::High,
+    });
+    super::decide(app, &PolicyConfig::default(), &request, subject.as_ref())
+}
+
+/// The first rule whose method and path match, ignoring other conditions.
+fn match_rule<'a>(rules: &'a [Rule], method: &Method, path: &str) -> Option<(usize, &'a Rule)> {
+    rules.iter().enumerate().find(|(_, rule)| {
+        (rule.methods.is_empty() || rule.methods.iter().any(|m| m.0 == *method))
+            && rule.pattern.as_ref().is_none_or(|p| p.matches(path))
+    })
+}
 
 /// An app whose `rules = [...]` line is `rules`, built the way the gateway
 /// builds it: by parsing a configuration.
@@ -167,10 +200,10 @@ fn decide_applies_the_policy_of_the_first_match() {
         // two_factor.
         ("GET", "/admin/", ANONYMOUS, Some(ADMIN), Decision::SignIn),
         ("GET", "/admin/", SECOND_ONLY, Some(ADMIN), Decision::SignIn),
-        ("GET", "/admin/", PASSWORD, Some(ADMIN), Decision::SecondFactor),
+        ("GET", "/admin/", PASSWORD, Some(ADMIN), Decision::SecondFactor(StepUp::Required)),
         ("GET", "/admin/", BOTH, Some(ADMIN), ALLOW_USER),
         ("GET", "/files/a/b.pdf", ANONYMOUS, Some(PDF), Decision::SignIn),
-        ("GET", "/files/a/b.pdf", PASSWORD, Some(PDF), Decision::SecondFactor),
+        ("GET", "/files/a/b.pdf", PASSWORD, Some(PDF), Decision::SecondFactor(StepUp::Required)),
         ("GET", "/files/a/b.pdf", BOTH, Some(PDF), ALLOW_USER),
         // deny: whatever the session has proven.
         ("DELETE", "/api/v1/users", ANONYMOUS, Some(API_DELETE), DENY_RULE),
@@ -203,7 +236,7 @@ fn each_policy_with_each_proof() {
         // ANONYMOUS, SECOND_ONLY, PASSWORD, BOTH
         ("bypass", [ALLOW_ANONYMOUS, ALLOW_ANONYMOUS, ALLOW_USER, ALLOW_USER]),
         ("one_factor", [Decision::SignIn, Decision::SignIn, ALLOW_USER, ALLOW_USER]),
-        ("two_factor", [Decision::SignIn, Decision::SignIn, Decision::SecondFactor, ALLOW_USER]),
+        ("two_factor", [Decision::SignIn, Decision::SignIn, Decision::SecondFactor(StepUp::Required), ALLOW_USER]),
         ("deny", [DENY_RULE, DENY_RULE, DENY_RULE, DENY_RULE]),
     ];
     for (policy, decisions) in expected {
@@ -222,7 +255,7 @@ fn a_catch_all_rule_ends_the_default_deny() {
   { path = "/", policy = "one_factor" },
 ]"#);
     assert_eq!(decide(&last, &Method::GET, "/anything", PASSWORD), Outcome { rule: Some(1), decision: ALLOW_USER });
-    assert_eq!(decide(&last, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: Decision::SecondFactor });
+    assert_eq!(decide(&last, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: Decision::SecondFactor(StepUp::Required) });
     // A catch-all placed first shadows everything after it.
     let first = app(r#"rules = [
   { path = "/", policy = "one_factor" },
@@ -236,7 +269,7 @@ fn decisions_have_labels() {
     assert_eq!(ALLOW_ANONYMOUS.label(), "allow");
     assert_eq!(ALLOW_USER.label(), "allow");
     assert_eq!(Decision::SignIn.label(), "sign_in");
-    assert_eq!(Decision::SecondFactor.label(), "second_factor");
+    assert_eq!(Decision::SecondFactor(StepUp::Required).label(), "second_factor");
     assert_eq!(DENY_RULE.label(), "deny");
     assert_eq!(DENY_NO_RULE.label(), "deny_no_rule");
 }
@@ -390,9 +423,9 @@ fn normalized_paths_are_what_rules_see() {
     let app = app(RULES);
     let decide_raw = |raw: &str, proof: Proof| normalize_path(raw).map(|path| decide(&app, &Method::GET, &path, proof));
     // An encoded name matches the rule for the plain name.
-    assert_eq!(decide_raw("/%61dmin/", PASSWORD), Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor }));
+    assert_eq!(decide_raw("/%61dmin/", PASSWORD), Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor(StepUp::Required) }));
     // A doubled slash does not slip past a prefix rule.
-    assert_eq!(decide_raw("//admin/", PASSWORD), Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor }));
+    assert_eq!(decide_raw("//admin/", PASSWORD), Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor(StepUp::Required) }));
     // A way out of a bypass rule is refused before any rule is consulted.
     assert_eq!(decide_raw("/public/%2e%2e/admin/", ANONYMOUS), Err(PathError::DotSegment));
     assert_eq!(decide_raw("/public/..%5cadmin/", ANONYMOUS), Err(PathError::Backslash));

@@ -24,12 +24,14 @@ impl Binding<'_> {
     }
 }
 
+const PURPOSE: &str = "csrf";
+
 pub fn token(gateway: &Gateway, binding: Binding<'_>) -> String {
-    gateway.secrets.csrf_token(&binding.value())
+    gateway.secrets.mac(PURPOSE, &binding.value())
 }
 
 pub fn is_valid(gateway: &Gateway, binding: Binding<'_>, token: &str) -> bool {
-    !token.is_empty() && gateway.secrets.csrf_token_is_valid(&binding.value(), token)
+    !token.is_empty() && gateway.secrets.mac_is_valid(PURPOSE, &binding.value(), token)
 }
 
 fn pre_session_cookie_name(gateway: &Gateway) -> String {

@@ -2,8 +2,10 @@
 //! second factor, sign-out, JWKS, health and static files. An axum router
 //! called in-process by the proxy; it never proxies traffic itself.
 
+mod assess;
 mod assets;
 mod csrf;
+mod device;
 mod pages;
 mod redirect;
 mod second_factor;
@@ -19,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-pub use pages::{error_html, error_page};
+pub use pages::{continue_html, error_html, error_page};
 pub use redirect::safe_return_to;
 
 use crate::gateway::{App, Gateway};

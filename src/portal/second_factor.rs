@@ -29,6 +29,9 @@ pub struct CodeForm {
     code: String,
     #[serde(default)]
     rd: String,
+    /// "Trust this browser": present when ticked.
+    #[serde(default)]
+    remember: Option<String>,
 }
 
 pub async fn show(State(gateway): State<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
@@ -37,9 +40,8 @@ pub async fn show(State(gateway): State<PortalState>, jar: CookieJar, uri: Uri) 
     let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
         return Ok(see_other(&with_return_to("/.stepgate/signin", &rd)));
     };
-    if session.second_factor_at().is_some() {
-        return Ok(see_other(&rd));
-    }
+    // A session that already has a second factor is here for a fresher one
+    // (step-up), so the challenge is shown again.
     if gateway.totp.is_enrolled(&session.username).await.map_err(|e| fail(e.into()))? {
         return Ok(challenge_page(&gateway, &session, rd, None, StatusCode::OK));
     }
@@ -70,7 +72,7 @@ pub async fn verify_totp(
     let verdict = gateway.totp.verify(&session.username, &form.code).await.map_err(|e| fail(e.into()))?;
     record_verdict("totp", &gateway, &session.username, &request, verdict);
     match verdict {
-        Verdict::Accepted => complete(&gateway, &session, &request, jar, &rd).await,
+        Verdict::Accepted => complete(&gateway, &session, &request, jar, &form, &rd).await,
         Verdict::NotEnrolled => Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd))),
         Verdict::Wrong => Ok(challenge_page(&gateway, &session, rd, Some("That code is not right. Try the current one."), StatusCode::UNAUTHORIZED)),
         Verdict::Replayed => Ok(challenge_page(&gateway, &session, rd, Some("That code was already used. Wait for the next one."), StatusCode::UNAUTHORIZED)),
@@ -94,7 +96,7 @@ pub async fn enroll_totp(
     let verdict = gateway.totp.confirm_enrollment(&session.username, pending, &form.code).await.map_err(|e| fail(e.into()))?;
     record_verdict("totp_enrollment", &gateway, &session.username, &request, verdict);
     match verdict {
-        Verdict::Accepted => complete(&gateway, &session, &request, jar, &rd).await,
+        Verdict::Accepted => complete(&gateway, &session, &request, jar, &form, &rd).await,
         // Someone enrolled this user meanwhile: the new secret was not stored.
         Verdict::Replayed | Verdict::NotEnrolled => Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd))),
         Verdict::Wrong => enroll_page(&gateway, &session, rd, Some("That code is not right. Check the app and try again."), StatusCode::UNAUTHORIZED),
@@ -126,10 +128,25 @@ async fn checked_form(
     Ok(Ok((session, form, rd)))
 }
 
-/// Records the second factor under a new session id and returns the user
+/// Records the second factor under a new session id, remembers the
+/// browser (trusted for a while when the user asked), and returns the user
 /// to where they were going.
-async fn complete(gateway: &Arc<Gateway>, session: &Session, request: &PortalRequest, jar: CookieJar, rd: &str) -> Result<Response, Failure> {
-    let (id, _) = gateway.sessions.add_factor(session, Factor::Otp).await.map_err(|e| Failure(gateway.clone(), e.into()))?;
+async fn complete(
+    gateway: &Arc<Gateway>,
+    session: &Session,
+    request: &PortalRequest,
+    jar: CookieJar,
+    form: &CodeForm,
+    rd: &str,
+) -> Result<Response, Failure> {
+    let fail = |e: crate::store::StoreError| Failure(gateway.clone(), e.into());
+    let now = gateway.clock.now();
+    let trust_days = i64::from(gateway.config.risk.trust_browser_days);
+    let trusted_until = (form.remember.is_some() && trust_days > 0).then(|| now + trust_days * 86_400);
+    if let Some(device) = &session.context.device_id {
+        gateway.store.remember_device(&session.username, device, now, trusted_until).await.map_err(fail)?;
+    }
+    let (id, _) = gateway.sessions.add_factor(session, Factor::Otp, trusted_until).await.map_err(fail)?;
     let jar = jar.add(gateway.sessions.cookie(id, request.tls));
     Ok((jar, see_other(rd)).into_response())
 }
@@ -140,6 +157,7 @@ fn challenge_page(gateway: &Gateway, session: &Session, rd: String, error: Optio
         csrf: csrf::token(gateway, Binding::Session(session)),
         rd,
         error,
+        trust_days: gateway.config.risk.trust_browser_days,
     };
     html(status, &page)
 }
@@ -154,6 +172,7 @@ fn enroll_page(gateway: &Arc<Gateway>, session: &Session, rd: String, error: Opt
         csrf: csrf::token(gateway, Binding::Session(session)),
         rd,
         error,
+        trust_days: gateway.config.risk.trust_browser_days,
         secret: view.secret_base32,
         otpauth_uri: view.otpauth_uri,
         qr_svg: view.qr_svg,

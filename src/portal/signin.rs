@@ -8,7 +8,9 @@ use axum::Form;
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
+use super::assess::assess_sign_in;
 use super::csrf::{self, Binding};
+use super::device;
 use super::pages::{html, SigninPage};
 use super::redirect::{rd_param, safe_return_to};
 use super::{bad_form, csrf_refused, current_session, see_other, too_many_attempts, Failure, PortalRequest, PortalState};
@@ -97,8 +99,19 @@ pub async fn submit(
         gateway.sessions.delete(&previous.key).await.map_err(|e| fail(e.into()))?;
     }
     gateway.password_throttle.reset(&user_key);
-    let (id, _) = gateway.sessions.create(&user.username, Factor::Pwd).await.map_err(|e| fail(e.into()))?;
-    tracing::info!(event = "password", outcome = "success", user = %user.username, ip = %request.client_ip, "authentication");
+    let (jar, device) = device::ensure_device(&gateway, jar, request.tls);
+    let context = assess_sign_in(&gateway, &user.username, request.client_ip, &device).await.map_err(|e| fail(e.into()))?;
+    tracing::info!(
+        event = "password",
+        outcome = "success",
+        user = %user.username,
+        ip = %request.client_ip,
+        country = context.country.as_deref().unwrap_or("-"),
+        confidence = ?context.assessment.confidence,
+        signals = ?context.assessment.signals,
+        "authentication"
+    );
+    let (id, _) = gateway.sessions.create(&user.username, Factor::Pwd, context).await.map_err(|e| fail(e.into()))?;
     let jar = jar.add(gateway.sessions.cookie(id, request.tls));
     Ok((jar, see_other(&rd)).into_response())
 }

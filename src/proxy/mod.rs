@@ -15,7 +15,7 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
 use crate::gateway::{App, Gateway};
-use crate::policy::{self, Decision, Proof};
+use crate::policy::{self, Decision, DenyReason, StepUp, Subject};
 use crate::users::User;
 
 pub struct GatewayProxy {
@@ -141,11 +141,7 @@ impl GatewayProxy {
                 return Ok(true);
             }
         };
-        let proof = signed_in.as_ref().map_or(Proof::default(), |(s, _)| Proof {
-            signed_in: true,
-            second_factor: s.second_factor_at().is_some(),
-        });
-        let outcome = policy::decide(&app.config, &session.req_header().method, path, proof);
+        let outcome = self.decide(session, ctx, app, path, signed_in.as_ref());
         ctx.rule = outcome.rule;
         ctx.decision = outcome.decision.label();
         match outcome.decision {
@@ -164,8 +160,16 @@ impl GatewayProxy {
                 responses::challenge(session, &self.gateway, "/.stepgate/signin", "sign_in_required", ctx.tls).await?;
                 Ok(true)
             }
-            Decision::SecondFactor => {
-                responses::challenge(session, &self.gateway, "/.stepgate/second-factor", "second_factor_required", ctx.tls).await?;
+            Decision::SecondFactor(step_up) => {
+                let error = match step_up {
+                    StepUp::Stale { .. } => "step_up_required",
+                    StepUp::Required | StepUp::Risk => "second_factor_required",
+                };
+                responses::challenge(session, &self.gateway, "/.stepgate/second-factor", error, ctx.tls).await?;
+                Ok(true)
+            }
+            Decision::Deny(DenyReason::Geo) => {
+                responses::page(session, &self.gateway, 403, "Access denied", "This application is not available from your location.").await?;
                 Ok(true)
             }
             Decision::Deny(_) => {
@@ -173,6 +177,44 @@ impl GatewayProxy {
                 Ok(true)
             }
         }
+    }
+
+    /// The policy's decision for this request, explained in the debug log.
+    fn decide(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        app: &App,
+        path: &str,
+        signed_in: Option<&(Arc<crate::session::Session>, Arc<User>)>,
+    ) -> policy::Outcome {
+        let header = session.req_header();
+        let geo = self.gateway.geo.current().lookup(ctx.client_ip);
+        let now = self.gateway.clock.now();
+        let request = policy::Request {
+            method: &header.method,
+            path,
+            query: header.uri.query(),
+            headers: &header.headers,
+            ip: ctx.client_ip,
+            geo: &geo,
+            now,
+        };
+        let subject = signed_in.map(|(gw_session, user)| Subject {
+            username: &user.username,
+            groups: &user.groups,
+            second_factor_at: gw_session.second_factor_at(),
+            trusted_browser: gw_session.context.trusted_until.is_some_and(|until| until > now),
+            confidence: gw_session.context.assessment.confidence,
+        });
+        let settings = &self.gateway.config.policy;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let explanation = policy::explain(&app.config, settings, &request, subject.as_ref());
+            let why = explanation.render(&app.config).trim_end().replace('\n', "; ");
+            tracing::debug!(app = %app.id, ip = %ctx.client_ip, geo = ?geo, explanation = %why, "decision");
+            return explanation.outcome;
+        }
+        policy::decide(&app.config, settings, &request, subject.as_ref())
     }
 
     /// The session and its user, when the cookie names a live session of a

@@ -12,7 +12,10 @@ const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' htt
 
 /// A branded HTML page with `status`.
 pub async fn page(session: &mut Session, gateway: &Gateway, status: u16, title: &str, message: &str) -> Result<()> {
-    let body = crate::portal::error_html(gateway, title, message);
+    html(session, status, crate::portal::error_html(gateway, title, message)).await
+}
+
+async fn html(session: &mut Session, status: u16, body: String) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(5))?;
     header.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
@@ -21,21 +24,30 @@ pub async fn page(session: &mut Session, gateway: &Gateway, status: u16, title: 
 }
 
 /// Sends a browser to `target` (sign-in or second factor) with the URL to
-/// come back to; anything else gets 401 and a small JSON body.
+/// come back to; anything else gets 401 and a small JSON body. A browser's
+/// form submission (not GET or HEAD) cannot be replayed after a redirect, so
+/// it gets a page that explains and leads back to the page it came from.
 pub async fn challenge(session: &mut Session, gateway: &Gateway, target: &str, error: &str, tls: bool) -> Result<()> {
-    let wants_html = session
-        .req_header()
-        .headers
-        .get_all(http::header::ACCEPT)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")));
-    let original = original_url(session, tls);
-    let location = crate::portal::with_return_to(target, &crate::portal::safe_return_to(gateway, Some(&original)));
-    if wants_html {
+    let request = session.req_header();
+    let wants_html =
+        request.headers.get_all(http::header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")));
+    let safe_method = matches!(request.method, http::Method::GET | http::Method::HEAD);
+    let come_back_to = match safe_method {
+        true => original_url(session, tls),
+        false => request.headers.get(http::header::REFERER).and_then(|r| r.to_str().ok()).unwrap_or("/").to_string(),
+    };
+    let location = crate::portal::with_return_to(target, &crate::portal::safe_return_to(gateway, Some(&come_back_to)));
+    if wants_html && safe_method {
         let mut header = ResponseHeader::build(302, Some(3))?;
         header.insert_header(http::header::LOCATION, location)?;
         header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
         return write(session, header, Bytes::new()).await;
+    }
+    if wants_html {
+        let message = "This action needs you to confirm who you are first. Nothing was sent: \
+                       continue, then submit it again.";
+        let body = crate::portal::continue_html(gateway, "Confirm it's you", message, "Continue", &location);
+        return html(session, 401, body).await;
     }
     let body = serde_json::json!({ "error": error, "location": location }).to_string();
     let mut header = ResponseHeader::build(401, Some(3))?;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{Clock, UnixTime};
 use crate::config::SessionConfig;
 use crate::crypto::{random_token, sha256};
+use crate::policy::risk::Assessment;
 use crate::store::{SessionRow, Store, StoreError};
 
 /// Last-seen times reach the store at most this often per session.
@@ -47,6 +48,19 @@ pub struct FactorUse {
     pub at: UnixTime,
 }
 
+/// What the gateway learned when the session signed in.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SignInContext {
+    #[serde(default)]
+    pub assessment: Assessment,
+    /// The client's country at sign-in.
+    pub country: Option<String>,
+    /// The browser's device id (from its device cookie).
+    pub device_id: Option<String>,
+    /// Adaptive rules skip the second factor until then.
+    pub trusted_until: Option<UnixTime>,
+}
+
 /// The key a session is stored under: the SHA-256 of its id.
 pub type SessionKey = [u8; 32];
 
@@ -58,6 +72,7 @@ pub struct Session {
     pub created: UnixTime,
     /// A TOTP secret being enrolled, sealed.
     pub pending_totp: Option<Vec<u8>>,
+    pub context: SignInContext,
     last_seen: AtomicI64,
     persisted_seen: AtomicI64,
 }
@@ -85,12 +100,16 @@ impl Session {
             created: self.created,
             last_seen: self.last_seen(),
             pending_totp: self.pending_totp.clone(),
+            context: serde_json::to_string(&self.context).unwrap_or_else(|_| "{}".into()),
         }
     }
 
     fn from_row(row: SessionRow) -> Option<Self> {
         let factors = serde_json::from_str(&row.factors).ok()?;
+        // An unreadable context means nothing is known about the sign-in.
+        let context = serde_json::from_str(&row.context).unwrap_or_default();
         Some(Session {
+            context,
             key: row.key,
             username: row.username,
             factors,
@@ -168,23 +187,32 @@ impl Sessions {
     }
 
     /// Starts a session after the first factor. Returns the new id.
-    pub async fn create(&self, username: &str, factor: Factor) -> Result<(String, Arc<Session>), StoreError> {
+    pub async fn create(&self, username: &str, factor: Factor, context: SignInContext) -> Result<(String, Arc<Session>), StoreError> {
         let now = self.clock.now();
         let session = SessionParts {
             username: username.to_string(),
             factors: vec![FactorUse { factor, at: now }],
             created: now,
             pending_totp: None,
+            context,
         };
         self.persist_new(session).await
     }
 
-    /// Records another factor. The session gets a new id (no fixation) and
-    /// the old id stops working.
-    pub async fn add_factor(&self, old: &Session, factor: Factor) -> Result<(String, Arc<Session>), StoreError> {
+    /// Records another factor (and, when the user asked, until when this
+    /// browser is trusted). The session gets a new id (no fixation) and the
+    /// old id stops working.
+    pub async fn add_factor(
+        &self,
+        old: &Session,
+        factor: Factor,
+        trusted_until: Option<UnixTime>,
+    ) -> Result<(String, Arc<Session>), StoreError> {
         let mut factors: Vec<FactorUse> = old.factors.iter().copied().filter(|f| f.factor != factor).collect();
         factors.push(FactorUse { factor, at: self.clock.now() });
-        let parts = SessionParts { username: old.username.clone(), factors, created: old.created, pending_totp: None };
+        let mut context = old.context.clone();
+        context.trusted_until = trusted_until.or(context.trusted_until);
+        let parts = SessionParts { username: old.username.clone(), factors, created: old.created, pending_totp: None, context };
         let renewed = self.persist_new(parts).await?;
         self.delete(&old.key).await?;
         Ok(renewed)
@@ -198,6 +226,7 @@ impl Sessions {
             factors: old.factors.clone(),
             created: old.created,
             pending_totp: Some(sealed),
+            context: old.context.clone(),
             last_seen: AtomicI64::new(old.last_seen()),
             persisted_seen: AtomicI64::new(old.last_seen()),
         });
@@ -251,6 +280,7 @@ impl Sessions {
             factors: parts.factors,
             created: parts.created,
             pending_totp: parts.pending_totp,
+            context: parts.context,
             last_seen: AtomicI64::new(now),
             persisted_seen: AtomicI64::new(now),
         });
@@ -271,4 +301,5 @@ struct SessionParts {
     factors: Vec<FactorUse>,
     created: UnixTime,
     pending_totp: Option<Vec<u8>>,
+    context: SignInContext,
 }

@@ -32,6 +32,9 @@ pub struct SessionRow {
     pub last_seen: i64,
     /// A TOTP secret being enrolled, sealed.
     pub pending_totp: Option<Vec<u8>>,
+    /// What the sign-in's risk assessment found, as JSON owned by the
+    /// session module.
+    pub context: String,
 }
 
 /// An enrolled authenticator app.
@@ -70,6 +73,34 @@ pub trait TotpStore: Send + Sync {
     async fn claim_totp_step(&self, username: &str, step: i64) -> Result<bool, StoreError>;
 }
 
-pub trait Store: SessionStore + TotpStore {}
+/// A successful sign-in, as remembered for later risk assessments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignInRow {
+    pub username: String,
+    pub at: i64,
+    pub ip: String,
+    pub country: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub confidence: String,
+    /// JSON list of the signals that lowered the confidence.
+    pub signals: String,
+}
 
-impl<T: SessionStore + TotpStore> Store for T {}
+#[async_trait]
+pub trait RiskStore: Send + Sync {
+    async fn is_known_device(&self, username: &str, device_id: &str) -> Result<bool, StoreError>;
+    /// Until when the user asked this browser to be trusted, if they did.
+    async fn device_trusted_until(&self, username: &str, device_id: &str) -> Result<Option<i64>, StoreError>;
+    /// Marks a device as known (after a second factor), optionally trusted until a time.
+    async fn remember_device(&self, username: &str, device_id: &str, now: i64, trusted_until: Option<i64>) -> Result<(), StoreError>;
+    async fn record_sign_in(&self, row: &SignInRow) -> Result<(), StoreError>;
+    async fn last_sign_in(&self, username: &str) -> Result<Option<SignInRow>, StoreError>;
+    async fn has_signed_in_from(&self, username: &str, country: &str) -> Result<bool, StoreError>;
+    /// Forgets sign-ins older than `before`; returns how many.
+    async fn forget_sign_ins_before(&self, before: i64) -> Result<u64, StoreError>;
+}
+
+pub trait Store: SessionStore + TotpStore + RiskStore {}
+
+impl<T: SessionStore + TotpStore + RiskStore> Store for T {}

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{SessionRow, SessionStore, StoreError, TotpRow, TotpStore};
+use super::{RiskStore, SessionRow, SessionStore, SignInRow, StoreError, TotpRow, TotpStore};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -33,8 +33,8 @@ impl SqliteStore {
 impl SessionStore for SqliteStore {
     async fn put_session(&self, row: &SessionRow) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT OR REPLACE INTO sessions (key, username, factors, created, last_seen, pending_totp)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO sessions (key, username, factors, created, last_seen, pending_totp, context)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&row.key[..])
         .bind(&row.username)
@@ -42,6 +42,7 @@ impl SessionStore for SqliteStore {
         .bind(row.created)
         .bind(row.last_seen)
         .bind(row.pending_totp.as_deref())
+        .bind(&row.context)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -49,7 +50,7 @@ impl SessionStore for SqliteStore {
 
     async fn get_session(&self, key: &[u8; 32]) -> Result<Option<SessionRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT username, factors, created, last_seen, pending_totp FROM sessions WHERE key = ?",
+            "SELECT username, factors, created, last_seen, pending_totp, context FROM sessions WHERE key = ?",
         )
         .bind(&key[..])
         .fetch_optional(&self.pool)
@@ -61,6 +62,7 @@ impl SessionStore for SqliteStore {
             created: r.get(2),
             last_seen: r.get(3),
             pending_totp: r.get(4),
+            context: r.get(5),
         }))
     }
 
@@ -139,9 +141,99 @@ impl TotpStore for SqliteStore {
     }
 }
 
+#[async_trait]
+impl RiskStore for SqliteStore {
+    async fn is_known_device(&self, username: &str, device_id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM known_devices WHERE username = ? AND device_id = ?")
+            .bind(username)
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn device_trusted_until(&self, username: &str, device_id: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT trusted_until FROM known_devices WHERE username = ? AND device_id = ?")
+            .bind(username)
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    async fn remember_device(&self, username: &str, device_id: &str, now: i64, trusted_until: Option<i64>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO known_devices (username, device_id, first_seen, last_seen, trusted_until) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (username, device_id) DO UPDATE SET last_seen = excluded.last_seen,
+             trusted_until = coalesce(excluded.trusted_until, known_devices.trusted_until)",
+        )
+        .bind(username)
+        .bind(device_id)
+        .bind(now)
+        .bind(now)
+        .bind(trusted_until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_sign_in(&self, row: &SignInRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sign_ins (username, at, ip, country, latitude, longitude, confidence, signals)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.username)
+        .bind(row.at)
+        .bind(&row.ip)
+        .bind(&row.country)
+        .bind(row.latitude)
+        .bind(row.longitude)
+        .bind(&row.confidence)
+        .bind(&row.signals)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn last_sign_in(&self, username: &str) -> Result<Option<SignInRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT at, ip, country, latitude, longitude, confidence, signals FROM sign_ins
+             WHERE username = ? ORDER BY at DESC, id DESC LIMIT 1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| SignInRow {
+            username: username.to_string(),
+            at: r.get(0),
+            ip: r.get(1),
+            country: r.get(2),
+            latitude: r.get(3),
+            longitude: r.get(4),
+            confidence: r.get(5),
+            signals: r.get(6),
+        }))
+    }
+
+    async fn has_signed_in_from(&self, username: &str, country: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM sign_ins WHERE username = ? AND country = ? LIMIT 1")
+            .bind(username)
+            .bind(country)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn forget_sign_ins_before(&self, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sign_ins WHERE at < ?").bind(before).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SignInRow;
 
     fn session(key: u8) -> SessionRow {
         SessionRow {
@@ -151,6 +243,7 @@ mod tests {
             created: 100,
             last_seen: 100,
             pending_totp: None,
+            context: "{}".into(),
         }
     }
 
@@ -185,6 +278,36 @@ mod tests {
         assert!(!store.claim_totp_step("alice", 10).await.unwrap());
         assert!(!store.claim_totp_step("alice", 9).await.unwrap());
         assert!(store.claim_totp_step("alice", 11).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn devices_and_sign_in_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        assert!(!store.is_known_device("alice", "d1").await.unwrap());
+        store.remember_device("alice", "d1", 100, Some(500)).await.unwrap();
+        store.remember_device("alice", "d1", 200, None).await.unwrap();
+        assert!(store.is_known_device("alice", "d1").await.unwrap());
+        assert!(!store.is_known_device("bob", "d1").await.unwrap());
+        assert_eq!(store.device_trusted_until("alice", "d1").await.unwrap(), Some(500), "a later plain visit keeps the trust");
+
+        let sign_in = |at: i64, country: &str| SignInRow {
+            username: "alice".into(),
+            at,
+            ip: "192.0.2.1".into(),
+            country: Some(country.into()),
+            latitude: Some(47.0),
+            longitude: Some(8.0),
+            confidence: "high".into(),
+            signals: "[]".into(),
+        };
+        store.record_sign_in(&sign_in(100, "CH")).await.unwrap();
+        store.record_sign_in(&sign_in(200, "DE")).await.unwrap();
+        assert_eq!(store.last_sign_in("alice").await.unwrap().unwrap().country.as_deref(), Some("DE"));
+        assert!(store.has_signed_in_from("alice", "CH").await.unwrap());
+        assert!(!store.has_signed_in_from("alice", "US").await.unwrap());
+        assert_eq!(store.forget_sign_ins_before(150).await.unwrap(), 1);
+        assert!(!store.has_signed_in_from("alice", "CH").await.unwrap());
     }
 
     #[tokio::test]

@@ -1,0 +1,221 @@
+//! Access rules: which requests a rule covers (path, method and
+//! conditions) and what it demands of them (its policy).
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::values::{self, CountryCode, Method};
+use super::PathPattern;
+
+/// What a matching rule demands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Anyone, signed in or not.
+    Bypass,
+    /// A password: no second factor.
+    #[serde(alias = "one_factor")]
+    Never,
+    /// A password, and a second factor when the risk signals call for it.
+    Adaptive,
+    /// A password and a second factor.
+    #[serde(alias = "two_factor")]
+    Always,
+    Deny,
+}
+
+impl Policy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Bypass => "bypass",
+            Policy::Never => "never",
+            Policy::Adaptive => "adaptive",
+            Policy::Always => "always",
+            Policy::Deny => "deny",
+        }
+    }
+}
+
+/// Anonymous-IP categories from MaxMind's Anonymous-IP database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Anonymity {
+    /// Any of the categories below.
+    Any,
+    Vpn,
+    Tor,
+    Hosting,
+    PublicProxy,
+    ResidentialProxy,
+}
+
+/// Minutes after midnight, `start` inclusive, `end` exclusive; a range
+/// whose end is before its start wraps past midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HourRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl HourRange {
+    pub fn contains(self, minute_of_day: u16) -> bool {
+        if self.start <= self.end {
+            (self.start..self.end).contains(&minute_of_day)
+        } else {
+            minute_of_day >= self.start || minute_of_day < self.end
+        }
+    }
+}
+
+/// Everything besides path and method a rule can require; all given
+/// conditions must hold (an empty list is no condition).
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    /// Named networks, resolved to their CIDRs.
+    pub networks: Vec<(String, Vec<IpNet>)>,
+    pub countries: Vec<CountryCode>,
+    pub continents: Vec<String>,
+    pub cities: Vec<String>,
+    pub asns: Vec<u32>,
+    /// Matches when the client IP is in any of these categories.
+    pub anonymous: Vec<Anonymity>,
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+    /// Query parameters that must be present with these values.
+    pub query: Vec<(String, String)>,
+    /// Request headers that must be present with these values.
+    pub headers: Vec<(http::HeaderName, String)>,
+    pub hours: Option<HourRange>,
+    pub days: Vec<chrono::Weekday>,
+}
+
+impl Conditions {
+    /// Whether the rule can only be decided once the user is known.
+    pub fn needs_identity(&self) -> bool {
+        !self.users.is_empty() || !self.groups.is_empty()
+    }
+}
+
+/// Countries allowed or refused before anything else, sign-in included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GeoFence {
+    pub allow: Vec<CountryCode>,
+    pub deny: Vec<CountryCode>,
+}
+
+impl GeoFence {
+    /// Whether a client from `country` (None: unknown) may pass. With an
+    /// allow list, an unknown country does not pass.
+    pub fn admits(&self, country: Option<&str>) -> bool {
+        let listed = |list: &[CountryCode]| country.is_some_and(|c| list.iter().any(|l| l.0 == c));
+        !listed(&self.deny) && (self.allow.is_empty() || listed(&self.allow))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// None: every path.
+    pub pattern: Option<PathPattern>,
+    /// Empty means every method.
+    pub methods: Vec<Method>,
+    pub conditions: Conditions,
+    pub fence: GeoFence,
+    pub policy: Policy,
+    /// The last second factor must be at most this old (seconds): step-up.
+    pub max_age: Option<i64>,
+    /// Where the rule starts in the configuration file, for explanations.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    path: Option<String>,
+    glob: Option<String>,
+    regex: Option<String>,
+    #[serde(default)]
+    methods: Vec<Method>,
+    policy: Policy,
+    #[serde(default, with = "values::optional_duration")]
+    max_age: Option<i64>,
+    #[serde(default)]
+    networks: Vec<String>,
+    #[serde(default)]
+    countries: Vec<CountryCode>,
+    #[serde(default)]
+    continents: Vec<values::ContinentCode>,
+    #[serde(default)]
+    cities: Vec<String>,
+    #[serde(default)]
+    asns: Vec<u32>,
+    #[serde(default)]
+    anonymous: Vec<Anonymity>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    query: BTreeMap<String, String>,
+    #[serde(default)]
+    headers: BTreeMap<values::HeaderName, String>,
+    hours: Option<values::Hours>,
+    #[serde(default)]
+    days: Vec<values::Day>,
+    #[serde(default)]
+    countries_allow: Vec<CountryCode>,
+    #[serde(default)]
+    countries_deny: Vec<CountryCode>,
+}
+
+impl RawRule {
+    /// Checks the rule and resolves its named networks.
+    pub(super) fn build(self, networks: &BTreeMap<String, Vec<IpNet>>, line: usize) -> Result<Rule, String> {
+        let pattern = match (self.path, self.glob, self.regex) {
+            (None, None, None) => None,
+            (Some(prefix), None, None) => Some(PathPattern::prefix(prefix)?),
+            (None, Some(glob), None) => Some(PathPattern::glob(&glob)?),
+            (None, None, Some(regex)) => Some(PathPattern::regex(&regex)?),
+            _ => return Err("a rule takes at most one of `path`, `glob` or `regex`".into()),
+        };
+        let networks = self
+            .networks
+            .into_iter()
+            .map(|name| match networks.get(&name) {
+                Some(nets) => Ok((name, nets.clone())),
+                None => Err(format!("unknown network `{name}`: define it under [networks]")),
+            })
+            .collect::<Result<_, _>>()?;
+        if self.max_age.is_some() && !matches!(self.policy, Policy::Always | Policy::Adaptive) {
+            return Err("`max_age` needs policy `always` or `adaptive`".into());
+        }
+        let conditions = Conditions {
+            networks,
+            countries: self.countries,
+            continents: self.continents.into_iter().map(|c| c.0).collect(),
+            cities: self.cities,
+            asns: self.asns,
+            anonymous: self.anonymous,
+            users: self.users,
+            groups: self.groups,
+            query: self.query.into_iter().collect(),
+            headers: self
+                .headers
+                .into_iter()
+                .filter_map(|(name, value)| http::HeaderName::from_bytes(name.0.as_bytes()).ok().map(|n| (n, value)))
+                .collect(),
+            hours: self.hours.map(|h| h.0),
+            days: self.days.into_iter().map(|d| d.0).collect(),
+        };
+        Ok(Rule {
+            pattern,
+            methods: self.methods,
+            conditions,
+            fence: GeoFence { allow: self.countries_allow, deny: self.countries_deny },
+            policy: self.policy,
+            max_age: self.max_age,
+            line,
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! `stepgate policy explain`: what the gateway would decide for a request,
+//! and why, from the configuration and the geo databases alone.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use crate::clock::UnixTime;
+use crate::config::{Config, Confidence};
+use crate::gateway::canonical_ip;
+use crate::geo::{GeoDatabases, GeoError};
+use crate::policy::{self, Request, Subject};
+use crate::users::Directory;
+
+/// The request to explain.
+pub struct Question {
+    pub host: String,
+    pub path: String,
+    pub method: http::Method,
+    pub ip: IpAddr,
+    /// Explain as this user, signed in with a password; None: anonymous.
+    pub user: Option<String>,
+    /// Assume the user did a second factor this many seconds ago.
+    pub second_factor_age: Option<i64>,
+    /// Assume this sign-in confidence instead of the one the IP alone gives.
+    pub confidence: Option<Confidence>,
+    pub now: UnixTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("no app serves host `{0}`")]
+    UnknownHost(String),
+    #[error("no user `{0}` in the users file")]
+    UnknownUser(String),
+    #[error("the path is refused before any rule: {0}")]
+    BadPath(policy::PathError),
+    #[error(transparent)]
+    Geo(#[from] GeoError),
+    #[error(transparent)]
+    Users(#[from] crate::config::ConfigError),
+}
+
+pub fn explain(config: &Config, question: &Question) -> Result<String, ExplainError> {
+    let host = question.host.to_ascii_lowercase();
+    let app = config
+        .apps
+        .iter()
+        .find(|app| app.hosts.iter().any(|h| h.get_ref().0 == host))
+        .ok_or_else(|| ExplainError::UnknownHost(question.host.clone()))?;
+    let (raw_path, query) = question.path.split_once('?').map_or((question.path.as_str(), None), |(p, q)| (p, Some(q)));
+    let path = policy::normalize_path(raw_path).map_err(ExplainError::BadPath)?;
+    let ip = canonical_ip(question.ip);
+    let geo = GeoDatabases::open(&config.geoip)?.lookup(ip);
+    let untrusted = policy::risk::is_untrusted_ip(&config.untrusted_networks(), config.risk.anonymous_ip_untrusted, ip, &geo);
+    let users = match &question.user {
+        Some(_) => Some(Directory::load(&config.users_file)?),
+        None => None,
+    };
+    let user = match (&question.user, &users) {
+        (Some(name), Some(users)) => Some(users.get(name).ok_or_else(|| ExplainError::UnknownUser(name.clone()))?.clone()),
+        _ => None,
+    };
+    let confidence = question.confidence.unwrap_or(if untrusted { Confidence::Low } else { Confidence::High });
+    let subject = user.as_ref().map(|user| Subject {
+        username: &user.username,
+        groups: &user.groups,
+        second_factor_at: question.second_factor_age.map(|age| question.now - age),
+        trusted_browser: false,
+        confidence,
+    });
+    let headers = http::HeaderMap::new();
+    let request = Request { method: &question.method, path: &path, query, headers: &headers, ip, geo: &geo, now: question.now };
+    let explanation = policy::explain(app, &config.policy, &request, subject.as_ref());
+
+    let mut out = String::new();
+    let _ = writeln!(out, "app: {} (host {host})", app.id());
+    let _ = writeln!(out, "request: {} {path}{}", question.method, query.map(|q| format!("?{q}")).unwrap_or_default());
+    let _ = writeln!(out, "client: {ip}");
+    let _ = writeln!(out, "geo: {}", serde_json::to_string(&geo).unwrap_or_default());
+    match &user {
+        Some(user) => {
+            let _ = writeln!(out, "user: {} (groups: {})", user.username, user.groups.join(", "));
+        }
+        None => {
+            let _ = writeln!(out, "user: nobody signed in");
+        }
+    }
+    let signals = if untrusted { "untrusted_ip" } else { "none from the IP" };
+    let _ = writeln!(out, "risk: {signals}; confidence {confidence:?}");
+    out.push_str(&explanation.render(app));
+    Ok(out)
+}

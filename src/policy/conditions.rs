@@ -1,0 +1,112 @@
+//! Whether a rule covers a request: path, method and conditions.
+
+use chrono::{Datelike, TimeZone, Timelike};
+
+use super::{Request, Subject};
+use crate::config::{Anonymity, Conditions, PolicyConfig, Rule};
+use crate::geo::GeoFacts;
+
+/// The first thing about a request that a rule does not cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    Method,
+    Path,
+    Network,
+    Country,
+    Continent,
+    City,
+    Asn,
+    Anonymous,
+    Query,
+    Header,
+    Hours,
+    Day,
+    User,
+    Group,
+    /// Every other condition holds, but the rule names users or groups and
+    /// nobody is signed in.
+    NeedsIdentity,
+}
+
+pub fn check(rule: &Rule, settings: &PolicyConfig, request: &Request, subject: Option<&Subject>) -> Result<(), Mismatch> {
+    require(rule.methods.is_empty() || rule.methods.iter().any(|m| m.0 == *request.method), Mismatch::Method)?;
+    require(rule.pattern.as_ref().is_none_or(|p| p.matches(request.path)), Mismatch::Path)?;
+    let c = &rule.conditions;
+    require(c.networks.is_empty() || c.networks.iter().any(|(_, nets)| nets.iter().any(|n| n.contains(&request.ip))), Mismatch::Network)?;
+    check_geo(c, request.geo)?;
+    require(c.query.iter().all(|(name, value)| query_has(request.query, name, value)), Mismatch::Query)?;
+    require(
+        c.headers.iter().all(|(name, value)| request.headers.get_all(name).iter().any(|v| v.as_bytes() == value.as_bytes())),
+        Mismatch::Header,
+    )?;
+    check_time(c, settings, request.now)?;
+    check_subject(c, subject)
+}
+
+fn require(holds: bool, otherwise: Mismatch) -> Result<(), Mismatch> {
+    if holds {
+        Ok(())
+    } else {
+        Err(otherwise)
+    }
+}
+
+/// Whether `value` is in `list`; an empty list is no condition.
+fn listed<T: PartialEq + ?Sized>(list: &[impl AsRef<T>], value: Option<&T>) -> bool {
+    list.is_empty() || value.is_some_and(|v| list.iter().any(|item| item.as_ref() == v))
+}
+
+fn check_geo(c: &Conditions, geo: &GeoFacts) -> Result<(), Mismatch> {
+    require(c.countries.is_empty() || geo.country.as_deref().is_some_and(|g| c.countries.iter().any(|cc| cc.0 == g)), Mismatch::Country)?;
+    require(listed::<str>(&c.continents, geo.continent.as_deref()), Mismatch::Continent)?;
+    require(listed::<str>(&c.cities, geo.city.as_deref()), Mismatch::City)?;
+    require(c.asns.is_empty() || geo.asn.is_some_and(|asn| c.asns.contains(&asn)), Mismatch::Asn)?;
+    require(c.anonymous.is_empty() || c.anonymous.iter().any(|kind| is_anonymous(geo, *kind)), Mismatch::Anonymous)
+}
+
+/// Whether the Anonymous-IP facts put the address in `kind`.
+pub fn is_anonymous(geo: &GeoFacts, kind: Anonymity) -> bool {
+    let flags = &geo.anonymous;
+    match kind {
+        Anonymity::Any => {
+            flags.is_anonymous
+                || flags.is_anonymous_vpn
+                || flags.is_tor_exit_node
+                || flags.is_hosting_provider
+                || flags.is_public_proxy
+                || flags.is_residential_proxy
+        }
+        Anonymity::Vpn => flags.is_anonymous_vpn,
+        Anonymity::Tor => flags.is_tor_exit_node,
+        Anonymity::Hosting => flags.is_hosting_provider,
+        Anonymity::PublicProxy => flags.is_public_proxy,
+        Anonymity::ResidentialProxy => flags.is_residential_proxy,
+    }
+}
+
+fn query_has(query: Option<&str>, name: &str, value: &str) -> bool {
+    query.is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == name && v == value))
+}
+
+fn check_time(c: &Conditions, settings: &PolicyConfig, now: i64) -> Result<(), Mismatch> {
+    if c.hours.is_none() && c.days.is_empty() {
+        return Ok(());
+    }
+    let Some(local) = settings.time_zone.0.timestamp_opt(now, 0).single() else {
+        return Err(Mismatch::Hours);
+    };
+    let minute = (local.hour() * 60 + local.minute()) as u16;
+    require(c.hours.is_none_or(|h| h.contains(minute)), Mismatch::Hours)?;
+    require(c.days.is_empty() || c.days.contains(&local.weekday()), Mismatch::Day)
+}
+
+fn check_subject(c: &Conditions, subject: Option<&Subject>) -> Result<(), Mismatch> {
+    if !c.needs_identity() {
+        return Ok(());
+    }
+    let Some(subject) = subject else {
+        return Err(Mismatch::NeedsIdentity);
+    };
+    require(c.users.is_empty() || c.users.iter().any(|u| u == subject.username), Mismatch::User)?;
+    require(c.groups.is_empty() || c.groups.iter().any(|g| subject.groups.contains(g)), Mismatch::Group)
+}
