@@ -16,6 +16,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::crypto::{random_token, Secrets};
 use crate::gateway::{Gateway, StartError};
+use crate::live::LiveGateway;
 
 pub const DEMO_USER: &str = "demo";
 const APP_ID: &str = "demo";
@@ -86,9 +87,10 @@ pub fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), StartErr
     let _log_writer = crate::logging::init(&demo.config.logging);
     let gateway = runtime.block_on(Gateway::build(demo.config, Arc::new(SystemClock), Some(demo.secrets)))?;
     runtime.spawn(serve_app(app_listener, listen));
-    runtime.spawn(gateway.clone().maintain());
+    let live = LiveGateway::new(gateway, None);
+    runtime.spawn(live.clone().maintain());
     print_welcome(listen, &demo.password, &data_dir);
-    let server = crate::server::build_server(gateway)?;
+    let server = crate::server::build_server(live)?;
     crate::server::run(server, None);
     Ok(())
 }

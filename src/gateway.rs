@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -23,9 +22,6 @@ use crate::users::Directory;
 /// Identity headers the gateway sets; whatever a client sends under these
 /// names is removed before a request reaches an app.
 pub const LEGACY_IDENTITY_HEADERS: [&str; 4] = ["remote-user", "remote-email", "remote-groups", "remote-name"];
-
-/// How long sign-ins are remembered for the new-country and travel signals.
-const SIGN_IN_HISTORY_SECS: i64 = 180 * 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -60,27 +56,30 @@ impl App {
     }
 }
 
+/// Everything a request needs. The parts read from the configuration file
+/// are replaced as a whole on reload; the stateful parts (stores, sessions,
+/// keys, throttles, geo readers) are shared from one gateway to the next.
 pub struct Gateway {
     pub config: Config,
-    pub clock: Arc<dyn Clock>,
-    pub secrets: Arc<Secrets>,
     pub users: Directory,
-    pub sessions: Sessions,
-    pub totp: TotpFactor,
-    pub assertions: Assertions,
-    pub store: Arc<dyn Store>,
-    pub geo: Geo,
-    /// `risk.untrusted_networks`, resolved.
-    untrusted_networks: Vec<IpNet>,
-    /// Wrong passwords, by user name.
-    pub password_throttle: Throttle,
-    /// Wrong passwords, by client IP, whatever the user name.
-    pub address_throttle: Throttle,
-    /// Wrong second-factor codes, by user name.
-    pub code_throttle: Throttle,
     apps_by_host: HashMap<String, Arc<App>>,
     /// Every header name an assertion may travel under, lower case.
     pub identity_headers: Vec<http::HeaderName>,
+    /// `risk.untrusted_networks`, resolved.
+    untrusted_networks: Vec<IpNet>,
+    pub clock: Arc<dyn Clock>,
+    pub secrets: Arc<Secrets>,
+    pub store: Arc<dyn Store>,
+    pub sessions: Arc<Sessions>,
+    pub totp: Arc<TotpFactor>,
+    pub assertions: Arc<Assertions>,
+    pub geo: Arc<Geo>,
+    /// Wrong passwords, by user name.
+    pub password_throttle: Arc<Throttle>,
+    /// Wrong passwords, by client IP, whatever the user name.
+    pub address_throttle: Arc<Throttle>,
+    /// Wrong second-factor codes, by user name.
+    pub code_throttle: Arc<Throttle>,
 }
 
 impl Gateway {
@@ -94,63 +93,75 @@ impl Gateway {
         check_tls_files(&config)?;
         let users = Directory::load(&config.users_file)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.server.data_dir).await?);
-        let geo = Geo::new(GeoDatabases::open(&config.geoip)?);
-        let sessions = Sessions::new(store.clone(), clock.clone(), config.session.clone());
-        let totp = TotpFactor::new(
+        let geo = Arc::new(Geo::new(GeoDatabases::open(&config.geoip)?));
+        let sessions = Arc::new(Sessions::new(store.clone(), clock.clone(), config.session.clone()));
+        let totp = Arc::new(TotpFactor::new(
             store.clone(),
             secrets.clone(),
             clock.clone(),
             config.totp.clone(),
             config.branding.product_name.clone(),
-        );
-        let assertions = Assertions::new(
+        ));
+        let assertions = Arc::new(Assertions::new(
             config.server.data_dir.clone(),
             secrets.clone(),
             clock.clone(),
             config.assertion.issuer.clone(),
             config.assertion.lifetime,
-        )?;
-        let mut apps_by_host = HashMap::new();
-        let mut identity_headers: Vec<http::HeaderName> =
-            LEGACY_IDENTITY_HEADERS.iter().map(|h| http::HeaderName::from_static(h)).collect();
-        identity_headers.push(http::HeaderName::from_static("x-stepgate-assertion"));
-        for app_config in &config.apps {
-            let app = Arc::new(App {
-                id: app_config.id().into(),
-                config: app_config.clone(),
-                next_upstream: AtomicUsize::new(0),
-            });
-            for host in &app_config.hosts {
-                apps_by_host.insert(host.get_ref().0.clone(), app.clone());
-            }
-            // Validated as a header name when the configuration loaded.
-            if let Ok(name) = http::HeaderName::from_bytes(app_config.assertion_header.0.as_bytes()) {
-                if !identity_headers.contains(&name) {
-                    identity_headers.push(name);
-                }
-            }
-        }
+        )?);
         let limits = &config.limits;
-        let password_throttle = Throttle::new(clock.clone(), limits.password_failures.0, limits.window);
-        let address_throttle = Throttle::new(clock.clone(), limits.password_failures.0 * 3, limits.window);
-        let code_throttle = Throttle::new(clock.clone(), limits.code_failures.0, limits.window);
-        let untrusted_networks = config.untrusted_networks();
+        let throttle = |limit: u32| Arc::new(Throttle::new(clock.clone(), limit, limits.window));
+        let (password_throttle, address_throttle, code_throttle) = (
+            throttle(limits.password_failures.0),
+            throttle(limits.password_failures.0 * 3),
+            throttle(limits.code_failures.0),
+        );
+        let (apps_by_host, identity_headers) = route_apps(&config);
         Ok(Arc::new(Self {
-            store,
-            geo,
-            untrusted_networks,
-            password_throttle,
-            address_throttle,
-            code_throttle,
+            untrusted_networks: config.untrusted_networks(),
+            apps_by_host,
+            identity_headers,
             config,
+            users,
             clock,
             secrets,
-            users,
+            store,
             sessions,
             totp,
             assertions,
+            geo,
+            password_throttle,
+            address_throttle,
+            code_throttle,
+        }))
+    }
+
+    /// The gateway with a new configuration and users file, sharing this
+    /// one's state. Settings that only take effect at start (listeners,
+    /// data directory, secrets, sessions, TOTP, assertions, limits) keep
+    /// their running values, with a warning when the file changed them.
+    pub fn reconfigure(&self, mut config: Config) -> Result<Arc<Self>, StartError> {
+        keep_start_up_settings(&self.config, &mut config);
+        let users = Directory::load(&config.users_file)?;
+        let (apps_by_host, identity_headers) = route_apps(&config);
+        // Last, because it swaps the shared readers: nothing after it may fail.
+        self.geo.reload(&config.geoip)?;
+        Ok(Arc::new(Self {
+            untrusted_networks: config.untrusted_networks(),
             apps_by_host,
             identity_headers,
+            config,
+            users,
+            clock: self.clock.clone(),
+            secrets: self.secrets.clone(),
+            store: self.store.clone(),
+            sessions: self.sessions.clone(),
+            totp: self.totp.clone(),
+            assertions: self.assertions.clone(),
+            geo: self.geo.clone(),
+            password_throttle: self.password_throttle.clone(),
+            address_throttle: self.address_throttle.clone(),
+            code_throttle: self.code_throttle.clone(),
         }))
     }
 
@@ -175,31 +186,47 @@ impl Gateway {
         crate::policy::risk::is_untrusted_ip(&self.untrusted_networks, anonymous_untrusted, canonical_ip(ip), geo)
     }
 
-    /// Periodic upkeep: picks up rotated signing keys and drops expired
-    /// sessions and cached assertions. Runs until the runtime stops.
-    pub async fn maintain(self: Arc<Self>) {
-        let mut ticks: u64 = 0;
-        let mut interval = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            interval.tick().await;
-            ticks += 1;
-            match self.assertions.reload_keys() {
-                Ok(true) => tracing::info!("signing keys reloaded"),
-                Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "cannot reload signing keys; keeping the current ones"),
-            }
-            if ticks % 12 == 0 {
-                self.assertions.sweep();
-                if let Err(e) = self.sessions.sweep().await {
-                    tracing::warn!(error = %e, "session sweep failed");
-                }
-                let history_start = self.clock.now() - SIGN_IN_HISTORY_SECS;
-                if let Err(e) = self.store.forget_sign_ins_before(history_start).await {
-                    tracing::warn!(error = %e, "sign-in history sweep failed");
-                }
+}
+
+/// The apps by host name, and every header name an assertion may use.
+fn route_apps(config: &Config) -> (HashMap<String, Arc<App>>, Vec<http::HeaderName>) {
+    let mut apps_by_host = HashMap::new();
+    let mut identity_headers: Vec<http::HeaderName> =
+        LEGACY_IDENTITY_HEADERS.iter().map(|h| http::HeaderName::from_static(h)).collect();
+    identity_headers.push(http::HeaderName::from_static("x-stepgate-assertion"));
+    for app_config in &config.apps {
+        let app = Arc::new(App { id: app_config.id().into(), config: app_config.clone(), next_upstream: AtomicUsize::new(0) });
+        for host in &app_config.hosts {
+            apps_by_host.insert(host.get_ref().0.clone(), app.clone());
+        }
+        // Validated as a header name when the configuration loaded.
+        if let Ok(name) = http::HeaderName::from_bytes(app_config.assertion_header.0.as_bytes()) {
+            if !identity_headers.contains(&name) {
+                identity_headers.push(name);
             }
         }
     }
+    (apps_by_host, identity_headers)
+}
+
+/// Copies the settings that only apply at start from the running
+/// configuration into a reloaded one, warning about each that differs.
+fn keep_start_up_settings(running: &Config, reloaded: &mut Config) {
+    macro_rules! keep {
+        ($($field:ident).+) => {
+            if format!("{:?}", running.$($field).+) != format!("{:?}", reloaded.$($field).+) {
+                tracing::warn!(setting = stringify!($($field).+), "changed in the file; takes effect after a restart");
+            }
+            reloaded.$($field).+ = running.$($field).+.clone();
+        };
+    }
+    keep!(server);
+    keep!(secrets);
+    keep!(session);
+    keep!(totp);
+    keep!(assertion);
+    keep!(limits);
+    keep!(logging);
 }
 
 /// IPv4-mapped IPv6 addresses compare as the IPv4 address they carry.

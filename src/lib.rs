@@ -11,6 +11,7 @@ pub mod factors;
 pub mod gateway;
 pub mod geo;
 pub mod inspect;
+pub mod live;
 pub mod logging;
 pub mod policy;
 pub mod portal;

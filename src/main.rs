@@ -12,6 +12,7 @@ use stepgate::clock::{Clock, SystemClock};
 use stepgate::config::Config;
 use stepgate::crypto::Secrets;
 use stepgate::gateway::Gateway;
+use stepgate::live::LiveGateway;
 
 #[derive(Parser)]
 #[command(name = "stepgate", version, about = "An MFA gateway in front of apps that know nothing about MFA")]
@@ -162,8 +163,9 @@ fn serve(config_path: &std::path::Path) -> Result<(), String> {
     // A runtime for start-up and upkeep; pingora runs its own for traffic.
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let gateway = runtime.block_on(Gateway::build(config, Arc::new(SystemClock), None)).map_err(|e| e.to_string())?;
-    runtime.spawn(gateway.clone().maintain());
-    let server = stepgate::server::build_server(gateway).map_err(|e| e.to_string())?;
+    let live = LiveGateway::new(gateway, Some(config_path.to_path_buf()));
+    runtime.spawn(live.clone().maintain());
+    let server = stepgate::server::build_server(live).map_err(|e| e.to_string())?;
     stepgate::server::run(server, None);
     Ok(())
 }

@@ -10,11 +10,13 @@ use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 
-use crate::gateway::{Gateway, StartError};
+use crate::gateway::StartError;
+use crate::live::LiveGateway;
 use crate::proxy::GatewayProxy;
 
 /// A pingora server carrying the gateway, ready to run.
-pub fn build_server(gateway: Arc<Gateway>) -> Result<Server, StartError> {
+pub fn build_server(live: Arc<LiveGateway>) -> Result<Server, StartError> {
+    let gateway = live.current();
     let server_config = &gateway.config.server;
     let conf = ServerConf {
         threads: match server_config.threads {
@@ -28,7 +30,7 @@ pub fn build_server(gateway: Arc<Gateway>) -> Result<Server, StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let mut options = HttpServerOptions::default();
     options.h2c = server_config.h2c;
-    let mut proxy = ProxyServiceBuilder::new(&server.configuration, GatewayProxy::new(gateway.clone()))
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, GatewayProxy::new(live))
         .name("stepgate")
         .server_options(options)
         .build();
@@ -67,25 +69,25 @@ impl ShutdownSignalWatch for ShutdownOnDrop {
 
 /// A gateway serving on its own threads until dropped.
 pub struct RunningGateway {
-    pub gateway: Arc<Gateway>,
+    pub live: Arc<LiveGateway>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RunningGateway {
-    /// Starts pingora on a thread of its own. Upkeep (key reload, session
-    /// sweep) runs on the caller's tokio runtime.
-    pub fn start(gateway: Arc<Gateway>) -> Result<Self, StartError> {
-        let server = build_server(gateway.clone())?;
+    /// Starts pingora on a thread of its own. Upkeep (reloads, key reload,
+    /// sweeps) runs on the caller's tokio runtime.
+    pub fn start(live: Arc<LiveGateway>) -> Result<Self, StartError> {
+        let server = build_server(live.clone())?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("stepgate".into())
             .spawn(move || run(server, Some(Box::new(ShutdownOnDrop(stopped)))))
             .map_err(|e| StartError::Io(format!("cannot start the server thread: {e}")))?;
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(gateway.clone().maintain());
+            handle.spawn(live.clone().maintain());
         }
-        Ok(Self { gateway, stop, thread: Some(thread) })
+        Ok(Self { live, stop, thread: Some(thread) })
     }
 }
 

@@ -51,7 +51,7 @@ async fn password_then_totp_enrolment_then_totp_sign_in() {
     let response = sign_in(&gw, &client, ALICE, ALICE_PASSWORD, &gw.app("/admin/panel")).await;
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], gw.app("/admin/panel").as_str());
-    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_string();
+    let cookie = set_cookie(&response, "stepgate_session");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
     assert!(!cookie.contains("Secure"), "no Secure flag over plain HTTP: {cookie}");
 
@@ -202,13 +202,13 @@ async fn sign_out_ends_the_session_for_good() {
     let gw = TestGateway::start().await;
     let client = gw.browser();
     let response = sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await;
-    let session_cookie = response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let session_cookie = session_cookie(&response);
     let page = client.get(gw.app("/.stepgate/signout")).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("alice"));
     let csrf = form_value(&page, "csrf");
     let response = client.post(gw.app("/.stepgate/signout")).form(&[("csrf", csrf)]).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert!(set_cookie(&response, "stepgate_session").contains("Max-Age=0"));
     assert_eq!(client.get(gw.app("/")).send().await.unwrap().status(), 302);
 
     // The old cookie, replayed by hand, no longer works.
@@ -221,7 +221,7 @@ async fn each_factor_gives_a_new_session_id() {
     let gw = TestGateway::start().await;
     let client = gw.browser();
     let response = sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await;
-    let first = response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let first = session_cookie(&response);
     enroll_totp(&gw, &client).await;
     let stale = gw.api_client().get(gw.app("/")).header("cookie", &first).send().await.unwrap();
     assert_eq!(stale.status(), 401, "the pre-TOTP session id must stop working");
@@ -293,6 +293,6 @@ async fn a_cookie_domain_shares_the_session_with_sibling_hosts() {
     })
     .await;
     let response = sign_in(&gw, &gw.browser(), ALICE, ALICE_PASSWORD, "/").await;
-    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    let cookie = set_cookie(&response, "corp_sso");
     assert!(cookie.starts_with("corp_sso=") && cookie.contains("Domain=app.test"), "{cookie}");
 }

@@ -42,8 +42,10 @@ async fn the_tls_listener_serves_http2_and_marks_cookies_secure() {
         .await
         .unwrap();
     assert_eq!(response.status(), 303);
-    let cookie = response.headers()["set-cookie"].to_str().unwrap();
-    assert!(cookie.contains("Secure"), "{cookie}");
+    for name in ["stepgate_session", "stepgate_device"] {
+        let cookie = set_cookie(&response, name);
+        assert!(cookie.contains("Secure"), "{cookie}");
+    }
     let response = client.get(format!("{base}/private")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(gw.upstream.last().headers.contains_key("x-stepgate-assertion"));

@@ -2,7 +2,7 @@
 //! with cache headers. The theme sheet carries the configured accent colour,
 //! so pages need no inline style.
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -12,7 +12,7 @@ use crate::crypto::sha256;
 const STYLE: &str = include_str!("../../static/style.css");
 const SCRIPT: &str = include_str!("../../static/stepgate.js");
 
-pub async fn serve(State(gateway): State<PortalState>, Path(name): Path<String>, request_headers: HeaderMap) -> Response {
+pub async fn serve(Extension(gateway): Extension<PortalState>, Path(name): Path<String>, request_headers: HeaderMap) -> Response {
     let (body, content_type) = match name.as_str() {
         "style.css" => (STYLE.to_string(), "text/css; charset=utf-8"),
         "stepgate.js" => (SCRIPT.to_string(), "text/javascript; charset=utf-8"),

@@ -15,7 +15,7 @@ mod signout;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::Extension;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,9 +39,11 @@ pub struct PortalRequest {
     pub client_ip: IpAddr,
 }
 
+/// The gateway current when the request arrived, put in the request's
+/// extensions by the proxy.
 pub type PortalState = Arc<Gateway>;
 
-pub fn router(gateway: Arc<Gateway>) -> Router {
+pub fn router() -> Router {
     Router::new()
         .route("/.stepgate/healthz", get(healthz))
         .route("/.stepgate/jwks.json", get(jwks))
@@ -53,20 +55,19 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/.stepgate/signout", get(signout::show).post(signout::submit))
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(gateway)
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn jwks(State(gateway): State<PortalState>) -> Response {
+async fn jwks(Extension(gateway): Extension<PortalState>) -> Response {
     let mut response = Json(gateway.assertions.jwks()).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
     response
 }
 
-async fn not_found(State(gateway): State<PortalState>) -> Response {
+async fn not_found(Extension(gateway): Extension<PortalState>) -> Response {
     error_page(&gateway, StatusCode::NOT_FOUND, "Not found", "There is no such page.")
 }
 

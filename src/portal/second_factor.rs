@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Extension, State};
+use axum::extract::Extension;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
@@ -34,7 +34,7 @@ pub struct CodeForm {
     remember: Option<String>,
 }
 
-pub async fn show(State(gateway): State<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
+pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
     let rd = safe_return_to(&gateway, rd_param(&uri).as_deref());
     let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
@@ -59,7 +59,7 @@ pub async fn show(State(gateway): State<PortalState>, jar: CookieJar, uri: Uri) 
 }
 
 pub async fn verify_totp(
-    State(gateway): State<PortalState>,
+    Extension(gateway): Extension<PortalState>,
     Extension(request): Extension<PortalRequest>,
     jar: CookieJar,
     form: Result<Form<CodeForm>, FormRejection>,
@@ -80,7 +80,7 @@ pub async fn verify_totp(
 }
 
 pub async fn enroll_totp(
-    State(gateway): State<PortalState>,
+    Extension(gateway): Extension<PortalState>,
     Extension(request): Extension<PortalRequest>,
     jar: CookieJar,
     form: Result<Form<CodeForm>, FormRejection>,

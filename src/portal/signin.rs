@@ -1,7 +1,7 @@
 //! The first factor: user name and password.
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Extension, State};
+use axum::extract::Extension;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
@@ -31,7 +31,7 @@ pub struct SigninForm {
 }
 
 pub async fn show(
-    State(gateway): State<PortalState>,
+    Extension(gateway): Extension<PortalState>,
     Extension(request): Extension<PortalRequest>,
     jar: CookieJar,
     uri: Uri,
@@ -52,7 +52,7 @@ pub async fn show(
 }
 
 pub async fn submit(
-    State(gateway): State<PortalState>,
+    Extension(gateway): Extension<PortalState>,
     Extension(request): Extension<PortalRequest>,
     jar: CookieJar,
     form: Result<Form<SigninForm>, FormRejection>,

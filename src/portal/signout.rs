@@ -1,7 +1,7 @@
 //! Sign-out: a confirmation page and a POST that ends the session.
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Extension, State};
+use axum::extract::Extension;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Form;
@@ -18,7 +18,7 @@ pub struct SignoutForm {
     csrf: String,
 }
 
-pub async fn show(State(gateway): State<PortalState>, jar: CookieJar) -> Result<Response, Failure> {
+pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar) -> Result<Response, Failure> {
     let brand = &gateway.config.branding;
     let session = current_session(&gateway, &jar).await.map_err(|e| Failure(gateway.clone(), e))?;
     Ok(match session {
@@ -31,7 +31,7 @@ pub async fn show(State(gateway): State<PortalState>, jar: CookieJar) -> Result<
 }
 
 pub async fn submit(
-    State(gateway): State<PortalState>,
+    Extension(gateway): Extension<PortalState>,
     Extension(request): Extension<PortalRequest>,
     jar: CookieJar,
     form: Result<Form<SignoutForm>, FormRejection>,

@@ -15,24 +15,26 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
 use crate::gateway::{App, Gateway};
+use crate::live::LiveGateway;
 use crate::policy::{self, Decision, DenyReason, StepUp, Subject};
 use crate::users::User;
 
 pub struct GatewayProxy {
-    gateway: Arc<Gateway>,
+    live: Arc<LiveGateway>,
     portal: axum::Router,
 }
 
 impl GatewayProxy {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        let portal = crate::portal::router(gateway.clone());
-        Self { gateway, portal }
+    pub fn new(live: Arc<LiveGateway>) -> Self {
+        Self { live, portal: crate::portal::router() }
     }
 }
 
 /// What one request has learned on its way through the phases.
 pub struct RequestCtx {
     started: Instant,
+    /// The gateway as it was when the request arrived, for all its phases.
+    gateway: Option<Arc<Gateway>>,
     app: Option<Arc<App>>,
     rule: Option<usize>,
     decision: &'static str,
@@ -48,6 +50,7 @@ impl ProxyHttp for GatewayProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            gateway: None,
             app: None,
             rule: None,
             decision: "none",
@@ -58,16 +61,18 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if forwarding::header_bytes(session) > self.gateway.config.server.max_header_bytes.0 {
+        let gateway = self.live.current();
+        ctx.gateway = Some(gateway.clone());
+        if forwarding::header_bytes(session) > gateway.config.server.max_header_bytes.0 {
             ctx.decision = "headers_too_large";
-            responses::page(session, &self.gateway, 431, "Request too large", "The request's headers are too large.").await?;
+            responses::page(session, &gateway, 431, "Request too large", "The request's headers are too large.").await?;
             return Ok(true);
         }
         ctx.tls = forwarding::is_tls(session);
-        ctx.client_ip = forwarding::client_ip(session, &self.gateway);
-        let Some(app) = forwarding::request_host(session).and_then(|host| self.gateway.app_for_host(&host).cloned()) else {
+        ctx.client_ip = forwarding::client_ip(session, &gateway);
+        let Some(app) = forwarding::request_host(session).and_then(|host| gateway.app_for_host(&host).cloned()) else {
             ctx.decision = "unknown_host";
-            responses::page(session, &self.gateway, 404, "Not found", "No application is served at this address.").await?;
+            responses::page(session, &gateway, 404, "Not found", "No application is served at this address.").await?;
             return Ok(true);
         };
         ctx.app = Some(app.clone());
@@ -75,16 +80,16 @@ impl ProxyHttp for GatewayProxy {
             Ok(path) if session.req_header().raw_path_is_utf8() => path.into_owned(),
             _ => {
                 ctx.decision = "bad_path";
-                responses::page(session, &self.gateway, 400, "Bad request", "The address of this request is malformed.").await?;
+                responses::page(session, &gateway, 400, "Bad request", "The address of this request is malformed.").await?;
                 return Ok(true);
             }
         };
         if path.starts_with(crate::portal::PREFIX) {
             ctx.decision = "portal";
-            portal_bridge::serve(session, &self.portal, &self.gateway, app, ctx).await?;
+            portal_bridge::serve(session, &self.portal, &gateway, app, ctx).await?;
             return Ok(true);
         }
-        self.apply_policy(session, ctx, &app, &path).await
+        self.apply_policy(session, ctx, &gateway, &app, &path).await
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
@@ -99,9 +104,12 @@ impl ProxyHttp for GatewayProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        forwarding::strip_identity(upstream_request, &self.gateway);
-        forwarding::strip_gateway_cookies(upstream_request, &self.gateway)?;
-        forwarding::set_forwarded(session, upstream_request, &self.gateway, ctx.client_ip, ctx.tls)?;
+        let Some(gateway) = ctx.gateway.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "request without a gateway");
+        };
+        forwarding::strip_identity(upstream_request, &gateway);
+        forwarding::strip_gateway_cookies(upstream_request, &gateway)?;
+        forwarding::set_forwarded(session, upstream_request, &gateway, ctx.client_ip, ctx.tls)?;
         if let (Some(app), Some((user, token))) = (&ctx.app, &ctx.identity) {
             forwarding::add_identity(upstream_request, app, user, token)?;
         }
@@ -132,23 +140,29 @@ impl ProxyHttp for GatewayProxy {
 impl GatewayProxy {
     /// Looks up the session, asks the policy and answers for it; true means
     /// the response is written and the request ends here.
-    async fn apply_policy(&self, session: &mut Session, ctx: &mut RequestCtx, app: &Arc<App>, path: &str) -> Result<bool> {
-        let signed_in = match self.signed_in_user(session).await {
+    async fn apply_policy(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        gateway: &Gateway,
+        app: &Arc<App>,
+        path: &str,
+    ) -> Result<bool> {
+        let signed_in = match Self::signed_in_user(gateway, session).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %e, "session store unavailable");
-                responses::page(session, &self.gateway, 503, "Temporarily unavailable", "Please try again shortly.").await?;
+                responses::page(session, gateway, 503, "Temporarily unavailable", "Please try again shortly.").await?;
                 return Ok(true);
             }
         };
-        let outcome = self.decide(session, ctx, app, path, signed_in.as_ref());
+        let outcome = Self::decide(gateway, session, ctx, app, path, signed_in.as_ref());
         ctx.rule = outcome.rule;
         ctx.decision = outcome.decision.label();
         match outcome.decision {
             Decision::Allow { with_identity } => {
                 if let (true, Some((gw_session, user))) = (with_identity, signed_in) {
-                    let token = self
-                        .gateway
+                    let token = gateway
                         .assertions
                         .token_for(&gw_session, &user, &app.id)
                         .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
@@ -157,7 +171,7 @@ impl GatewayProxy {
                 Ok(false)
             }
             Decision::SignIn => {
-                responses::challenge(session, &self.gateway, "/.stepgate/signin", "sign_in_required", ctx.tls).await?;
+                responses::challenge(session, gateway, "/.stepgate/signin", "sign_in_required", ctx.tls).await?;
                 Ok(true)
             }
             Decision::SecondFactor(step_up) => {
@@ -165,15 +179,15 @@ impl GatewayProxy {
                     StepUp::Stale { .. } => "step_up_required",
                     StepUp::Required | StepUp::Risk => "second_factor_required",
                 };
-                responses::challenge(session, &self.gateway, "/.stepgate/second-factor", error, ctx.tls).await?;
+                responses::challenge(session, gateway, "/.stepgate/second-factor", error, ctx.tls).await?;
                 Ok(true)
             }
             Decision::Deny(DenyReason::Geo) => {
-                responses::page(session, &self.gateway, 403, "Access denied", "This application is not available from your location.").await?;
+                responses::page(session, gateway, 403, "Access denied", "This application is not available from your location.").await?;
                 Ok(true)
             }
             Decision::Deny(_) => {
-                responses::page(session, &self.gateway, 403, "Access denied", "You are not allowed to open this page.").await?;
+                responses::page(session, gateway, 403, "Access denied", "You are not allowed to open this page.").await?;
                 Ok(true)
             }
         }
@@ -181,7 +195,7 @@ impl GatewayProxy {
 
     /// The policy's decision for this request, explained in the debug log.
     fn decide(
-        &self,
+        gateway: &Gateway,
         session: &Session,
         ctx: &RequestCtx,
         app: &App,
@@ -189,8 +203,8 @@ impl GatewayProxy {
         signed_in: Option<&(Arc<crate::session::Session>, Arc<User>)>,
     ) -> policy::Outcome {
         let header = session.req_header();
-        let geo = self.gateway.geo.current().lookup(ctx.client_ip);
-        let now = self.gateway.clock.now();
+        let geo = gateway.geo.current().lookup(ctx.client_ip);
+        let now = gateway.clock.now();
         let request = policy::Request {
             method: &header.method,
             path,
@@ -207,7 +221,7 @@ impl GatewayProxy {
             trusted_browser: gw_session.context.trusted_until.is_some_and(|until| until > now),
             confidence: gw_session.context.assessment.confidence,
         });
-        let settings = &self.gateway.config.policy;
+        let settings = &gateway.config.policy;
         if tracing::enabled!(tracing::Level::DEBUG) {
             let explanation = policy::explain(&app.config, settings, &request, subject.as_ref());
             let why = explanation.render(&app.config).trim_end().replace('\n', "; ");
@@ -220,15 +234,15 @@ impl GatewayProxy {
     /// The session and its user, when the cookie names a live session of a
     /// user who is still in the users file.
     async fn signed_in_user(
-        &self,
+        gateway: &Gateway,
         session: &Session,
     ) -> Result<Option<(Arc<crate::session::Session>, Arc<User>)>, crate::store::StoreError> {
-        let Some(id) = forwarding::cookie_value(session, self.gateway.sessions.cookie_name()) else {
+        let Some(id) = forwarding::cookie_value(session, gateway.sessions.cookie_name()) else {
             return Ok(None);
         };
-        let Some(gw_session) = self.gateway.sessions.lookup(&id).await? else {
+        let Some(gw_session) = gateway.sessions.lookup(&id).await? else {
             return Ok(None);
         };
-        Ok(self.gateway.users.get(&gw_session.username).cloned().map(|user| (gw_session, user)))
+        Ok(gateway.users.get(&gw_session.username).cloned().map(|user| (gw_session, user)))
     }
 }

@@ -17,7 +17,7 @@ use crate::portal::{PortalRequest, MAX_FORM_BYTES};
 /// The portal only renders small pages; this caps what it may buffer.
 const MAX_PORTAL_RESPONSE: usize = 1024 * 1024;
 
-pub async fn serve(session: &mut Session, router: &axum::Router, gateway: &Gateway, app: Arc<App>, ctx: &RequestCtx) -> Result<()> {
+pub async fn serve(session: &mut Session, router: &axum::Router, gateway: &Arc<Gateway>, app: Arc<App>, ctx: &RequestCtx) -> Result<()> {
     let Some(body) = read_body(session).await? else {
         return responses::page(session, gateway, 413, "Too large", "This request is larger than any form here.").await;
     };
@@ -30,6 +30,7 @@ pub async fn serve(session: &mut Session, router: &axum::Router, gateway: &Gatew
         .body(Body::from(body))
         .map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e.to_string()))?;
     request.extensions_mut().insert(PortalRequest { app, tls: ctx.tls, client_ip: ctx.client_ip });
+    request.extensions_mut().insert(gateway.clone());
 
     let response = match router.clone().oneshot(request).await {
         Ok(response) => response,

@@ -14,6 +14,7 @@ use stepgate::clock::{Clock, ManualClock};
 use stepgate::config::Config;
 use stepgate::crypto::Secrets;
 use stepgate::gateway::Gateway;
+use stepgate::live::LiveGateway;
 use stepgate::server::RunningGateway;
 
 pub use upstream::Upstream;
@@ -145,7 +146,8 @@ impl TestGateway {
         let gateway = Gateway::build(config, Arc::new(clock.clone()), Some(Secrets::from_master(&MASTER_KEY)))
             .await
             .unwrap_or_else(|e| panic!("gateway: {e}"));
-        let running = RunningGateway::start(gateway).expect("start");
+        let live = LiveGateway::new(gateway, Some(config_path.clone()));
+        let running = RunningGateway::start(live).expect("start");
         wait_for_port(addr).await;
         if let Some(tls) = tls_addr {
             wait_for_port(tls).await;
@@ -153,8 +155,13 @@ impl TestGateway {
         Self { running, addr, tls_addr, clock, upstream, dir }
     }
 
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.running.gateway
+    /// The gateway serving requests now.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.running.live.current()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("stepgate.toml")
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -264,19 +271,21 @@ pub async fn sign_in_at(gw: &TestGateway, host: &str, client: &reqwest::Client, 
         .unwrap()
 }
 
-/// `name=value` of the session cookie a response sets.
-pub fn session_cookie(response: &reqwest::Response) -> String {
+/// The whole `Set-Cookie` value a response sets for cookie `name`.
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> String {
     response
         .headers()
         .get_all("set-cookie")
         .iter()
         .map(|v| v.to_str().unwrap())
-        .find(|v| v.starts_with("stepgate_session="))
-        .expect("a session cookie")
-        .split(';')
-        .next()
-        .unwrap()
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie set"))
         .to_string()
+}
+
+/// `name=value` of the session cookie a response sets.
+pub fn session_cookie(response: &reqwest::Response) -> String {
+    set_cookie(response, "stepgate_session").split(';').next().unwrap().to_string()
 }
 
 /// Enrols TOTP through the real pages at the gateway's current time;
