@@ -4,6 +4,7 @@
 //! file, the line and what is wrong. The rest of the gateway only ever sees
 //! the typed structs below.
 
+mod index;
 mod pattern;
 mod rules;
 mod values;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use index::RuleIndex;
 pub use pattern::PathPattern;
 pub use rules::{Anonymity, Conditions, GeoFence, HourRange, Policy, Rule};
 pub use values::{Method, Upstream};
@@ -341,6 +343,9 @@ pub struct AppConfig {
     raw_rules: Vec<Spanned<rules::RawRule>>,
     #[serde(skip)]
     pub rules: Vec<Rule>,
+    /// Which rules may match a path, so a request does not try them all.
+    #[serde(skip)]
+    pub index: RuleIndex,
     /// `countries_allow` and `countries_deny`, together.
     #[serde(skip)]
     pub fence: GeoFence,
@@ -394,6 +399,7 @@ impl Config {
                 })?;
                 app.rules.push(rule);
             }
+            app.index = RuleIndex::build(&app.rules);
         }
         Ok(())
     }

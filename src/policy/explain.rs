@@ -21,6 +21,8 @@ pub struct Explanation {
 }
 
 impl Trace for Vec<RuleTrace> {
+    const EVERY_RULE: bool = true;
+
     fn skipped(&mut self, index: usize, why_not: Mismatch) {
         self.push(RuleTrace { index, why_not });
     }

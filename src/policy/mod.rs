@@ -80,12 +80,18 @@ pub struct Outcome {
 
 /// Receives the rules that did not match, for explanations.
 pub(crate) trait Trace {
+    /// Try every rule, not only the index's candidates, so that each one
+    /// passed over is reported.
+    const EVERY_RULE: bool;
+
     fn skipped(&mut self, index: usize, why: Mismatch);
 }
 
 struct NoTrace;
 
 impl Trace for NoTrace {
+    const EVERY_RULE: bool = false;
+
     #[inline]
     fn skipped(&mut self, _: usize, _: Mismatch) {}
 }
@@ -94,29 +100,50 @@ pub fn decide(app: &AppConfig, settings: &PolicyConfig, request: &Request, subje
     evaluate(app, settings, request, subject, &mut NoTrace)
 }
 
-pub(crate) fn evaluate(
+pub(crate) fn evaluate<T: Trace>(
     app: &AppConfig,
     settings: &PolicyConfig,
     request: &Request,
     subject: Option<&Subject>,
-    trace: &mut impl Trace,
+    trace: &mut T,
 ) -> Outcome {
     if !app.fence.admits(request.geo.country.as_deref()) {
         return Outcome { rule: None, decision: Decision::Deny(DenyReason::Geo) };
     }
-    for (index, rule) in app.rules.iter().enumerate() {
-        match conditions::check(rule, settings, request, subject) {
-            Ok(()) => return Outcome { rule: Some(index), decision: apply(rule, settings, request, subject) },
-            // Everything but the user matched: find out who it is first.
-            Err(Mismatch::NeedsIdentity) => return Outcome { rule: Some(index), decision: Decision::SignIn },
-            Err(why) => trace.skipped(index, why),
-        }
+    let matched = if T::EVERY_RULE {
+        first_match(app, 0..app.rules.len(), settings, request, subject, trace)
+    } else {
+        first_match(app, app.index.candidates(request.path), settings, request, subject, trace)
+    };
+    if let Some(outcome) = matched {
+        return outcome;
     }
     let decision = match app.default_policy {
         Policy::Deny => Decision::Deny(DenyReason::NoRule),
         policy => demand(policy, None, settings, request.now, subject),
     };
     Outcome { rule: None, decision }
+}
+
+/// The outcome of the first of `candidates` that covers the request.
+fn first_match(
+    app: &AppConfig,
+    candidates: impl Iterator<Item = usize>,
+    settings: &PolicyConfig,
+    request: &Request,
+    subject: Option<&Subject>,
+    trace: &mut impl Trace,
+) -> Option<Outcome> {
+    for index in candidates {
+        let rule = &app.rules[index];
+        match conditions::check(rule, settings, request, subject) {
+            Ok(()) => return Some(Outcome { rule: Some(index), decision: apply(rule, settings, request, subject) }),
+            // Everything but the user matched: find out who it is first.
+            Err(Mismatch::NeedsIdentity) => return Some(Outcome { rule: Some(index), decision: Decision::SignIn }),
+            Err(why) => trace.skipped(index, why),
+        }
+    }
+    None
 }
 
 fn apply(rule: &Rule, settings: &PolicyConfig, request: &Request, subject: Option<&Subject>) -> Decision {
