@@ -34,11 +34,15 @@ impl Slot {
     }
 
     /// Whether a database of `database_type` can fill this slot.
+    /// Whether a database of `database_type` (from its metadata, compared
+    /// without regard to case: vendors write `GeoIP2-City`, `country ipvAll`)
+    /// belongs in this slot.
     pub fn accepts(self, database_type: &str) -> bool {
+        let kind = database_type.to_ascii_lowercase();
         match self {
-            Slot::City => database_type.contains("City") || database_type.contains("Country"),
-            Slot::Asn => database_type.contains("ASN"),
-            Slot::AnonymousIp => database_type.contains("Anonymous-IP"),
+            Slot::City => kind.contains("city") || kind.contains("country"),
+            Slot::Asn => kind.contains("asn"),
+            Slot::AnonymousIp => kind.contains("anonymous-ip"),
         }
     }
 }

@@ -8,11 +8,15 @@ use serde::Deserialize;
 
 use super::facts::{AnonymousFlags, GeoFacts, Location};
 
-/// The fields of a City or Country record the gateway uses.
+/// The fields of a City or Country record the gateway uses. Besides
+/// MaxMind's layout, the flat `country_code` of the free ip-location-db and
+/// similar country databases is read too.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct PlaceRecord<'a> {
     #[serde(borrow, default)]
     country: CountryRecord<'a>,
+    #[serde(borrow, default)]
+    country_code: Option<&'a str>,
     #[serde(borrow, default)]
     continent: ContinentRecord<'a>,
     #[serde(borrow, default)]
@@ -56,7 +60,7 @@ struct LocationRecord {
 impl PlaceRecord<'_> {
     /// Copies the place into `facts`.
     pub(super) fn fill(&self, facts: &mut GeoFacts) {
-        facts.country = self.country.iso_code.map(str::to_owned);
+        facts.country = self.country.iso_code.or(self.country_code).map(str::to_owned);
         facts.continent = self.continent.code.map(str::to_owned);
         facts.city = self.city.names.en.map(str::to_owned);
         facts.location = self.location.as_location();

@@ -301,3 +301,15 @@ fn reloading_an_empty_configuration_empties_the_set() {
     geo.reload(&GeoIpConfig::default()).unwrap();
     assert!(geo.current().is_empty());
 }
+
+#[test]
+fn a_flat_country_code_database_is_read_too() {
+    // The layout of the free ip-location-db country databases.
+    let mut writer = mmdb_writer::Writer::new("country ipvAll");
+    writer.insert(net("203.0.113.0/24"), &json!({ "country_code": "NZ" })).unwrap();
+    let bytes = writer.to_bytes().unwrap();
+    assert!(Slot::City.accepts("country ipvAll"));
+    let facts = only(Slot::City, database(Slot::City, bytes)).lookup(ip("203.0.113.9"));
+    assert_eq!(facts.country.as_deref(), Some("NZ"));
+    assert_eq!(facts.continent, None);
+}
