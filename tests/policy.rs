@@ -387,3 +387,52 @@ fn policy_explain_names_the_rule_and_why_the_earlier_ones_did_not_match() {
     assert!(tor.contains("risk: untrusted_ip; confidence Low"), "{tor}");
     assert!(tor.contains("a second factor is needed: the risk signals lower the confidence"), "{tor}");
 }
+
+#[tokio::test]
+async fn a_trusted_browser_is_listed_and_can_be_revoked() {
+    let GeoGateway { gw, .. } = start().await;
+    let browser = gw.browser();
+    sign_in_from(&gw, &browser, ZURICH, ALICE, ALICE_PASSWORD).await;
+    let page = get_from(&gw, &browser, ZURICH, "/.stepgate/second-factor").await.text().await.unwrap();
+    let secret = regex::Regex::new(r#"id="secret">([A-Z2-7=]+)<"#).unwrap().captures(&page).unwrap()[1].to_string();
+    browser
+        .post(gw.app("/.stepgate/second-factor/totp/enroll"))
+        .header("x-forwarded-for", ZURICH)
+        .form(&[("csrf", form_value(&page, "csrf").as_str()), ("code", totp::code(&secret, gw.now()).as_str()), ("remember", "1")])
+        .send()
+        .await
+        .unwrap();
+    let page = get_from(&gw, &browser, ZURICH, "/.stepgate/signout").await.text().await.unwrap();
+    browser.post(gw.app("/.stepgate/signout")).form(&[("csrf", form_value(&page, "csrf"))]).send().await.unwrap();
+
+    // A day later from a new country: medium confidence, but the browser is trusted.
+    gw.clock.advance(24 * 3600);
+    sign_in_from(&gw, &browser, BERLIN_V6, ALICE, ALICE_PASSWORD).await;
+    assert_eq!(get_from(&gw, &browser, BERLIN_V6, "/reports").await.status(), 200);
+
+    let settings = get_from(&gw, &browser, BERLIN_V6, "/.stepgate/settings").await.text().await.unwrap();
+    assert!(settings.contains("This browser"), "{settings}");
+    let device = form_value(&settings, "device");
+    let response = browser
+        .post(gw.app("/.stepgate/settings/trusted-browsers/revoke"))
+        .header("x-forwarded-for", BERLIN_V6)
+        .form(&[("csrf", form_value(&settings, "csrf").as_str()), ("device", device.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("no longer trusted") && page.contains("No browser skips"), "{page}");
+    assert_eq!(get_from(&gw, &browser, BERLIN_V6, "/reports").await.status(), 302, "the new country now needs a second factor");
+
+    // Revoking needs the session's CSRF token.
+    let forged = browser
+        .post(gw.app("/.stepgate/settings/trusted-browsers/revoke"))
+        .form(&[("csrf", "forged"), ("device", device.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let anonymous = gw.browser().get(gw.app("/.stepgate/settings")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 303, "signed-out visitors are sent to sign in");
+}

@@ -9,6 +9,7 @@ mod device;
 mod pages;
 mod redirect;
 mod second_factor;
+mod settings;
 mod signin;
 mod signout;
 
@@ -53,6 +54,8 @@ pub fn router() -> Router {
         .route("/.stepgate/second-factor/totp", post(second_factor::verify_totp))
         .route("/.stepgate/second-factor/totp/enroll", post(second_factor::enroll_totp))
         .route("/.stepgate/signout", get(signout::show).post(signout::submit))
+        .route("/.stepgate/settings", get(settings::show))
+        .route("/.stepgate/settings/trusted-browsers/revoke", post(settings::revoke))
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
 }

@@ -70,6 +70,26 @@ pub struct ErrorPage<'a> {
     pub message: &'a str,
 }
 
+/// One trusted browser on the security page.
+pub struct TrustedBrowser {
+    pub device_id: String,
+    pub short_id: String,
+    pub current: bool,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub trusted_until: String,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+pub struct SettingsPage<'a> {
+    pub brand: &'a Branding,
+    pub csrf: String,
+    pub username: &'a str,
+    pub browsers: Vec<TrustedBrowser>,
+    pub notice: Option<&'a str>,
+}
+
 /// A page that explains and offers one way on.
 #[derive(Template)]
 #[template(path = "continue.html")]

@@ -218,15 +218,27 @@ impl Sessions {
         Ok(renewed)
     }
 
+    /// Ends the session's browser trust (the user revoked it); the id stays.
+    pub async fn clear_trust(&self, old: &Session) -> Result<Arc<Session>, StoreError> {
+        let mut context = old.context.clone();
+        context.trusted_until = None;
+        self.replace(old, old.pending_totp.clone(), context).await
+    }
+
     /// Keeps a sealed TOTP secret with the session while the user enrols.
     pub async fn set_pending_totp(&self, old: &Session, sealed: Vec<u8>) -> Result<Arc<Session>, StoreError> {
+        self.replace(old, Some(sealed), old.context.clone()).await
+    }
+
+    /// The same session (same id) with a new pending secret and context.
+    async fn replace(&self, old: &Session, pending_totp: Option<Vec<u8>>, context: SignInContext) -> Result<Arc<Session>, StoreError> {
         let session = Arc::new(Session {
             key: old.key,
             username: old.username.clone(),
             factors: old.factors.clone(),
             created: old.created,
-            pending_totp: Some(sealed),
-            context: old.context.clone(),
+            pending_totp,
+            context,
             last_seen: AtomicI64::new(old.last_seen()),
             persisted_seen: AtomicI64::new(old.last_seen()),
         });

@@ -87,6 +87,15 @@ pub struct SignInRow {
     pub signals: String,
 }
 
+/// A browser a user completed a second factor on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRow {
+    pub device_id: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub trusted_until: Option<i64>,
+}
+
 #[async_trait]
 pub trait RiskStore: Send + Sync {
     async fn is_known_device(&self, username: &str, device_id: &str) -> Result<bool, StoreError>;
@@ -97,6 +106,10 @@ pub trait RiskStore: Send + Sync {
     async fn record_sign_in(&self, row: &SignInRow) -> Result<(), StoreError>;
     async fn last_sign_in(&self, username: &str) -> Result<Option<SignInRow>, StoreError>;
     async fn has_signed_in_from(&self, username: &str, country: &str) -> Result<bool, StoreError>;
+    /// The user's browsers still trusted at `now`, most recently used first.
+    async fn trusted_devices(&self, username: &str, now: i64) -> Result<Vec<DeviceRow>, StoreError>;
+    /// Ends the trust in one of the user's browsers; it stays known.
+    async fn untrust_device(&self, username: &str, device_id: &str) -> Result<(), StoreError>;
     /// Forgets sign-ins older than `before`; returns how many.
     async fn forget_sign_ins_before(&self, before: i64) -> Result<u64, StoreError>;
 }

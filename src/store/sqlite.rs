@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{RiskStore, SessionRow, SessionStore, SignInRow, StoreError, TotpRow, TotpStore};
+use super::{DeviceRow, RiskStore, SessionRow, SessionStore, SignInRow, StoreError, TotpRow, TotpStore};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -224,6 +224,30 @@ impl RiskStore for SqliteStore {
         Ok(row.is_some())
     }
 
+    async fn trusted_devices(&self, username: &str, now: i64) -> Result<Vec<DeviceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT device_id, first_seen, last_seen, trusted_until FROM known_devices
+             WHERE username = ? AND trusted_until > ? ORDER BY last_seen DESC",
+        )
+        .bind(username)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DeviceRow { device_id: r.get(0), first_seen: r.get(1), last_seen: r.get(2), trusted_until: r.get(3) })
+            .collect())
+    }
+
+    async fn untrust_device(&self, username: &str, device_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE known_devices SET trusted_until = NULL WHERE username = ? AND device_id = ?")
+            .bind(username)
+            .bind(device_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn forget_sign_ins_before(&self, before: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM sign_ins WHERE at < ?").bind(before).execute(&self.pool).await?;
         Ok(done.rows_affected())
@@ -290,6 +314,11 @@ mod tests {
         assert!(store.is_known_device("alice", "d1").await.unwrap());
         assert!(!store.is_known_device("bob", "d1").await.unwrap());
         assert_eq!(store.device_trusted_until("alice", "d1").await.unwrap(), Some(500), "a later plain visit keeps the trust");
+        assert_eq!(store.trusted_devices("alice", 400).await.unwrap().len(), 1);
+        assert!(store.trusted_devices("alice", 500).await.unwrap().is_empty(), "expired trust is not listed");
+        store.untrust_device("alice", "d1").await.unwrap();
+        assert!(store.trusted_devices("alice", 0).await.unwrap().is_empty());
+        assert!(store.is_known_device("alice", "d1").await.unwrap(), "an untrusted device stays known");
 
         let sign_in = |at: i64, country: &str| SignInRow {
             username: "alice".into(),
