@@ -201,20 +201,7 @@ async fn adaptive_asks_a_new_device_and_trusts_a_remembered_one() {
     // Enrol, ticking "trust this browser".
     let page = get_from(&gw, &browser, ZURICH, "/.stepgate/second-factor").await.text().await.unwrap();
     assert!(page.contains("Trust this browser for 30 days"));
-    let secret = regex::Regex::new(r#"id="secret">([A-Z2-7=]+)<"#).unwrap().captures(&page).unwrap()[1].to_string();
-    let response = browser
-        .post(gw.app("/.stepgate/second-factor/totp/enroll"))
-        .header("x-forwarded-for", ZURICH)
-        .form(&[
-            ("csrf", form_value(&page, "csrf").as_str()),
-            ("code", totp::code(&secret, gw.now()).as_str()),
-            ("rd", "/reports"),
-            ("remember", "1"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 303);
+    enroll_totp_from(&gw, &browser, ZURICH, true).await;
     assert_eq!(get_from(&gw, &browser, ZURICH, "/reports").await.status(), 200);
     let claims = last_claims(&gw);
     assert_eq!(claims["risk"], json!({ "confidence": "medium", "signals": ["new_device"] }));
@@ -243,7 +230,7 @@ async fn impossible_travel_and_anonymous_ips_lower_the_confidence() {
     // Ten minutes later, from New York.
     let second = gw.browser();
     sign_in_from(&gw, &second, NEW_YORK, ALICE, ALICE_PASSWORD).await;
-    let secret = enroll_totp_from(&gw, &second, NEW_YORK).await;
+    let secret = enroll_totp_from(&gw, &second, NEW_YORK, false).await;
     assert_eq!(get_from(&gw, &second, NEW_YORK, "/reports").await.status(), 200);
     let signals = last_claims(&gw)["risk"]["signals"].clone();
     assert_eq!(signals, json!(["new_device", "new_country", "impossible_travel"]));
@@ -267,16 +254,17 @@ async fn impossible_travel_and_anonymous_ips_lower_the_confidence() {
     assert!(last_claims(&gw)["risk"]["signals"].as_array().unwrap().contains(&json!("untrusted_ip")));
 }
 
-async fn enroll_totp_from(gw: &TestGateway, client: &reqwest::Client, ip: &str) -> String {
+/// Enrols TOTP from `ip`, ticking "trust this browser" when `remember`;
+/// returns the secret.
+async fn enroll_totp_from(gw: &TestGateway, client: &reqwest::Client, ip: &str, remember: bool) -> String {
     let page = get_from(gw, client, ip, "/.stepgate/second-factor").await.text().await.unwrap();
     let secret = regex::Regex::new(r#"id="secret">([A-Z2-7=]+)<"#).unwrap().captures(&page).unwrap()[1].to_string();
-    let response = client
-        .post(gw.app("/.stepgate/second-factor/totp/enroll"))
-        .header("x-forwarded-for", ip)
-        .form(&[("csrf", form_value(&page, "csrf").as_str()), ("code", totp::code(&secret, gw.now()).as_str()), ("rd", "/")])
-        .send()
-        .await
-        .unwrap();
+    let (csrf, code) = (form_value(&page, "csrf"), totp::code(&secret, gw.now()));
+    let mut form = vec![("csrf", csrf.as_str()), ("code", code.as_str()), ("rd", "/")];
+    if remember {
+        form.push(("remember", "1"));
+    }
+    let response = client.post(gw.app("/.stepgate/second-factor/totp/enroll")).header("x-forwarded-for", ip).form(&form).send().await.unwrap();
     assert_eq!(response.status(), 303);
     secret
 }
@@ -286,7 +274,7 @@ async fn max_age_steps_up_without_signing_in_again() {
     let GeoGateway { gw, .. } = start().await;
     let alice = gw.browser();
     sign_in_from(&gw, &alice, ZURICH, ALICE, ALICE_PASSWORD).await;
-    let secret = enroll_totp_from(&gw, &alice, ZURICH).await;
+    let secret = enroll_totp_from(&gw, &alice, ZURICH, false).await;
     assert_eq!(get_from(&gw, &alice, ZURICH, "/admin/delete").await.status(), 200);
     let first_auth_time = last_claims(&gw)["auth_time"].as_i64().unwrap();
 
@@ -393,15 +381,7 @@ async fn a_trusted_browser_is_listed_and_can_be_revoked() {
     let GeoGateway { gw, .. } = start().await;
     let browser = gw.browser();
     sign_in_from(&gw, &browser, ZURICH, ALICE, ALICE_PASSWORD).await;
-    let page = get_from(&gw, &browser, ZURICH, "/.stepgate/second-factor").await.text().await.unwrap();
-    let secret = regex::Regex::new(r#"id="secret">([A-Z2-7=]+)<"#).unwrap().captures(&page).unwrap()[1].to_string();
-    browser
-        .post(gw.app("/.stepgate/second-factor/totp/enroll"))
-        .header("x-forwarded-for", ZURICH)
-        .form(&[("csrf", form_value(&page, "csrf").as_str()), ("code", totp::code(&secret, gw.now()).as_str()), ("remember", "1")])
-        .send()
-        .await
-        .unwrap();
+    enroll_totp_from(&gw, &browser, ZURICH, true).await;
     let page = get_from(&gw, &browser, ZURICH, "/.stepgate/signout").await.text().await.unwrap();
     browser.post(gw.app("/.stepgate/signout")).form(&[("csrf", form_value(&page, "csrf"))]).send().await.unwrap();
 
