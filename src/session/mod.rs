@@ -16,6 +16,12 @@ use crate::crypto::{random_token, sha256};
 use crate::policy::risk::Assessment;
 use crate::store::{SessionRow, Store, StoreError};
 
+/// Ids the store did not know are remembered this long, so a stale or
+/// forged cookie costs a map lookup rather than a query per request.
+const UNKNOWN_ID_MEMORY_SECS: i64 = 60;
+/// At most this many unknown ids are remembered; past it the memory starts over.
+const UNKNOWN_ID_MEMORY_MAX: usize = 10_000;
+
 /// Last-seen times reach the store at most this often per session.
 const TOUCH_INTERVAL_SECS: i64 = 60;
 /// A session id is 32 random bytes in unpadded base64url.
@@ -127,11 +133,13 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     config: SessionConfig,
     cache: RwLock<HashMap<SessionKey, Arc<Session>>>,
+    /// Keys the store did not have, and when it said so.
+    unknown: RwLock<HashMap<SessionKey, UnixTime>>,
 }
 
 impl Sessions {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: SessionConfig) -> Self {
-        Self { store, clock, config, cache: RwLock::new(HashMap::new()) }
+        Self { store, clock, config, cache: RwLock::new(HashMap::new()), unknown: RwLock::new(HashMap::new()) }
     }
 
     pub fn cookie_name(&self) -> &str {
@@ -146,24 +154,42 @@ impl Sessions {
         }
         let key = sha256(id.as_bytes());
         let cached = self.cache.read().ok().and_then(|cache| cache.get(&key).cloned());
+        let now = self.clock.now();
         let session = match cached {
             Some(session) => session,
+            None if self.recently_unknown(&key, now) => return Ok(None),
             None => match self.store.get_session(&key).await?.and_then(Session::from_row) {
                 Some(loaded) => {
                     let loaded = Arc::new(loaded);
                     self.cache_insert(loaded.clone());
                     loaded
                 }
-                None => return Ok(None),
+                None => {
+                    self.remember_unknown(key, now);
+                    return Ok(None);
+                }
             },
         };
-        let now = self.clock.now();
         if self.is_expired(&session, now) {
             self.delete(&session.key).await?;
             return Ok(None);
         }
         self.mark_seen(&session, now);
         Ok(Some(session))
+    }
+
+    fn recently_unknown(&self, key: &SessionKey, now: UnixTime) -> bool {
+        let unknown = self.unknown.read().ok().and_then(|unknown| unknown.get(key).copied());
+        unknown.is_some_and(|at| now - at < UNKNOWN_ID_MEMORY_SECS)
+    }
+
+    fn remember_unknown(&self, key: SessionKey, now: UnixTime) {
+        if let Ok(mut unknown) = self.unknown.write() {
+            if unknown.len() >= UNKNOWN_ID_MEMORY_MAX {
+                unknown.clear();
+            }
+            unknown.insert(key, now);
+        }
     }
 
     fn is_expired(&self, session: &Session, now: UnixTime) -> bool {
