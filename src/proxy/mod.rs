@@ -116,6 +116,13 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
+    /// A client that hangs up mid-request is routine, not an error; the
+    /// access line still records it.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        *error.esource() == ErrorSource::Downstream
+            && matches!(error.etype(), ErrorType::ConnectionClosed | ErrorType::ReadTimedout | ErrorType::WriteTimedout)
+    }
+
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         let app = ctx.app.as_ref().map(|a| &*a.id).unwrap_or("-");
