@@ -416,3 +416,52 @@ async fn a_trusted_browser_is_listed_and_can_be_revoked() {
     let anonymous = gw.browser().get(gw.app("/.stepgate/settings")).send().await.unwrap();
     assert_eq!(anonymous.status(), 303, "signed-out visitors are sent to sign in");
 }
+
+/// A rule with a CEL `when` expression: outside Switzerland, /finance/ is
+/// refused to everyone but admins.
+#[tokio::test]
+async fn a_when_expression_decides_on_the_country_and_the_groups() {
+    let databases = tempfile::tempdir().unwrap();
+    let (city, anonymous) = write_databases(databases.path());
+    let apps = r#"
+[[apps]]
+id = "app"
+hosts = ["app.test"]
+upstreams = ["http://{upstream}"]
+
+[[apps.rules]]
+path = "/finance/"
+when = 'request.geo.country != "CH" && !("admins" in user.groups)'
+policy = "deny"
+
+[[apps.rules]]
+path = "/"
+policy = "never"
+"#;
+    let gw = TestGateway::start_with(Setup {
+        extra: format!("[geoip]\ncity = \"{}\"\nanonymous_ip = \"{}\"\n", city.display(), anonymous.display()),
+        server_extra: "trusted_proxies = [\"127.0.0.0/8\"]".into(),
+        apps: apps.into(),
+        ..Setup::default()
+    })
+    .await;
+
+    // Nobody signed in: from Zurich the expression is false whoever it is,
+    // so the next rule asks for a password; from New York it depends on
+    // the user, so they sign in first too.
+    let anonymous = gw.api_client();
+    assert_eq!(get_from(&gw, &anonymous, ZURICH, "/finance/report").await.status(), 401);
+    assert_eq!(get_from(&gw, &anonymous, NEW_YORK, "/finance/report").await.status(), 401);
+
+    let bob = gw.browser();
+    sign_in_from(&gw, &bob, ZURICH, BOB, BOB_PASSWORD).await;
+    assert_eq!(get_from(&gw, &bob, ZURICH, "/finance/report").await.status(), 200);
+    assert_eq!(get_from(&gw, &bob, NEW_YORK, "/finance/report").await.status(), 403, "bob abroad");
+    assert_eq!(get_from(&gw, &bob, NEW_YORK, "/elsewhere").await.status(), 200, "only /finance/ is fenced");
+
+    let alice = gw.browser();
+    sign_in_from(&gw, &alice, NEW_YORK, ALICE, ALICE_PASSWORD).await;
+    assert_eq!(get_from(&gw, &alice, NEW_YORK, "/finance/report").await.status(), 200, "admins pass from anywhere");
+    assert_eq!(get_from(&gw, &alice, ZURICH, "/finance/report").await.status(), 200);
+    drop(databases);
+}

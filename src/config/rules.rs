@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::values::{self, CountryCode, Method};
 use super::PathPattern;
+use crate::policy::Expression;
 
 /// What a matching rule demands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -89,10 +90,15 @@ pub struct Conditions {
     pub headers: Vec<(http::HeaderName, String)>,
     pub hours: Option<HourRange>,
     pub days: Vec<chrono::Weekday>,
+    /// A CEL expression that must be true, checked after all of the above
+    /// (see `policy::expression` for its variables).
+    pub when: Option<Expression>,
 }
 
 impl Conditions {
-    /// Whether the rule can only be decided once the user is known.
+    /// Whether the rule can only be decided once the user is known because
+    /// it names users or groups. (A `when` expression that reads `user` may
+    /// need the user too; that shows when it is evaluated.)
     pub fn needs_identity(&self) -> bool {
         !self.users.is_empty() || !self.groups.is_empty()
     }
@@ -167,11 +173,19 @@ pub(super) struct RawRule {
     countries_allow: Vec<CountryCode>,
     #[serde(default)]
     countries_deny: Vec<CountryCode>,
+    /// A CEL expression, compiled here.
+    when: Option<String>,
 }
 
 impl RawRule {
     /// Checks the rule and resolves its named networks.
     pub(super) fn build(self, networks: &BTreeMap<String, Vec<IpNet>>, line: usize) -> Result<Rule, String> {
+        let when = match &self.when {
+            None => None,
+            Some(source) => Some(Expression::compile(source).map_err(|error| {
+                format!("{}: invalid `when` expression `{source}`: {error}", self.describe())
+            })?),
+        };
         let pattern = match (self.path, self.glob, self.regex) {
             (None, None, None) => None,
             (Some(prefix), None, None) => Some(PathPattern::prefix(prefix)?),
@@ -207,6 +221,7 @@ impl RawRule {
                 .collect(),
             hours: self.hours.map(|h| h.0),
             days: self.days.into_iter().map(|d| d.0).collect(),
+            when,
         };
         Ok(Rule {
             pattern,
@@ -217,5 +232,15 @@ impl RawRule {
             max_age: self.max_age,
             line,
         })
+    }
+
+    /// The rule as errors name it: by its pattern.
+    fn describe(&self) -> String {
+        match (&self.path, &self.glob, &self.regex) {
+            (Some(path), _, _) => format!("the rule for path `{path}`"),
+            (_, Some(glob), _) => format!("the rule for glob `{glob}`"),
+            (_, _, Some(regex)) => format!("the rule for regex `{regex}`"),
+            _ => "the rule for every path".into(),
+        }
     }
 }

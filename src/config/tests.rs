@@ -141,6 +141,9 @@ fn the_example_file_mentions_every_option() {
         "regex",
         "methods",
         "policy",
+        "when",
+        "request.geo.country",
+        "user.groups",
         "bypass",
         "one_factor",
         "two_factor",
@@ -602,4 +605,56 @@ fn bad_condition_values_are_refused_with_file_and_line() {
     let unknown = config_with("[risk]\nuntrusted_networks = [\"tor\"]\n", "", "");
     let error = Config::parse(&unknown, Path::new("/etc/stepgate/test.toml")).unwrap_err().to_string();
     assert!(error.contains("unknown network `tor`"), "{error}");
+}
+
+#[test]
+fn a_when_expression_is_compiled_with_the_rule() {
+    let rule = "[[apps.rules]]\npath = \"/finance/\"\nwhen = '''\nrequest.geo.country != \"CH\" &&\n  !(\"finance\" in user.groups)'''\npolicy = \"deny\"\n";
+    let config = parse(&config_with("", "", rule)).unwrap_or_else(|e| panic!("{e}"));
+    let when = config.apps[0].rules[0].conditions.when.as_ref().expect("the rule has its expression");
+    assert_eq!(when.source(), "request.geo.country != \"CH\" &&\n  !(\"finance\" in user.groups)");
+    assert!(when.uses_user());
+    assert!(config.apps[0].rules[1].conditions.when.is_none(), "a rule without `when` has none");
+}
+
+/// A bad expression is reported at its rule, naming the rule, quoting the
+/// expression and saying where inside it the problem is.
+#[test]
+fn bad_when_expressions_are_refused_with_file_line_and_position() {
+    let rule = |when: &str| {
+        config_with("", "", &format!("[[apps.rules]] {MARK}\npath = \"/x/\"\nwhen = '{when}'\npolicy = \"deny\"\n"))
+    };
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        (
+            "syntax error",
+            rule(r#"request.geo.country = "CH""#),
+            &[
+                "the rule for path `/x/`",
+                r#"invalid `when` expression `request.geo.country = "CH"`"#,
+                "syntax error at line 1, column 21",
+            ],
+        ),
+        // The parser of cel-interpreter 0.10 panics on this one; the error
+        // is found all the same.
+        ("incomplete", rule("request.path == "), &["`request.path == `", "syntax error at line 1, column 17"]),
+        ("unknown variable", rule(r#"req.path == "/""#), &["at line 1, column 1: unknown variable `req`"]),
+        ("unknown field", rule(r#"request.geo.contry == "CH""#), &["column 13: `request.geo` has no field `contry`"]),
+        ("unknown function", rule(r#"request.path.beginsWith("/x")"#), &["unknown function `beginsWith`"]),
+        ("not a string", config_with("", "", &format!("[[apps.rules]]\npath = \"/x/\"\nwhen = true {MARK}\npolicy = \"deny\"\n")), &["invalid type"]),
+    ];
+    assert_all_refused_at_mark(&cases);
+
+    // On the second line of a multi-line expression, in an inline rule.
+    let text = config_with(
+        "",
+        "",
+        &format!(
+            "rules = [ {MARK}\n  {{ path = \"/y/\", when = \"\"\"\nrequest.path == '/y/' &&\n  user.name ==\"\"\", policy = \"never\" }},\n]\n"
+        ),
+    )
+    .replace("[[apps.rules]]\npath = \"/\"\npolicy = \"one_factor\"\n", "");
+    let error = parse(&text).unwrap_err().to_string();
+    // The inline rule starts at its `{`, on the line after the mark.
+    assert!(error.starts_with(&format!("{PATH}:{}:3:", marked_line(&text) + 1)), "{error}\n{text}");
+    assert!(error.contains("syntax error at line 2, column 15"), "{error}");
 }

@@ -23,8 +23,10 @@ pub enum Mismatch {
     Day,
     User,
     Group,
-    /// Every other condition holds, but the rule names users or groups and
-    /// nobody is signed in.
+    /// The `when` expression is false, not a bool, or failed to evaluate.
+    Expression,
+    /// Every other condition holds, but the rule names users or groups, or
+    /// its `when` expression needs the user, and nobody is signed in.
     NeedsIdentity,
 }
 
@@ -40,7 +42,16 @@ pub fn check(rule: &Rule, settings: &PolicyConfig, request: &Request, subject: O
         Mismatch::Header,
     )?;
     check_time(c, settings, request.now)?;
-    check_subject(c, subject)
+    let identity = check_subject(c, subject);
+    if !matches!(identity, Ok(()) | Err(Mismatch::NeedsIdentity)) {
+        return identity;
+    }
+    // Last, as the most expensive. For a visitor not signed in, it may still
+    // show the rule cannot match whoever they are.
+    if let Some(when) = &c.when {
+        super::expression::verdict(when.evaluate(request, settings, subject), rule.line)?;
+    }
+    identity
 }
 
 fn require(holds: bool, otherwise: Mismatch) -> Result<(), Mismatch> {

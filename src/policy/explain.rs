@@ -74,7 +74,8 @@ fn describe(why: Mismatch) -> &'static str {
         Mismatch::Day => "not on one of its days",
         Mismatch::User => "the user is not listed",
         Mismatch::Group => "the user is in none of its groups",
-        Mismatch::NeedsIdentity => "it names users or groups and nobody is signed in",
+        Mismatch::Expression => "its `when` expression is false",
+        Mismatch::NeedsIdentity => "it names users or groups, or its `when` expression needs the user, and nobody is signed in",
     }
 }
 

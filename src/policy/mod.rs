@@ -3,6 +3,7 @@
 
 mod conditions;
 mod explain;
+mod expression;
 mod path;
 pub mod risk;
 
@@ -10,6 +11,7 @@ use std::net::IpAddr;
 
 pub use conditions::{is_anonymous, Mismatch};
 pub use explain::{explain, Explanation, RuleTrace};
+pub use expression::Expression;
 pub use path::{normalize_path, PathError};
 
 use crate::clock::UnixTime;

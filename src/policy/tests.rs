@@ -437,3 +437,249 @@ fn path_parameters_are_dropped_for_matching() {
         assert_eq!(normalize_path(raw).unwrap(), expected, "{raw}");
     }
 }
+
+// `when` expressions (CEL).
+
+/// A configuration whose `[policy]` table is `policy` and whose one app
+/// has the rules `rules`.
+fn configured(policy: &str, rules: &str) -> Config {
+    let text = format!(
+        "users_file = \"users.toml\"\n[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"data\"\n{policy}\n\
+         [[apps]]\nid = \"app\"\nhosts = [\"app.example.com\"]\nupstreams = [\"http://127.0.0.1:3000\"]\n{rules}\n"
+    );
+    Config::parse(&text, Path::new("/etc/stepgate/test.toml")).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// Who is asking, for the `when` tables.
+#[derive(Debug, Clone, Copy)]
+enum Who {
+    Anonymous,
+    /// Signed in with a password only, in no group.
+    Bob,
+    /// In `finance`, with a second factor a minute ago.
+    Fin,
+}
+
+/// Everything about a request a `when` expression can see.
+#[derive(Debug, Clone, Copy)]
+struct Visit<'a> {
+    path: &'a str,
+    query: Option<&'a str>,
+    headers: &'a [(&'a str, &'a str)],
+    country: Option<&'a str>,
+    asn: Option<u32>,
+    tor: bool,
+    now: i64,
+    who: Who,
+}
+
+const VISIT: Visit = Visit { path: "/", query: None, headers: &[], country: None, asn: None, tor: false, now: NOW, who: Who::Anonymous };
+
+fn geo_of(visit: &Visit) -> GeoFacts {
+    let mut geo = GeoFacts { country: visit.country.map(str::to_string), asn: visit.asn, ..GeoFacts::default() };
+    geo.anonymous.is_tor_exit_node = visit.tor;
+    geo
+}
+
+fn headers_of(visit: &Visit) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in visit.headers {
+        headers.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+    }
+    headers
+}
+
+fn visit(config: &Config, visit: Visit) -> Outcome {
+    let (geo, headers) = (geo_of(&visit), headers_of(&visit));
+    let request = Request {
+        method: &Method::GET,
+        path: visit.path,
+        query: visit.query,
+        headers: &headers,
+        ip: "192.0.2.10".parse().unwrap(),
+        geo: &geo,
+        now: visit.now,
+    };
+    let finance = ["finance".to_string()];
+    let subject = |groups: &'static [String], second_factor_at| Subject {
+        username: "someone",
+        groups,
+        second_factor_at,
+        trusted_browser: false,
+        confidence: Confidence::High,
+    };
+    let subject = match visit.who {
+        Who::Anonymous => None,
+        Who::Bob => Some(subject(&[], None)),
+        Who::Fin => Some(Subject { groups: &finance, ..subject(&[], Some(visit.now - 60)) }),
+    };
+    super::decide(&config.apps[0], &config.policy, &request, subject.as_ref())
+}
+
+const WHEN_RULES: &str = r#"rules = [
+  { path = "/geo/", when = 'request.geo.country != "CH" && !("finance" in user.groups)', policy = "deny" },
+  { path = "/geo/", policy = "never" },
+  { path = "/hdr/", when = '"x-env" in request.headers && request.headers["x-env"] == "prod"', policy = "always" },
+  { path = "/hdr/", policy = "never" },
+  { path = "/q/", when = 'request.query.debug == "1"', policy = "deny" },
+  { path = "/q/", policy = "bypass" },
+  { path = "/time/", when = 'request.time.weekday >= 1 && request.time.weekday <= 5 && request.time.hour >= 8 && request.time.hour < 18', policy = "never" },
+  { path = "/time/", policy = "deny" },
+  { path = "/anon/", when = 'request.geo.anonymous || request.geo.asn == 64496', policy = "deny" },
+  { path = "/anon/", policy = "bypass" },
+  { path = "/fresh/", when = 'user.second_factor_age >= 0 && user.second_factor_age < 300', policy = "never" },
+  { path = "/fresh/", policy = "deny" },
+  { path = "/odd/", when = 'request.path', policy = "bypass" },
+  { path = "/odd/", when = 'size(request.headers["x-missing"]) > 0', policy = "bypass" },
+  { path = "/odd/", when = 'request.query.missing == "1"', policy = "bypass" },
+  { path = "/odd/", when = 'request.method == "GET" && request.path.startsWith("/odd/") && request.ip == "192.0.2.10"', policy = "never" },
+]"#;
+
+/// Monday 12 January 1970, 09:30 in Zurich (CET, UTC+1).
+const MONDAY_MORNING: i64 = NOW + 86_400 + 8 * 3600 + 1800;
+/// The same Monday, 19:00 in Zurich.
+const MONDAY_EVENING: i64 = NOW + 86_400 + 18 * 3600;
+/// Sunday 11 January 1970, 10:00 in Zurich.
+const SUNDAY_MORNING: i64 = NOW + 9 * 3600;
+
+#[test]
+fn when_expressions_decide_with_the_request_and_the_user() {
+    use Who::*;
+    let config = configured("[policy]\ntime_zone = \"Europe/Zurich\"", WHEN_RULES);
+    let (sign_in, second_factor) = (Decision::SignIn, Decision::SecondFactor(StepUp::Required));
+    let cases: &[(&str, Visit, usize, Decision)] = &[
+        // Geo and groups: outside Switzerland, only the finance group.
+        ("CH, anonymous: false without the user", Visit { path: "/geo/", country: Some("CH"), ..VISIT }, 1, sign_in),
+        ("US, anonymous: needs the user", Visit { path: "/geo/", country: Some("US"), ..VISIT }, 0, sign_in),
+        ("US, bob", Visit { path: "/geo/", country: Some("US"), who: Bob, ..VISIT }, 0, DENY_RULE),
+        ("US, finance", Visit { path: "/geo/", country: Some("US"), who: Fin, ..VISIT }, 1, ALLOW_USER),
+        ("CH, bob", Visit { path: "/geo/", country: Some("CH"), who: Bob, ..VISIT }, 1, ALLOW_USER),
+        ("unknown country is \"\"", Visit { path: "/geo/", who: Bob, ..VISIT }, 0, DENY_RULE),
+        // Headers: lower-case names, the first value wins.
+        ("x-env prod", Visit { path: "/hdr/", headers: &[("X-Env", "prod")], who: Bob, ..VISIT }, 2, second_factor),
+        ("x-env prod, finance", Visit { path: "/hdr/", headers: &[("x-env", "prod")], who: Fin, ..VISIT }, 2, ALLOW_USER),
+        ("x-env dev then prod", Visit { path: "/hdr/", headers: &[("x-env", "dev"), ("x-env", "prod")], who: Bob, ..VISIT }, 3, ALLOW_USER),
+        ("no x-env", Visit { path: "/hdr/", who: Bob, ..VISIT }, 3, ALLOW_USER),
+        // Query: decoded, the first value wins, a missing one is no match.
+        ("debug=1", Visit { path: "/q/", query: Some("debug=1"), ..VISIT }, 4, DENY_RULE),
+        ("encoded name", Visit { path: "/q/", query: Some("a=2&de%62ug=1"), ..VISIT }, 4, DENY_RULE),
+        ("debug=1 first", Visit { path: "/q/", query: Some("debug=1&debug=0"), ..VISIT }, 4, DENY_RULE),
+        ("debug=0 first", Visit { path: "/q/", query: Some("debug=0&debug=1"), ..VISIT }, 5, ALLOW_ANONYMOUS),
+        ("no query", Visit { path: "/q/", ..VISIT }, 5, ALLOW_ANONYMOUS),
+        // Time, in the policy's time zone; weekday 0 is Sunday.
+        ("Monday 09:30", Visit { path: "/time/", now: MONDAY_MORNING, who: Bob, ..VISIT }, 6, ALLOW_USER),
+        ("Monday 19:00", Visit { path: "/time/", now: MONDAY_EVENING, who: Bob, ..VISIT }, 7, DENY_RULE),
+        ("Sunday 10:00", Visit { path: "/time/", now: SUNDAY_MORNING, who: Bob, ..VISIT }, 7, DENY_RULE),
+        // Anonymous-IP flags and the ASN.
+        ("Tor", Visit { path: "/anon/", tor: true, ..VISIT }, 8, DENY_RULE),
+        ("ASN", Visit { path: "/anon/", asn: Some(64496), ..VISIT }, 8, DENY_RULE),
+        ("neither", Visit { path: "/anon/", asn: Some(3303), ..VISIT }, 9, ALLOW_ANONYMOUS),
+        // The second factor's age; -1 without one.
+        ("fresh second factor", Visit { path: "/fresh/", who: Fin, ..VISIT }, 10, ALLOW_USER),
+        ("no second factor", Visit { path: "/fresh/", who: Bob, ..VISIT }, 11, DENY_RULE),
+        ("nobody signed in", Visit { path: "/fresh/", ..VISIT }, 10, sign_in),
+        // Not a bool, or an evaluation error: no match, whoever asks.
+        ("odd, bob", Visit { path: "/odd/", who: Bob, ..VISIT }, 15, ALLOW_USER),
+        ("odd, anonymous", Visit { path: "/odd/", ..VISIT }, 15, sign_in),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|(name, v, rule, decision)| {
+            let expected = Outcome { rule: Some(*rule), decision: *decision };
+            let got = visit(&config, *v);
+            (got != expected).then(|| format!("{name}: expected {expected:?}, got {got:?}"))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+#[test]
+fn an_expression_on_the_user_asks_an_anonymous_visitor_to_sign_in() {
+    let config = configured("", r#"rules = [
+  { path = "/admin/", when = '"admins" in user.groups', policy = "always" },
+  { path = "/", policy = "bypass" },
+]"#);
+    assert_eq!(visit(&config, Visit { path: "/admin/x", ..VISIT }), Outcome { rule: Some(0), decision: Decision::SignIn });
+    assert_eq!(visit(&config, Visit { path: "/admin/x", who: Who::Bob, ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_USER });
+    assert_eq!(visit(&config, Visit { path: "/other", ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_ANONYMOUS });
+
+    // With a `groups` condition too, an expression false for anyone spares
+    // the sign-in.
+    let config = configured("", r#"rules = [
+  { path = "/", groups = ["finance"], when = 'request.geo.country == "CH"', policy = "never" },
+  { path = "/", policy = "bypass" },
+]"#);
+    assert_eq!(visit(&config, Visit { country: Some("US"), ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_ANONYMOUS });
+    assert_eq!(visit(&config, Visit { country: Some("CH"), ..VISIT }), Outcome { rule: Some(0), decision: Decision::SignIn });
+    assert_eq!(visit(&config, Visit { country: Some("CH"), who: Who::Bob, ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_USER });
+    assert_eq!(visit(&config, Visit { country: Some("CH"), who: Who::Fin, ..VISIT }), Outcome { rule: Some(0), decision: ALLOW_USER });
+}
+
+#[test]
+fn an_expression_that_is_not_a_bool_never_matches() {
+    let expressions = [
+        "request.path",
+        "1",
+        "request.headers",
+        "null",
+        "[true]",
+        "request.geo.asn",
+        "user.groups",
+        r#"request.query["debug"]"#,
+        "1 / 0 == 1",
+        r#"request.headers["authorization"].exists(c, true)"#,
+    ];
+    for expression in expressions {
+        let rule = format!("rules = [{{ path = \"/\", when = '{expression}', policy = \"bypass\" }}]");
+        let text = format!(
+            "users_file = \"users.toml\"\n[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"data\"\n\
+             [[apps]]\nid = \"app\"\nhosts = [\"app.example.com\"]\nupstreams = [\"http://127.0.0.1:3000\"]\n{rule}\n"
+        );
+        let config = match Config::parse(&text, Path::new("/etc/stepgate/test.toml")) {
+            Ok(config) => config,
+            // Refused at load is fine too: it can never match either.
+            Err(e) => {
+                assert!(e.to_string().contains("cannot evaluate it"), "{expression}: {e}");
+                continue;
+            }
+        };
+        let query = Some("debug=1");
+        let uses_user = expression.contains("user");
+        for who in [Who::Anonymous, Who::Bob, Who::Fin] {
+            let headers = &[("authorization", "Bearer secret")];
+            let got = visit(&config, Visit { query, headers, who, ..VISIT });
+            let expected = match who {
+                // Whether it matches depends on the user: sign in first.
+                Who::Anonymous if uses_user => Outcome { rule: Some(0), decision: Decision::SignIn },
+                _ => Outcome { rule: None, decision: DENY_NO_RULE },
+            };
+            assert_eq!(got, expected, "{expression} for {who:?}");
+        }
+        let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
+        let request = Request { method: &Method::GET, path: "/", query, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
+        let subject = Subject { username: "bob", groups: &[], second_factor_at: None, trusted_browser: false, confidence: Confidence::High };
+        let explanation = explain(&config.apps[0], &config.policy, &request, Some(&subject));
+        assert_eq!(explanation.skipped, [RuleTrace { index: 0, why_not: Mismatch::Expression }], "{expression}");
+        assert!(explanation.render(&config.apps[0]).contains("no match, its `when` expression is false"), "{expression}");
+    }
+}
+
+/// Not a benchmark: prints the rough cost of a decision through a rule with
+/// a `when` expression, next to one without (`cargo test --lib
+/// when_expression_cost -- --nocapture`).
+#[test]
+fn when_expression_cost() {
+    let with = configured("", r#"rules = [{ path = "/", when = 'request.geo.country != "CH" && !("finance" in user.groups)', policy = "never" }]"#);
+    let with_headers = configured("", r#"rules = [{ path = "/", when = 'request.headers["x-env"] == "prod" && request.time.hour >= 8', policy = "never" }]"#);
+    let without = configured("", r#"rules = [{ path = "/", countries = ["US"], policy = "never" }]"#);
+    let headers: &[(&str, &str)] = &[("accept", "text/html"), ("user-agent", "Mozilla/5.0"), ("cookie", "a=b"), ("x-env", "prod")];
+    let v = Visit { path: "/x", country: Some("US"), headers, who: Who::Bob, ..VISIT };
+    let rounds = 20_000;
+    for (name, config) in [("no when", &without), ("geo + groups", &with), ("headers + time", &with_headers)] {
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            std::hint::black_box(visit(config, v));
+        }
+        println!("{name}: {:?} per decision (including the test's request setup)", start.elapsed() / rounds);
+    }
+}
