@@ -81,3 +81,61 @@ async fn start_up_settings_keep_their_running_values() {
     assert_eq!(gw.gateway().config.server.listen, listen, "the listener cannot move without a restart");
     assert_eq!(gw.api_client().get(gw.app("/public/x")).send().await.unwrap().status(), 200);
 }
+
+/// The running `stepgate serve` process, killed when dropped.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_a_serving_process() {
+    let gw = TestGateway::start().await;
+    let dir = gw.dir.path();
+    let listen = free_port();
+    let config = std::fs::read_to_string(gw.config_path())
+        .unwrap()
+        .replace(&format!("listen = \"{}\"", gw.addr), &format!("listen = \"{listen}\""))
+        .replace("data_dir = \"data\"", "data_dir = \"serve-data\"");
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, &config).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env(stepgate::crypto::ENCRYPTION_KEY_ENV, stepgate::crypto::generate_master_key())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let serve = Serve(child);
+    let client = reqwest::Client::builder().resolve("app.test", listen).build().unwrap();
+    let url = format!("http://app.test:{}/blocked/x", listen.port());
+    let mut status = 0;
+    for _ in 0..200 {
+        if let Ok(response) = client.get(&url).send().await {
+            status = response.status().as_u16();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status, 403);
+
+    // Same length and the old modification time: only the signal can tell.
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::fs::write(&path, config.replacen("path = \"/blocked/\"", "path = \"/blockex/\"", 1)).unwrap();
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(modified).unwrap();
+    let sent = std::process::Command::new("kill").args(["-HUP", &serve.0.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    for _ in 0..100 {
+        status = client.get(&url).send().await.unwrap().status().as_u16();
+        if status != 403 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 401, "after SIGHUP /blocked/ falls to the sign-in rule");
+}
