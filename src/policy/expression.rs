@@ -447,13 +447,13 @@ fn quietly<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
 /// inside the expression where there is one.
 fn check_names(source: &str, code: &str, program: &Program) -> Result<(), String> {
     static BOUND: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"\.\s*(?:all|exists|exists_one|existsOne|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,").unwrap()
+        Regex::new(r"\.\s*(?:all|exists|exists_one|existsOne|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,").expect("a constant, valid regex")
     });
-    static IDENT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[A-Za-z_][A-Za-z0-9_]*").unwrap());
+    static IDENT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[A-Za-z_][A-Za-z0-9_]*").expect("a constant, valid regex"));
     static FIELDS: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"\b(request|user)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)(?:\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?").unwrap()
+        Regex::new(r"\b(request|user)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)(?:\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?").expect("a constant, valid regex")
     });
-    static MESSAGE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[A-Za-z_][A-Za-z0-9_]*\s*\{").unwrap());
+    static MESSAGE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[A-Za-z_][A-Za-z0-9_]*\s*\{").expect("a constant, valid regex"));
 
     let at = |offset: usize| {
         let (line, column) = position(source, offset);
