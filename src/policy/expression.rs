@@ -998,37 +998,3 @@ mod tests {
         assert!(!Expression::compile("request.path == 'user.groups'").unwrap().uses_user());
     }
 }
-#[cfg(test)]
-mod scratch_timing {
-    use super::*;
-    #[test]
-    fn scratch_timing() {
-        let e = Expression::compile(r#"request.geo.country != "CH" && !("finance" in user.groups)"#).unwrap();
-        let trivial = Expression::compile("true").unwrap();
-        let (method, headers) = (http::Method::GET, http::HeaderMap::new());
-        let geo = crate::geo::GeoFacts { country: Some("US".into()), ..Default::default() };
-        let request = Request { method: &method, path: "/x", query: None, headers: &headers, ip: "192.0.2.1".parse().unwrap(), geo: &geo, now: 0 };
-        let groups = vec!["a".to_string()];
-        let subject = Subject { username: "bob", groups: &groups, second_factor_at: None, trusted_browser: false, confidence: crate::config::Confidence::High };
-        let settings = PolicyConfig::default();
-        let n = 100_000u32;
-        let t = std::time::Instant::now();
-        for _ in 0..n { std::hint::black_box(request_value(&request, &settings, e.inner.uses)); }
-        println!("request_value {:?}", t.elapsed() / n);
-        let t = std::time::Instant::now();
-        for _ in 0..n { std::hint::black_box(user_value(&subject, 0)); }
-        println!("user_value {:?}", t.elapsed() / n);
-        let t = std::time::Instant::now();
-        for _ in 0..n { std::hint::black_box(trivial.evaluate(&request, &settings, Some(&subject))).ok(); }
-        println!("evaluate true {:?}", t.elapsed() / n);
-        let t = std::time::Instant::now();
-        for _ in 0..n { std::hint::black_box(e.evaluate(&request, &settings, Some(&subject))).ok(); }
-        println!("evaluate geo {:?}", t.elapsed() / n);
-        let mut ctx = ROOT.new_inner_scope();
-        ctx.add_variable_from_value("request", request_value(&request, &settings, e.inner.uses));
-        ctx.add_variable_from_value("user", user_value(&subject, 0));
-        let t = std::time::Instant::now();
-        for _ in 0..n { std::hint::black_box(e.inner.program.execute(&ctx)).ok(); }
-        println!("execute only {:?}", t.elapsed() / n);
-    }
-}
