@@ -70,7 +70,7 @@ fn subject<'a>(session: &Session, user: &'a User) -> Subject<'a> {
     Subject {
         username: &user.username,
         groups: &user.groups,
-        second_factor_at: session.second_factor_at(),
+        second_factors: session.method_times(),
         trusted_browser: false,
         confidence: session.context.assessment.confidence,
     }

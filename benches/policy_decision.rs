@@ -68,7 +68,7 @@ fn benchmarks(c: &mut Criterion) {
     let headers = http::HeaderMap::new();
     let method = http::Method::GET;
     let groups = vec!["staff".to_string()];
-    let subject = Subject { username: "alice", groups: &groups, second_factor_at: Some(0), trusted_browser: false, confidence: Confidence::Medium };
+    let subject = Subject { username: "alice", groups: &groups, second_factors: stepgate::methods::MethodTimes::totp_at(Some(0)), trusted_browser: false, confidence: Confidence::Medium };
     let path = "/app997/orders/42";
 
     c.bench_function("geo lookup (country database)", |b| b.iter(|| databases.lookup(black_box(ip))));

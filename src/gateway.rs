@@ -12,7 +12,9 @@ use crate::assertion::{Assertions, KeyError};
 use crate::clock::Clock;
 use crate::config::{AppConfig, Config, ConfigError, Upstream};
 use crate::crypto::{CryptoError, Secrets};
+use crate::factors::recovery::RecoveryCodes;
 use crate::factors::totp::TotpFactor;
+use crate::factors::webauthn::{RelyingParty, WebauthnFactor};
 use crate::geo::{Geo, GeoDatabases, GeoError, GeoFacts};
 use crate::session::Sessions;
 use crate::store::{SqliteStore, Store, StoreError};
@@ -46,9 +48,40 @@ pub struct App {
     pub id: Arc<str>,
     pub config: AppConfig,
     next_upstream: AtomicUsize,
+    /// The WebAuthn relying party of each host.
+    relying_parties: HashMap<String, Arc<RelyingParty>>,
 }
 
 impl App {
+    fn new(config: &AppConfig, settings: &Config) -> Self {
+        let mut relying_parties = HashMap::new();
+        for host in &config.hosts {
+            let host = &host.get_ref().0;
+            let rp_id = config.rp_id(host);
+            let shared = relying_parties.values().find(|rp: &&Arc<RelyingParty>| rp.id == rp_id).cloned();
+            let rp = match shared {
+                Some(rp) => rp,
+                None => {
+                    let name = &settings.branding.product_name;
+                    match RelyingParty::new(rp_id, &config.webauthn.origins, name, settings.webauthn.timeout) {
+                        Ok(rp) => Arc::new(rp),
+                        Err(e) => {
+                            tracing::error!(app = config.id(), host = %host, error = %e, "WebAuthn is unavailable on this host");
+                            continue;
+                        }
+                    }
+                }
+            };
+            relying_parties.insert(host.clone(), rp);
+        }
+        Self { id: config.id().into(), config: config.clone(), next_upstream: AtomicUsize::new(0), relying_parties }
+    }
+
+    /// The relying party for a host of this app (given without port).
+    pub fn relying_party(&self, host: &str) -> Option<&Arc<RelyingParty>> {
+        self.relying_parties.get(&host.to_ascii_lowercase())
+    }
+
     /// The next upstream, round-robin.
     pub fn upstream(&self) -> &Upstream {
         let n = self.next_upstream.fetch_add(1, Ordering::Relaxed);
@@ -72,6 +105,8 @@ pub struct Gateway {
     pub store: Arc<dyn Store>,
     pub sessions: Arc<Sessions>,
     pub totp: Arc<TotpFactor>,
+    pub webauthn: Arc<WebauthnFactor>,
+    pub recovery: Arc<RecoveryCodes>,
     pub assertions: Arc<Assertions>,
     pub geo: Arc<Geo>,
     /// Wrong passwords, by user name.
@@ -102,6 +137,8 @@ impl Gateway {
             config.totp.clone(),
             config.branding.product_name.clone(),
         ));
+        let webauthn = Arc::new(WebauthnFactor::new(store.clone(), secrets.clone(), clock.clone(), config.webauthn.clone()));
+        let recovery = Arc::new(RecoveryCodes::new(store.clone(), secrets.clone(), clock.clone(), config.recovery_codes.clone()));
         let assertions = Arc::new(Assertions::new(
             config.server.data_dir.clone(),
             secrets.clone(),
@@ -128,6 +165,8 @@ impl Gateway {
             store,
             sessions,
             totp,
+            webauthn,
+            recovery,
             assertions,
             geo,
             password_throttle,
@@ -157,6 +196,8 @@ impl Gateway {
             store: self.store.clone(),
             sessions: self.sessions.clone(),
             totp: self.totp.clone(),
+            webauthn: self.webauthn.clone(),
+            recovery: self.recovery.clone(),
             assertions: self.assertions.clone(),
             geo: self.geo.clone(),
             password_throttle: self.password_throttle.clone(),
@@ -195,7 +236,7 @@ fn route_apps(config: &Config) -> (HashMap<String, Arc<App>>, Vec<http::HeaderNa
         LEGACY_IDENTITY_HEADERS.iter().map(|h| http::HeaderName::from_static(h)).collect();
     identity_headers.push(http::HeaderName::from_static("x-stepgate-assertion"));
     for app_config in &config.apps {
-        let app = Arc::new(App { id: app_config.id().into(), config: app_config.clone(), next_upstream: AtomicUsize::new(0) });
+        let app = Arc::new(App::new(app_config, config));
         for host in &app_config.hosts {
             apps_by_host.insert(host.get_ref().0.clone(), app.clone());
         }
@@ -224,6 +265,8 @@ fn keep_start_up_settings(running: &Config, reloaded: &mut Config) {
     keep!(secrets);
     keep!(session);
     keep!(totp);
+    keep!(webauthn);
+    keep!(recovery_codes);
     keep!(assertion);
     keep!(limits);
     keep!(logging);

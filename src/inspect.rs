@@ -4,6 +4,7 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
+use crate::methods::MethodTimes;
 use crate::clock::UnixTime;
 use crate::config::{Config, Confidence};
 use crate::gateway::canonical_ip;
@@ -64,7 +65,7 @@ pub fn explain(config: &Config, question: &Question) -> Result<String, ExplainEr
     let subject = user.as_ref().map(|user| Subject {
         username: &user.username,
         groups: &user.groups,
-        second_factor_at: question.second_factor_age.map(|age| question.now - age),
+        second_factors: MethodTimes::totp_at(question.second_factor_age.map(|age| question.now - age)),
         trusted_browser: false,
         confidence,
     });

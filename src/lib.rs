@@ -13,6 +13,7 @@ pub mod geo;
 pub mod inspect;
 pub mod live;
 pub mod logging;
+pub mod methods;
 pub mod policy;
 pub mod portal;
 pub mod proxy;

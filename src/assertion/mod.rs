@@ -97,7 +97,12 @@ impl Assertions {
     }
 
     fn claims(&self, session: &Session, user: &User, app_id: &str, now: UnixTime) -> Claims {
-        let mut amr: Vec<String> = session.factors.iter().map(|f| f.factor.amr().to_string()).collect();
+        let mut amr: Vec<String> = Vec::new();
+        for method in session.factors.iter().flat_map(|f| f.factor.amr()) {
+            if !amr.iter().any(|m| m == method) {
+                amr.push(method.to_string());
+            }
+        }
         let two_factor = session.second_factor_at().is_some();
         if two_factor {
             amr.push("mfa".into());

@@ -174,7 +174,7 @@ policy = "never"
         let app = &config.apps[0];
         let settings = PolicyConfig::default();
         let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
-        let subject = Subject { username: "u", groups: &[], second_factor_at: None, trusted_browser: false, confidence: Confidence::High };
+        let subject = Subject { username: "u", groups: &[], second_factors: crate::methods::MethodTimes::default(), trusted_browser: false, confidence: Confidence::High };
         let paths = [
             "/", "/admin", "/admin/", "/administrator", "/admin/x.php", "/files/a/b.pdf", "/files/b.pdf", "/files/x",
             "/api/v1/x", "/api/v1", "/api/x", "/public/secret", "/public/x", "/x/secret", "/index.php", "/apix/v1/",

@@ -4,6 +4,7 @@
 //! file, the line and what is wrong. The rest of the gateway only ever sees
 //! the typed structs below.
 
+mod factors;
 mod index;
 mod pattern;
 mod rules;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use factors::{AppWebauthn, Attestation, RecoveryCodesConfig, SecurityPageConfig, UserVerification, WebauthnConfig};
 pub use index::RuleIndex;
 pub use pattern::PathPattern;
 pub use rules::{Anonymity, Conditions, GeoFence, HourRange, Policy, Rule};
@@ -54,6 +56,12 @@ pub struct Config {
     pub session: SessionConfig,
     #[serde(default)]
     pub totp: TotpConfig,
+    #[serde(default)]
+    pub webauthn: WebauthnConfig,
+    #[serde(default)]
+    pub recovery_codes: RecoveryCodesConfig,
+    #[serde(default)]
+    pub security_page: SecurityPageConfig,
     #[serde(default)]
     pub assertion: AssertionConfig,
     #[serde(default)]
@@ -337,6 +345,9 @@ pub struct AppConfig {
     /// What applies when no rule matches.
     #[serde(default = "default_app_policy")]
     pub default_policy: Policy,
+    /// The WebAuthn relying party of this app's hosts.
+    #[serde(default)]
+    pub webauthn: AppWebauthn,
     /// As written; checked into `rules` once parsed, so that a mistake in a
     /// rule is reported at that rule's line.
     #[serde(default, rename = "rules")]
@@ -354,6 +365,12 @@ pub struct AppConfig {
 impl AppConfig {
     pub fn id(&self) -> &str {
         &self.id.get_ref().0
+    }
+
+    /// The WebAuthn relying party id for one of the app's hosts: the
+    /// configured one, or the host itself.
+    pub fn rp_id<'a>(&'a self, host: &'a str) -> &'a str {
+        self.webauthn.rp_id.as_deref().unwrap_or(host)
     }
 }
 
@@ -382,6 +399,7 @@ impl Config {
         config.build_rules(text, &shown)?;
         config.check_apps(text, &shown)?;
         config.check_risk(&shown)?;
+        config.check_webauthn(&shown)?;
         config.check_files(&shown)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
@@ -407,6 +425,31 @@ impl Config {
     /// The networks `risk.untrusted_networks` names, resolved.
     pub fn untrusted_networks(&self) -> Vec<ipnet::IpNet> {
         self.risk.untrusted_networks.iter().filter_map(|name| self.networks.get(name)).flatten().copied().collect()
+    }
+
+    /// Every app's relying party id must cover its hosts and origins, or
+    /// browsers refuse every ceremony.
+    fn check_webauthn(&self, shown: &str) -> Result<(), ConfigError> {
+        let other = |message: String| ConfigError::Other { path: shown.to_string(), message };
+        for app in &self.apps {
+            let Some(rp_id) = app.webauthn.rp_id.as_deref() else {
+                if !app.webauthn.origins.is_empty() {
+                    return Err(other(format!("app `{}`: webauthn.origins needs webauthn.rp_id", app.id())));
+                }
+                continue;
+            };
+            let covered = |host: &str| host == rp_id || host.ends_with(&format!(".{rp_id}"));
+            if let Some(host) = app.hosts.iter().map(|h| h.get_ref().0.as_str()).find(|h| !covered(h)) {
+                return Err(other(format!("app `{}`: webauthn.rp_id `{rp_id}` does not cover its host `{host}`", app.id())));
+            }
+            for origin in &app.webauthn.origins {
+                let fine = matches!(origin.scheme(), "https" | "http") && origin.host_str().is_some_and(covered);
+                if !fine {
+                    return Err(other(format!("app `{}`: webauthn origin `{origin}` is not an http(s) origin under `{rp_id}`", app.id())));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_risk(&self, shown: &str) -> Result<(), ConfigError> {

@@ -131,6 +131,8 @@ pub struct Rule {
     pub policy: Policy,
     /// The last second factor must be at most this old (seconds): step-up.
     pub max_age: Option<i64>,
+    /// Which second factors count here; `ANY` unless the rule names some.
+    pub factors: crate::methods::MethodSet,
     /// Where the rule starts in the configuration file, for explanations.
     pub line: usize,
 }
@@ -146,6 +148,8 @@ pub(super) struct RawRule {
     policy: Policy,
     #[serde(default, with = "values::optional_duration")]
     max_age: Option<i64>,
+    #[serde(default)]
+    factors: Vec<String>,
     #[serde(default)]
     networks: Vec<String>,
     #[serde(default)]
@@ -204,6 +208,10 @@ impl RawRule {
         if self.max_age.is_some() && !matches!(self.policy, Policy::Always | Policy::Adaptive) {
             return Err("`max_age` needs policy `always` or `adaptive`".into());
         }
+        let factors = required_factors(&self.factors)?;
+        if !factors.is_any() && !matches!(self.policy, Policy::Always | Policy::Adaptive) {
+            return Err("`factors` needs policy `always` or `adaptive`".into());
+        }
         let conditions = Conditions {
             networks,
             countries: self.countries,
@@ -230,6 +238,7 @@ impl RawRule {
             fence: GeoFence { allow: self.countries_allow, deny: self.countries_deny },
             policy: self.policy,
             max_age: self.max_age,
+            factors,
             line,
         })
     }
@@ -243,4 +252,17 @@ impl RawRule {
             _ => "the rule for every path".into(),
         }
     }
+}
+
+/// A rule's `factors`: the union of the named methods, or any second
+/// factor when none are named.
+fn required_factors(names: &[String]) -> Result<crate::methods::MethodSet, String> {
+    use crate::methods::MethodSet;
+    if names.is_empty() {
+        return Ok(MethodSet::ANY);
+    }
+    names.iter().try_fold(MethodSet::default(), |set, name| match MethodSet::parse_name(name) {
+        Some(named) => Ok(set.union(named)),
+        None => Err(format!("unknown factor `{name}` in `factors`: use `webauthn`, `security_key`, `platform` or `totp`")),
+    })
 }

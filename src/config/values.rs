@@ -274,6 +274,19 @@ bounded_number!(FailureLimit, u32, 1, 1000, "limits (failures)");
 bounded_number!(TotpDigits, usize, 6, 8, "totp.digits");
 bounded_number!(TotpPeriod, u64, 15, 120, "totp.period (seconds)");
 bounded_number!(TotpSkew, u8, 0, 2, "totp.skew (steps)");
+bounded_number!(RecoveryCodeCount, usize, 1, 50, "recovery_codes.count");
+// Ten characters of a 32-letter alphabet are 50 bits: enough for a code
+// that is stored as a fast keyed hash and whose guesses are throttled.
+bounded_number!(RecoveryCodeLength, usize, 10, 32, "recovery_codes.length");
+
+checked_string!(
+    /// An authenticator model's AAGUID, as a lower-case UUID.
+    Aaguid,
+    |s| match uuid::Uuid::parse_str(&s) {
+        Ok(id) => Ok(id.hyphenated().to_string()),
+        Err(_) => Err(format!("invalid AAGUID `{s}`: give it as a UUID, e.g. `cb69481e-8ff7-4039-93ec-0a2729a154a8`")),
+    }
+);
 
 /// Durations written as `90s`, `30m`, `12h` or `7d`, held as seconds.
 pub mod duration {

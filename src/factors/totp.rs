@@ -103,6 +103,8 @@ impl TotpFactor {
             period: period as i64,
             created: self.clock.now(),
             last_step: step,
+            name: "Authenticator app".into(),
+            last_used: Some(self.clock.now()),
         };
         Ok(if self.store.insert_totp(&row).await? { Verdict::Accepted } else { Verdict::Replayed })
     }
@@ -124,7 +126,7 @@ impl TotpFactor {
         let Some(step) = self.matching_step(&totp, period, code) else {
             return Ok(Verdict::Wrong);
         };
-        if step <= row.last_step || !self.store.claim_totp_step(username, step).await? {
+        if step <= row.last_step || !self.store.claim_totp_step(username, step, self.clock.now()).await? {
             return Ok(Verdict::Replayed);
         }
         Ok(Verdict::Accepted)

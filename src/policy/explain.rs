@@ -85,10 +85,13 @@ fn describe_decision(decision: Decision) -> String {
         Decision::Allow { with_identity: false } => "allow, anonymously".into(),
         Decision::SignIn => "sign in first".into(),
         Decision::SecondFactor(StepUp::Required) => "a second factor is needed".into(),
-        Decision::SecondFactor(StepUp::Stale { max_age }) => {
+        Decision::SecondFactor(StepUp::Stale { max_age, .. }) => {
             format!("step up: the last second factor is older than {max_age} s")
         }
         Decision::SecondFactor(StepUp::Risk) => "a second factor is needed: the risk signals lower the confidence".into(),
+        Decision::SecondFactor(StepUp::Stronger(factors)) => {
+            format!("a stronger second factor is needed: one of {}", factors.to_query().replace(',', ", "))
+        }
         Decision::Deny(DenyReason::Rule) => "deny: the rule says so".into(),
         Decision::Deny(DenyReason::NoRule) => "deny: no rule matches".into(),
         Decision::Deny(DenyReason::Geo) => "deny: the client's country is not allowed".into(),

@@ -66,6 +66,7 @@ use cel_interpreter::{Context, ExecutionError, Program, Value};
 use chrono::{Datelike, Timelike};
 use regex::Regex;
 
+use crate::methods::{MethodSet, MethodTimes};
 use super::conditions::{is_anonymous, Mismatch};
 use super::{Request, Subject};
 use crate::config::{Anonymity, PolicyConfig};
@@ -228,7 +229,7 @@ impl Expression {
         let subject = Subject {
             username: "",
             groups: &[],
-            second_factor_at: None,
+            second_factors: MethodTimes::default(),
             trusted_browser: false,
             confidence: crate::config::Confidence::High,
         };
@@ -377,7 +378,7 @@ fn time_value(now: i64, settings: &PolicyConfig) -> Value {
 fn user_value(subject: &Subject, now: i64) -> Value {
     let n = &*NAMES;
     let groups: Vec<Value> = subject.groups.iter().map(|g| string(g)).collect();
-    let age = subject.second_factor_at.map_or(-1, |at| (now - at).max(0));
+    let age = subject.second_factors.latest(MethodSet::ANY).map_or(-1, |at| (now - at).max(0));
     let fields = HashMap::from([
         (n.name.clone(), string(subject.username)),
         (n.groups.clone(), Value::List(Arc::new(groups))),

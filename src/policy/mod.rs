@@ -15,6 +15,7 @@ pub use expression::Expression;
 pub use path::{normalize_path, PathError};
 
 use crate::clock::UnixTime;
+use crate::methods::{MethodSet, MethodTimes};
 use crate::config::{AppConfig, Confidence, Policy, PolicyConfig, Rule};
 use crate::geo::GeoFacts;
 
@@ -34,8 +35,8 @@ pub struct Request<'a> {
 pub struct Subject<'a> {
     pub username: &'a str,
     pub groups: &'a [String],
-    /// When the session's last second factor was done.
-    pub second_factor_at: Option<UnixTime>,
+    /// When the session last did each kind of second factor.
+    pub second_factors: MethodTimes,
     /// The user asked to trust this browser after a second factor.
     pub trusted_browser: bool,
     pub confidence: Confidence,
@@ -57,10 +58,13 @@ pub enum Decision {
 pub enum StepUp {
     /// The rule always wants one.
     Required,
-    /// The last one is older than the rule's `max_age` (seconds).
-    Stale { max_age: i64 },
+    /// The last one (of `factors`) is older than the rule's `max_age` (seconds).
+    Stale { max_age: i64, factors: MethodSet },
     /// An adaptive rule, and the confidence is below the minimum.
     Risk,
+    /// The rule wants one of these factors, which the session has not done
+    /// (recently enough).
+    Stronger(MethodSet),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +126,7 @@ pub(crate) fn evaluate<T: Trace>(
     }
     let decision = match app.default_policy {
         Policy::Deny => Decision::Deny(DenyReason::NoRule),
-        policy => demand(policy, None, settings, request.now, subject),
+        policy => demand(policy, Freshness { max_age: None, factors: MethodSet::ANY }, settings, request.now, subject),
     };
     Outcome { rule: None, decision }
 }
@@ -152,21 +156,28 @@ fn apply(rule: &Rule, settings: &PolicyConfig, request: &Request, subject: Optio
     if !rule.fence.admits(request.geo.country.as_deref()) {
         return Decision::Deny(DenyReason::Geo);
     }
-    demand(rule.policy, rule.max_age, settings, request.now, subject)
+    demand(rule.policy, Freshness { max_age: rule.max_age, factors: rule.factors }, settings, request.now, subject)
+}
+
+/// Which second factors count, and how old they may be.
+#[derive(Clone, Copy)]
+struct Freshness {
+    max_age: Option<i64>,
+    factors: MethodSet,
 }
 
 /// What a policy demands of this subject.
-fn demand(policy: Policy, max_age: Option<i64>, settings: &PolicyConfig, now: UnixTime, subject: Option<&Subject>) -> Decision {
+fn demand(policy: Policy, wanted: Freshness, settings: &PolicyConfig, now: UnixTime, subject: Option<&Subject>) -> Decision {
     let allow = Decision::Allow { with_identity: true };
     match (policy, subject) {
         (Policy::Bypass, subject) => Decision::Allow { with_identity: subject.is_some() },
         (Policy::Deny, _) => Decision::Deny(DenyReason::Rule),
         (_, None) => Decision::SignIn,
         (Policy::Never, Some(_)) => allow,
-        (Policy::Always, Some(subject)) => second_factor(subject, max_age, now).map_or(allow, Decision::SecondFactor),
+        (Policy::Always, Some(subject)) => second_factor(subject, wanted, now).map_or(allow, Decision::SecondFactor),
         (Policy::Adaptive, Some(subject)) => {
-            if max_age.is_some() || subject.second_factor_at.is_some() {
-                return second_factor(subject, max_age, now).map_or(allow, Decision::SecondFactor);
+            if wanted.max_age.is_some() || subject.second_factors.latest(MethodSet::ANY).is_some() {
+                return second_factor(subject, wanted, now).map_or(allow, Decision::SecondFactor);
             }
             if subject.trusted_browser || subject.confidence >= settings.adaptive_minimum {
                 allow
@@ -178,11 +189,24 @@ fn demand(policy: Policy, max_age: Option<i64>, settings: &PolicyConfig, now: Un
 }
 
 /// What is missing for a second factor that is fresh enough, if anything.
-fn second_factor(subject: &Subject, max_age: Option<i64>, now: UnixTime) -> Option<StepUp> {
-    match (subject.second_factor_at, max_age) {
-        (None, _) => Some(StepUp::Required),
-        (Some(at), Some(max_age)) if now - at > max_age => Some(StepUp::Stale { max_age }),
-        (Some(_), _) => None,
+fn second_factor(subject: &Subject, wanted: Freshness, now: UnixTime) -> Option<StepUp> {
+    let any = subject.second_factors.latest(MethodSet::ANY);
+    let strong_enough = subject.second_factors.latest(wanted.factors);
+    match (any, strong_enough, wanted.max_age) {
+        (None, _, _) if wanted.factors.is_any() => Some(StepUp::Required),
+        (_, None, _) => Some(StepUp::Stronger(wanted.factors)),
+        (_, Some(at), Some(max_age)) if now - at > max_age => Some(StepUp::Stale { max_age, factors: wanted.factors }),
+        (_, Some(_), _) => None,
+    }
+}
+
+impl StepUp {
+    /// The second factors that would satisfy the rule.
+    pub fn factors(self) -> MethodSet {
+        match self {
+            StepUp::Required | StepUp::Risk => MethodSet::ANY,
+            StepUp::Stale { factors, .. } | StepUp::Stronger(factors) => factors,
+        }
     }
 }
 
@@ -194,6 +218,7 @@ impl Decision {
             Decision::SecondFactor(StepUp::Required) => "second_factor",
             Decision::SecondFactor(StepUp::Stale { .. }) => "step_up",
             Decision::SecondFactor(StepUp::Risk) => "second_factor_risk",
+            Decision::SecondFactor(StepUp::Stronger(_)) => "stronger_factor",
             Decision::Deny(DenyReason::Rule) => "deny",
             Decision::Deny(DenyReason::NoRule) => "deny_no_rule",
             Decision::Deny(DenyReason::Geo) => "deny_geo",

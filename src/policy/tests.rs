@@ -24,7 +24,7 @@ fn decide(app: &AppConfig, method: &Method, path: &str, proof: Proof) -> Outcome
     let subject = proof.signed_in.then(|| Subject {
         username: "alice",
         groups: &[],
-        second_factor_at: proof.second_factor.then_some(NOW - 60),
+        second_factors: crate::methods::MethodTimes::totp_at(proof.second_factor.then_some(NOW - 60)),
         trusted_browser: false,
         confidence: Confidence::High,
     });
@@ -504,7 +504,7 @@ fn visit(config: &Config, visit: Visit) -> Outcome {
     let subject = |groups: &'static [String], second_factor_at| Subject {
         username: "someone",
         groups,
-        second_factor_at,
+        second_factors: crate::methods::MethodTimes::totp_at(second_factor_at),
         trusted_browser: false,
         confidence: Confidence::High,
     };
@@ -657,7 +657,7 @@ fn an_expression_that_is_not_a_bool_never_matches() {
         }
         let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
         let request = Request { method: &Method::GET, path: "/", query, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
-        let subject = Subject { username: "bob", groups: &[], second_factor_at: None, trusted_browser: false, confidence: Confidence::High };
+        let subject = Subject { username: "bob", groups: &[], second_factors: crate::methods::MethodTimes::default(), trusted_browser: false, confidence: Confidence::High };
         let explanation = explain(&config.apps[0], &config.policy, &request, Some(&subject));
         assert_eq!(explanation.skipped, [RuleTrace { index: 0, why_not: Mismatch::Expression }], "{expression}");
         assert!(explanation.render(&config.apps[0]).contains("no match, its `when` expression is false"), "{expression}");

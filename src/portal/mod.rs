@@ -36,6 +36,8 @@ pub const MAX_FORM_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct PortalRequest {
     pub app: Arc<App>,
+    /// The host the request was for, without port.
+    pub host: String,
     pub tls: bool,
     pub client_ip: IpAddr,
 }
@@ -141,7 +143,8 @@ fn see_other(location: &str) -> Response {
 /// A portal path with the return target attached.
 pub fn with_return_to(path: &str, rd: &str) -> String {
     let query: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("rd", rd).finish();
-    format!("{path}?{query}")
+    let separator = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{separator}{query}")
 }
 
 fn bad_form(gateway: &Gateway) -> Response {

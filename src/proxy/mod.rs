@@ -184,9 +184,14 @@ impl GatewayProxy {
             Decision::SecondFactor(step_up) => {
                 let error = match step_up {
                     StepUp::Stale { .. } => "step_up_required",
+                    StepUp::Stronger(_) => "stronger_factor_required",
                     StepUp::Required | StepUp::Risk => "second_factor_required",
                 };
-                responses::challenge(session, gateway, "/.stepgate/second-factor", error, ctx.tls).await?;
+                let target = match step_up.factors() {
+                    factors if factors.is_any() => "/.stepgate/second-factor".to_string(),
+                    factors => format!("/.stepgate/second-factor?need={}", factors.to_query()),
+                };
+                responses::challenge(session, gateway, &target, error, ctx.tls).await?;
                 Ok(true)
             }
             Decision::Deny(DenyReason::Geo) => {
@@ -224,7 +229,7 @@ impl GatewayProxy {
         let subject = signed_in.map(|(gw_session, user)| Subject {
             username: &user.username,
             groups: &user.groups,
-            second_factor_at: gw_session.second_factor_at(),
+            second_factors: gw_session.method_times(),
             trusted_browser: gw_session.context.trusted_until.is_some_and(|until| until > now),
             confidence: gw_session.context.assessment.confidence,
         });

@@ -29,7 +29,8 @@ pub async fn serve(session: &mut Session, router: &axum::Router, gateway: &Arc<G
     let mut request = request
         .body(Body::from(body))
         .map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e.to_string()))?;
-    request.extensions_mut().insert(PortalRequest { app, tls: ctx.tls, client_ip: ctx.client_ip });
+    let host = super::forwarding::request_host(session).unwrap_or_default();
+    request.extensions_mut().insert(PortalRequest { app, host, tls: ctx.tls, client_ip: ctx.client_ip });
     request.extensions_mut().insert(gateway.clone());
 
     let response = match router.clone().oneshot(request).await {

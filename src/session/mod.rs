@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{Clock, UnixTime};
 use crate::config::SessionConfig;
 use crate::crypto::{random_token, sha256};
+use crate::methods::{Method, MethodTimes};
 use crate::policy::risk::Assessment;
 use crate::store::{SessionRow, Store, StoreError};
 
@@ -27,24 +28,55 @@ const TOUCH_INTERVAL_SECS: i64 = 60;
 /// A session id is 32 random bytes in unpadded base64url.
 const SESSION_ID_LEN: usize = 43;
 
-/// An authentication method, named as in RFC 8176.
+/// A factor a session has done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Factor {
     Pwd,
     Otp,
+    Recovery,
+    /// A security key that only tested the user's presence.
+    SecurityKey,
+    /// A security key that verified the user (PIN or its own biometrics).
+    SecurityKeyVerified,
+    /// The device's own authenticator, which always verifies the user.
+    Platform,
 }
 
 impl Factor {
-    pub fn amr(self) -> &'static str {
+    /// The methods as RFC 8176 names them: `hwk` for a hardware-bound key,
+    /// `pin` when a security key verified its user, `user` when the
+    /// device did (by biometrics or its unlock PIN; it does not say which).
+    /// A recovery code is a one-time password.
+    pub fn amr(self) -> &'static [&'static str] {
         match self {
-            Factor::Pwd => "pwd",
-            Factor::Otp => "otp",
+            Factor::Pwd => &["pwd"],
+            Factor::Otp | Factor::Recovery => &["otp"],
+            Factor::SecurityKey => &["hwk"],
+            Factor::SecurityKeyVerified => &["hwk", "pin"],
+            Factor::Platform => &["hwk", "user"],
+        }
+    }
+
+    /// The second-factor method this factor is, if it is one.
+    pub fn method(self) -> Option<Method> {
+        match self {
+            Factor::Pwd => None,
+            Factor::Otp => Some(Method::Totp),
+            Factor::Recovery => Some(Method::Recovery),
+            Factor::SecurityKey | Factor::SecurityKeyVerified => Some(Method::SecurityKey),
+            Factor::Platform => Some(Method::Platform),
         }
     }
 
     pub fn is_second_factor(self) -> bool {
-        !matches!(self, Factor::Pwd)
+        self.method().is_some()
+    }
+
+    /// Whether the authenticator verified the user itself, so that it
+    /// stands for two factors (passwordless sign-in).
+    pub fn proves_user(self) -> bool {
+        matches!(self, Factor::Platform | Factor::SecurityKeyVerified)
     }
 }
 
@@ -91,6 +123,17 @@ impl Session {
     /// When the most recent second factor was done.
     pub fn second_factor_at(&self) -> Option<UnixTime> {
         self.factors.iter().filter(|f| f.factor.is_second_factor()).map(|f| f.at).max()
+    }
+
+    /// When each second-factor method was last done.
+    pub fn method_times(&self) -> MethodTimes {
+        let mut times = MethodTimes::default();
+        for used in &self.factors {
+            if let Some(method) = used.factor.method() {
+                times.record(method, used.at);
+            }
+        }
+        times
     }
 
     /// When the most recent factor was done: the assertion's `auth_time`.

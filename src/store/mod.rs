@@ -49,6 +49,9 @@ pub struct TotpRow {
     pub created: i64,
     /// The last time step accepted; a code is never accepted twice.
     pub last_step: i64,
+    /// The user's name for it.
+    pub name: String,
+    pub last_used: Option<i64>,
 }
 
 #[async_trait]
@@ -61,6 +64,8 @@ pub trait SessionStore: Send + Sync {
     /// Deletes sessions idle since before `idle_before` or created before
     /// `created_before`; returns how many.
     async fn delete_expired_sessions(&self, idle_before: i64, created_before: i64) -> Result<u64, StoreError>;
+    /// The user's sessions, most recently seen first.
+    async fn sessions_of(&self, username: &str) -> Result<Vec<SessionRow>, StoreError>;
 }
 
 #[async_trait]
@@ -68,9 +73,56 @@ pub trait TotpStore: Send + Sync {
     async fn get_totp(&self, username: &str) -> Result<Option<TotpRow>, StoreError>;
     /// Stores a new enrolment; false when the user already has one.
     async fn insert_totp(&self, row: &TotpRow) -> Result<bool, StoreError>;
-    /// Records `step` as used if it is later than every step used before;
-    /// false means the code was already spent (a replay).
-    async fn claim_totp_step(&self, username: &str, step: i64) -> Result<bool, StoreError>;
+    /// Records `step` as used (at `now`) if it is later than every step
+    /// used before; false means the code was already spent (a replay).
+    async fn claim_totp_step(&self, username: &str, step: i64, now: i64) -> Result<bool, StoreError>;
+    async fn rename_totp(&self, username: &str, name: &str) -> Result<bool, StoreError>;
+    async fn delete_totp(&self, username: &str) -> Result<bool, StoreError>;
+}
+
+/// A registered WebAuthn credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebauthnRow {
+    pub id: i64,
+    pub username: String,
+    pub credential_id: Vec<u8>,
+    /// `security_key` or `platform`.
+    pub kind: String,
+    pub name: String,
+    /// The credential as JSON owned by the WebAuthn factor.
+    pub credential: String,
+    pub counter: i64,
+    pub aaguid: Option<String>,
+    pub discoverable: bool,
+    pub created: i64,
+    pub last_used: Option<i64>,
+    pub possible_clone_at: Option<i64>,
+}
+
+#[async_trait]
+pub trait WebauthnStore: Send + Sync {
+    async fn webauthn_credentials(&self, username: &str) -> Result<Vec<WebauthnRow>, StoreError>;
+    async fn webauthn_credential(&self, credential_id: &[u8]) -> Result<Option<WebauthnRow>, StoreError>;
+    /// Stores a new credential (its `id` is ignored); false when the
+    /// credential id is already registered, to this user or another.
+    async fn insert_webauthn(&self, row: &WebauthnRow) -> Result<bool, StoreError>;
+    /// Records a use: the new counter and credential state, if the counter
+    /// is still below `counter` (so two uses cannot both claim one value).
+    async fn claim_webauthn_use(&self, id: i64, counter: i64, credential: &str, now: i64) -> Result<bool, StoreError>;
+    async fn flag_possible_clone(&self, id: i64, now: i64) -> Result<(), StoreError>;
+    async fn rename_webauthn(&self, username: &str, id: i64, name: &str) -> Result<bool, StoreError>;
+    async fn delete_webauthn(&self, username: &str, id: i64) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+pub trait RecoveryStore: Send + Sync {
+    /// Replaces the user's recovery codes (as hashes) with a new set.
+    async fn replace_recovery_codes(&self, username: &str, hashes: &[[u8; 32]], now: i64) -> Result<(), StoreError>;
+    /// Spends a code; false when it is not one of the user's unused codes.
+    async fn use_recovery_code(&self, username: &str, hash: &[u8; 32], now: i64) -> Result<bool, StoreError>;
+    /// How many unused codes the user has, and when the set was made.
+    async fn recovery_codes_left(&self, username: &str) -> Result<(u32, Option<i64>), StoreError>;
+    async fn delete_recovery_codes(&self, username: &str) -> Result<(), StoreError>;
 }
 
 /// A successful sign-in, as remembered for later risk assessments.
@@ -114,6 +166,6 @@ pub trait RiskStore: Send + Sync {
     async fn forget_sign_ins_before(&self, before: i64) -> Result<u64, StoreError>;
 }
 
-pub trait Store: SessionStore + TotpStore + RiskStore {}
+pub trait Store: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore {}
 
-impl<T: SessionStore + TotpStore + RiskStore> Store for T {}
+impl<T: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore> Store for T {}

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{DeviceRow, RiskStore, SessionRow, SessionStore, SignInRow, StoreError, TotpRow, TotpStore};
+use super::{
+    DeviceRow, RecoveryStore, RiskStore, SessionRow, SessionStore, SignInRow, StoreError, TotpRow, TotpStore, WebauthnRow,
+    WebauthnStore,
+};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -66,6 +69,31 @@ impl SessionStore for SqliteStore {
         }))
     }
 
+    async fn sessions_of(&self, username: &str) -> Result<Vec<SessionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key, factors, created, last_seen, pending_totp, context FROM sessions
+             WHERE username = ? ORDER BY last_seen DESC",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let key: Vec<u8> = r.get(0);
+                Some(SessionRow {
+                    key: key.try_into().ok()?,
+                    username: username.to_string(),
+                    factors: r.get(1),
+                    created: r.get(2),
+                    last_seen: r.get(3),
+                    pending_totp: r.get(4),
+                    context: r.get(5),
+                })
+            })
+            .collect())
+    }
+
     async fn touch_session(&self, key: &[u8; 32], last_seen: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE sessions SET last_seen = max(last_seen, ?) WHERE key = ?")
             .bind(last_seen)
@@ -94,7 +122,7 @@ impl SessionStore for SqliteStore {
 impl TotpStore for SqliteStore {
     async fn get_totp(&self, username: &str) -> Result<Option<TotpRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT sealed_secret, algorithm, digits, period, created, last_step
+            "SELECT sealed_secret, algorithm, digits, period, created, last_step, name, last_used
              FROM totp_credentials WHERE username = ?",
         )
         .bind(username)
@@ -108,14 +136,16 @@ impl TotpStore for SqliteStore {
             period: r.get(3),
             created: r.get(4),
             last_step: r.get(5),
+            name: r.get(6),
+            last_used: r.get(7),
         }))
     }
 
     async fn insert_totp(&self, row: &TotpRow) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT OR IGNORE INTO totp_credentials
-             (username, sealed_secret, algorithm, digits, period, created, last_step)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             (username, sealed_secret, algorithm, digits, period, created, last_step, name)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&row.username)
         .bind(&row.sealed_secret)
@@ -124,20 +154,184 @@ impl TotpStore for SqliteStore {
         .bind(row.period)
         .bind(row.created)
         .bind(row.last_step)
+        .bind(&row.name)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn claim_totp_step(&self, username: &str, step: i64) -> Result<bool, StoreError> {
+    async fn claim_totp_step(&self, username: &str, step: i64, now: i64) -> Result<bool, StoreError> {
         // One conditional UPDATE, so two concurrent uses of a code cannot both win.
-        let done = sqlx::query("UPDATE totp_credentials SET last_step = ? WHERE username = ? AND last_step < ?")
+        let done = sqlx::query(
+            "UPDATE totp_credentials SET last_step = ?, last_used = ? WHERE username = ? AND last_step < ?",
+        )
             .bind(step)
+            .bind(now)
             .bind(username)
             .bind(step)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn rename_totp(&self, username: &str, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE totp_credentials SET name = ? WHERE username = ?")
+            .bind(name)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_totp(&self, username: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM totp_credentials WHERE username = ?").bind(username).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+const WEBAUTHN_COLUMNS: &str = "id, username, credential_id, kind, name, credential, counter, aaguid, discoverable, \
+                                created, last_used, possible_clone_at";
+
+fn webauthn_row(r: &sqlx::sqlite::SqliteRow) -> WebauthnRow {
+    WebauthnRow {
+        id: r.get(0),
+        username: r.get(1),
+        credential_id: r.get(2),
+        kind: r.get(3),
+        name: r.get(4),
+        credential: r.get(5),
+        counter: r.get(6),
+        aaguid: r.get(7),
+        discoverable: r.get(8),
+        created: r.get(9),
+        last_used: r.get(10),
+        possible_clone_at: r.get(11),
+    }
+}
+
+#[async_trait]
+impl WebauthnStore for SqliteStore {
+    async fn webauthn_credentials(&self, username: &str) -> Result<Vec<WebauthnRow>, StoreError> {
+        let query = format!("SELECT {WEBAUTHN_COLUMNS} FROM webauthn_credentials WHERE username = ? ORDER BY id");
+        let rows = sqlx::query(&query).bind(username).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(webauthn_row).collect())
+    }
+
+    async fn webauthn_credential(&self, credential_id: &[u8]) -> Result<Option<WebauthnRow>, StoreError> {
+        let query = format!("SELECT {WEBAUTHN_COLUMNS} FROM webauthn_credentials WHERE credential_id = ?");
+        let row = sqlx::query(&query).bind(credential_id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(webauthn_row))
+    }
+
+    async fn insert_webauthn(&self, row: &WebauthnRow) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO webauthn_credentials
+             (username, credential_id, kind, name, credential, counter, aaguid, discoverable, created)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.username)
+        .bind(&row.credential_id)
+        .bind(&row.kind)
+        .bind(&row.name)
+        .bind(&row.credential)
+        .bind(row.counter)
+        .bind(&row.aaguid)
+        .bind(row.discoverable)
+        .bind(row.created)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_webauthn_use(&self, id: i64, counter: i64, credential: &str, now: i64) -> Result<bool, StoreError> {
+        // Authenticators without a counter always report 0; they can only
+        // be claimed as "not above", which `<=` allows for 0 alone.
+        let done = sqlx::query(
+            "UPDATE webauthn_credentials SET counter = ?, credential = ?, last_used = ?
+             WHERE id = ? AND (counter < ? OR (counter = 0 AND ? = 0))",
+        )
+        .bind(counter)
+        .bind(credential)
+        .bind(now)
+        .bind(id)
+        .bind(counter)
+        .bind(counter)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn flag_possible_clone(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webauthn_credentials SET possible_clone_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn rename_webauthn(&self, username: &str, id: i64, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE webauthn_credentials SET name = ? WHERE username = ? AND id = ?")
+            .bind(name)
+            .bind(username)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_webauthn(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM webauthn_credentials WHERE username = ? AND id = ?")
+            .bind(username)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl RecoveryStore for SqliteStore {
+    async fn replace_recovery_codes(&self, username: &str, hashes: &[[u8; 32]], now: i64) -> Result<(), StoreError> {
+        // One transaction: the old set stops working exactly when the new one starts.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE username = ?").bind(username).execute(&mut *tx).await?;
+        for hash in hashes {
+            sqlx::query("INSERT OR IGNORE INTO recovery_codes (username, hash, created) VALUES (?, ?, ?)")
+                .bind(username)
+                .bind(&hash[..])
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn use_recovery_code(&self, username: &str, hash: &[u8; 32], now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE recovery_codes SET used_at = ? WHERE username = ? AND hash = ? AND used_at IS NULL")
+            .bind(now)
+            .bind(username)
+            .bind(&hash[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn recovery_codes_left(&self, username: &str) -> Result<(u32, Option<i64>), StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) FILTER (WHERE used_at IS NULL), max(created) FROM recovery_codes WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_one(&self.pool)
+        .await?;
+        let left: i64 = row.get(0);
+        Ok((u32::try_from(left).unwrap_or(0), row.get(1)))
+    }
+
+    async fn delete_recovery_codes(&self, username: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM recovery_codes WHERE username = ?").bind(username).execute(&self.pool).await?;
+        Ok(())
     }
 }
 
@@ -295,13 +489,15 @@ mod tests {
             period: 30,
             created: 0,
             last_step: -1,
+            name: "Phone".into(),
+            last_used: None,
         };
         assert!(store.insert_totp(&row).await.unwrap());
         assert!(!store.insert_totp(&row).await.unwrap());
-        assert!(store.claim_totp_step("alice", 10).await.unwrap());
-        assert!(!store.claim_totp_step("alice", 10).await.unwrap());
-        assert!(!store.claim_totp_step("alice", 9).await.unwrap());
-        assert!(store.claim_totp_step("alice", 11).await.unwrap());
+        assert!(store.claim_totp_step("alice", 10, 0).await.unwrap());
+        assert!(!store.claim_totp_step("alice", 10, 0).await.unwrap());
+        assert!(!store.claim_totp_step("alice", 9, 0).await.unwrap());
+        assert!(store.claim_totp_step("alice", 11, 0).await.unwrap());
     }
 
     #[tokio::test]

@@ -1,0 +1,115 @@
+//! Single-use recovery codes: the way back in when a device is lost.
+//!
+//! Codes are random letters from an alphabet without look-alikes, grouped
+//! with dashes for reading. Only a keyed hash of each is stored; with 50
+//! or more bits per code and throttled guesses, a fast hash is enough.
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::RecoveryCodesConfig;
+use crate::crypto::{random_bytes, sha256, Secrets};
+use crate::store::{Store, StoreError};
+
+/// Crockford's base32 alphabet (no i, l, o, u): 5 bits a character.
+const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+const GROUP: usize = 5;
+
+pub struct RecoveryCodes {
+    store: Arc<dyn Store>,
+    secrets: Arc<Secrets>,
+    clock: Arc<dyn Clock>,
+    config: RecoveryCodesConfig,
+}
+
+impl RecoveryCodes {
+    pub fn new(store: Arc<dyn Store>, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, config: RecoveryCodesConfig) -> Self {
+        Self { store, secrets, clock, config }
+    }
+
+    /// A new set for the user, replacing (and so invalidating) any old
+    /// one. The codes are returned once, to be shown; only hashes are kept.
+    pub async fn generate(&self, username: &str) -> Result<Vec<String>, StoreError> {
+        let codes: Vec<String> = (0..self.config.count.0).map(|_| new_code(self.config.length.0)).collect();
+        let hashes: Vec<[u8; 32]> = codes.iter().map(|code| self.hash(username, code)).collect();
+        self.store.replace_recovery_codes(username, &hashes, self.clock.now()).await?;
+        Ok(codes)
+    }
+
+    /// Spends one of the user's codes; false when it is not an unused one.
+    pub async fn redeem(&self, username: &str, code: &str) -> Result<bool, StoreError> {
+        let normalized = normalize(code);
+        if normalized.len() != self.config.length.0 {
+            return Ok(false);
+        }
+        self.store.use_recovery_code(username, &self.hash(username, &normalized), self.clock.now()).await
+    }
+
+    /// How many unused codes the user has.
+    pub async fn left(&self, username: &str) -> Result<u32, StoreError> {
+        Ok(self.store.recovery_codes_left(username).await?.0)
+    }
+
+    /// Whether the user was ever given a set (used up or not).
+    pub async fn has_set(&self, username: &str) -> Result<bool, StoreError> {
+        Ok(self.store.recovery_codes_left(username).await?.1.is_some())
+    }
+
+    fn hash(&self, username: &str, code: &str) -> [u8; 32] {
+        let mac = self.secrets.mac("recovery-code", &format!("{username}\n{}", normalize(code)));
+        sha256(mac.as_bytes())
+    }
+}
+
+/// A code as typed: any case, with or without dashes and spaces, and with
+/// the letters that look like digits read as those digits.
+fn normalize(code: &str) -> String {
+    code.chars()
+        .filter(|c| !matches!(c, '-' | ' ' | '\t'))
+        .flat_map(char::to_lowercase)
+        .map(|c| match c {
+            'i' | 'l' => '1',
+            'o' => '0',
+            c => c,
+        })
+        .collect()
+}
+
+fn new_code(length: usize) -> String {
+    let letters: Vec<char> = random_letters(length);
+    letters.chunks(GROUP).map(|group| group.iter().collect::<String>()).collect::<Vec<_>>().join("-")
+}
+
+fn random_letters(length: usize) -> Vec<char> {
+    let mut letters = Vec::with_capacity(length);
+    while letters.len() < length {
+        // 32 letters: each random byte's low five bits pick one, without bias.
+        for byte in random_bytes::<32>() {
+            if letters.len() == length {
+                break;
+            }
+            letters.push(ALPHABET[usize::from(byte & 31)] as char);
+        }
+    }
+    letters
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_grouped_and_normalize_back() {
+        let code = new_code(10);
+        assert_eq!(code.len(), 11, "{code}");
+        assert_eq!(code.as_bytes()[5], b'-');
+        assert!(normalize(&code).bytes().all(|b| ALPHABET.contains(&b)));
+        assert_eq!(normalize(" ABCDE-fghjk "), "abcdefghjk");
+        assert_eq!(normalize("oil"), "011");
+    }
+
+    #[test]
+    fn codes_differ() {
+        assert_ne!(new_code(10), new_code(10));
+    }
+}

@@ -1,0 +1,501 @@
+//! WebAuthn (webauthn-rs): security keys and the device's own biometrics.
+//!
+//! A ceremony (registration or authentication) starts with a challenge
+//! kept here, server side, under the session (or pre-session) that asked
+//! for it. Finishing takes it out, so each challenge is answered at most
+//! once, only by the session it was issued to, and only before it expires.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use webauthn_rs::prelude::{
+    AuthenticatorAttachment, CreationChallengeResponse, Credential, DiscoverableAuthentication, DiscoverableKey, Passkey,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, SecurityKey,
+    SecurityKeyAuthentication, SecurityKeyRegistration, Url, Uuid, Webauthn, WebauthnBuilder, WebauthnError,
+};
+use webauthn_rs_proto::{AttestationConveyancePreference, ResidentKeyRequirement, UserVerificationPolicy};
+
+use crate::clock::{Clock, UnixTime};
+use crate::config::{Attestation, UserVerification, WebauthnConfig};
+use crate::crypto::{sha256, Secrets};
+use crate::methods::Method;
+use crate::session::Factor;
+use crate::store::{Store, StoreError, WebauthnRow};
+
+/// Challenges waiting for an answer, at most; past it, expired ones are
+/// dropped and then new ceremonies refused until some finish.
+const MAX_PENDING: usize = 10_000;
+/// A credential's name, as the user gives it, at most this long.
+pub const MAX_NAME_CHARS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebauthnFailure {
+    #[error("There is no security-key request in progress. It may have expired or been used already: try again.")]
+    NoCeremony,
+    #[error("This kind of authenticator is not enabled.")]
+    KindDisabled,
+    #[error("You have no security key or biometric sign-in set up.")]
+    NoCredentials,
+    #[error("This security key or device is not registered to your account.")]
+    UnknownCredential,
+    #[error("The authenticator's answer was not valid for this site.")]
+    Rejected(#[source] WebauthnError),
+    #[error("The authenticator did not verify you (with a PIN or biometrics), which is required here.")]
+    NotVerified,
+    #[error("This authenticator is already registered.")]
+    AlreadyRegistered,
+    #[error("This model of authenticator is not allowed here.")]
+    ModelNotAllowed,
+    #[error("This authenticator reported a signature counter that went backwards, a sign that it may have been cloned. It was refused; contact your administrator.")]
+    PossibleClone,
+    #[error("Too many sign-in requests are in progress. Try again shortly.")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl WebauthnFailure {
+    /// Whether the failure is the gateway's, not the client's.
+    pub fn is_server_error(&self) -> bool {
+        matches!(self, WebauthnFailure::Store(_) | WebauthnFailure::Busy)
+    }
+}
+
+/// The site credentials are bound to: an RP id and the origins its pages
+/// run on.
+pub struct RelyingParty {
+    pub id: String,
+    webauthn: Webauthn,
+}
+
+impl RelyingParty {
+    /// With no origins given, `https://<rp_id>` on any port.
+    pub fn new(rp_id: &str, origins: &[Url], rp_name: &str, timeout_secs: i64) -> Result<Self, WebauthnError> {
+        let default_origin = Url::parse(&format!("https://{rp_id}")).map_err(|_| WebauthnError::Configuration)?;
+        let (first, rest) = match origins.split_first() {
+            Some((first, rest)) => (first, rest),
+            None => (&default_origin, &[][..]),
+        };
+        let mut builder = WebauthnBuilder::new(rp_id, first)?
+            .rp_name(rp_name)
+            .timeout(Duration::from_secs(timeout_secs.max(1) as u64))
+            .allow_any_port(origins.is_empty());
+        for origin in rest {
+            builder = builder.append_allowed_origin(origin);
+        }
+        Ok(Self { id: rp_id.to_string(), webauthn: builder.build()? })
+    }
+}
+
+/// What a finished registration stored.
+pub struct Registered {
+    pub kind: Method,
+    pub name: String,
+    /// The registration also proved the factor: what the session did.
+    pub factor: Factor,
+}
+
+/// What a finished authentication proved.
+pub struct Authenticated {
+    pub username: String,
+    pub factor: Factor,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Purpose {
+    Register,
+    Authenticate,
+    Passwordless,
+}
+
+enum State {
+    RegisterSecurityKey(SecurityKeyRegistration),
+    RegisterPlatform(PasskeyRegistration),
+    Authenticate(SecurityKeyAuthentication),
+    Passwordless(DiscoverableAuthentication),
+}
+
+struct Pending {
+    state: State,
+    rp_id: String,
+    /// The user the ceremony is for; none for passwordless sign-in.
+    username: Option<String>,
+    /// The name the user gave a credential being registered.
+    name: String,
+    expires: UnixTime,
+}
+
+/// Who a ceremony belongs to: the key of a session, or of a pre-session.
+pub type Owner = [u8; 32];
+
+pub struct WebauthnFactor {
+    store: Arc<dyn Store>,
+    secrets: Arc<Secrets>,
+    clock: Arc<dyn Clock>,
+    config: WebauthnConfig,
+    pending: Mutex<HashMap<(Owner, Purpose), Pending>>,
+}
+
+impl WebauthnFactor {
+    pub fn new(store: Arc<dyn Store>, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, config: WebauthnConfig) -> Self {
+        Self { store, secrets, clock, config, pending: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn config(&self) -> &WebauthnConfig {
+        &self.config
+    }
+
+    pub fn allows(&self, kind: Method) -> bool {
+        match kind {
+            Method::SecurityKey => self.config.security_keys,
+            Method::Platform => self.config.platform,
+            Method::Totp | Method::Recovery => false,
+        }
+    }
+
+    pub async fn credentials(&self, username: &str) -> Result<Vec<WebauthnRow>, StoreError> {
+        self.store.webauthn_credentials(username).await
+    }
+
+    /// The challenge for registering a new authenticator of `kind`.
+    pub async fn start_registration(
+        &self,
+        rp: &RelyingParty,
+        owner: Owner,
+        username: &str,
+        kind: Method,
+        name: &str,
+    ) -> Result<CreationChallengeResponse, WebauthnFailure> {
+        if !self.allows(kind) {
+            return Err(WebauthnFailure::KindDisabled);
+        }
+        let existing = self.store.webauthn_credentials(username).await?;
+        let exclude = Some(existing.iter().map(|row| row.credential_id.clone().into()).collect());
+        let user_id = self.user_handle(username);
+        let (mut options, state) = match kind {
+            Method::Platform => {
+                let (options, state) = rp
+                    .webauthn
+                    .start_passkey_registration(user_id, username, username, exclude)
+                    .map_err(WebauthnFailure::Rejected)?;
+                (options, State::RegisterPlatform(state))
+            }
+            _ => {
+                let attachment = Some(AuthenticatorAttachment::CrossPlatform);
+                let (options, state) = rp
+                    .webauthn
+                    .start_securitykey_registration(user_id, username, username, exclude, None, attachment)
+                    .map_err(WebauthnFailure::Rejected)?;
+                (options, State::RegisterSecurityKey(state))
+            }
+        };
+        self.shape_registration(&mut options, kind);
+        let name = clean_name(name, kind);
+        self.keep(owner, Purpose::Register, Pending { state, rp_id: rp.id.clone(), username: Some(username.into()), name, expires: 0 })?;
+        Ok(options)
+    }
+
+    /// Adjusts webauthn-rs's options to the configuration: the attachment
+    /// that tells a platform authenticator from a roaming one, attestation,
+    /// user verification, and discoverable credentials for passwordless
+    /// sign-in. What the browser gets only; every answer is checked after.
+    fn shape_registration(&self, options: &mut CreationChallengeResponse, kind: Method) {
+        let public_key = &mut options.public_key;
+        public_key.attestation = Some(match self.config.effective_attestation() {
+            Attestation::None => AttestationConveyancePreference::None,
+            Attestation::Indirect => AttestationConveyancePreference::Indirect,
+            Attestation::Direct => AttestationConveyancePreference::Direct,
+        });
+        let selection = public_key.authenticator_selection.get_or_insert_with(Default::default);
+        if kind == Method::Platform {
+            selection.authenticator_attachment = Some(AuthenticatorAttachment::Platform);
+            public_key.hints = None;
+        }
+        if kind == Method::SecurityKey && self.config.user_verification == UserVerification::Required {
+            selection.user_verification = UserVerificationPolicy::Required;
+        }
+        if self.config.passwordless {
+            selection.resident_key = Some(ResidentKeyRequirement::Required);
+            selection.require_resident_key = true;
+        }
+    }
+
+    /// Checks the browser's answer and stores the new credential.
+    pub async fn finish_registration(
+        &self,
+        rp: &RelyingParty,
+        owner: Owner,
+        username: &str,
+        answer: &RegisterPublicKeyCredential,
+    ) -> Result<Registered, WebauthnFailure> {
+        let pending = self.take(owner, Purpose::Register, rp, Some(username))?;
+        let (kind, credential): (Method, Credential) = match &pending.state {
+            State::RegisterPlatform(state) => {
+                let passkey = rp.webauthn.finish_passkey_registration(answer, state).map_err(WebauthnFailure::Rejected)?;
+                (Method::Platform, passkey.into())
+            }
+            State::RegisterSecurityKey(state) => {
+                let key = rp.webauthn.finish_securitykey_registration(answer, state).map_err(WebauthnFailure::Rejected)?;
+                (Method::SecurityKey, key.into())
+            }
+            State::Authenticate(_) | State::Passwordless(_) => return Err(WebauthnFailure::NoCeremony),
+        };
+        if self.must_verify(kind) && !credential.user_verified {
+            return Err(WebauthnFailure::NotVerified);
+        }
+        let aaguid = aaguid(answer.response.attestation_object.as_ref());
+        if !self.config.aaguids.is_empty() && !self.config.aaguids.iter().any(|allowed| Some(&allowed.0) == aaguid.as_ref()) {
+            return Err(WebauthnFailure::ModelNotAllowed);
+        }
+        let discoverable = credential.user_verified && answer.extensions.cred_props.as_ref().and_then(|p| p.rk).unwrap_or(false);
+        let row = WebauthnRow {
+            id: 0,
+            username: username.to_string(),
+            credential_id: credential.cred_id.to_vec(),
+            kind: kind.name().to_string(),
+            name: pending.name.clone(),
+            credential: serde_json::to_string(&credential).map_err(|_| WebauthnFailure::UnknownCredential)?,
+            counter: i64::from(credential.counter),
+            aaguid,
+            discoverable,
+            created: self.clock.now(),
+            last_used: Some(self.clock.now()),
+            possible_clone_at: None,
+        };
+        if !self.store.insert_webauthn(&row).await? {
+            return Err(WebauthnFailure::AlreadyRegistered);
+        }
+        Ok(Registered { kind, name: pending.name, factor: factor(kind, credential.user_verified) })
+    }
+
+    /// The challenge for proving one of the user's authenticators.
+    pub async fn start_authentication(
+        &self,
+        rp: &RelyingParty,
+        owner: Owner,
+        username: &str,
+    ) -> Result<RequestChallengeResponse, WebauthnFailure> {
+        let keys: Vec<SecurityKey> = self
+            .store
+            .webauthn_credentials(username)
+            .await?
+            .iter()
+            .filter(|row| Method::from_name(&row.kind).is_some_and(|kind| self.allows(kind)))
+            .filter_map(|row| serde_json::from_str::<Credential>(&row.credential).ok())
+            .map(SecurityKey::from)
+            .collect();
+        if keys.is_empty() {
+            return Err(WebauthnFailure::NoCredentials);
+        }
+        // One ceremony for both kinds: webauthn-rs's security-key ceremony
+        // prefers user verification; what each kind must have is checked
+        // when the answer comes back.
+        let (mut options, state) = rp.webauthn.start_securitykey_authentication(&keys).map_err(WebauthnFailure::Rejected)?;
+        options.public_key.hints = None;
+        let pending =
+            Pending { state: State::Authenticate(state), rp_id: rp.id.clone(), username: Some(username.into()), name: String::new(), expires: 0 };
+        self.keep(owner, Purpose::Authenticate, pending)?;
+        Ok(options)
+    }
+
+    pub async fn finish_authentication(
+        &self,
+        rp: &RelyingParty,
+        owner: Owner,
+        username: &str,
+        answer: &PublicKeyCredential,
+    ) -> Result<Authenticated, WebauthnFailure> {
+        let pending = self.take(owner, Purpose::Authenticate, rp, Some(username))?;
+        let State::Authenticate(state) = &pending.state else {
+            return Err(WebauthnFailure::NoCeremony);
+        };
+        let row = self.store.webauthn_credential(answer.get_credential_id()).await?;
+        let row = row.filter(|row| row.username == username).ok_or(WebauthnFailure::UnknownCredential)?;
+        let result = rp.webauthn.finish_securitykey_authentication(answer, state);
+        self.record_use(row, result).await
+    }
+
+    /// A challenge any discoverable credential of this site may answer.
+    pub fn start_passwordless(&self, rp: &RelyingParty, owner: Owner) -> Result<RequestChallengeResponse, WebauthnFailure> {
+        if !self.config.passwordless || !self.config.enabled() {
+            return Err(WebauthnFailure::KindDisabled);
+        }
+        let (mut options, state) = rp.webauthn.start_discoverable_authentication().map_err(WebauthnFailure::Rejected)?;
+        // A button starts it, not the browser's autofill.
+        options.mediation = None;
+        let pending = Pending { state: State::Passwordless(state), rp_id: rp.id.clone(), username: None, name: String::new(), expires: 0 };
+        self.keep(owner, Purpose::Passwordless, pending)?;
+        Ok(options)
+    }
+
+    /// Signs in with a discoverable credential; it must have verified the
+    /// user, so it stands for both factors.
+    pub async fn finish_passwordless(
+        &self,
+        rp: &RelyingParty,
+        owner: Owner,
+        answer: &PublicKeyCredential,
+    ) -> Result<Authenticated, WebauthnFailure> {
+        let pending = self.take(owner, Purpose::Passwordless, rp, None)?;
+        let State::Passwordless(state) = pending.state else {
+            return Err(WebauthnFailure::NoCeremony);
+        };
+        let (handle, credential_id) = rp.webauthn.identify_discoverable_authentication(answer).map_err(WebauthnFailure::Rejected)?;
+        let row = self.store.webauthn_credential(credential_id).await?;
+        let row = row
+            .filter(|row| row.discoverable && self.user_handle(&row.username) == handle)
+            .ok_or(WebauthnFailure::UnknownCredential)?;
+        let credential: Credential = serde_json::from_str(&row.credential).map_err(|_| WebauthnFailure::UnknownCredential)?;
+        let key = DiscoverableKey::from(Passkey::from(credential));
+        let result = rp.webauthn.finish_discoverable_authentication(answer, state, &[key]);
+        let authenticated = self.record_use(row, result).await?;
+        if !authenticated.factor.proves_user() {
+            return Err(WebauthnFailure::NotVerified);
+        }
+        Ok(authenticated)
+    }
+
+    /// Checks what the ceremony found and records the use: the new
+    /// counter, claimed so that two answers cannot both spend one value.
+    async fn record_use(
+        &self,
+        row: WebauthnRow,
+        result: Result<webauthn_rs::prelude::AuthenticationResult, WebauthnError>,
+    ) -> Result<Authenticated, WebauthnFailure> {
+        let now = self.clock.now();
+        let result = match result {
+            Ok(result) => result,
+            Err(WebauthnError::CredentialPossibleCompromise) => return Err(self.possible_clone(&row, now).await),
+            Err(e) => return Err(WebauthnFailure::Rejected(e)),
+        };
+        let kind = Method::from_name(&row.kind).filter(|kind| self.allows(*kind)).ok_or(WebauthnFailure::KindDisabled)?;
+        if self.must_verify(kind) && !result.user_verified() {
+            return Err(WebauthnFailure::NotVerified);
+        }
+        let mut key = SecurityKey::from(serde_json::from_str::<Credential>(&row.credential).map_err(|_| WebauthnFailure::UnknownCredential)?);
+        key.update_credential(&result);
+        let updated = serde_json::to_string(&Credential::from(key)).map_err(|_| WebauthnFailure::UnknownCredential)?;
+        if !self.store.claim_webauthn_use(row.id, i64::from(result.counter()), &updated, now).await? {
+            return Err(self.possible_clone(&row, now).await);
+        }
+        Ok(Authenticated { username: row.username, factor: factor(kind, result.user_verified()) })
+    }
+
+    async fn possible_clone(&self, row: &WebauthnRow, now: UnixTime) -> WebauthnFailure {
+        tracing::warn!(event = "webauthn_possible_clone", user = %row.username, credential = row.id, "authentication");
+        match self.store.flag_possible_clone(row.id, now).await {
+            Ok(()) => WebauthnFailure::PossibleClone,
+            Err(e) => WebauthnFailure::Store(e),
+        }
+    }
+
+    fn must_verify(&self, kind: Method) -> bool {
+        kind == Method::Platform || self.config.user_verification == UserVerification::Required
+    }
+
+    /// The WebAuthn user handle: stable per user name, and meaningless
+    /// without the gateway's key.
+    fn user_handle(&self, username: &str) -> Uuid {
+        let digest = sha256(self.secrets.mac("webauthn-user", username).as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Uuid::from_bytes(bytes)
+    }
+
+    fn keep(&self, owner: Owner, purpose: Purpose, mut pending: Pending) -> Result<(), WebauthnFailure> {
+        let now = self.clock.now();
+        pending.expires = now + self.config.timeout;
+        let mut map = self.pending.lock().map_err(|_| WebauthnFailure::Busy)?;
+        if map.len() >= MAX_PENDING {
+            map.retain(|_, p| p.expires > now);
+        }
+        if map.len() >= MAX_PENDING && !map.contains_key(&(owner, purpose)) {
+            return Err(WebauthnFailure::Busy);
+        }
+        // A new challenge replaces the owner's earlier one of this purpose.
+        map.insert((owner, purpose), pending);
+        Ok(())
+    }
+
+    /// The owner's pending ceremony, taken out so it cannot be answered
+    /// again, if it is unexpired, for this site and for this user.
+    fn take(&self, owner: Owner, purpose: Purpose, rp: &RelyingParty, username: Option<&str>) -> Result<Pending, WebauthnFailure> {
+        let pending = self.pending.lock().map_err(|_| WebauthnFailure::Busy)?.remove(&(owner, purpose));
+        pending
+            .filter(|p| p.expires > self.clock.now() && p.rp_id == rp.id && p.username.as_deref() == username)
+            .ok_or(WebauthnFailure::NoCeremony)
+    }
+
+    /// Forgets challenges nobody answered in time.
+    pub fn sweep(&self) {
+        let now = self.clock.now();
+        if let Ok(mut map) = self.pending.lock() {
+            map.retain(|_, p| p.expires > now);
+        }
+    }
+}
+
+fn factor(kind: Method, user_verified: bool) -> Factor {
+    match (kind, user_verified) {
+        (Method::Platform, _) => Factor::Platform,
+        (_, true) => Factor::SecurityKeyVerified,
+        (_, false) => Factor::SecurityKey,
+    }
+}
+
+/// A name for a credential: the user's, cleaned, or the kind's.
+pub fn clean_name(name: &str, kind: Method) -> String {
+    let cleaned: String = name.chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect();
+    match cleaned.trim() {
+        "" if kind == Method::Platform => "This device".into(),
+        "" => "Security key".into(),
+        trimmed => trimmed.to_string(),
+    }
+}
+
+/// The authenticator model's AAGUID, from the attestation object's
+/// authenticator data (rpIdHash 32, flags 1, counter 4, then the AAGUID).
+/// Browsers zero it unless attestation was requested.
+fn aaguid(attestation_object: &[u8]) -> Option<String> {
+    let value: serde_cbor_2::Value = serde_cbor_2::from_slice(attestation_object).ok()?;
+    let serde_cbor_2::Value::Map(map) = value else {
+        return None;
+    };
+    let auth_data = map.iter().find_map(|(key, value)| match (key, value) {
+        (serde_cbor_2::Value::Text(key), serde_cbor_2::Value::Bytes(data)) if key == "authData" => Some(data),
+        _ => None,
+    })?;
+    let bytes: [u8; 16] = auth_data.get(37..53)?.try_into().ok()?;
+    Some(Uuid::from_bytes(bytes).hyphenated().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cleaned_and_defaulted() {
+        assert_eq!(clean_name("  ", Method::Platform), "This device");
+        assert_eq!(clean_name("", Method::SecurityKey), "Security key");
+        assert_eq!(clean_name("Yubi\u{7}Key 5", Method::SecurityKey), "YubiKey 5");
+        assert_eq!(clean_name(&"x".repeat(500), Method::SecurityKey).len(), MAX_NAME_CHARS);
+    }
+
+    #[test]
+    fn aaguid_is_read_from_authenticator_data() {
+        let mut auth_data = vec![0u8; 37];
+        auth_data.extend_from_slice(&[0xcb, 0x69, 0x48, 0x1e, 0x8f, 0xf7, 0x40, 0x39, 0x93, 0xec, 0x0a, 0x27, 0x29, 0xa1, 0x54, 0xa8]);
+        let object = serde_cbor_2::Value::Map(
+            [
+                (serde_cbor_2::Value::Text("fmt".into()), serde_cbor_2::Value::Text("none".into())),
+                (serde_cbor_2::Value::Text("authData".into()), serde_cbor_2::Value::Bytes(auth_data)),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let bytes = serde_cbor_2::to_vec(&object).unwrap();
+        assert_eq!(aaguid(&bytes).as_deref(), Some("cb69481e-8ff7-4039-93ec-0a2729a154a8"));
+        assert_eq!(aaguid(b"not cbor"), None);
+    }
+}
