@@ -21,3 +21,23 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 });
+
+document.addEventListener("DOMContentLoaded", () => {
+  // Recovery codes: save as a text file, or print.
+  for (const button of document.querySelectorAll("[data-download]")) {
+    button.addEventListener("click", () => {
+      const source = document.getElementById(button.dataset.download);
+      if (!source) return;
+      const lines = [...source.querySelectorAll("code")].map((code) => code.textContent.trim());
+      const file = new Blob([lines.join("\n") + "\n"], { type: "text/plain" });
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(file);
+      link.download = button.dataset.filename || "recovery-codes.txt";
+      link.click();
+      URL.revokeObjectURL(link.href);
+    });
+  }
+  for (const button of document.querySelectorAll("[data-print]")) {
+    button.addEventListener("click", () => window.print());
+  }
+});

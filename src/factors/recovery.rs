@@ -4,7 +4,10 @@
 //! with dashes for reading. Only a keyed hash of each is stored; with 50
 //! or more bits per code and throttled guesses, a fast hash is enough.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::config::RecoveryCodesConfig;
@@ -14,17 +17,47 @@ use crate::store::{Store, StoreError};
 /// Crockford's base32 alphabet (no i, l, o, u): 5 bits a character.
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 const GROUP: usize = 5;
+/// New codes wait this long to be shown, once, to the session they were made for.
+const REVEAL_SECS: i64 = 600;
+/// At most this many sets wait to be shown.
+const MAX_REVEALS: usize = 10_000;
+
+/// A new set waiting to be shown: for whom, the codes, until when.
+struct Reveal {
+    username: String,
+    codes: Vec<Zeroizing<String>>,
+    until: i64,
+}
 
 pub struct RecoveryCodes {
     store: Arc<dyn Store>,
     secrets: Arc<Secrets>,
     clock: Arc<dyn Clock>,
     config: RecoveryCodesConfig,
+    reveals: Mutex<HashMap<[u8; 32], Reveal>>,
 }
 
 impl RecoveryCodes {
     pub fn new(store: Arc<dyn Store>, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, config: RecoveryCodesConfig) -> Self {
-        Self { store, secrets, clock, config }
+        Self { store, secrets, clock, config, reveals: Mutex::new(HashMap::new()) }
+    }
+
+    /// Keeps a new set for the session (by key) to be shown once.
+    pub fn hold_for_reveal(&self, session: [u8; 32], username: &str, codes: Vec<String>) {
+        let now = self.clock.now();
+        if let Ok(mut reveals) = self.reveals.lock() {
+            reveals.retain(|_, r| r.until > now);
+            if reveals.len() < MAX_REVEALS {
+                let codes = codes.into_iter().map(Zeroizing::new).collect();
+                reveals.insert(session, Reveal { username: username.to_string(), codes, until: now + REVEAL_SECS });
+            }
+        }
+    }
+
+    /// The set held for this session, taken: it is shown only once.
+    pub fn take_reveal(&self, session: [u8; 32], username: &str) -> Option<Vec<Zeroizing<String>>> {
+        let reveal = self.reveals.lock().ok()?.remove(&session)?;
+        (reveal.username == username && reveal.until > self.clock.now()).then_some(reveal.codes)
     }
 
     /// A new set for the user, replacing (and so invalidating) any old

@@ -146,6 +146,11 @@ impl WebauthnFactor {
         &self.config
     }
 
+    /// Whether the sign-in page offers a passkey instead of a password.
+    pub fn passwordless_offered(&self) -> bool {
+        self.config.passwordless && self.config.enabled()
+    }
+
     pub fn allows(&self, kind: Method) -> bool {
         match kind {
             Method::SecurityKey => self.config.security_keys,
@@ -318,7 +323,7 @@ impl WebauthnFactor {
 
     /// A challenge any discoverable credential of this site may answer.
     pub fn start_passwordless(&self, rp: &RelyingParty, owner: Owner) -> Result<RequestChallengeResponse, WebauthnFailure> {
-        if !self.config.passwordless || !self.config.enabled() {
+        if !self.passwordless_offered() {
             return Err(WebauthnFailure::KindDisabled);
         }
         let (mut options, state) = rp.webauthn.start_discoverable_authentication().map_err(WebauthnFailure::Rejected)?;

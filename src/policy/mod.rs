@@ -200,6 +200,23 @@ fn second_factor(subject: &Subject, wanted: Freshness, now: UnixTime) -> Option<
     }
 }
 
+/// Whether any rule (or app default) this user could reach asks for a
+/// second factor: `always`, or `adaptive`, which may. A rule that names
+/// users or groups counts only when it names this user or one of their
+/// groups; other conditions (network, place, time) are assumed to match.
+pub fn may_require_second_factor(apps: &[AppConfig], username: &str, groups: &[String]) -> bool {
+    let demands = |policy: Policy| matches!(policy, Policy::Always | Policy::Adaptive);
+    apps.iter().any(|app| {
+        demands(app.default_policy)
+            || app.rules.iter().any(|rule| {
+                let c = &rule.conditions;
+                let names_someone = !c.users.is_empty() || !c.groups.is_empty();
+                let names_user = c.users.iter().any(|u| u == username) || c.groups.iter().any(|g| groups.contains(g));
+                demands(rule.policy) && (!names_someone || names_user)
+            })
+    })
+}
+
 impl StepUp {
     /// The second factors that would satisfy the rule.
     pub fn factors(self) -> MethodSet {

@@ -11,11 +11,13 @@ use crate::crypto::sha256;
 
 const STYLE: &str = include_str!("../../static/style.css");
 const SCRIPT: &str = include_str!("../../static/stepgate.js");
+const WEBAUTHN_SCRIPT: &str = include_str!("../../static/webauthn.js");
 
 pub async fn serve(Extension(gateway): Extension<PortalState>, Path(name): Path<String>, request_headers: HeaderMap) -> Response {
     let (body, content_type) = match name.as_str() {
         "style.css" => (STYLE.to_string(), "text/css; charset=utf-8"),
         "stepgate.js" => (SCRIPT.to_string(), "text/javascript; charset=utf-8"),
+        "webauthn.js" => (WEBAUTHN_SCRIPT.to_string(), "text/javascript; charset=utf-8"),
         "theme.css" => (
             format!(":root {{ --accent: {}; }}\n", gateway.config.branding.accent_color.0),
             "text/css; charset=utf-8",

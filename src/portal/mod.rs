@@ -12,6 +12,7 @@ mod second_factor;
 mod settings;
 mod signin;
 mod signout;
+mod webauthn;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -55,8 +56,21 @@ pub fn router() -> Router {
         .route("/.stepgate/second-factor", get(second_factor::show))
         .route("/.stepgate/second-factor/totp", post(second_factor::verify_totp))
         .route("/.stepgate/second-factor/totp/enroll", post(second_factor::enroll_totp))
+        .route("/.stepgate/second-factor/recovery", post(second_factor::verify_recovery))
+        .route("/.stepgate/webauthn/register/start", post(webauthn::register_start))
+        .route("/.stepgate/webauthn/register/finish", post(webauthn::register_finish))
+        .route("/.stepgate/webauthn/authenticate/start", post(webauthn::authenticate_start))
+        .route("/.stepgate/webauthn/authenticate/finish", post(webauthn::authenticate_finish))
+        .route("/.stepgate/webauthn/passwordless/start", post(webauthn::passwordless_start))
+        .route("/.stepgate/webauthn/passwordless/finish", post(webauthn::passwordless_finish))
+        .route("/.stepgate/recovery-codes", get(settings::recovery_codes))
         .route("/.stepgate/signout", get(signout::show).post(signout::submit))
         .route("/.stepgate/settings", get(settings::show))
+        .route("/.stepgate/settings/add-totp", get(settings::add_totp))
+        .route("/.stepgate/settings/factors/rename", post(settings::rename))
+        .route("/.stepgate/settings/factors/remove", post(settings::remove))
+        .route("/.stepgate/settings/recovery-codes/regenerate", post(settings::regenerate_codes))
+        .route("/.stepgate/settings/sessions/revoke", post(settings::revoke_session))
         .route("/.stepgate/settings/trusted-browsers/revoke", post(settings::revoke))
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
@@ -83,7 +97,7 @@ async fn security_headers(mut response: Response) -> Response {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; \
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; connect-src 'self'; \
              form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
@@ -103,6 +117,8 @@ pub enum PortalError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Totp(#[from] crate::factors::totp::TotpError),
+    #[error(transparent)]
+    Webauthn(#[from] crate::factors::webauthn::WebauthnFailure),
     #[error("password check did not complete")]
     Blocking(#[from] tokio::task::JoinError),
 }

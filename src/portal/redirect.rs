@@ -31,6 +31,11 @@ fn is_safe(gateway: &Gateway, rd: &str) -> bool {
 
 /// The query parameter `rd`, if present.
 pub fn rd_param(uri: &http::Uri) -> Option<String> {
+    query_param(uri, "rd")
+}
+
+/// The first value of a query parameter.
+pub fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
     let query = uri.query()?;
-    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "rd").map(|(_, v)| v.into_owned())
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }

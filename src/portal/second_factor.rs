@@ -1,5 +1,6 @@
-//! The second factor: a TOTP challenge for users who have an authenticator
-//! app, enrolment right after the password for those who do not.
+//! The second factor: the challenge for users who have one (WebAuthn, an
+//! authenticator app or a recovery code, with "try another way"), and
+//! enrolment right after the password for those who do not.
 
 use std::sync::Arc;
 
@@ -8,19 +9,26 @@ use axum::extract::Extension;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
+use axum_extra::extract::cookie::{Cookie, SameSite};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
 use super::csrf::{self, Binding};
-use super::pages::{html, NoFactorPage, TotpChallengePage, TotpEnrollPage};
-use super::redirect::{rd_param, safe_return_to};
+use super::pages::{html, NoFactorPage, OtherMethod, SecondFactorPage, TotpEnrollPage, TotpView, WebauthnKind};
+use super::redirect::{query_param, rd_param, safe_return_to};
 use super::{
-    bad_form, csrf_refused, current_session, error_page, see_other, too_many_attempts, with_return_to, Failure, PortalRequest,
-    PortalState,
+    bad_form, csrf_refused, current_session, error_page, see_other, too_many_attempts, with_return_to, Failure, PortalError,
+    PortalRequest, PortalState,
 };
 use crate::factors::totp::Verdict;
 use crate::gateway::Gateway;
+use crate::methods::{Method, MethodSet};
 use crate::session::{Factor, Session};
+
+const PAGE: &str = "/.stepgate/second-factor";
+/// Remembers the method that last worked in this browser.
+const METHOD_COOKIE: &str = "stepgate_method";
+const METHOD_COOKIE_DAYS: i64 = 400;
 
 #[derive(Deserialize)]
 pub struct CodeForm {
@@ -34,28 +42,226 @@ pub struct CodeForm {
     remember: Option<String>,
 }
 
-pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
+/// A way to pass the second factor, as the page offers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    Webauthn,
+    Totp,
+    Recovery,
+}
+
+impl Choice {
+    /// Strongest first: the default order.
+    const ALL: [Choice; 3] = [Choice::Webauthn, Choice::Totp, Choice::Recovery];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Choice::Webauthn => "webauthn",
+            Choice::Totp => "totp",
+            Choice::Recovery => "recovery",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Choice::Webauthn => "Use a security key or this device",
+            Choice::Totp => "Use a code from your authenticator app",
+            Choice::Recovery => "Use a recovery code",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Choice> {
+        Choice::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The choice a factor belongs to.
+    pub fn of(factor: Factor) -> Option<Choice> {
+        match factor.method()? {
+            Method::SecurityKey | Method::Platform => Some(Choice::Webauthn),
+            Method::Totp => Some(Choice::Totp),
+            Method::Recovery => Some(Choice::Recovery),
+        }
+    }
+}
+
+/// The second factors a user has set up.
+pub struct Enrolled {
+    pub totp: bool,
+    pub security_keys: usize,
+    pub platform: usize,
+    pub recovery_left: u32,
+}
+
+impl Enrolled {
+    pub async fn of(gateway: &Gateway, username: &str) -> Result<Self, PortalError> {
+        let credentials = gateway.webauthn.credentials(username).await?;
+        let usable = |kind: Method| {
+            credentials.iter().filter(|c| c.kind == kind.name()).count() * usize::from(gateway.webauthn.allows(kind))
+        };
+        Ok(Self {
+            totp: gateway.totp.is_enrolled(username).await?,
+            security_keys: usable(Method::SecurityKey),
+            platform: usable(Method::Platform),
+            recovery_left: gateway.recovery.left(username).await?,
+        })
+    }
+
+    /// How many factors (not counting recovery codes) the user has.
+    pub fn factor_count(&self) -> usize {
+        usize::from(self.totp) + self.security_keys + self.platform
+    }
+
+    /// The choices that satisfy `need`, strongest first.
+    fn choices(&self, need: MethodSet) -> Vec<Choice> {
+        let has = |choice: Choice| match choice {
+            Choice::Webauthn => {
+                (self.security_keys > 0 && need.contains(Method::SecurityKey)) || (self.platform > 0 && need.contains(Method::Platform))
+            }
+            Choice::Totp => self.totp && need.contains(Method::Totp),
+            Choice::Recovery => self.recovery_left > 0 && need.contains(Method::Recovery),
+        };
+        Choice::ALL.into_iter().filter(|c| has(*c)).collect()
+    }
+}
+
+pub async fn show(
+    Extension(gateway): Extension<PortalState>,
+    jar: CookieJar,
+    uri: Uri,
+) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
     let rd = safe_return_to(&gateway, rd_param(&uri).as_deref());
+    let need = query_param(&uri, "need").map_or(MethodSet::ANY, |n| MethodSet::from_query(&n));
     let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
         return Ok(see_other(&with_return_to("/.stepgate/signin", &rd)));
     };
-    // A session that already has a second factor is here for a fresher one
-    // (step-up), so the challenge is shown again.
-    if gateway.totp.is_enrolled(&session.username).await.map_err(|e| fail(e.into()))? {
-        return Ok(challenge_page(&gateway, &session, rd, None, StatusCode::OK));
+    let enrolled = Enrolled::of(&gateway, &session.username).await.map_err(fail)?;
+    if enrolled.factor_count() == 0 {
+        return first_enrolment(&gateway, &session, rd).await;
     }
+    let choices = enrolled.choices(need);
+    if choices.is_empty() {
+        // The page needs a factor the user has not set up. One they have
+        // proves it is them first; then they may add the stronger one.
+        if may_change_factors(&gateway, &session) {
+            return Ok(add_webauthn_page(&gateway, &session, rd, need));
+        }
+        let back = format!("{PAGE}?need={}&rd={}", need.to_query(), urlencode(&rd));
+        let notice = "This page needs a security key or device biometrics. Confirm it's you first, then add one.";
+        return Ok(challenge(&gateway, &session, &jar, &enrolled, enrolled.choices(MethodSet::ANY), MethodSet::ANY, None, back, Some(notice)));
+    }
+    let wanted = query_param(&uri, "method").and_then(|m| Choice::from_name(&m));
+    Ok(challenge(&gateway, &session, &jar, &enrolled, choices, need, wanted, rd, None))
+}
+
+/// The challenge page for one of `choices`: the one asked for, else the
+/// one that last worked in this browser, else the strongest.
+#[allow(clippy::too_many_arguments)]
+fn challenge(
+    gateway: &Gateway,
+    session: &Session,
+    jar: &CookieJar,
+    enrolled: &Enrolled,
+    choices: Vec<Choice>,
+    need: MethodSet,
+    wanted: Option<Choice>,
+    rd: String,
+    notice: Option<&str>,
+) -> Response {
+    let remembered = jar.get(METHOD_COOKIE).and_then(|c| Choice::from_name(c.value()));
+    let usable = |c: Option<Choice>| c.filter(|c| choices.contains(c));
+    let Some(method) = usable(wanted).or(usable(remembered)).or(choices.first().copied()) else {
+        return error_page(gateway, StatusCode::FORBIDDEN, "No usable factor", "None of your second factors can be used here.");
+    };
+    // Links keep the page's `need`, so another choice offers the same set.
+    let need = (!need.is_any()).then(|| need.to_query());
+    let others = choices
+        .iter()
+        .filter(|c| **c != method)
+        .map(|c| OtherMethod { label: c.label(), href: method_href(*c, &rd, need.as_deref()) })
+        .collect();
+    render_challenge(gateway, session, method, rd, others, enrolled.recovery_left, notice, None, StatusCode::OK)
+}
+
+fn method_href(choice: Choice, rd: &str, need: Option<&str>) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("method", choice.name());
+    if let Some(need) = need {
+        query.append_pair("need", need);
+    }
+    query.append_pair("rd", rd);
+    format!("{PAGE}?{}", query.finish())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render_challenge(
+    gateway: &Gateway,
+    session: &Session,
+    method: Choice,
+    rd: String,
+    others: Vec<OtherMethod>,
+    recovery_left: u32,
+    notice: Option<&str>,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let page = SecondFactorPage {
+        brand: &gateway.config.branding,
+        csrf: csrf::token(gateway, Binding::Session(session)),
+        rd,
+        method: method.name(),
+        others,
+        recovery_left,
+        notice,
+        error,
+        trust_days: gateway.config.risk.trust_browser_days,
+    };
+    html(status, &page)
+}
+
+/// A user with no second factor sets one up right after the password.
+async fn first_enrolment(gateway: &Arc<Gateway>, session: &Arc<Session>, rd: String) -> Result<Response, Failure> {
     if !gateway.totp.self_enrollment() {
         return Ok(html(StatusCode::FORBIDDEN, &NoFactorPage { brand: &gateway.config.branding }));
     }
     let session = match &session.pending_totp {
-        Some(_) => session,
+        Some(_) => session.clone(),
         None => {
             let sealed = gateway.totp.new_pending_secret(&session.username);
-            gateway.sessions.set_pending_totp(&session, sealed).await.map_err(|e| fail(e.into()))?
+            gateway.sessions.set_pending_totp(session, sealed).await.map_err(|e| Failure(gateway.clone(), e.into()))?
         }
     };
-    enroll_page(&gateway, &session, rd, None, StatusCode::OK)
+    enroll_page(gateway, &session, rd, None, StatusCode::OK)
+}
+
+/// Whether the session may add or remove factors now: a user with none
+/// may add their first; otherwise a recent second factor is needed.
+pub fn may_change_factors(gateway: &Gateway, session: &Session) -> bool {
+    let window = gateway.config.security_page.reauthenticate_after;
+    session.second_factor_at().is_some_and(|at| gateway.clock.now() - at <= window)
+}
+
+fn add_webauthn_page(gateway: &Gateway, session: &Session, rd: String, need: MethodSet) -> Response {
+    let kinds = webauthn_kinds(gateway, need);
+    let page = TotpEnrollPage {
+        brand: &gateway.config.branding,
+        csrf: csrf::token(gateway, Binding::Session(session)),
+        rd,
+        error: None,
+        trust_days: 0,
+        totp: None,
+        webauthn_kinds: kinds,
+    };
+    html(StatusCode::OK, &page)
+}
+
+/// The kinds of WebAuthn authenticator a user may register, of `need`.
+pub fn webauthn_kinds(gateway: &Gateway, need: MethodSet) -> Vec<WebauthnKind> {
+    [(Method::SecurityKey, "Add a security key"), (Method::Platform, "Use this device (fingerprint, face or screen lock)")]
+        .into_iter()
+        .filter(|(kind, _)| gateway.webauthn.allows(*kind) && need.contains(*kind))
+        .map(|(kind, label)| WebauthnKind { kind: kind.name(), label })
+        .collect()
 }
 
 pub async fn verify_totp(
@@ -71,12 +277,33 @@ pub async fn verify_totp(
     };
     let verdict = gateway.totp.verify(&session.username, &form.code).await.map_err(|e| fail(e.into()))?;
     record_verdict("totp", &gateway, &session.username, &request, verdict);
+    let retry = |message| retry_page(&gateway, &session, Choice::Totp, rd.clone(), message);
     match verdict {
-        Verdict::Accepted => complete(&gateway, &session, &request, jar, &form, &rd).await,
-        Verdict::NotEnrolled => Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd))),
-        Verdict::Wrong => Ok(challenge_page(&gateway, &session, rd, Some("That code is not right. Try the current one."), StatusCode::UNAUTHORIZED)),
-        Verdict::Replayed => Ok(challenge_page(&gateway, &session, rd, Some("That code was already used. Wait for the next one."), StatusCode::UNAUTHORIZED)),
+        Verdict::Accepted => form_done(&gateway, &session, &request, jar, Factor::Otp, &form, &rd, false).await,
+        Verdict::NotEnrolled => Ok(see_other(&with_return_to(PAGE, &rd))),
+        Verdict::Wrong => retry("That code is not right. Try the current one.").await,
+        Verdict::Replayed => retry("That code was already used. Wait for the next one.").await,
     }
+}
+
+pub async fn verify_recovery(
+    Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
+    jar: CookieJar,
+    form: Result<Form<CodeForm>, FormRejection>,
+) -> Result<Response, Failure> {
+    let fail = |e| Failure(gateway.clone(), e);
+    let (session, form, rd) = match checked_form(&gateway, &request, &jar, form).await.map_err(fail)? {
+        Ok(valid) => valid,
+        Err(refusal) => return Ok(refusal),
+    };
+    let accepted = gateway.recovery.redeem(&session.username, &form.code).await.map_err(|e| fail(e.into()))?;
+    let verdict = if accepted { Verdict::Accepted } else { Verdict::Wrong };
+    record_verdict("recovery_code", &gateway, &session.username, &request, verdict);
+    if !accepted {
+        return retry_page(&gateway, &session, Choice::Recovery, rd, "That is not one of your unused recovery codes.").await;
+    }
+    form_done(&gateway, &session, &request, jar, Factor::Recovery, &form, &rd, false).await
 }
 
 pub async fn enroll_totp(
@@ -90,17 +317,33 @@ pub async fn enroll_totp(
         Ok(valid) => valid,
         Err(refusal) => return Ok(refusal),
     };
-    let Some(pending) = session.pending_totp.as_deref().filter(|_| gateway.totp.self_enrollment()) else {
-        return Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd)));
+    let Some(pending) = session.pending_totp.as_deref() else {
+        return Ok(see_other(&with_return_to(PAGE, &rd)));
     };
+    if !may_enrol(&gateway, &session).await.map_err(fail)? {
+        return Ok(see_other(&with_return_to(PAGE, &rd)));
+    }
     let verdict = gateway.totp.confirm_enrollment(&session.username, pending, &form.code).await.map_err(|e| fail(e.into()))?;
     record_verdict("totp_enrollment", &gateway, &session.username, &request, verdict);
     match verdict {
-        Verdict::Accepted => complete(&gateway, &session, &request, jar, &form, &rd).await,
+        Verdict::Accepted => {
+            tracing::info!(event = "factor_added", method = "totp", user = %session.username, "security");
+            form_done(&gateway, &session, &request, jar, Factor::Otp, &form, &rd, true).await
+        }
         // Someone enrolled this user meanwhile: the new secret was not stored.
-        Verdict::Replayed | Verdict::NotEnrolled => Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd))),
+        Verdict::Replayed | Verdict::NotEnrolled => Ok(see_other(&with_return_to(PAGE, &rd))),
         Verdict::Wrong => enroll_page(&gateway, &session, rd, Some("That code is not right. Check the app and try again."), StatusCode::UNAUTHORIZED),
     }
+}
+
+/// Whether this session may enrol a factor now: the first one right after
+/// the password (when self-enrolment is on), any other after a recent
+/// second factor.
+pub async fn may_enrol(gateway: &Gateway, session: &Session) -> Result<bool, PortalError> {
+    if may_change_factors(gateway, session) {
+        return Ok(true);
+    }
+    Ok(gateway.totp.self_enrollment() && Enrolled::of(gateway, &session.username).await?.factor_count() == 0)
 }
 
 /// The session, form and return target of a second-factor POST, or the
@@ -110,7 +353,7 @@ async fn checked_form(
     request: &PortalRequest,
     jar: &CookieJar,
     form: Result<Form<CodeForm>, FormRejection>,
-) -> Result<Result<(Arc<Session>, CodeForm, String), Response>, super::PortalError> {
+) -> Result<Result<(Arc<Session>, CodeForm, String), Response>, PortalError> {
     let Ok(Form(form)) = form else {
         return Ok(Err(bad_form(gateway)));
     };
@@ -128,43 +371,86 @@ async fn checked_form(
     Ok(Ok((session, form, rd)))
 }
 
-/// Records the second factor under a new session id, remembers the
-/// browser (trusted for a while when the user asked), and returns the user
-/// to where they were going.
-async fn complete(
+#[allow(clippy::too_many_arguments)]
+async fn form_done(
     gateway: &Arc<Gateway>,
     session: &Session,
     request: &PortalRequest,
     jar: CookieJar,
+    factor: Factor,
     form: &CodeForm,
     rd: &str,
+    enrolled: bool,
 ) -> Result<Response, Failure> {
-    let fail = |e: crate::store::StoreError| Failure(gateway.clone(), e.into());
-    let now = gateway.clock.now();
-    let trust_days = i64::from(gateway.config.risk.trust_browser_days);
-    let trusted_until = (form.remember.is_some() && trust_days > 0).then(|| now + trust_days * 86_400);
-    if let Some(device) = &session.context.device_id {
-        gateway.store.remember_device(&session.username, device, now, trusted_until).await.map_err(fail)?;
-    }
-    let (id, _) = gateway.sessions.add_factor(session, Factor::Otp, trusted_until).await.map_err(fail)?;
-    let jar = jar.add(gateway.sessions.cookie(id, request.tls));
-    Ok((jar, see_other(rd)).into_response())
+    let (jar, location) = complete(gateway, session, request, jar, factor, form.remember.is_some(), rd, enrolled)
+        .await
+        .map_err(|e| Failure(gateway.clone(), e))?;
+    Ok((jar, see_other(&location)).into_response())
 }
 
-fn challenge_page(gateway: &Gateway, session: &Session, rd: String, error: Option<&str>, status: StatusCode) -> Response {
-    let page = TotpChallengePage {
-        brand: &gateway.config.branding,
-        csrf: csrf::token(gateway, Binding::Session(session)),
-        rd,
-        error,
-        trust_days: gateway.config.risk.trust_browser_days,
-    };
-    html(status, &page)
+/// Records a passed second factor under a new session id, remembers the
+/// browser (trusted for a while when the user asked) and the method, and
+/// says where to go next: the recovery codes after a first enrolment, the
+/// security page after a recovery code, else where the user was going.
+#[allow(clippy::too_many_arguments)]
+pub async fn complete(
+    gateway: &Gateway,
+    session: &Session,
+    request: &PortalRequest,
+    jar: CookieJar,
+    factor: Factor,
+    remember: bool,
+    rd: &str,
+    enrolled: bool,
+) -> Result<(CookieJar, String), PortalError> {
+    let now = gateway.clock.now();
+    let trust_days = i64::from(gateway.config.risk.trust_browser_days);
+    let trusted_until = (remember && trust_days > 0).then(|| now + trust_days * 86_400);
+    if let Some(device) = &session.context.device_id {
+        gateway.store.remember_device(&session.username, device, now, trusted_until).await?;
+    }
+    let (id, renewed) = gateway.sessions.add_factor(session, factor, trusted_until).await?;
+    let mut jar = jar.add(gateway.sessions.cookie(id, request.tls));
+    if let Some(choice) = Choice::of(factor).filter(|c| *c != Choice::Recovery) {
+        jar = jar.add(method_cookie(choice, request.tls));
+    }
+    if enrolled && !gateway.recovery.has_set(&session.username).await? {
+        let codes = gateway.recovery.generate(&session.username).await?;
+        gateway.recovery.hold_for_reveal(renewed.key, &session.username, codes);
+        return Ok((jar, with_return_to("/.stepgate/recovery-codes", rd)));
+    }
+    if factor == Factor::Recovery {
+        return Ok((jar, with_return_to("/.stepgate/settings?used=recovery", rd)));
+    }
+    Ok((jar, rd.to_string()))
+}
+
+fn method_cookie(choice: Choice, secure: bool) -> Cookie<'static> {
+    Cookie::build((METHOD_COOKIE, choice.name()))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .path(PAGE)
+        .max_age(cookie::time::Duration::days(METHOD_COOKIE_DAYS))
+        .build()
+}
+
+async fn retry_page(gateway: &Gateway, session: &Session, method: Choice, rd: String, error: &str) -> Result<Response, Failure> {
+    let enrolled = Enrolled::of(gateway, &session.username).await;
+    let recovery_left = enrolled.as_ref().map_or(0, |e| e.recovery_left);
+    let others = enrolled
+        .map(|e| e.choices(MethodSet::ANY))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| *c != method)
+        .map(|c| OtherMethod { label: c.label(), href: method_href(c, &rd, None) })
+        .collect();
+    Ok(render_challenge(gateway, session, method, rd, others, recovery_left, None, Some(error), StatusCode::UNAUTHORIZED))
 }
 
 fn enroll_page(gateway: &Arc<Gateway>, session: &Session, rd: String, error: Option<&str>, status: StatusCode) -> Result<Response, Failure> {
     let Some(pending) = &session.pending_totp else {
-        return Ok(see_other(&with_return_to("/.stepgate/second-factor", &rd)));
+        return Ok(see_other(&with_return_to(PAGE, &rd)));
     };
     let view = gateway.totp.enrollment_view(&session.username, pending).map_err(|e| Failure(gateway.clone(), e.into()))?;
     let page = TotpEnrollPage {
@@ -173,15 +459,14 @@ fn enroll_page(gateway: &Arc<Gateway>, session: &Session, rd: String, error: Opt
         rd,
         error,
         trust_days: gateway.config.risk.trust_browser_days,
-        secret: view.secret_base32,
-        otpauth_uri: view.otpauth_uri,
-        qr_svg: view.qr_svg,
+        totp: Some(TotpView { secret: view.secret_base32, otpauth_uri: view.otpauth_uri, qr_svg: view.qr_svg }),
+        webauthn_kinds: webauthn_kinds(gateway, MethodSet::ANY),
     };
     Ok(html(status, &page))
 }
 
 /// The refusal while this user has guessed too many codes.
-fn throttled(gateway: &Gateway, session: &Session, request: &PortalRequest) -> Option<Response> {
+pub fn throttled(gateway: &Gateway, session: &Session, request: &PortalRequest) -> Option<Response> {
     let retry_after = gateway.code_throttle.retry_after(&[&code_key(&session.username)])?;
     tracing::warn!(event = "second_factor", outcome = "throttled", user = %session.username, ip = %request.client_ip, "authentication");
     Some(too_many_attempts(gateway, retry_after))
@@ -205,4 +490,8 @@ fn record_verdict(method: &str, gateway: &Gateway, username: &str, request: &Por
         Verdict::NotEnrolled => "not_enrolled",
     };
     tracing::info!(event = method, outcome, user = %username, ip = %request.client_ip, "authentication");
+}
+
+fn urlencode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }

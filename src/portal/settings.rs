@@ -1,19 +1,27 @@
-//! The security page: for now the browsers a user trusts to skip adaptive
-//! second factors, each revocable.
+//! The security page: the user's second factors (add, rename, remove),
+//! recovery codes, sessions and trusted browsers.
+//!
+//! Adding or removing a factor and regenerating codes need a second factor
+//! done within `security_page.reauthenticate_after`; otherwise the user is
+//! sent to confirm first.
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::Extension;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use axum::Form;
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
 use super::csrf::{self, Binding};
-use super::pages::{html, SettingsPage, TrustedBrowser};
-use super::{bad_form, csrf_refused, current_session, device, see_other, with_return_to, Failure, PortalState};
+use super::pages::{html, FactorEntry, RecoveryCodesPage, SessionEntry, SettingsPage, TotpEnrollPage, TotpView, TrustedBrowser};
+use super::redirect::{query_param, rd_param, safe_return_to};
+use super::second_factor::{may_change_factors, webauthn_kinds, Enrolled};
+use super::{bad_form, csrf_refused, current_session, device, see_other, with_return_to, Failure, PortalError, PortalState};
+use crate::factors::webauthn::clean_name;
 use crate::gateway::Gateway;
-use crate::session::Session;
+use crate::methods::{Method, MethodSet};
+use crate::session::{FactorUse, Session, SignInContext};
 
 const PAGE: &str = "/.stepgate/settings";
 
@@ -24,11 +32,201 @@ pub struct RevokeForm {
     device: String,
 }
 
-pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar) -> Result<Response, Failure> {
+#[derive(Deserialize)]
+pub struct FactorForm {
+    #[serde(default)]
+    csrf: String,
+    factor: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+pub struct SessionForm {
+    #[serde(default)]
+    csrf: String,
+    session: String,
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// What a page shows beside the settings: a notice, an error, a way on.
+#[derive(Default)]
+struct Message {
+    notice: Option<String>,
+    error: Option<String>,
+    continue_to: Option<String>,
+}
+
+impl Message {
+    fn notice(text: &str) -> Self {
+        Message { notice: Some(text.to_string()), ..Default::default() }
+    }
+
+    fn error(text: &str) -> Self {
+        Message { error: Some(text.to_string()), ..Default::default() }
+    }
+}
+
+pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
+    let fail = |e| Failure(gateway.clone(), e);
+    let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
+        return Ok(see_other(&with_return_to("/.stepgate/signin", PAGE)));
+    };
+    let mut message = Message::default();
+    if query_param(&uri, "used").as_deref() == Some("recovery") {
+        let left = gateway.recovery.left(&session.username).await.map_err(|e| fail(e.into()))?;
+        message.notice = Some(format!(
+            "You signed in with a recovery code. You have {left} left. If you lost your device, remove it below and add a new one."
+        ));
+        message.continue_to = rd_param(&uri).map(|rd| safe_return_to(&gateway, Some(&rd)));
+    }
+    render(&gateway, &session, &jar, message).await.map_err(fail)
+}
+
+/// The recovery codes made at a first enrolment or a regeneration, once.
+pub async fn recovery_codes(Extension(gateway): Extension<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
     let Some(session) = current_session(&gateway, &jar).await.map_err(|e| Failure(gateway.clone(), e))? else {
         return Ok(see_other(&with_return_to("/.stepgate/signin", PAGE)));
     };
-    render(&gateway, &session, &jar, None).await
+    let rd = safe_return_to(&gateway, rd_param(&uri).as_deref());
+    let Some(codes) = gateway.recovery.take_reveal(session.key, &session.username) else {
+        return Ok(see_other(&rd));
+    };
+    let page = RecoveryCodesPage { brand: &gateway.config.branding, codes: codes.iter().map(|c| c.as_str()).collect(), rd: &rd };
+    Ok(html(StatusCode::OK, &page))
+}
+
+pub async fn add_totp(Extension(gateway): Extension<PortalState>, jar: CookieJar) -> Result<Response, Failure> {
+    let fail = |e| Failure(gateway.clone(), e);
+    let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
+        return Ok(see_other(&with_return_to("/.stepgate/signin", PAGE)));
+    };
+    if let Some(step_up) = step_up(&gateway, &session, "/.stepgate/settings/add-totp") {
+        return Ok(step_up);
+    }
+    if gateway.totp.is_enrolled(&session.username).await.map_err(|e| fail(e.into()))? {
+        return render(&gateway, &session, &jar, Message::error("You already have an authenticator app. Remove it first to add another.")).await.map_err(fail);
+    }
+    let sealed = gateway.totp.new_pending_secret(&session.username);
+    let session = gateway.sessions.set_pending_totp(&session, sealed).await.map_err(|e| fail(e.into()))?;
+    let pending = session.pending_totp.as_deref().unwrap_or_default();
+    let view = gateway.totp.enrollment_view(&session.username, pending).map_err(|e| fail(e.into()))?;
+    let page = TotpEnrollPage {
+        brand: &gateway.config.branding,
+        csrf: csrf::token(&gateway, Binding::Session(&session)),
+        rd: PAGE.to_string(),
+        error: None,
+        trust_days: 0,
+        totp: Some(TotpView { secret: view.secret_base32, otpauth_uri: view.otpauth_uri, qr_svg: view.qr_svg }),
+        webauthn_kinds: Vec::new(),
+    };
+    Ok(html(StatusCode::OK, &page))
+}
+
+pub async fn rename(
+    Extension(gateway): Extension<PortalState>,
+    jar: CookieJar,
+    form: Result<Form<FactorForm>, FormRejection>,
+) -> Result<Response, Failure> {
+    let fail = |e| Failure(gateway.clone(), e);
+    let (session, form) = match checked(&gateway, &jar, form, |f: &FactorForm| &f.csrf).await.map_err(fail)? {
+        Ok(valid) => valid,
+        Err(refusal) => return Ok(refusal),
+    };
+    let renamed = match parse_handle(&form.factor) {
+        Some(FactorHandle::Totp) => {
+            gateway.store.rename_totp(&session.username, &clean_name(&form.name, Method::Totp)).await.map_err(|e| fail(e.into()))?
+        }
+        Some(FactorHandle::Webauthn(id)) => gateway
+            .store
+            .rename_webauthn(&session.username, id, &clean_name(&form.name, Method::SecurityKey))
+            .await
+            .map_err(|e| fail(e.into()))?,
+        None => false,
+    };
+    let message = if renamed { Message::notice("Renamed.") } else { Message::error("There is no such factor.") };
+    render(&gateway, &session, &jar, message).await.map_err(fail)
+}
+
+pub async fn remove(
+    Extension(gateway): Extension<PortalState>,
+    jar: CookieJar,
+    form: Result<Form<FactorForm>, FormRejection>,
+) -> Result<Response, Failure> {
+    let fail = |e| Failure(gateway.clone(), e);
+    let (session, form) = match checked(&gateway, &jar, form, |f: &FactorForm| &f.csrf).await.map_err(fail)? {
+        Ok(valid) => valid,
+        Err(refusal) => return Ok(refusal),
+    };
+    if let Some(step_up) = step_up(&gateway, &session, PAGE) {
+        return Ok(step_up);
+    }
+    let enrolled = Enrolled::of(&gateway, &session.username).await.map_err(fail)?;
+    if enrolled.factor_count() == 1 && user_needs_two_factors(&gateway, &session.username) {
+        let message = "This is your last second factor, and some of your applications require one. Add another before removing it.";
+        return render(&gateway, &session, &jar, Message::error(message)).await.map_err(fail);
+    }
+    let removed = match parse_handle(&form.factor) {
+        Some(FactorHandle::Totp) => gateway.store.delete_totp(&session.username).await,
+        Some(FactorHandle::Webauthn(id)) => gateway.store.delete_webauthn(&session.username, id).await,
+        None => Ok(false),
+    }
+    .map_err(|e| fail(e.into()))?;
+    if !removed {
+        return render(&gateway, &session, &jar, Message::error("There is no such factor.")).await.map_err(fail);
+    }
+    tracing::info!(event = "factor_removed", factor = %form.factor, user = %session.username, "security");
+    // Recovery codes stand in for a factor; with none left they would be one.
+    if enrolled.factor_count() == 1 {
+        gateway.store.delete_recovery_codes(&session.username).await.map_err(|e| fail(e.into()))?;
+    }
+    render(&gateway, &session, &jar, Message::notice("Removed.")).await.map_err(fail)
+}
+
+pub async fn regenerate_codes(
+    Extension(gateway): Extension<PortalState>,
+    jar: CookieJar,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, Failure> {
+    let fail = |e| Failure(gateway.clone(), e);
+    let (session, _) = match checked(&gateway, &jar, form, |f: &CsrfForm| &f.csrf).await.map_err(fail)? {
+        Ok(valid) => valid,
+        Err(refusal) => return Ok(refusal),
+    };
+    if let Some(step_up) = step_up(&gateway, &session, PAGE) {
+        return Ok(step_up);
+    }
+    if Enrolled::of(&gateway, &session.username).await.map_err(fail)?.factor_count() == 0 {
+        return render(&gateway, &session, &jar, Message::error("Set up a second factor first.")).await.map_err(fail);
+    }
+    let codes = gateway.recovery.generate(&session.username).await.map_err(|e| fail(e.into()))?;
+    tracing::info!(event = "recovery_codes_regenerated", user = %session.username, "security");
+    gateway.recovery.hold_for_reveal(session.key, &session.username, codes);
+    Ok(see_other(&with_return_to("/.stepgate/recovery-codes", PAGE)))
+}
+
+pub async fn revoke_session(
+    Extension(gateway): Extension<PortalState>,
+    jar: CookieJar,
+    form: Result<Form<SessionForm>, FormRejection>,
+) -> Result<Response, Failure> {
+    let fail = |e| Failure(gateway.clone(), e);
+    let (session, form) = match checked(&gateway, &jar, form, |f: &SessionForm| &f.csrf).await.map_err(fail)? {
+        Ok(valid) => valid,
+        Err(refusal) => return Ok(refusal),
+    };
+    let rows = gateway.store.sessions_of(&session.username).await.map_err(|e| fail(e.into()))?;
+    let Some(row) = rows.iter().find(|row| hex(&row.key) == form.session && row.key != session.key) else {
+        return render(&gateway, &session, &jar, Message::error("There is no such session.")).await.map_err(fail);
+    };
+    gateway.sessions.delete(&row.key).await.map_err(|e| fail(e.into()))?;
+    tracing::info!(event = "session_revoked", user = %session.username, "security");
+    render(&gateway, &session, &jar, Message::notice("That session is signed out.")).await.map_err(fail)
 }
 
 pub async fn revoke(
@@ -36,30 +234,143 @@ pub async fn revoke(
     jar: CookieJar,
     form: Result<Form<RevokeForm>, FormRejection>,
 ) -> Result<Response, Failure> {
-    let fail = |e: crate::store::StoreError| Failure(gateway.clone(), e.into());
-    let Ok(Form(form)) = form else {
-        return Ok(bad_form(&gateway));
+    let fail = |e| Failure(gateway.clone(), e);
+    let (session, form) = match checked(&gateway, &jar, form, |f: &RevokeForm| &f.csrf).await.map_err(fail)? {
+        Ok(valid) => valid,
+        Err(refusal) => return Ok(refusal),
     };
-    let Some(session) = current_session(&gateway, &jar).await.map_err(|e| Failure(gateway.clone(), e))? else {
-        return Ok(see_other(&with_return_to("/.stepgate/signin", PAGE)));
-    };
-    if !csrf::is_valid(&gateway, Binding::Session(&session), &form.csrf) {
-        return Ok(csrf_refused(&gateway));
-    }
-    gateway.store.untrust_device(&session.username, &form.device).await.map_err(fail)?;
+    gateway.store.untrust_device(&session.username, &form.device).await.map_err(|e| fail(e.into()))?;
     tracing::info!(event = "untrust_browser", user = %session.username, "authentication");
     let session = match device::device_id(&gateway, &jar) {
-        Some(current) if current == form.device => gateway.sessions.clear_trust(&session).await.map_err(fail)?,
+        Some(current) if current == form.device => gateway.sessions.clear_trust(&session).await.map_err(|e| fail(e.into()))?,
         _ => session,
     };
-    render(&gateway, &session, &jar, Some("That browser is no longer trusted.")).await
+    render(&gateway, &session, &jar, Message::notice("That browser is no longer trusted.")).await.map_err(fail)
 }
 
-async fn render(gateway: &PortalState, session: &Session, jar: &CookieJar, notice: Option<&str>) -> Result<Response, Failure> {
+/// The session and form of a settings POST, or the response refusing it.
+async fn checked<F>(
+    gateway: &Gateway,
+    jar: &CookieJar,
+    form: Result<Form<F>, FormRejection>,
+    csrf_of: impl Fn(&F) -> &String,
+) -> Result<Result<(std::sync::Arc<Session>, F), Response>, PortalError> {
+    let Ok(Form(form)) = form else {
+        return Ok(Err(bad_form(gateway)));
+    };
+    let Some(session) = current_session(gateway, jar).await? else {
+        return Ok(Err(see_other(&with_return_to("/.stepgate/signin", PAGE))));
+    };
+    if !csrf::is_valid(gateway, Binding::Session(&session), csrf_of(&form)) {
+        return Ok(Err(csrf_refused(gateway)));
+    }
+    Ok(Ok((session, form)))
+}
+
+/// Sends the user to confirm it's them when their last second factor is
+/// too old to change factors, then back to `back`.
+fn step_up(gateway: &Gateway, session: &Session, back: &str) -> Option<Response> {
+    (!may_change_factors(gateway, session)).then(|| see_other(&with_return_to("/.stepgate/second-factor", back)))
+}
+
+/// Whether any rule the user can reach asks for a second factor (always,
+/// or adaptive), so they must keep one.
+fn user_needs_two_factors(gateway: &Gateway, username: &str) -> bool {
+    let groups = gateway.users.get(username).map(|u| u.groups.clone()).unwrap_or_default();
+    crate::policy::may_require_second_factor(&gateway.config.apps, username, &groups)
+}
+
+enum FactorHandle {
+    Totp,
+    Webauthn(i64),
+}
+
+fn parse_handle(handle: &str) -> Option<FactorHandle> {
+    match handle.split_once(':') {
+        None if handle == "totp" => Some(FactorHandle::Totp),
+        Some(("webauthn", id)) => id.parse().ok().map(FactorHandle::Webauthn),
+        _ => None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn render(gateway: &PortalState, session: &Session, jar: &CookieJar, message: Message) -> Result<Response, PortalError> {
     let now = gateway.clock.now();
-    let devices = gateway.store.trusted_devices(&session.username, now).await.map_err(|e| Failure(gateway.clone(), e.into()))?;
+    let username = &session.username;
+    let enrolled = Enrolled::of(gateway, username).await?;
+    let mut factors = Vec::new();
+    if let Some(totp) = gateway.store.get_totp(username).await? {
+        factors.push(FactorEntry {
+            handle: "totp".into(),
+            kind: "authenticator app",
+            name: totp.name,
+            added: date(gateway, totp.created),
+            last_used: totp.last_used.map_or("never".into(), |at| date(gateway, at)),
+            clone_warning: None,
+        });
+    }
+    for credential in gateway.webauthn.credentials(username).await? {
+        factors.push(FactorEntry {
+            handle: format!("webauthn:{}", credential.id),
+            kind: if credential.kind == Method::Platform.name() { "this device's biometrics" } else { "security key" },
+            name: credential.name,
+            added: date(gateway, credential.created),
+            last_used: credential.last_used.map_or("never".into(), |at| date(gateway, at)),
+            clone_warning: credential.possible_clone_at.map(|at| date(gateway, at)),
+        });
+    }
+    let has_recovery_set = gateway.recovery.has_set(username).await?;
+    let page = SettingsPage {
+        brand: &gateway.config.branding,
+        csrf: csrf::token(gateway, Binding::Session(session)),
+        username,
+        factors,
+        can_add_totp: !enrolled.totp && gateway.totp.self_enrollment(),
+        webauthn_kinds: if gateway.totp.self_enrollment() { webauthn_kinds(gateway, MethodSet::ANY) } else { Vec::new() },
+        recovery_left: enrolled.recovery_left,
+        has_recovery_set,
+        sessions: sessions(gateway, session).await?,
+        browsers: browsers(gateway, jar, username, now).await?,
+        changes_need_step_up: !may_change_factors(gateway, session),
+        notice: message.notice,
+        error: message.error,
+        continue_to: message.continue_to,
+    };
+    Ok(html(StatusCode::OK, &page))
+}
+
+async fn sessions(gateway: &Gateway, current: &Session) -> Result<Vec<SessionEntry>, PortalError> {
+    let rows = gateway.store.sessions_of(&current.username).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let context: SignInContext = serde_json::from_str(&row.context).unwrap_or_default();
+            let factors: Vec<FactorUse> = serde_json::from_str(&row.factors).unwrap_or_default();
+            let mut methods: Vec<&str> = Vec::new();
+            for method in factors.iter().flat_map(|f| f.factor.amr().iter().copied()) {
+                if !methods.contains(&method) {
+                    methods.push(method);
+                }
+            }
+            SessionEntry {
+                handle: hex(&row.key),
+                current: row.key == current.key,
+                started: date(gateway, row.created),
+                last_seen: date(gateway, row.last_seen),
+                country: context.country.unwrap_or_else(|| "unknown place".into()),
+                methods: methods.join(", "),
+            }
+        })
+        .collect())
+}
+
+async fn browsers(gateway: &Gateway, jar: &CookieJar, username: &str, now: i64) -> Result<Vec<TrustedBrowser>, PortalError> {
+    let devices = gateway.store.trusted_devices(username, now).await?;
     let current = device::device_id(gateway, jar);
-    let browsers = devices
+    Ok(devices
         .into_iter()
         .map(|d| TrustedBrowser {
             current: current.as_deref() == Some(d.device_id.as_str()),
@@ -69,15 +380,7 @@ async fn render(gateway: &PortalState, session: &Session, jar: &CookieJar, notic
             trusted_until: date(gateway, d.trusted_until.unwrap_or(now)),
             device_id: d.device_id,
         })
-        .collect();
-    let page = SettingsPage {
-        brand: &gateway.config.branding,
-        csrf: csrf::token(gateway, Binding::Session(session)),
-        username: &session.username,
-        browsers,
-        notice,
-    };
-    Ok(html(StatusCode::OK, &page))
+        .collect())
 }
 
 /// A date as users read it, in the policy's time zone.

@@ -47,6 +47,7 @@ pub async fn show(
         rd,
         username: String::new(),
         error: None,
+        passwordless: gateway.webauthn.passwordless_offered(),
     };
     Ok((jar, html(StatusCode::OK, &page)).into_response())
 }
@@ -92,6 +93,7 @@ pub async fn submit(
             rd,
             username,
             error: Some("Wrong user name or password."),
+            passwordless: gateway.webauthn.passwordless_offered(),
         };
         return Ok(html(StatusCode::UNAUTHORIZED, &page));
     };

@@ -1,0 +1,274 @@
+//! The JSON side of WebAuthn ceremonies, called by `static/webauthn.js`:
+//! start (the options for `navigator.credentials`) and finish (the
+//! browser's answer). Every call carries the page's CSRF token in the
+//! `X-CSRF-Token` header; answers are `{"redirect": ...}` or `{"error": ...}`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::Extension;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use axum_extra::extract::CookieJar;
+use serde::Deserialize;
+use serde_json::json;
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
+
+use super::assess::assess_sign_in;
+use super::csrf::{self, Binding};
+use super::redirect::safe_return_to;
+use super::second_factor::{complete, may_enrol, throttled};
+use super::{current_session, device, PortalError, PortalRequest, PortalState};
+use crate::crypto::sha256;
+use crate::factors::webauthn::{RelyingParty, WebauthnFailure};
+use crate::gateway::Gateway;
+use crate::methods::Method;
+use crate::session::Session;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterStart {
+    kind: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterFinish {
+    credential: RegisterPublicKeyCredential,
+    #[serde(default)]
+    rd: String,
+    #[serde(default)]
+    remember: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticateFinish {
+    credential: PublicKeyCredential,
+    #[serde(default)]
+    rd: String,
+    #[serde(default)]
+    remember: bool,
+}
+
+/// A refusal or failure, as JSON with its status.
+pub struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: &str) -> Self {
+        Refusal(status, message.to_string())
+    }
+
+    fn from_failure(failure: WebauthnFailure, username: Option<&str>, request: &PortalRequest) -> Self {
+        if failure.is_server_error() {
+            tracing::error!(error = %failure, "WebAuthn request failed");
+            return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "The sign-in service could not complete this request. Try again shortly.");
+        }
+        let detail = match &failure {
+            WebauthnFailure::Rejected(e) => format!("{e:?}"),
+            other => format!("{other:?}"),
+        };
+        tracing::info!(event = "webauthn", outcome = "failure", user = username.unwrap_or("-"), ip = %request.client_ip, reason = %detail, "authentication");
+        let status = match failure {
+            WebauthnFailure::PossibleClone => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Refusal(status, failure.to_string())
+    }
+}
+
+impl From<PortalError> for Refusal {
+    fn from(error: PortalError) -> Self {
+        tracing::error!(error = %error, "WebAuthn request failed");
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "The sign-in service could not complete this request. Try again shortly.")
+    }
+}
+
+pub type Answer = Result<Response, Refusal>;
+
+fn bad_json(rejection: JsonRejection) -> Refusal {
+    let status = match rejection {
+        JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    Refusal::new(status, "The request was not the JSON this endpoint expects.")
+}
+
+/// The session behind a ceremony call, with its CSRF token checked.
+async fn session_for(gateway: &Gateway, jar: &CookieJar, headers: &HeaderMap) -> Result<Arc<Session>, Refusal> {
+    let Some(session) = current_session(gateway, jar).await? else {
+        return Err(Refusal::new(StatusCode::UNAUTHORIZED, "Your session has ended. Sign in again."));
+    };
+    if !csrf::is_valid(gateway, Binding::Session(&session), csrf_header(headers)) {
+        return Err(Refusal::new(StatusCode::FORBIDDEN, "This page has expired. Reload it and try again."));
+    }
+    Ok(session)
+}
+
+fn csrf_header(headers: &HeaderMap) -> &str {
+    headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+fn relying_party<'a>(request: &'a PortalRequest) -> Result<&'a Arc<RelyingParty>, Refusal> {
+    request
+        .app
+        .relying_party(&request.host)
+        .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "Security keys are not available on this site."))
+}
+
+pub async fn register_start(
+    Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Result<Json<RegisterStart>, JsonRejection>,
+) -> Answer {
+    let Json(body) = body.map_err(bad_json)?;
+    let session = session_for(&gateway, &jar, &headers).await?;
+    let rp = relying_party(&request)?;
+    let Some(kind) = Method::from_name(&body.kind).filter(|m| m.is_webauthn()) else {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "Unknown kind of authenticator."));
+    };
+    if !may_enrol(&gateway, &session).await? {
+        return Err(Refusal::new(StatusCode::FORBIDDEN, "Confirm it's you with your current second factor first."));
+    }
+    let options = gateway
+        .webauthn
+        .start_registration(rp, session.key, &session.username, kind, &body.name)
+        .await
+        .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
+    Ok(Json(options).into_response())
+}
+
+pub async fn register_finish(
+    Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Result<Json<RegisterFinish>, JsonRejection>,
+) -> Answer {
+    let Json(body) = body.map_err(bad_json)?;
+    let session = session_for(&gateway, &jar, &headers).await?;
+    let rp = relying_party(&request)?;
+    // Checked again: the session may have aged since the challenge.
+    if !may_enrol(&gateway, &session).await? {
+        return Err(Refusal::new(StatusCode::FORBIDDEN, "Confirm it's you with your current second factor first."));
+    }
+    let registered = gateway
+        .webauthn
+        .finish_registration(rp, session.key, &session.username, &body.credential)
+        .await
+        .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
+    tracing::info!(event = "factor_added", method = registered.kind.name(), user = %session.username, name = %registered.name, "security");
+    let rd = safe_return_to(&gateway, Some(&body.rd));
+    let (jar, location) = complete(&gateway, &session, &request, jar, registered.factor, body.remember, &rd, true).await?;
+    Ok((jar, Json(json!({ "redirect": location }))).into_response())
+}
+
+pub async fn authenticate_start(
+    Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Result<Json<Empty>, JsonRejection>,
+) -> Answer {
+    let _ = body.map_err(bad_json)?;
+    let session = session_for(&gateway, &jar, &headers).await?;
+    let rp = relying_party(&request)?;
+    let options = gateway
+        .webauthn
+        .start_authentication(rp, session.key, &session.username)
+        .await
+        .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
+    Ok(Json(options).into_response())
+}
+
+pub async fn authenticate_finish(
+    Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Result<Json<AuthenticateFinish>, JsonRejection>,
+) -> Answer {
+    let Json(body) = body.map_err(bad_json)?;
+    let session = session_for(&gateway, &jar, &headers).await?;
+    if let Some(refusal) = throttled(&gateway, &session, &request) {
+        return Ok(refusal);
+    }
+    let rp = relying_party(&request)?;
+    let proved = gateway
+        .webauthn
+        .finish_authentication(rp, session.key, &session.username, &body.credential)
+        .await
+        .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
+    tracing::info!(event = "webauthn", outcome = "success", user = %session.username, ip = %request.client_ip, "authentication");
+    let rd = safe_return_to(&gateway, Some(&body.rd));
+    let (jar, location) = complete(&gateway, &session, &request, jar, proved.factor, body.remember, &rd, false).await?;
+    Ok((jar, Json(json!({ "redirect": location }))).into_response())
+}
+
+/// The pre-session a passwordless ceremony belongs to, with its CSRF
+/// token checked, as the key ceremonies are kept under.
+fn pre_session_owner(gateway: &Gateway, jar: &CookieJar, headers: &HeaderMap) -> Result<[u8; 32], Refusal> {
+    let pre = csrf::pre_session(gateway, jar).filter(|pre| csrf::is_valid(gateway, Binding::PreSession(pre), csrf_header(headers)));
+    pre.map(|pre| sha256(pre.as_bytes())).ok_or_else(|| Refusal::new(StatusCode::FORBIDDEN, "This page has expired. Reload it and try again."))
+}
+
+pub async fn passwordless_start(
+    Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Result<Json<Empty>, JsonRejection>,
+) -> Answer {
+    let _ = body.map_err(bad_json)?;
+    let owner = pre_session_owner(&gateway, &jar, &headers)?;
+    let rp = relying_party(&request)?;
+    let options = gateway.webauthn.start_passwordless(rp, owner).map_err(|f| Refusal::from_failure(f, None, &request))?;
+    Ok(Json(options).into_response())
+}
+
+pub async fn passwordless_finish(
+    Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Result<Json<AuthenticateFinish>, JsonRejection>,
+) -> Answer {
+    let Json(body) = body.map_err(bad_json)?;
+    let owner = pre_session_owner(&gateway, &jar, &headers)?;
+    let rp = relying_party(&request)?;
+    let proved = gateway
+        .webauthn
+        .finish_passwordless(rp, owner, &body.credential)
+        .await
+        .map_err(|f| Refusal::from_failure(f, None, &request))?;
+    let Some(user) = gateway.users.get(&proved.username).cloned() else {
+        return Err(Refusal::new(StatusCode::FORBIDDEN, "This account can no longer sign in."));
+    };
+    if let Some(previous) = current_session(&gateway, &jar).await? {
+        gateway.sessions.delete(&previous.key).await.map_err(PortalError::from)?;
+    }
+    let (jar, device) = device::ensure_device(&gateway, jar, request.tls);
+    let context = assess_sign_in(&gateway, &user.username, request.client_ip, &device).await.map_err(PortalError::from)?;
+    tracing::info!(event = "passkey", outcome = "success", user = %user.username, ip = %request.client_ip, "authentication");
+    let now = gateway.clock.now();
+    gateway.store.remember_device(&user.username, &device, now, None).await.map_err(PortalError::from)?;
+    let (id, _) = gateway.sessions.create(&user.username, proved.factor, context).await.map_err(PortalError::from)?;
+    let jar = jar.add(gateway.sessions.cookie(id, request.tls));
+    let rd = safe_return_to(&gateway, Some(&body.rd));
+    Ok((jar, Json(json!({ "redirect": rd }))).into_response())
+}
