@@ -74,5 +74,5 @@ async fn the_demo_runs_end_to_end() {
     assert!(app_page.contains("Verified against the gateway&#x27;s JWKS") || app_page.contains("Verified against the gateway's JWKS"), "{app_page}");
     assert!(app_page.contains("demo@example.com"));
     let admin = client.get(format!("{base}/admin/")).send().await.unwrap().text().await.unwrap();
-    assert!(admin.contains("Set up an authenticator app"), "{admin}");
+    assert!(admin.contains("Set up a second factor") && admin.contains("Authenticator app"), "{admin}");
 }
