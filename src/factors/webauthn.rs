@@ -224,6 +224,13 @@ impl WebauthnFactor {
             selection.resident_key = Some(ResidentKeyRequirement::Required);
             selection.require_resident_key = true;
         }
+        // Chromium refuses a request for credential protection "user
+        // verification required" that does not itself require verification.
+        if selection.user_verification != UserVerificationPolicy::Required {
+            if let Some(extensions) = public_key.extensions.as_mut() {
+                extensions.cred_protect = None;
+            }
+        }
     }
 
     /// Checks the browser's answer and stores the new credential.

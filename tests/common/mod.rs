@@ -133,7 +133,7 @@ impl TestGateway {
             "users_file = \"users.toml\"\n{extra}\n[server]\nlisten = \"{addr}\"\ndata_dir = \"data\"\nthreads = 2\n{server_extra}\n{tls_section}\n{apps}",
             extra = setup.extra,
             server_extra = setup.server_extra,
-            apps = setup.apps.replace("{upstream}", &upstream.addr.to_string()),
+            apps = setup.apps.replace("{upstream}", &upstream.addr.to_string()).replace("{port}", &addr.port().to_string()),
         );
         let config_path = dir.path().join("stepgate.toml");
         std::fs::write(&config_path, &text).expect("write config");
