@@ -40,6 +40,7 @@ pub fn prepare(data_dir: &Path, listen: SocketAddr, app_addr: SocketAddr) -> Res
     );
     let users_path = data_dir.join("users.toml");
     std::fs::write(&users_path, users).map_err(|e| StartError::Io(format!("{}: {e}", users_path.display())))?;
+    let port = listen.port();
     let config_text = format!(
         r#"users_file = "users.toml"
 
@@ -54,6 +55,9 @@ product_name = "stepgate demo"
 id = "{APP_ID}"
 hosts = ["localhost", "127.0.0.1"]
 upstreams = ["http://{app_addr}"]
+# Security keys and biometrics on http://localhost (browsers refuse them on
+# a bare IP address).
+webauthn = {{ rp_id = "localhost", origins = ["http://localhost:{port}"] }}
 
 [[apps.rules]]
 path = "/public/"

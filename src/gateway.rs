@@ -57,7 +57,10 @@ impl App {
         let mut relying_parties = HashMap::new();
         for host in &config.hosts {
             let host = &host.get_ref().0;
-            let rp_id = config.rp_id(host);
+            let Some(rp_id) = config.rp_id(host) else {
+                tracing::warn!(app = config.id(), host = %host, "webauthn.rp_id does not cover this host: no WebAuthn here");
+                continue;
+            };
             let shared = relying_parties.values().find(|rp: &&Arc<RelyingParty>| rp.id == rp_id).cloned();
             let rp = match shared {
                 Some(rp) => rp,

@@ -368,9 +368,12 @@ impl AppConfig {
     }
 
     /// The WebAuthn relying party id for one of the app's hosts: the
-    /// configured one, or the host itself.
-    pub fn rp_id<'a>(&'a self, host: &'a str) -> &'a str {
-        self.webauthn.rp_id.as_deref().unwrap_or(host)
+    /// configured one when it covers the host, or the host itself.
+    pub fn rp_id<'a>(&'a self, host: &'a str) -> Option<&'a str> {
+        match self.webauthn.rp_id.as_deref() {
+            None => Some(host),
+            Some(rp_id) => (host == rp_id || host.ends_with(&format!(".{rp_id}"))).then_some(rp_id),
+        }
     }
 }
 
@@ -427,8 +430,8 @@ impl Config {
         self.risk.untrusted_networks.iter().filter_map(|name| self.networks.get(name)).flatten().copied().collect()
     }
 
-    /// Every app's relying party id must cover its hosts and origins, or
-    /// browsers refuse every ceremony.
+    /// An app's relying party id must cover its origins, or browsers refuse
+    /// every ceremony. (Hosts it does not cover just offer no WebAuthn.)
     fn check_webauthn(&self, shown: &str) -> Result<(), ConfigError> {
         let other = |message: String| ConfigError::Other { path: shown.to_string(), message };
         for app in &self.apps {
@@ -439,9 +442,6 @@ impl Config {
                 continue;
             };
             let covered = |host: &str| host == rp_id || host.ends_with(&format!(".{rp_id}"));
-            if let Some(host) = app.hosts.iter().map(|h| h.get_ref().0.as_str()).find(|h| !covered(h)) {
-                return Err(other(format!("app `{}`: webauthn.rp_id `{rp_id}` does not cover its host `{host}`", app.id())));
-            }
             for origin in &app.webauthn.origins {
                 let fine = matches!(origin.scheme(), "https" | "http") && origin.host_str().is_some_and(covered);
                 if !fine {

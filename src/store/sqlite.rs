@@ -226,8 +226,8 @@ impl WebauthnStore for SqliteStore {
     async fn insert_webauthn(&self, row: &WebauthnRow) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT OR IGNORE INTO webauthn_credentials
-             (username, credential_id, kind, name, credential, counter, aaguid, discoverable, created)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             (username, credential_id, kind, name, credential, counter, aaguid, discoverable, created, last_used)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&row.username)
         .bind(&row.credential_id)
@@ -238,6 +238,7 @@ impl WebauthnStore for SqliteStore {
         .bind(&row.aaguid)
         .bind(row.discoverable)
         .bind(row.created)
+        .bind(row.last_used)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
