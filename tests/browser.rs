@@ -56,3 +56,10 @@ async fn factors_recovery_and_the_security_page_in_chromium() {
     let gw = TestGateway::start_with(Setup { apps: APPS.into(), ..Setup::default() }).await;
     tokio::task::block_in_place(|| run_flow(&gw, "security.mjs"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_passkey_signs_in_without_a_password_in_chromium() {
+    let setup = Setup { apps: APPS.into(), extra: "[webauthn]\npasswordless = true\n".into(), ..Setup::default() };
+    let gw = TestGateway::start_with(setup).await;
+    tokio::task::block_in_place(|| run_flow(&gw, "passkey.mjs"));
+}
