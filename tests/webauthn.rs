@@ -518,3 +518,92 @@ async fn passwordless_sign_in_is_off_by_default() {
     let start = post_json(&gw, &fresh, "/.stepgate/webauthn/passwordless/start", &csrf, &json!({})).await;
     assert_eq!(start.status(), 400);
 }
+
+#[tokio::test]
+async fn an_aaguid_allow_list_admits_only_listed_models() {
+    let soft_token_model = webauthn_authenticator_rs::softtoken::AAGUID.hyphenated().to_string();
+    for (listed, expected) in [("cb69481e-8ff7-4039-93ec-0a2729a154a8", 400), (soft_token_model.as_str(), 200)] {
+        let gw = TestGateway::start_with(setup(&format!("[webauthn]\naaguids = [\"{listed}\"]\n"))).await;
+        let client = password_session(&gw).await;
+        let csrf = data_csrf(&page(&gw, &client, "/.stepgate/second-factor").await);
+        let mut key = WebauthnAuthenticator::new(SoftToken::new(false).unwrap().0);
+        let finish = register(&gw, &client, &mut key, &csrf, "security_key").await;
+        assert_eq!(finish.status(), expected, "{listed}");
+        assert_eq!(credential_count(&gw).await, usize::from(expected == 200));
+    }
+}
+
+#[tokio::test]
+async fn new_recovery_codes_replace_the_old_ones_and_the_last_method_is_remembered() {
+    let gw = TestGateway::start_with(setup("")).await;
+    let (client, _key) = enrolled_with_key(&gw).await;
+    let first = page(&gw, &client, "/.stepgate/recovery-codes?rd=/").await;
+    let old_code = regex::Regex::new(r"<li><code>([0-9a-z-]+)</code></li>").unwrap().captures(&first).unwrap()[1].to_string();
+    let csrf = form_value(&page(&gw, &client, "/.stepgate/settings").await, "csrf");
+    let regenerate = client.post(gw.app("/.stepgate/settings/recovery-codes/regenerate")).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(regenerate.status(), 303);
+    assert!(page(&gw, &client, "/.stepgate/recovery-codes?rd=/").await.contains("Save your recovery codes"));
+
+    let client = password_session(&gw).await;
+    let recovery = page(&gw, &client, "/.stepgate/second-factor?method=recovery").await;
+    let csrf = form_value(&recovery, "csrf");
+    let used = client
+        .post(gw.app("/.stepgate/second-factor/recovery"))
+        .form(&[("csrf", csrf.as_str()), ("code", old_code.as_str()), ("rd", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(used.status(), 401, "the old set no longer works");
+
+    // A browser that last passed with the authenticator app is offered it first.
+    let client = password_session(&gw).await;
+    let secret = enroll_totp_from_settings(&gw, &client).await;
+    gw.clock.advance(30);
+    let client = password_session(&gw).await;
+    assert!(page(&gw, &client, "/.stepgate/second-factor").await.contains("data-webauthn=\"authenticate\""), "the strongest by default");
+    let via_totp = page(&gw, &client, "/.stepgate/second-factor?method=totp").await;
+    let csrf = form_value(&via_totp, "csrf");
+    let code = totp::code(&secret, gw.now());
+    let passed = client
+        .post(gw.app("/.stepgate/second-factor/totp"))
+        .form(&[("csrf", csrf.as_str()), ("code", code.as_str()), ("rd", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(passed.status(), 303);
+    assert!(set_cookie(&passed, "stepgate_method").starts_with("stepgate_method=totp"));
+    let again = page(&gw, &client, "/.stepgate/second-factor").await;
+    assert!(again.contains("Enter your verification code"), "the app, as last time:\n{again}");
+}
+
+/// Adds an authenticator app from the security page (after the key, which
+/// a fresh session must prove first); returns its secret.
+async fn enroll_totp_from_settings(gw: &TestGateway, client: &reqwest::Client) -> String {
+    let step_up = client.get(gw.app("/.stepgate/settings/add-totp")).send().await.unwrap();
+    assert_eq!(step_up.status(), 303, "a password-only session confirms first");
+    // Confirmed with a recovery code from a set made here, so the helper
+    // needs no authenticator.
+    let codes = gw.gateway().recovery.generate(ALICE).await.unwrap();
+    let recovery = page(gw, client, "/.stepgate/second-factor?method=recovery").await;
+    let csrf = form_value(&recovery, "csrf");
+    let used = client
+        .post(gw.app("/.stepgate/second-factor/recovery"))
+        .form(&[("csrf", csrf.as_str()), ("code", codes[0].as_str()), ("rd", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(used.status(), 303);
+    let enrol = page(gw, client, "/.stepgate/settings/add-totp").await;
+    let secret = regex::Regex::new(r#"id="secret">([A-Z2-7=]+)<"#).unwrap().captures(&enrol).unwrap()[1].to_string();
+    let csrf = form_value(&enrol, "csrf");
+    let code = totp::code(&secret, gw.now());
+    let done = client
+        .post(gw.app("/.stepgate/second-factor/totp/enroll"))
+        .form(&[("csrf", csrf.as_str()), ("code", code.as_str()), ("rd", "/.stepgate/settings")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    assert_eq!(done.headers()["location"], "/.stepgate/settings", "no new recovery codes for a second factor");
+    secret
+}
