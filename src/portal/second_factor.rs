@@ -42,6 +42,12 @@ pub struct CodeForm {
     remember: Option<String>,
 }
 
+impl CodeForm {
+    fn passed(&self, factor: Factor, enrolled: bool) -> Passed {
+        Passed { factor, remember: self.remember.is_some(), enrolled }
+    }
+}
+
 /// A way to pass the second factor, as the page offers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
@@ -148,29 +154,30 @@ pub async fn show(
         }
         let back = format!("{PAGE}?need={}&rd={}", need.to_query(), urlencode(&rd));
         let notice = "This page needs a security key or device biometrics. Confirm it's you first, then add one.";
-        return Ok(challenge(&gateway, &session, &jar, &enrolled, enrolled.choices(MethodSet::ANY), MethodSet::ANY, None, back, Some(notice)));
+        return Ok(challenge(&gateway, &session, &enrolled, MethodSet::ANY, &[], back, Some(notice)));
     }
-    let wanted = query_param(&uri, "method").and_then(|m| Choice::from_name(&m));
-    Ok(challenge(&gateway, &session, &jar, &enrolled, choices, need, wanted, rd, None))
+    // The method asked for, else the one that last worked in this browser.
+    let preferred: Vec<Choice> = [query_param(&uri, "method"), jar.get(METHOD_COOKIE).map(|c| c.value().to_string())]
+        .into_iter()
+        .flatten()
+        .filter_map(|name| Choice::from_name(&name))
+        .collect();
+    Ok(challenge(&gateway, &session, &enrolled, need, &preferred, rd, None))
 }
 
-/// The challenge page for one of `choices`: the one asked for, else the
-/// one that last worked in this browser, else the strongest.
-#[allow(clippy::too_many_arguments)]
+/// The challenge page for one of the user's choices that satisfy `need`:
+/// the first usable of `preferred`, else the strongest.
 fn challenge(
     gateway: &Gateway,
     session: &Session,
-    jar: &CookieJar,
     enrolled: &Enrolled,
-    choices: Vec<Choice>,
     need: MethodSet,
-    wanted: Option<Choice>,
+    preferred: &[Choice],
     rd: String,
     notice: Option<&str>,
 ) -> Response {
-    let remembered = jar.get(METHOD_COOKIE).and_then(|c| Choice::from_name(c.value()));
-    let usable = |c: Option<Choice>| c.filter(|c| choices.contains(c));
-    let Some(method) = usable(wanted).or(usable(remembered)).or(choices.first().copied()) else {
+    let choices = enrolled.choices(need);
+    let Some(method) = preferred.iter().find(|c| choices.contains(c)).or(choices.first()).copied() else {
         return error_page(gateway, StatusCode::FORBIDDEN, "No usable factor", "None of your second factors can be used here.");
     };
     // Links keep the page's `need`, so another choice offers the same set.
@@ -180,7 +187,8 @@ fn challenge(
         .filter(|c| **c != method)
         .map(|c| OtherMethod { label: c.label(), href: method_href(*c, &rd, need.as_deref()) })
         .collect();
-    render_challenge(gateway, session, method, rd, others, enrolled.recovery_left, notice, None, StatusCode::OK)
+    let view = ChallengeView { method, others, recovery_left: enrolled.recovery_left, notice, error: None };
+    render_challenge(gateway, session, rd, view, StatusCode::OK)
 }
 
 fn method_href(choice: Choice, rd: &str, need: Option<&str>) -> String {
@@ -193,27 +201,25 @@ fn method_href(choice: Choice, rd: &str, need: Option<&str>) -> String {
     format!("{PAGE}?{}", query.finish())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn render_challenge(
-    gateway: &Gateway,
-    session: &Session,
+/// What a challenge page shows besides the form.
+struct ChallengeView<'a> {
     method: Choice,
-    rd: String,
     others: Vec<OtherMethod>,
     recovery_left: u32,
-    notice: Option<&str>,
-    error: Option<&str>,
-    status: StatusCode,
-) -> Response {
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+fn render_challenge(gateway: &Gateway, session: &Session, rd: String, view: ChallengeView<'_>, status: StatusCode) -> Response {
     let page = SecondFactorPage {
         brand: &gateway.config.branding,
         csrf: csrf::token(gateway, Binding::Session(session)),
         rd,
-        method: method.name(),
-        others,
-        recovery_left,
-        notice,
-        error,
+        method: view.method.name(),
+        others: view.others,
+        recovery_left: view.recovery_left,
+        notice: view.notice,
+        error: view.error,
         trust_days: gateway.config.risk.trust_browser_days,
     };
     html(status, &page)
@@ -279,7 +285,7 @@ pub async fn verify_totp(
     record_verdict("totp", &gateway, &session.username, &request, verdict);
     let retry = |message| retry_page(&gateway, &session, Choice::Totp, rd.clone(), message);
     match verdict {
-        Verdict::Accepted => form_done(&gateway, &session, &request, jar, Factor::Otp, &form, &rd, false).await,
+        Verdict::Accepted => form_done(&gateway, &session, &request, jar, form.passed(Factor::Otp, false), &rd).await,
         Verdict::NotEnrolled => Ok(see_other(&with_return_to(PAGE, &rd))),
         Verdict::Wrong => retry("That code is not right. Try the current one.").await,
         Verdict::Replayed => retry("That code was already used. Wait for the next one.").await,
@@ -303,7 +309,7 @@ pub async fn verify_recovery(
     if !accepted {
         return retry_page(&gateway, &session, Choice::Recovery, rd, "That is not one of your unused recovery codes.").await;
     }
-    form_done(&gateway, &session, &request, jar, Factor::Recovery, &form, &rd, false).await
+    form_done(&gateway, &session, &request, jar, form.passed(Factor::Recovery, false), &rd).await
 }
 
 pub async fn enroll_totp(
@@ -328,7 +334,7 @@ pub async fn enroll_totp(
     match verdict {
         Verdict::Accepted => {
             tracing::info!(event = "factor_added", method = "totp", user = %session.username, "security");
-            form_done(&gateway, &session, &request, jar, Factor::Otp, &form, &rd, true).await
+            form_done(&gateway, &session, &request, jar, form.passed(Factor::Otp, true), &rd).await
         }
         // Someone enrolled this user meanwhile: the new secret was not stored.
         Verdict::Replayed | Verdict::NotEnrolled => Ok(see_other(&with_return_to(PAGE, &rd))),
@@ -371,20 +377,24 @@ async fn checked_form(
     Ok(Ok((session, form, rd)))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A second factor just passed.
+pub struct Passed {
+    pub factor: Factor,
+    /// The user asked to trust this browser.
+    pub remember: bool,
+    /// It was enrolled just now (which also proves it).
+    pub enrolled: bool,
+}
+
 async fn form_done(
     gateway: &Arc<Gateway>,
     session: &Session,
     request: &PortalRequest,
     jar: CookieJar,
-    factor: Factor,
-    form: &CodeForm,
+    passed: Passed,
     rd: &str,
-    enrolled: bool,
 ) -> Result<Response, Failure> {
-    let (jar, location) = complete(gateway, session, request, jar, factor, form.remember.is_some(), rd, enrolled)
-        .await
-        .map_err(|e| Failure(gateway.clone(), e))?;
+    let (jar, location) = complete(gateway, session, request, jar, passed, rd).await.map_err(|e| Failure(gateway.clone(), e))?;
     Ok((jar, see_other(&location)).into_response())
 }
 
@@ -392,17 +402,15 @@ async fn form_done(
 /// browser (trusted for a while when the user asked) and the method, and
 /// says where to go next: the recovery codes after a first enrolment, the
 /// security page after a recovery code, else where the user was going.
-#[allow(clippy::too_many_arguments)]
 pub async fn complete(
     gateway: &Gateway,
     session: &Session,
     request: &PortalRequest,
     jar: CookieJar,
-    factor: Factor,
-    remember: bool,
+    passed: Passed,
     rd: &str,
-    enrolled: bool,
 ) -> Result<(CookieJar, String), PortalError> {
+    let Passed { factor, remember, enrolled } = passed;
     let now = gateway.clock.now();
     let trust_days = i64::from(gateway.config.risk.trust_browser_days);
     let trusted_until = (remember && trust_days > 0).then(|| now + trust_days * 86_400);
@@ -445,7 +453,8 @@ async fn retry_page(gateway: &Gateway, session: &Session, method: Choice, rd: St
         .filter(|c| *c != method)
         .map(|c| OtherMethod { label: c.label(), href: method_href(c, &rd, None) })
         .collect();
-    Ok(render_challenge(gateway, session, method, rd, others, recovery_left, None, Some(error), StatusCode::UNAUTHORIZED))
+    let view = ChallengeView { method, others, recovery_left, notice: None, error: Some(error) };
+    Ok(render_challenge(gateway, session, rd, view, StatusCode::UNAUTHORIZED))
 }
 
 fn enroll_page(gateway: &Arc<Gateway>, session: &Session, rd: String, error: Option<&str>, status: StatusCode) -> Result<Response, Failure> {

@@ -18,7 +18,7 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 use super::assess::assess_sign_in;
 use super::csrf::{self, Binding};
 use super::redirect::safe_return_to;
-use super::second_factor::{complete, may_enrol, throttled};
+use super::second_factor::{complete, may_enrol, throttled, Passed};
 use super::{current_session, device, PortalError, PortalRequest, PortalState};
 use crate::crypto::sha256;
 use crate::factors::webauthn::{RelyingParty, WebauthnFailure};
@@ -174,7 +174,7 @@ pub async fn register_finish(
         .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
     tracing::info!(event = "factor_added", method = registered.kind.name(), user = %session.username, name = %registered.name, "security");
     let rd = safe_return_to(&gateway, Some(&body.rd));
-    let (jar, location) = complete(&gateway, &session, &request, jar, registered.factor, body.remember, &rd, true).await?;
+    let (jar, location) = complete(&gateway, &session, &request, jar, Passed { factor: registered.factor, remember: body.remember, enrolled: true }, &rd).await?;
     Ok((jar, Json(json!({ "redirect": location }))).into_response())
 }
 
@@ -216,7 +216,7 @@ pub async fn authenticate_finish(
         .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
     tracing::info!(event = "webauthn", outcome = "success", user = %session.username, ip = %request.client_ip, "authentication");
     let rd = safe_return_to(&gateway, Some(&body.rd));
-    let (jar, location) = complete(&gateway, &session, &request, jar, proved.factor, body.remember, &rd, false).await?;
+    let (jar, location) = complete(&gateway, &session, &request, jar, Passed { factor: proved.factor, remember: body.remember, enrolled: false }, &rd).await?;
     Ok((jar, Json(json!({ "redirect": location }))).into_response())
 }
 
