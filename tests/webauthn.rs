@@ -607,3 +607,30 @@ async fn enroll_totp_from_settings(gw: &TestGateway, client: &reqwest::Client) -
     assert_eq!(done.headers()["location"], "/.stepgate/settings", "no new recovery codes for a second factor");
     secret
 }
+
+#[tokio::test]
+async fn switching_a_kind_off_does_not_let_a_password_add_a_factor() {
+    let gw = TestGateway::start_with(setup("[webauthn]\nsecurity_keys = false\n")).await;
+    let row = stepgate::store::WebauthnRow {
+        id: 0,
+        username: ALICE.into(),
+        credential_id: vec![1, 2, 3],
+        kind: "security_key".into(),
+        name: "Old key".into(),
+        credential: "{}".into(),
+        counter: 0,
+        aaguid: None,
+        discoverable: false,
+        created: gw.now(),
+        last_used: None,
+        possible_clone_at: None,
+    };
+    assert!(gw.gateway().store.insert_webauthn(&row).await.unwrap());
+    let client = password_session(&gw).await;
+    let second = client.get(gw.app("/.stepgate/second-factor")).send().await.unwrap();
+    assert_eq!(second.status(), 403, "no usable factor, and no enrolment either");
+    let settings = page(&gw, &client, "/.stepgate/settings").await;
+    let csrf = data_csrf(&settings);
+    let start = post_json(&gw, &client, "/.stepgate/webauthn/register/start", &csrf, &json!({ "kind": "platform" })).await;
+    assert_eq!(start.status(), 403);
+}

@@ -96,6 +96,8 @@ pub struct Enrolled {
     pub security_keys: usize,
     pub platform: usize,
     pub recovery_left: u32,
+    /// WebAuthn credentials of kinds the configuration has switched off.
+    pub disabled: usize,
 }
 
 impl Enrolled {
@@ -109,7 +111,15 @@ impl Enrolled {
             security_keys: usable(Method::SecurityKey),
             platform: usable(Method::Platform),
             recovery_left: gateway.recovery.left(username).await?,
+            disabled: credentials.len().saturating_sub(usable(Method::SecurityKey) + usable(Method::Platform)),
         })
+    }
+
+    /// Whether the user has never set up a factor (so their first may be
+    /// added right after the password). Credentials of switched-off kinds
+    /// count: turning a kind off must not let a password alone add a factor.
+    pub fn has_none(&self) -> bool {
+        self.factor_count() == 0 && self.disabled == 0
     }
 
     /// How many factors (not counting recovery codes) the user has.
@@ -142,7 +152,7 @@ pub async fn show(
         return Ok(see_other(&with_return_to("/.stepgate/signin", &rd)));
     };
     let enrolled = Enrolled::of(&gateway, &session.username).await.map_err(fail)?;
-    if enrolled.factor_count() == 0 {
+    if enrolled.has_none() {
         return first_enrolment(&gateway, &session, rd).await;
     }
     let choices = enrolled.choices(need);
@@ -349,7 +359,7 @@ pub async fn may_enrol(gateway: &Gateway, session: &Session) -> Result<bool, Por
     if may_change_factors(gateway, session) {
         return Ok(true);
     }
-    Ok(gateway.totp.self_enrollment() && Enrolled::of(gateway, &session.username).await?.factor_count() == 0)
+    Ok(gateway.totp.self_enrollment() && Enrolled::of(gateway, &session.username).await?.has_none())
 }
 
 /// The session, form and return target of a second-factor POST, or the
