@@ -91,12 +91,11 @@
     const name = box.querySelector("[data-webauthn-name]") || document.querySelector("[data-webauthn-name]");
     const startBody = mode === "register" ? { kind: button.dataset.kind, name: name ? name.value : "" } : {};
     const options = await post(start, csrf, startBody);
-    let body;
-    if (mode === "register") {
-      body = { credential: registration(await navigator.credentials.create(creationOptions(options))), rd };
-    } else {
-      body = { credential: assertion(await navigator.credentials.get(requestOptions(options))), rd };
-    }
+    const credential = mode === "register"
+      ? await navigator.credentials.create(creationOptions(options))
+      : await navigator.credentials.get(requestOptions(options));
+    if (!credential) throw new Error("The browser returned no credential. Try again.");
+    const body = { credential: mode === "register" ? registration(credential) : assertion(credential), rd };
     if (mode !== "passwordless") body.remember = Boolean(remember && remember.checked);
     const answer = await post(finish, csrf, body);
     window.location.assign(answer.redirect);

@@ -187,7 +187,35 @@ async fn a_totp_user_steps_up_to_webauthn_and_may_enrol_it_after_their_code() {
     assert_eq!(finish.status(), 200, "{}", finish.text().await.unwrap());
     let body: Value = finish.json().await.unwrap();
     assert_eq!(body["redirect"], "/admin/", "recovery codes came with the first factor, not this one");
+    // Adding a key after a code does not pass as the key: it must be used.
+    assert_eq!(client.get(gw.app("/admin/")).send().await.unwrap().status(), 302);
+    let (options, csrf) = start_authentication(&gw, &client).await;
+    let credential = key.do_authentication(origin(), options).unwrap();
+    assert_eq!(finish_authentication(&gw, &client, &csrf, &credential).await.status(), 200);
     assert_eq!(client.get(gw.app("/admin/")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_code_alone_cannot_add_a_key_to_an_account_that_has_one() {
+    let gw = TestGateway::start_with(setup("")).await;
+    let (_client, _key) = enrolled_with_key(&gw).await;
+    let secret = enroll_totp_from_settings(&gw, &password_session(&gw).await).await;
+    gw.clock.advance(600);
+    // An attacker with the password and one phished app code.
+    let attacker = password_session(&gw).await;
+    let via_totp = page(&gw, &attacker, "/.stepgate/second-factor?method=totp").await;
+    let csrf = form_value(&via_totp, "csrf");
+    let code = totp::code(&secret, gw.now());
+    let passed = attacker
+        .post(gw.app("/.stepgate/second-factor/totp"))
+        .form(&[("csrf", csrf.as_str()), ("code", code.as_str()), ("rd", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(passed.status(), 303);
+    let csrf = form_value(&page(&gw, &attacker, "/.stepgate/settings").await, "csrf");
+    let start = post_json(&gw, &attacker, "/.stepgate/webauthn/register/start", &csrf, &json!({ "kind": "security_key" })).await;
+    assert_eq!(start.status(), 403, "adding a key needs the key (or a recovery code)");
 }
 
 fn data_csrf_or_form(page: &str) -> String {
@@ -288,6 +316,12 @@ async fn a_counter_that_goes_backwards_is_refused_and_flagged() {
     assert!(body["error"].as_str().unwrap().contains("cloned"), "{body}");
     let rows = gw.gateway().store.webauthn_credentials(ALICE).await.unwrap();
     assert!(rows[0].possible_clone_at.is_some());
+    // Flagged, the credential is refused whoever presents it.
+    let client = password_session(&gw).await;
+    let csrf = data_csrf(&page(&gw, &client, "/.stepgate/second-factor?method=webauthn").await);
+    let start = post_json(&gw, &client, "/.stepgate/webauthn/authenticate/start", &csrf, &json!({})).await;
+    assert_eq!(start.status(), 400, "no usable credential is offered");
+    pass_with_recovery_code(&gw, &client).await;
     let settings = page(&gw, &client, "/.stepgate/settings").await;
     assert!(settings.contains("may have been copied"), "{settings}");
 }
@@ -581,18 +615,7 @@ async fn new_recovery_codes_replace_the_old_ones_and_the_last_method_is_remember
 async fn enroll_totp_from_settings(gw: &TestGateway, client: &reqwest::Client) -> String {
     let step_up = client.get(gw.app("/.stepgate/settings/add-totp")).send().await.unwrap();
     assert_eq!(step_up.status(), 303, "a password-only session confirms first");
-    // Confirmed with a recovery code from a set made here, so the helper
-    // needs no authenticator.
-    let codes = gw.gateway().recovery.generate(ALICE).await.unwrap();
-    let recovery = page(gw, client, "/.stepgate/second-factor?method=recovery").await;
-    let csrf = form_value(&recovery, "csrf");
-    let used = client
-        .post(gw.app("/.stepgate/second-factor/recovery"))
-        .form(&[("csrf", csrf.as_str()), ("code", codes[0].as_str()), ("rd", "/")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(used.status(), 303);
+    pass_with_recovery_code(gw, client).await;
     let enrol = page(gw, client, "/.stepgate/settings/add-totp").await;
     let secret = regex::Regex::new(r#"id="secret">([A-Z2-7=]+)<"#).unwrap().captures(&enrol).unwrap()[1].to_string();
     let csrf = form_value(&enrol, "csrf");
@@ -625,12 +648,27 @@ async fn switching_a_kind_off_does_not_let_a_password_add_a_factor() {
         last_used: None,
         possible_clone_at: None,
     };
-    assert!(gw.gateway().store.insert_webauthn(&row).await.unwrap());
+    // A token from the enrolment page, taken before the key is on record.
     let client = password_session(&gw).await;
+    let csrf = data_csrf(&page(&gw, &client, "/.stepgate/second-factor").await);
+    assert!(gw.gateway().store.insert_webauthn(&row).await.unwrap());
     let second = client.get(gw.app("/.stepgate/second-factor")).send().await.unwrap();
     assert_eq!(second.status(), 403, "no usable factor, and no enrolment either");
-    let settings = page(&gw, &client, "/.stepgate/settings").await;
-    let csrf = data_csrf(&settings);
     let start = post_json(&gw, &client, "/.stepgate/webauthn/register/start", &csrf, &json!({ "kind": "platform" })).await;
     assert_eq!(start.status(), 403);
+}
+
+/// Passes the second factor with a recovery code from a set made here, so
+/// that a test needs no authenticator for it.
+async fn pass_with_recovery_code(gw: &TestGateway, client: &reqwest::Client) {
+    let codes = gw.gateway().recovery.generate(ALICE).await.unwrap();
+    let recovery = page(gw, client, "/.stepgate/second-factor?method=recovery").await;
+    let csrf = form_value(&recovery, "csrf");
+    let used = client
+        .post(gw.app("/.stepgate/second-factor/recovery"))
+        .form(&[("csrf", csrf.as_str()), ("code", codes[0].as_str()), ("rd", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(used.status(), 303);
 }

@@ -294,6 +294,8 @@ impl WebauthnFactor {
             .await?
             .iter()
             .filter(|row| Method::from_name(&row.kind).is_some_and(|kind| self.allows(kind)))
+            // A credential flagged as possibly cloned stays refused.
+            .filter(|row| row.possible_clone_at.is_none())
             .filter_map(|row| serde_json::from_str::<Credential>(&row.credential).ok())
             .map(SecurityKey::from)
             .collect();
@@ -376,6 +378,9 @@ impl WebauthnFactor {
         result: Result<webauthn_rs::prelude::AuthenticationResult, WebauthnError>,
     ) -> Result<Authenticated, WebauthnFailure> {
         let now = self.clock.now();
+        if row.possible_clone_at.is_some() {
+            return Err(WebauthnFailure::PossibleClone);
+        }
         let result = match result {
             Ok(result) => result,
             Err(WebauthnError::CredentialPossibleCompromise) => return Err(self.possible_clone(&row, now).await),

@@ -43,8 +43,10 @@ pub struct CodeForm {
 }
 
 impl CodeForm {
-    fn passed(&self, factor: Factor, enrolled: bool) -> Passed {
-        Passed { factor, remember: self.remember.is_some(), enrolled }
+    fn passed(&self, factor: Factor, enrolment: Option<Enrolment>) -> Passed {
+        // A recovery code is a way back in, not a reason to trust a browser.
+        let remember = self.remember.is_some() && factor != Factor::Recovery;
+        Passed { factor, remember, enrolment }
     }
 }
 
@@ -115,6 +117,10 @@ impl Enrolled {
         })
     }
 
+    pub fn has_webauthn(&self) -> bool {
+        self.security_keys + self.platform + self.disabled > 0
+    }
+
     /// Whether the user has never set up a factor (so their first may be
     /// added right after the password). Credentials of switched-off kinds
     /// count: turning a kind off must not let a password alone add a factor.
@@ -159,7 +165,7 @@ pub async fn show(
     if choices.is_empty() {
         // The page needs a factor the user has not set up. One they have
         // proves it is them first; then they may add the stronger one.
-        if may_change_factors(&gateway, &session) {
+        if may_change_factors(&gateway, &session, &enrolled) {
             return Ok(add_webauthn_page(&gateway, &session, rd, need));
         }
         let back = format!("{PAGE}?need={}&rd={}", need.to_query(), urlencode(&rd));
@@ -250,11 +256,14 @@ async fn first_enrolment(gateway: &Arc<Gateway>, session: &Arc<Session>, rd: Str
     enroll_page(gateway, &session, rd, None, StatusCode::OK)
 }
 
-/// Whether the session may add or remove factors now: a user with none
-/// may add their first; otherwise a recent second factor is needed.
-pub fn may_change_factors(gateway: &Gateway, session: &Session) -> bool {
+/// Whether the session may add or remove factors now: it needs a recent
+/// second factor, and when the user has WebAuthn, a recent WebAuthn one
+/// (or a recovery code, the way back in after losing it), so that a
+/// phished code cannot add an attacker's key.
+pub fn may_change_factors(gateway: &Gateway, session: &Session, enrolled: &Enrolled) -> bool {
     let window = gateway.config.security_page.reauthenticate_after;
-    session.second_factor_at().is_some_and(|at| gateway.clock.now() - at <= window)
+    let proofs = if enrolled.has_webauthn() { MethodSet::WEBAUTHN.union(MethodSet::of(&[Method::Recovery])) } else { MethodSet::ANY };
+    session.method_times().latest(proofs).is_some_and(|at| gateway.clock.now() - at <= window)
 }
 
 fn add_webauthn_page(gateway: &Gateway, session: &Session, rd: String, need: MethodSet) -> Response {
@@ -295,7 +304,7 @@ pub async fn verify_totp(
     record_verdict("totp", &gateway, &session.username, &request, verdict);
     let retry = |message| retry_page(&gateway, &session, Choice::Totp, rd.clone(), message);
     match verdict {
-        Verdict::Accepted => form_done(&gateway, &session, &request, jar, form.passed(Factor::Otp, false), &rd).await,
+        Verdict::Accepted => form_done(&gateway, &session, &request, jar, form.passed(Factor::Otp, None), &rd).await,
         Verdict::NotEnrolled => Ok(see_other(&with_return_to(PAGE, &rd))),
         Verdict::Wrong => retry("That code is not right. Try the current one.").await,
         Verdict::Replayed => retry("That code was already used. Wait for the next one.").await,
@@ -319,7 +328,7 @@ pub async fn verify_recovery(
     if !accepted {
         return retry_page(&gateway, &session, Choice::Recovery, rd, "That is not one of your unused recovery codes.").await;
     }
-    form_done(&gateway, &session, &request, jar, form.passed(Factor::Recovery, false), &rd).await
+    form_done(&gateway, &session, &request, jar, form.passed(Factor::Recovery, None), &rd).await
 }
 
 pub async fn enroll_totp(
@@ -336,15 +345,15 @@ pub async fn enroll_totp(
     let Some(pending) = session.pending_totp.as_deref() else {
         return Ok(see_other(&with_return_to(PAGE, &rd)));
     };
-    if !may_enrol(&gateway, &session).await.map_err(fail)? {
+    let Some(enrolment) = may_enrol(&gateway, &session).await.map_err(fail)? else {
         return Ok(see_other(&with_return_to(PAGE, &rd)));
-    }
+    };
     let verdict = gateway.totp.confirm_enrollment(&session.username, pending, &form.code).await.map_err(|e| fail(e.into()))?;
     record_verdict("totp_enrollment", &gateway, &session.username, &request, verdict);
     match verdict {
         Verdict::Accepted => {
             tracing::info!(event = "factor_added", method = "totp", user = %session.username, "security");
-            form_done(&gateway, &session, &request, jar, form.passed(Factor::Otp, true), &rd).await
+            form_done(&gateway, &session, &request, jar, form.passed(Factor::Otp, Some(enrolment)), &rd).await
         }
         // Someone enrolled this user meanwhile: the new secret was not stored.
         Verdict::Replayed | Verdict::NotEnrolled => Ok(see_other(&with_return_to(PAGE, &rd))),
@@ -355,11 +364,14 @@ pub async fn enroll_totp(
 /// Whether this session may enrol a factor now: the first one right after
 /// the password (when self-enrolment is on), any other after a recent
 /// second factor.
-pub async fn may_enrol(gateway: &Gateway, session: &Session) -> Result<bool, PortalError> {
-    if may_change_factors(gateway, session) {
-        return Ok(true);
-    }
-    Ok(gateway.totp.self_enrollment() && Enrolled::of(gateway, &session.username).await?.has_none())
+pub async fn may_enrol(gateway: &Gateway, session: &Session) -> Result<Option<Enrolment>, PortalError> {
+    let enrolled = Enrolled::of(gateway, &session.username).await?;
+    Ok(match () {
+        _ if !gateway.totp.self_enrollment() => None,
+        _ if enrolled.has_none() => Some(Enrolment::First),
+        _ if may_change_factors(gateway, session, &enrolled) => Some(Enrolment::Another),
+        _ => None,
+    })
 }
 
 /// The session, form and return target of a second-factor POST, or the
@@ -387,13 +399,23 @@ async fn checked_form(
     Ok(Ok((session, form, rd)))
 }
 
-/// A second factor just passed.
+/// A second factor just passed, or added.
 pub struct Passed {
     pub factor: Factor,
     /// The user asked to trust this browser.
     pub remember: bool,
-    /// It was enrolled just now (which also proves it).
-    pub enrolled: bool,
+    pub enrolment: Option<Enrolment>,
+}
+
+/// Why a factor was added.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Enrolment {
+    /// The user's first: it also passes the second factor, and brings
+    /// recovery codes.
+    First,
+    /// One more, after proving an existing one: it passes nothing, so that
+    /// a weaker proof cannot turn into a stronger factor.
+    Another,
 }
 
 async fn form_done(
@@ -420,7 +442,16 @@ pub async fn complete(
     passed: Passed,
     rd: &str,
 ) -> Result<(CookieJar, String), PortalError> {
-    let Passed { factor, remember, enrolled } = passed;
+    let Passed { factor, remember, enrolment } = passed;
+    let choice = Choice::of(factor).filter(|c| *c != Choice::Recovery);
+    if enrolment == Some(Enrolment::Another) {
+        // Not a pass, but the new factor is what this browser offers next.
+        let jar = match choice {
+            Some(choice) => jar.add(method_cookie(choice, request.tls)),
+            None => jar,
+        };
+        return Ok((jar, rd.to_string()));
+    }
     let now = gateway.clock.now();
     let trust_days = i64::from(gateway.config.risk.trust_browser_days);
     let trusted_until = (remember && trust_days > 0).then(|| now + trust_days * 86_400);
@@ -429,10 +460,10 @@ pub async fn complete(
     }
     let (id, renewed) = gateway.sessions.add_factor(session, factor, trusted_until).await?;
     let mut jar = jar.add(gateway.sessions.cookie(id, request.tls));
-    if let Some(choice) = Choice::of(factor).filter(|c| *c != Choice::Recovery) {
+    if let Some(choice) = choice {
         jar = jar.add(method_cookie(choice, request.tls));
     }
-    if enrolled && !gateway.recovery.has_set(&session.username).await? {
+    if enrolment == Some(Enrolment::First) && !gateway.recovery.has_set(&session.username).await? {
         let codes = gateway.recovery.generate(&session.username).await?;
         gateway.recovery.hold_for_reveal(renewed.key, &session.username, codes);
         return Ok((jar, with_return_to("/.stepgate/recovery-codes", rd)));

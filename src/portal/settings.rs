@@ -77,6 +77,9 @@ pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, ur
     let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
         return Ok(see_other(&with_return_to("/.stepgate/signin", PAGE)));
     };
+    if let Some(confirm) = second_factor_first(&gateway, &session).await.map_err(fail)? {
+        return Ok(confirm);
+    }
     let mut message = Message::default();
     if query_param(&uri, "used").as_deref() == Some("recovery") {
         let left = gateway.recovery.left(&session.username).await.map_err(|e| fail(e.into()))?;
@@ -106,7 +109,10 @@ pub async fn add_totp(Extension(gateway): Extension<PortalState>, jar: CookieJar
     let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
         return Ok(see_other(&with_return_to("/.stepgate/signin", PAGE)));
     };
-    if let Some(step_up) = step_up(&gateway, &session, "/.stepgate/settings/add-totp") {
+    if !gateway.totp.self_enrollment() {
+        return render(&gateway, &session, &jar, Message::error("Ask your administrator to add a factor.")).await.map_err(fail);
+    }
+    if let Some(step_up) = step_up(&gateway, &session, "/.stepgate/settings/add-totp").await.map_err(fail)? {
         return Ok(step_up);
     }
     if gateway.totp.is_enrolled(&session.username).await.map_err(|e| fail(e.into()))? {
@@ -163,7 +169,7 @@ pub async fn remove(
         Ok(valid) => valid,
         Err(refusal) => return Ok(refusal),
     };
-    if let Some(step_up) = step_up(&gateway, &session, PAGE) {
+    if let Some(step_up) = step_up(&gateway, &session, PAGE).await.map_err(fail)? {
         return Ok(step_up);
     }
     let enrolled = Enrolled::of(&gateway, &session.username).await.map_err(fail)?;
@@ -198,7 +204,7 @@ pub async fn regenerate_codes(
         Ok(valid) => valid,
         Err(refusal) => return Ok(refusal),
     };
-    if let Some(step_up) = step_up(&gateway, &session, PAGE) {
+    if let Some(step_up) = step_up(&gateway, &session, PAGE).await.map_err(fail)? {
         return Ok(step_up);
     }
     if Enrolled::of(&gateway, &session.username).await.map_err(fail)?.factor_count() == 0 {
@@ -264,13 +270,26 @@ async fn checked<F>(
     if !csrf::is_valid(gateway, Binding::Session(&session), csrf_of(&form)) {
         return Ok(Err(csrf_refused(gateway)));
     }
+    if let Some(confirm) = second_factor_first(gateway, &session).await? {
+        return Ok(Err(confirm));
+    }
     Ok(Ok((session, form)))
+}
+
+/// The page (factors, sessions, places) is for sessions that passed a
+/// second factor, when the user has one: a password alone shows nothing.
+async fn second_factor_first(gateway: &Gateway, session: &Session) -> Result<Option<Response>, PortalError> {
+    if session.second_factor_at().is_some() || Enrolled::of(gateway, &session.username).await?.has_none() {
+        return Ok(None);
+    }
+    Ok(Some(see_other(&with_return_to("/.stepgate/second-factor", PAGE))))
 }
 
 /// Sends the user to confirm it's them when their last second factor is
 /// too old to change factors, then back to `back`.
-fn step_up(gateway: &Gateway, session: &Session, back: &str) -> Option<Response> {
-    (!may_change_factors(gateway, session)).then(|| see_other(&with_return_to("/.stepgate/second-factor", back)))
+async fn step_up(gateway: &Gateway, session: &Session, back: &str) -> Result<Option<Response>, PortalError> {
+    let enrolled = Enrolled::of(gateway, &session.username).await?;
+    Ok((!may_change_factors(gateway, session, &enrolled)).then(|| see_other(&with_return_to("/.stepgate/second-factor", back))))
 }
 
 /// Whether any rule the user can reach asks for a second factor (always,
@@ -334,7 +353,7 @@ async fn render(gateway: &PortalState, session: &Session, jar: &CookieJar, messa
         has_recovery_set,
         sessions: sessions(gateway, session).await?,
         browsers: browsers(gateway, jar, username, now).await?,
-        changes_need_step_up: !may_change_factors(gateway, session),
+        changes_need_step_up: !may_change_factors(gateway, session, &enrolled),
         notice: message.notice,
         error: message.error,
         continue_to: message.continue_to,

@@ -142,7 +142,7 @@ pub async fn register_start(
     let Some(kind) = Method::from_name(&body.kind).filter(|m| m.is_webauthn()) else {
         return Err(Refusal::new(StatusCode::BAD_REQUEST, "Unknown kind of authenticator."));
     };
-    if !may_enrol(&gateway, &session).await? {
+    if may_enrol(&gateway, &session).await?.is_none() {
         return Err(Refusal::new(StatusCode::FORBIDDEN, "Confirm it's you with your current second factor first."));
     }
     let options = gateway
@@ -164,9 +164,9 @@ pub async fn register_finish(
     let session = session_for(&gateway, &jar, &headers).await?;
     let rp = relying_party(&request)?;
     // Checked again: the session may have aged since the challenge.
-    if !may_enrol(&gateway, &session).await? {
+    let Some(enrolment) = may_enrol(&gateway, &session).await? else {
         return Err(Refusal::new(StatusCode::FORBIDDEN, "Confirm it's you with your current second factor first."));
-    }
+    };
     let registered = gateway
         .webauthn
         .finish_registration(rp, session.key, &session.username, &body.credential)
@@ -174,7 +174,7 @@ pub async fn register_finish(
         .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
     tracing::info!(event = "factor_added", method = registered.kind.name(), user = %session.username, name = %registered.name, "security");
     let rd = safe_return_to(&gateway, Some(&body.rd));
-    let (jar, location) = complete(&gateway, &session, &request, jar, Passed { factor: registered.factor, remember: body.remember, enrolled: true }, &rd).await?;
+    let (jar, location) = complete(&gateway, &session, &request, jar, Passed { factor: registered.factor, remember: body.remember, enrolment: Some(enrolment) }, &rd).await?;
     Ok((jar, Json(json!({ "redirect": location }))).into_response())
 }
 
@@ -216,7 +216,7 @@ pub async fn authenticate_finish(
         .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
     tracing::info!(event = "webauthn", outcome = "success", user = %session.username, ip = %request.client_ip, "authentication");
     let rd = safe_return_to(&gateway, Some(&body.rd));
-    let (jar, location) = complete(&gateway, &session, &request, jar, Passed { factor: proved.factor, remember: body.remember, enrolled: false }, &rd).await?;
+    let (jar, location) = complete(&gateway, &session, &request, jar, Passed { factor: proved.factor, remember: body.remember, enrolment: None }, &rd).await?;
     Ok((jar, Json(json!({ "redirect": location }))).into_response())
 }
 
