@@ -61,12 +61,17 @@ impl App {
                 tracing::warn!(app = config.id(), host = %host, "webauthn.rp_id does not cover this host: no WebAuthn here");
                 continue;
             };
-            let shared = relying_parties.values().find(|rp: &&Arc<RelyingParty>| rp.id == rp_id).cloned();
+            // Hosts share a relying party only when its origins are listed;
+            // by default each host's own https origin is the one allowed.
+            let shared = match config.webauthn.origins.is_empty() {
+                true => None,
+                false => relying_parties.values().find(|rp: &&Arc<RelyingParty>| rp.id == rp_id).cloned(),
+            };
             let rp = match shared {
                 Some(rp) => rp,
                 None => {
                     let name = &settings.branding.product_name;
-                    match RelyingParty::new(rp_id, &config.webauthn.origins, name, settings.webauthn.timeout) {
+                    match RelyingParty::new(rp_id, host, &config.webauthn.origins, name, settings.webauthn.timeout) {
                         Ok(rp) => Arc::new(rp),
                         Err(e) => {
                             tracing::error!(app = config.id(), host = %host, error = %e, "WebAuthn is unavailable on this host");

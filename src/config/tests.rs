@@ -658,3 +658,21 @@ fn bad_when_expressions_are_refused_with_file_line_and_position() {
     assert!(error.starts_with(&format!("{PATH}:{}:3:", marked_line(&text) + 1)), "{error}\n{text}");
     assert!(error.contains("syntax error at line 2, column 15"), "{error}");
 }
+
+#[test]
+fn webauthn_relying_parties_are_checked() {
+    let origins_alone = config_with("", "", "webauthn = { origins = [\"https://app.example.com\"] }");
+    assert!(parse(&origins_alone).unwrap_err().to_string().contains("needs webauthn.rp_id"));
+    let foreign = config_with("", "", "webauthn = { rp_id = \"example.com\", origins = [\"https://evil.test\"] }");
+    assert!(parse(&foreign).unwrap_err().to_string().contains("not an http(s) origin under `example.com`"));
+    let parent = config_with("", "", "webauthn = { rp_id = \"example.com\" }");
+    let config = parse(&parent).unwrap();
+    assert_eq!(config.apps[0].rp_id("app.example.com"), Some("example.com"));
+    assert_eq!(config.apps[0].rp_id("other.test"), None);
+    let bad_aaguid = config_with("[webauthn]\naaguids = [\"not-a-uuid\"]\n", "", "");
+    assert!(parse(&bad_aaguid).unwrap_err().to_string().contains("invalid AAGUID"));
+    let factors = config_with("", "", "").replace("policy = \"one_factor\"", "policy = \"one_factor\"\nfactors = [\"webauthn\"]");
+    assert!(parse(&factors).unwrap_err().to_string().contains("`factors` needs policy"));
+    let unknown = config_with("", "", "").replace("policy = \"one_factor\"", "policy = \"always\"\nfactors = [\"sms\"]");
+    assert!(parse(&unknown).unwrap_err().to_string().contains("unknown factor `sms`"));
+}

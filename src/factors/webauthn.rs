@@ -70,9 +70,9 @@ pub struct RelyingParty {
 }
 
 impl RelyingParty {
-    /// With no origins given, `https://<rp_id>` on any port.
-    pub fn new(rp_id: &str, origins: &[Url], rp_name: &str, timeout_secs: i64) -> Result<Self, WebauthnError> {
-        let default_origin = Url::parse(&format!("https://{rp_id}")).map_err(|_| WebauthnError::Configuration)?;
+    /// With no origins given, `https://<host>` on any port.
+    pub fn new(rp_id: &str, host: &str, origins: &[Url], rp_name: &str, timeout_secs: i64) -> Result<Self, WebauthnError> {
+        let default_origin = Url::parse(&format!("https://{host}")).map_err(|_| WebauthnError::Configuration)?;
         let (first, rest) = match origins.split_first() {
             Some((first, rest)) => (first, rest),
             None => (&default_origin, &[][..]),
