@@ -277,9 +277,11 @@ async fn checked<F>(
 }
 
 /// The page (factors, sessions, places) is for sessions that passed a
-/// second factor, when the user has one: a password alone shows nothing.
+/// second factor, or come from a browser the user trusts, when the user has
+/// one: a password alone shows nothing.
 async fn second_factor_first(gateway: &Gateway, session: &Session) -> Result<Option<Response>, PortalError> {
-    if session.second_factor_at().is_some() || Enrolled::of(gateway, &session.username).await?.has_none() {
+    let trusted = session.context.trusted_until.is_some_and(|until| until > gateway.clock.now());
+    if session.second_factor_at().is_some() || trusted || Enrolled::of(gateway, &session.username).await?.has_none() {
         return Ok(None);
     }
     Ok(Some(see_other(&with_return_to("/.stepgate/second-factor", PAGE))))
