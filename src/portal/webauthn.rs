@@ -118,6 +118,11 @@ async fn session_for(gateway: &Gateway, jar: &CookieJar, headers: &HeaderMap) ->
     Ok(session)
 }
 
+/// The refusal of an enrolment that needs a fresh second factor first.
+fn confirm_first() -> Refusal {
+    Refusal::new(StatusCode::FORBIDDEN, "Confirm it's you with your current second factor first.")
+}
+
 fn csrf_header(headers: &HeaderMap) -> &str {
     headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("")
 }
@@ -143,7 +148,7 @@ pub async fn register_start(
         return Err(Refusal::new(StatusCode::BAD_REQUEST, "Unknown kind of authenticator."));
     };
     if may_enrol(&gateway, &session).await?.is_none() {
-        return Err(Refusal::new(StatusCode::FORBIDDEN, "Confirm it's you with your current second factor first."));
+        return Err(confirm_first());
     }
     let options = gateway
         .webauthn
@@ -165,7 +170,7 @@ pub async fn register_finish(
     let rp = relying_party(&request)?;
     // Checked again: the session may have aged since the challenge.
     let Some(enrolment) = may_enrol(&gateway, &session).await? else {
-        return Err(Refusal::new(StatusCode::FORBIDDEN, "Confirm it's you with your current second factor first."));
+        return Err(confirm_first());
     };
     let registered = gateway
         .webauthn
