@@ -203,15 +203,7 @@ async fn a_code_alone_cannot_add_a_key_to_an_account_that_has_one() {
     gw.clock.advance(600);
     // An attacker with the password and one phished app code.
     let attacker = password_session(&gw).await;
-    let via_totp = page(&gw, &attacker, "/.stepgate/second-factor?method=totp").await;
-    let csrf = form_value(&via_totp, "csrf");
-    let code = totp::code(&secret, gw.now());
-    let passed = attacker
-        .post(gw.app("/.stepgate/second-factor/totp"))
-        .form(&[("csrf", csrf.as_str()), ("code", code.as_str()), ("rd", "/")])
-        .send()
-        .await
-        .unwrap();
+    let passed = submit_code(&gw, &attacker, "totp", &totp::code(&secret, gw.now())).await;
     assert_eq!(passed.status(), 303);
     let csrf = form_value(&page(&gw, &attacker, "/.stepgate/settings").await, "csrf");
     let start = post_json(&gw, &attacker, "/.stepgate/webauthn/register/start", &csrf, &json!({ "kind": "security_key" })).await;
@@ -447,14 +439,7 @@ async fn a_recovery_code_works_once_and_leads_to_the_security_page() {
     assert_eq!(client.get(gw.app("/files/a.pdf")).send().await.unwrap().status(), 200);
 
     let client = password_session(&gw).await;
-    let recovery = page(&gw, &client, "/.stepgate/second-factor?method=recovery").await;
-    let csrf = form_value(&recovery, "csrf");
-    let again = client
-        .post(gw.app("/.stepgate/second-factor/recovery"))
-        .form(&[("csrf", csrf.as_str()), ("code", code.as_str()), ("rd", "/")])
-        .send()
-        .await
-        .unwrap();
+    let again = submit_code(&gw, &client, "recovery", &code).await;
     assert_eq!(again.status(), 401, "a code works once");
 }
 
@@ -579,14 +564,7 @@ async fn new_recovery_codes_replace_the_old_ones_and_the_last_method_is_remember
     assert!(page(&gw, &client, "/.stepgate/recovery-codes?rd=/").await.contains("Save your recovery codes"));
 
     let client = password_session(&gw).await;
-    let recovery = page(&gw, &client, "/.stepgate/second-factor?method=recovery").await;
-    let csrf = form_value(&recovery, "csrf");
-    let used = client
-        .post(gw.app("/.stepgate/second-factor/recovery"))
-        .form(&[("csrf", csrf.as_str()), ("code", old_code.as_str()), ("rd", "/")])
-        .send()
-        .await
-        .unwrap();
+    let used = submit_code(&gw, &client, "recovery", &old_code).await;
     assert_eq!(used.status(), 401, "the old set no longer works");
 
     // A browser that last passed with the authenticator app is offered it first.
@@ -595,15 +573,7 @@ async fn new_recovery_codes_replace_the_old_ones_and_the_last_method_is_remember
     gw.clock.advance(30);
     let client = password_session(&gw).await;
     assert!(page(&gw, &client, "/.stepgate/second-factor").await.contains("data-webauthn=\"authenticate\""), "the strongest by default");
-    let via_totp = page(&gw, &client, "/.stepgate/second-factor?method=totp").await;
-    let csrf = form_value(&via_totp, "csrf");
-    let code = totp::code(&secret, gw.now());
-    let passed = client
-        .post(gw.app("/.stepgate/second-factor/totp"))
-        .form(&[("csrf", csrf.as_str()), ("code", code.as_str()), ("rd", "/")])
-        .send()
-        .await
-        .unwrap();
+    let passed = submit_code(&gw, &client, "totp", &totp::code(&secret, gw.now())).await;
     assert_eq!(passed.status(), 303);
     assert!(set_cookie(&passed, "stepgate_method").starts_with("stepgate_method=totp"));
     let again = page(&gw, &client, "/.stepgate/second-factor").await;
@@ -662,13 +632,19 @@ async fn switching_a_kind_off_does_not_let_a_password_add_a_factor() {
 /// that a test needs no authenticator for it.
 async fn pass_with_recovery_code(gw: &TestGateway, client: &reqwest::Client) {
     let codes = gw.gateway().recovery.generate(ALICE).await.unwrap();
-    let recovery = page(gw, client, "/.stepgate/second-factor?method=recovery").await;
-    let csrf = form_value(&recovery, "csrf");
-    let used = client
-        .post(gw.app("/.stepgate/second-factor/recovery"))
-        .form(&[("csrf", csrf.as_str()), ("code", codes[0].as_str()), ("rd", "/")])
+    let used = submit_code(gw, client, "recovery", &codes[0]).await;
+    assert_eq!(used.status(), 303);
+}
+
+/// Posts a code (`totp` or `recovery`) from its challenge page, with the
+/// page's CSRF token; returns the response.
+async fn submit_code(gw: &TestGateway, client: &reqwest::Client, method: &str, code: &str) -> reqwest::Response {
+    let challenge = page(gw, client, &format!("/.stepgate/second-factor?method={method}")).await;
+    let csrf = form_value(&challenge, "csrf");
+    client
+        .post(gw.app(&format!("/.stepgate/second-factor/{method}")))
+        .form(&[("csrf", csrf.as_str()), ("code", code), ("rd", "/")])
         .send()
         .await
-        .unwrap();
-    assert_eq!(used.status(), 303);
+        .unwrap()
 }
