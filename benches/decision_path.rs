@@ -98,7 +98,7 @@ fn decision_path(c: &mut Criterion) {
 
     let settings = &gateway.config.policy;
     let (headers, geo) = (HeaderMap::new(), GeoFacts::default());
-    let request = Request { method: &Method::GET, path: PATH, query: None, headers: &headers, ip: CLIENT, geo: &geo, now: SystemClock.now() };
+    let request = Request { method: &Method::GET, method_override: None, path: PATH, query: None, headers: &headers, ip: CLIENT, geo: &geo, now: SystemClock.now() };
     let outcome = policy::decide(&app.config, settings, &request, Some(&subject(&session, &user)));
     assert_eq!(outcome.decision, Decision::Allow { with_identity: true });
 

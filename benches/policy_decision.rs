@@ -76,7 +76,7 @@ fn benchmarks(c: &mut Criterion) {
     let no_geo = stepgate::geo::GeoFacts::default();
     c.bench_function("decide, 1000 rules", |b| {
         b.iter(|| {
-            let request = Request { method: &method, path: black_box(path), query: None, headers: &headers, ip, geo: &no_geo, now: 60 };
+            let request = Request { method: &method, method_override: None, path: black_box(path), query: None, headers: &headers, ip, geo: &no_geo, now: 60 };
             decide(app, &config.policy, &request, Some(&subject))
         })
     });
@@ -84,7 +84,7 @@ fn benchmarks(c: &mut Criterion) {
     c.bench_function("decide, 1000 rules, with geo lookup", |b| {
         b.iter(|| {
             let geo = databases.lookup(black_box(ip));
-            let request = Request { method: &method, path: black_box(path), query: None, headers: &headers, ip, geo: &geo, now: 60 };
+            let request = Request { method: &method, method_override: None, path: black_box(path), query: None, headers: &headers, ip, geo: &geo, now: 60 };
             decide(app, &config.policy, &request, Some(&subject))
         })
     });

@@ -49,7 +49,7 @@ pub fn explain(config: &Config, question: &Question) -> Result<String, ExplainEr
         .find(|app| app.hosts.iter().any(|h| h.get_ref().0 == host))
         .ok_or_else(|| ExplainError::UnknownHost(question.host.clone()))?;
     let (raw_path, query) = question.path.split_once('?').map_or((question.path.as_str(), None), |(p, q)| (p, Some(q)));
-    let path = policy::normalize_path(raw_path).map_err(ExplainError::BadPath)?;
+    let path = policy::canonical_path(raw_path, app.path_matching).map_err(ExplainError::BadPath)?;
     let ip = canonical_ip(question.ip);
     let geo = GeoDatabases::open(&config.geoip)?.lookup(ip);
     let untrusted = policy::risk::is_untrusted_ip(&config.untrusted_networks(), config.risk.anonymous_ip_untrusted, ip, &geo);
@@ -70,7 +70,8 @@ pub fn explain(config: &Config, question: &Question) -> Result<String, ExplainEr
         confidence,
     });
     let headers = http::HeaderMap::new();
-    let request = Request { method: &question.method, path: &path, query, headers: &headers, ip, geo: &geo, now: question.now };
+    let request =
+        Request { method: &question.method, method_override: None, path: &path, query, headers: &headers, ip, geo: &geo, now: question.now };
     let explanation = policy::explain(app, &config.policy, &request, subject.as_ref());
 
     let mut out = String::new();

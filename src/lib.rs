@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod edge;
 pub mod factors;
 pub mod gateway;
 pub mod geo;

@@ -145,6 +145,21 @@ async fn a_fenced_out_country_never_sees_the_sign_in_page() {
     assert_eq!(response.status(), 403);
     assert!(response.text().await.unwrap().contains("not available from your location"));
     assert_eq!(get_from(&gw, &client, ZURICH, "/").await.status(), 302, "others are asked to sign in");
+    // The fence covers the whole app, its sign-in pages included.
+    for page in ["/.stepgate/signin", "/.stepgate/second-factor", "/.stepgate/settings"] {
+        assert_eq!(get_from(&gw, &client, PYONGYANG, page).await.status(), 403, "{page}");
+    }
+    let page = get_from(&gw, &client, ZURICH, "/.stepgate/signin").await.text().await.unwrap();
+    let csrf = form_value(&page, "csrf");
+    let fenced_sign_in = client
+        .post(gw.app("/.stepgate/signin"))
+        .header("x-forwarded-for", PYONGYANG)
+        .form(&[("csrf", csrf.as_str()), ("username", ALICE), ("password", ALICE_PASSWORD), ("rd", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fenced_sign_in.status(), 403);
+    assert!(fenced_sign_in.headers().get("set-cookie").is_none(), "no session is created");
 
     // A rule's own fence: only CH and DE (IPv6 included) reach /eu-only/.
     let alice = gw.browser();

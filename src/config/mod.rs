@@ -4,6 +4,7 @@
 //! file, the line and what is wrong. The rest of the gateway only ever sees
 //! the typed structs below.
 
+mod edge;
 mod factors;
 mod index;
 mod pattern;
@@ -17,9 +18,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use edge::{HeaderUnderscores, MethodOverride, PathMatching, WatchedQuery};
 pub use factors::{AppWebauthn, Attestation, RecoveryCodesConfig, SecurityPageConfig, UserVerification, WebauthnConfig};
 pub use index::RuleIndex;
-pub use pattern::PathPattern;
+pub use pattern::{fold_case, PathPattern};
 pub use rules::{Anonymity, Conditions, GeoFence, HourRange, Policy, Rule};
 pub use values::{Method, Upstream};
 
@@ -348,6 +350,20 @@ pub struct AppConfig {
     /// The WebAuthn relying party of this app's hosts.
     #[serde(default)]
     pub webauthn: AppWebauthn,
+    /// How the app's server compares paths: `exact`, `case_insensitive`
+    /// or `windows`.
+    #[serde(default)]
+    pub path_matching: PathMatching,
+    /// `strip` or `honour` the method-override headers of clients.
+    #[serde(default)]
+    pub method_override: MethodOverride,
+    /// `refuse`, `drop` or `allow` header names with an underscore.
+    #[serde(default)]
+    pub header_underscores: HeaderUnderscores,
+    /// The address users reach the app at, e.g. `https://wiki.example.com`,
+    /// when a TLS-terminating proxy in front does not say the scheme.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// As written; checked into `rules` once parsed, so that a mistake in a
     /// rule is reported at that rule's line.
     #[serde(default, rename = "rules")]
@@ -360,11 +376,20 @@ pub struct AppConfig {
     /// `countries_allow` and `countries_deny`, together.
     #[serde(skip)]
     pub fence: GeoFence,
+    /// The query parameters the rules read.
+    #[serde(skip)]
+    pub watched_query: WatchedQuery,
 }
 
 impl AppConfig {
     pub fn id(&self) -> &str {
         &self.id.get_ref().0
+    }
+
+    /// Whether users reach the app over https, when `public_url` says.
+    pub fn public_https(&self) -> Option<bool> {
+        let url = url::Url::parse(self.public_url.as_deref()?).ok()?;
+        Some(url.scheme() == "https")
     }
 
     /// The WebAuthn relying party id for one of the app's hosts: the
@@ -415,12 +440,17 @@ impl Config {
             for raw in std::mem::take(&mut app.raw_rules) {
                 let span = raw.span();
                 let (line, column) = line_and_column(text, span.start);
-                let rule = raw.into_inner().build(&self.networks, line).map_err(|message| {
+                let fold = app.path_matching.folds_case();
+                let rule = raw.into_inner().build(&self.networks, fold, line).map_err(|message| {
                     ConfigError::Invalid { path: shown.to_string(), line, column, message }
                 })?;
                 app.rules.push(rule);
             }
-            app.index = RuleIndex::build(&app.rules);
+            app.watched_query = WatchedQuery::of(&app.rules);
+            app.index = RuleIndex::build(&app.rules, app.path_matching.folds_case()).map_err(|message| {
+                let (line, column) = line_and_column(text, app.id.span().start);
+                ConfigError::Invalid { path: shown.to_string(), line, column, message }
+            })?;
         }
         Ok(())
     }
@@ -479,6 +509,12 @@ impl Config {
             }
             if app.hosts.is_empty() {
                 return Err(invalid(app.id.span(), format!("app `{}` has no hosts", app.id())));
+            }
+            if let Some(url) = &app.public_url {
+                let scheme = url::Url::parse(url).map(|u| u.scheme().to_string());
+                if !matches!(scheme.as_deref(), Ok("http" | "https")) {
+                    return Err(invalid(app.id.span(), format!("app `{}`: public_url `{url}` is not an http(s) URL", app.id())));
+                }
             }
             if app.upstreams.is_empty() {
                 return Err(invalid(app.id.span(), format!("app `{}` has no upstreams", app.id())));

@@ -183,7 +183,7 @@ pub(super) struct RawRule {
 
 impl RawRule {
     /// Checks the rule and resolves its named networks.
-    pub(super) fn build(self, networks: &BTreeMap<String, Vec<IpNet>>, line: usize) -> Result<Rule, String> {
+    pub(super) fn build(self, networks: &BTreeMap<String, Vec<IpNet>>, fold: bool, line: usize) -> Result<Rule, String> {
         let when = match &self.when {
             None => None,
             Some(source) => Some(Expression::compile(source).map_err(|error| {
@@ -192,9 +192,9 @@ impl RawRule {
         };
         let pattern = match (self.path, self.glob, self.regex) {
             (None, None, None) => None,
-            (Some(prefix), None, None) => Some(PathPattern::prefix(prefix)?),
-            (None, Some(glob), None) => Some(PathPattern::glob(&glob)?),
-            (None, None, Some(regex)) => Some(PathPattern::regex(&regex)?),
+            (Some(prefix), None, None) => Some(PathPattern::prefix(prefix, fold)?),
+            (None, Some(glob), None) => Some(PathPattern::glob(&glob, fold)?),
+            (None, None, Some(regex)) => Some(PathPattern::regex(&regex, fold)?),
             _ => return Err("a rule takes at most one of `path`, `glob` or `regex`".into()),
         };
         let networks = self

@@ -37,10 +37,7 @@ pub fn check(rule: &Rule, settings: &PolicyConfig, request: &Request, subject: O
     require(c.networks.is_empty() || c.networks.iter().any(|(_, nets)| nets.iter().any(|n| n.contains(&request.ip))), Mismatch::Network)?;
     check_geo(c, request.geo)?;
     require(c.query.iter().all(|(name, value)| query_has(request.query, name, value)), Mismatch::Query)?;
-    require(
-        c.headers.iter().all(|(name, value)| request.headers.get_all(name).iter().any(|v| v.as_bytes() == value.as_bytes())),
-        Mismatch::Header,
-    )?;
+    require(c.headers.iter().all(|(name, value)| header_is(request.headers, name, value)), Mismatch::Header)?;
     check_time(c, settings, request.now)?;
     let identity = check_subject(c, subject);
     if !matches!(identity, Ok(()) | Err(Mismatch::NeedsIdentity)) {
@@ -95,8 +92,25 @@ pub fn is_anonymous(geo: &GeoFacts, kind: Anonymity) -> bool {
     }
 }
 
+/// Whether the parameter is present and every one of its values is
+/// `value`: apps disagree on which of repeated values counts (PHP takes
+/// the last, most others the first), so none may differ. (The edge also
+/// refuses such requests; see `crate::edge`.)
 fn query_has(query: Option<&str>, name: &str, value: &str) -> bool {
-    query.is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == name && v == value))
+    let mut values = url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).filter(|(k, _)| k == name).peekable();
+    values.peek().is_some() && values.all(|(_, v)| v == value)
+}
+
+/// Whether the header's value is `value`. Repeated header lines count as
+/// one value joined with commas, as HTTP defines them, so a second line
+/// cannot make a condition hold that the first alone would not.
+fn header_is(headers: &http::HeaderMap, name: &http::HeaderName, value: &str) -> bool {
+    let mut lines = headers.get_all(name).iter();
+    match (lines.next(), lines.next()) {
+        (Some(only), None) => only.as_bytes() == value.as_bytes(),
+        (Some(_), Some(_)) => crate::edge::joined_header(headers, name).is_some_and(|joined| joined == value),
+        (None, _) => false,
+    }
 }
 
 fn check_time(c: &Conditions, settings: &PolicyConfig, now: i64) -> Result<(), Mismatch> {

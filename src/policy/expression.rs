@@ -10,8 +10,8 @@
 //! | --- | --- | --- |
 //! | `request.method` | string | `GET`, `POST`, ... |
 //! | `request.path` | string | the normalized path |
-//! | `request.query` | map string → string | query parameters, decoded; the first value of a repeated name wins |
-//! | `request.headers` | map string → string | request headers by lower-case name; the first value wins |
+//! | `request.query` | map string → string | query parameters, decoded (requests that repeat a name are refused at the edge) |
+//! | `request.headers` | map string → string | request headers by lower-case name; repeated lines joined with `, ` |
 //! | `request.ip` | string | the client address (after trusted proxies) |
 //! | `request.geo.country` | string | ISO code, e.g. `CH`; `""` when unknown |
 //! | `request.geo.continent` | string | code, e.g. `EU`; `""` when unknown |
@@ -183,6 +183,11 @@ impl Expression {
         &self.inner.source
     }
 
+    /// Whether the expression may read the query string.
+    pub fn reads_query(&self) -> bool {
+        self.inner.uses.query
+    }
+
     /// Whether the expression reads `user`.
     pub fn uses_user(&self) -> bool {
         self.inner.uses.user
@@ -218,6 +223,7 @@ impl Expression {
     fn probe(&self) -> Result<(), String> {
         let (method, headers, geo) = (http::Method::GET, http::HeaderMap::new(), crate::geo::GeoFacts::default());
         let request = Request {
+            method_override: None,
             method: &method,
             path: "/",
             query: None,
@@ -338,12 +344,12 @@ fn query_value(query: Option<&str>) -> Value {
     map(fields)
 }
 
+/// Headers by name; repeated lines joined with commas, as HTTP reads them.
 fn headers_value(headers: &http::HeaderMap) -> Value {
     let mut fields = HashMap::with_capacity(headers.keys_len());
-    for (name, value) in headers {
-        fields
-            .entry(Key::from(name.as_str()))
-            .or_insert_with(|| Value::String(Arc::new(String::from_utf8_lossy(value.as_bytes()).into_owned())));
+    for name in headers.keys() {
+        let value = crate::edge::joined_header(headers, name).unwrap_or_default();
+        fields.insert(Key::from(name.as_str()), Value::String(Arc::new(value)));
     }
     map(fields)
 }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 pub use conditions::{is_anonymous, Mismatch};
 pub use explain::{explain, Explanation, RuleTrace};
 pub use expression::Expression;
-pub use path::{normalize_path, PathError};
+pub use path::{canonical_path, normalize_path, PathError};
 
 use crate::clock::UnixTime;
 use crate::methods::{MethodSet, MethodTimes};
@@ -20,9 +20,14 @@ use crate::config::{AppConfig, Confidence, Policy, PolicyConfig, Rule};
 use crate::geo::GeoFacts;
 
 /// The request as the policy sees it.
+#[derive(Clone, Copy)]
 pub struct Request<'a> {
     pub method: &'a http::Method,
-    /// Normalized (see [`normalize_path`]).
+    /// The method a client's `X-HTTP-Method-Override` (or kin) names, for
+    /// apps that honour it: the request passes only if the rules allow
+    /// both methods.
+    pub method_override: Option<&'a http::Method>,
+    /// In canonical form (see [`canonical_path`]).
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a http::HeaderMap,
@@ -106,7 +111,42 @@ pub fn decide(app: &AppConfig, settings: &PolicyConfig, request: &Request, subje
     evaluate(app, settings, request, subject, &mut NoTrace)
 }
 
+/// The outcome for the request's method and, when it names another one
+/// in an override header, the stricter of the two.
 pub(crate) fn evaluate<T: Trace>(
+    app: &AppConfig,
+    settings: &PolicyConfig,
+    request: &Request,
+    subject: Option<&Subject>,
+    trace: &mut T,
+) -> Outcome {
+    let outcome = evaluate_method(app, settings, request, subject, trace);
+    match request.method_override {
+        Some(named) if named != request.method => {
+            let as_named = Request { method: named, method_override: None, ..*request };
+            stricter(outcome, evaluate_method(app, settings, &as_named, subject, trace))
+        }
+        _ => outcome,
+    }
+}
+
+/// Of two outcomes, the one that lets less through: a refusal over a
+/// sign-in over a second factor over a pass.
+fn stricter(a: Outcome, b: Outcome) -> Outcome {
+    let rank = |outcome: &Outcome| match outcome.decision {
+        Decision::Allow { .. } => 0,
+        Decision::SecondFactor(_) => 1,
+        Decision::SignIn => 2,
+        Decision::Deny(_) => 3,
+    };
+    if rank(&b) > rank(&a) {
+        b
+    } else {
+        a
+    }
+}
+
+fn evaluate_method<T: Trace>(
     app: &AppConfig,
     settings: &PolicyConfig,
     request: &Request,

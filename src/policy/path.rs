@@ -6,6 +6,8 @@
 
 use std::borrow::Cow;
 
+use crate::config::{fold_case, PathMatching};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("the path must start with `/`")]
@@ -20,6 +22,26 @@ pub enum PathError {
     NotUtf8,
     #[error("the path has a control character")]
     Control,
+    #[error("a path segment is a name Windows would read as another (a trailing dot or space, `:`, a `~1` short name or a wildcard)")]
+    WindowsName,
+}
+
+/// The path rules are matched against, for an app whose server compares
+/// paths as `matching` says: normalized; folded when the server ignores
+/// case; and, for Windows servers, refused when a segment is a name
+/// Windows resolves to another file (`admin.`, `admin `, `admin::$DATA`,
+/// `ADMINI~1`), since no rule could say which.
+pub fn canonical_path(raw: &str, matching: PathMatching) -> Result<String, PathError> {
+    let path = normalize_path(raw)?;
+    if matching == PathMatching::Windows && path.split('/').any(is_ambiguous_on_windows) {
+        return Err(PathError::WindowsName);
+    }
+    Ok(if matching.folds_case() { fold_case(&path) } else { path.into_owned() })
+}
+
+fn is_ambiguous_on_windows(segment: &str) -> bool {
+    let short_name = segment.split('~').skip(1).any(|after| after.starts_with(|c: char| c.is_ascii_digit()));
+    segment.ends_with(['.', ' ']) || segment.contains([':', '*', '?', '<', '>', '"', '|']) || short_name
 }
 
 /// The path (without query) as rules see it.
@@ -76,4 +98,33 @@ fn percent_decode(raw: &str) -> Result<String, PathError> {
         }
     }
     String::from_utf8(out).map_err(|_| PathError::NotUtf8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_mode_reads_the_path_as_its_server_does() {
+        use PathMatching::*;
+        let cases: &[(&str, PathMatching, Result<&str, PathError>)] = &[
+            ("/ADMIN/", Exact, Ok("/ADMIN/")),
+            ("/ADMIN/", CaseInsensitive, Ok("/admin/")),
+            ("/adm%C4%B1n/", CaseInsensitive, Ok("/admin/")),
+            ("/Admin/x", Windows, Ok("/admin/x")),
+            ("/admin./", Exact, Ok("/admin./")),
+            ("/admin./", Windows, Err(PathError::WindowsName)),
+            ("/admin%2e/", Windows, Err(PathError::WindowsName)),
+            ("/admin%20", Windows, Err(PathError::WindowsName)),
+            ("/admin::$DATA", Windows, Err(PathError::WindowsName)),
+            ("/ADMINI~1/", Windows, Err(PathError::WindowsName)),
+            ("/admin%3c/", Windows, Err(PathError::WindowsName)),
+            ("/home~user/", Windows, Ok("/home~user/")),
+            ("/v1/a:b", CaseInsensitive, Ok("/v1/a:b")),
+            ("/admin/../x", CaseInsensitive, Err(PathError::DotSegment)),
+        ];
+        for (raw, mode, expected) in cases {
+            assert_eq!(canonical_path(raw, *mode).as_deref().map_err(Clone::clone), expected.clone(), "{raw} {mode:?}");
+        }
+    }
 }

@@ -20,7 +20,7 @@ const NOW: i64 = 864_000;
 /// facts, by a user who is in no group.
 fn decide(app: &AppConfig, method: &Method, path: &str, proof: Proof) -> Outcome {
     let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
-    let request = Request { method, path, query: None, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
+    let request = Request { method, method_override: None, path, query: None, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
     let subject = proof.signed_in.then(|| Subject {
         username: "alice",
         groups: &[],
@@ -101,11 +101,12 @@ fn match_rule_takes_the_first_match() {
         ("GET", "/public/", Some(PUBLIC)),
         ("GET", "/public/css/site.css", Some(PUBLIC)),
         ("POST", "/public/form", Some(PUBLIC)),
-        ("GET", "/public", None),
+        // A path without its trailing slash is covered too.
+        ("GET", "/public", Some(PUBLIC)),
         ("GET", "/publicity", None),
         ("GET", "/admin/", Some(ADMIN)),
         ("GET", "/admin/users", Some(ADMIN)),
-        ("GET", "/admin", None),
+        ("GET", "/admin", Some(ADMIN)),
         ("GET", "/administrator", None),
         // A prefix without a trailing slash matches longer names too.
         ("GET", "/old", Some(OLD)),
@@ -129,7 +130,7 @@ fn match_rule_takes_the_first_match() {
         ("GET", "/files/notes.txt", Some(FILES)),
         ("GET", "/files/2024/notes.txt", None),
         ("GET", "/files/", Some(FILES)),
-        ("GET", "/files", None),
+        ("GET", "/files", Some(FILES)),
         // Methods filter: the DELETE rule is skipped for other methods.
         ("DELETE", "/api/v1/users/7", Some(API_DELETE)),
         ("GET", "/api/v1/users/7", Some(API)),
@@ -217,7 +218,7 @@ fn decide_applies_the_policy_of_the_first_match() {
         ("GET", "/", BOTH, None, DENY_NO_RULE),
         ("PUT", "/old", BOTH, None, DENY_NO_RULE),
         ("GET", "/dav/a", BOTH, None, DENY_NO_RULE),
-        ("GET", "/admin", BOTH, None, DENY_NO_RULE),
+        ("GET", "/admin", PASSWORD, Some(ADMIN), Decision::SecondFactor(StepUp::Required)),
     ];
     let failures: Vec<String> = cases
         .iter()
@@ -493,6 +494,7 @@ fn visit(config: &Config, visit: Visit) -> Outcome {
     let (geo, headers) = (geo_of(&visit), headers_of(&visit));
     let request = Request {
         method: &Method::GET,
+        method_override: None,
         path: visit.path,
         query: visit.query,
         headers: &headers,
@@ -656,7 +658,7 @@ fn an_expression_that_is_not_a_bool_never_matches() {
             assert_eq!(got, expected, "{expression} for {who:?}");
         }
         let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
-        let request = Request { method: &Method::GET, path: "/", query, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
+        let request = Request { method: &Method::GET, method_override: None, path: "/", query, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
         let subject = Subject { username: "bob", groups: &[], second_factors: crate::methods::MethodTimes::default(), trusted_browser: false, confidence: Confidence::High };
         let explanation = explain(&config.apps[0], &config.policy, &request, Some(&subject));
         assert_eq!(explanation.skipped, [RuleTrace { index: 0, why_not: Mismatch::Expression }], "{expression}");
@@ -681,5 +683,73 @@ fn when_expression_cost() {
             std::hint::black_box(visit(config, v));
         }
         println!("{name}: {:?} per decision (including the test's request setup)", start.elapsed() / rounds);
+    }
+}
+
+/// The rule index only skips rules that cannot match: for generated rules
+/// (prefixes, globs and regexes, some of which match more than their first
+/// segment suggests) and paths, deciding through the index gives what a
+/// plain ordered scan of every rule gives.
+mod index_is_a_superset {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SEGMENTS: [&str; 6] = ["admin", "Admin", "admin.php", "adminpanel", "api", "x"];
+
+    fn pattern() -> impl Strategy<Value = String> {
+        let segment = proptest::sample::select(SEGMENTS.to_vec());
+        prop_oneof![
+            segment.clone().prop_map(|s| format!("path = '/{s}/'")),
+            segment.clone().prop_map(|s| format!("path = '/{s}'")),
+            Just("path = '/'".to_string()),
+            segment.clone().prop_map(|s| format!("glob = '/{s}/**'")),
+            segment.clone().prop_map(|s| format!("glob = '**/{s}'")),
+            segment.clone().prop_map(|s| format!("glob = '/{s}/*'")),
+            segment.clone().prop_map(|s| format!("regex = '^/{s}/?'")),
+            segment.clone().prop_map(|s| format!("regex = '^/{s}/'")),
+            segment.clone().prop_map(|s| format!("regex = '^/{s}$'")),
+            segment.clone().prop_map(|s| format!("regex = '{s}'")),
+            Just(r"regex = '\.php$'".to_string()),
+            Just("regex = '^/(api|x)/'".to_string()),
+        ]
+    }
+
+    fn rules() -> impl Strategy<Value = Vec<(String, &'static str)>> {
+        let policy = proptest::sample::select(vec!["bypass", "never", "always", "deny"]);
+        proptest::collection::vec((pattern(), policy), 1..12)
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        let segment = proptest::sample::select(SEGMENTS.to_vec());
+        (proptest::collection::vec(segment, 0..4), any::<bool>()).prop_map(|(segments, slash)| {
+            let path = format!("/{}", segments.join("/"));
+            if slash && path != "/" { format!("{path}/") } else { path }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+        #[test]
+        fn decide_equals_an_ordered_scan(rules in rules(), paths in proptest::collection::vec(path(), 1..8), fold in any::<bool>()) {
+            let mut text = String::new();
+            if fold {
+                text.push_str("path_matching = 'case_insensitive'\n");
+            }
+            for (pattern, policy) in &rules {
+                text.push_str(&format!("[[apps.rules]]\n{pattern}\npolicy = '{policy}'\n"));
+            }
+            let app = app(&text);
+            let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
+            for raw in &paths {
+                let path = canonical_path(raw, app.path_matching).unwrap();
+                let request = Request { method: &Method::GET, method_override: None, path: &path, query: None, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
+                let scanned = app.rules.iter().position(|rule| rule.pattern.as_ref().is_none_or(|p| p.matches(&path)));
+                let fast = super::super::decide(&app, &PolicyConfig::default(), &request, None);
+                let full = explain(&app, &PolicyConfig::default(), &request, None).outcome;
+                prop_assert_eq!(fast, full, "{} with rules {:?}", path, rules);
+                prop_assert_eq!(fast.rule, scanned, "{} with rules {:?}", path, rules);
+            }
+        }
     }
 }

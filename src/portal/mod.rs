@@ -25,6 +25,7 @@ use axum::{Json, Router};
 
 pub use pages::{continue_html, error_html, error_page};
 pub use redirect::safe_return_to;
+pub use second_factor::METHOD_COOKIE;
 
 use crate::gateway::{App, Gateway};
 
@@ -39,6 +40,8 @@ pub struct PortalRequest {
     pub app: Arc<App>,
     /// The host the request was for, without port.
     pub host: String,
+    /// Users reach the app over https (TLS here, or at a trusted proxy in
+    /// front): cookies are `Secure`.
     pub tls: bool,
     pub client_ip: IpAddr,
 }

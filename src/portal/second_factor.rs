@@ -27,7 +27,8 @@ use crate::session::{Factor, Session};
 
 const PAGE: &str = "/.stepgate/second-factor";
 /// Remembers the method that last worked in this browser.
-const METHOD_COOKIE: &str = "stepgate_method";
+/// Remembers the second factor that last worked in this browser.
+pub const METHOD_COOKIE: &str = "stepgate_method";
 const METHOD_COOKIE_DAYS: i64 = 400;
 
 #[derive(Deserialize)]

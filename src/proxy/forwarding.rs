@@ -1,6 +1,6 @@
 //! What the proxy reads from a client request and what it changes before
-//! the request reaches an app: client address, host, cookies, identity and
-//! `X-Forwarded-*` headers.
+//! the request reaches an app: client address, scheme, cookies, identity
+//! and forwarding headers.
 
 use std::net::IpAddr;
 
@@ -8,6 +8,8 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use crate::config::{HeaderUnderscores, MethodOverride};
+use crate::edge;
 use crate::gateway::{canonical_ip, App, Gateway};
 use crate::users::User;
 
@@ -48,17 +50,6 @@ pub fn client_ip(session: &Session, gateway: &Gateway) -> IpAddr {
     client
 }
 
-/// The host the client asked for (Host header, or the HTTP/2 authority),
-/// lower case and without the port.
-pub fn request_host(session: &Session) -> Option<String> {
-    let header = session.req_header();
-    let raw = match header.headers.get(http::header::HOST) {
-        Some(value) => value.to_str().ok()?,
-        None => header.uri.authority()?.as_str(),
-    };
-    Some(strip_port(raw).to_ascii_lowercase())
-}
-
 /// The host and port as the client wrote them, for building URLs back to it.
 pub fn request_authority(session: &Session) -> Option<String> {
     let header = session.req_header();
@@ -66,13 +57,6 @@ pub fn request_authority(session: &Session) -> Option<String> {
         Some(value) => value.to_str().ok().map(str::to_string),
         None => header.uri.authority().map(|a| a.to_string()),
     }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_inclusive(']').next().unwrap_or(host);
-    }
-    host.split(':').next().unwrap_or(host)
 }
 
 /// The value of a cookie in the request, from any `Cookie` header.
@@ -89,23 +73,70 @@ pub fn cookie_value(session: &Session, name: &str) -> Option<String> {
         .map(|c| c.value().to_string())
 }
 
-/// Removes every header the gateway itself sets to carry identity, so a
-/// client can never pose as a user, on any route.
-pub fn strip_identity(request: &mut RequestHeader, gateway: &Gateway) {
-    for name in &gateway.identity_headers {
-        request.remove_header(name);
+/// Whether users reach this request's app over https: the connection is
+/// TLS, a trusted proxy in front says so in `X-Forwarded-Proto`, or the
+/// app's `public_url` does. Cookies are `Secure` and links `https` then.
+pub fn is_public_https(session: &Session, gateway: &Gateway, app: &App) -> bool {
+    if is_tls(session) || app.config.public_https() == Some(true) {
+        return true;
+    }
+    let header = session.req_header();
+    is_from_trusted_proxy(session, gateway)
+        && header.headers.get_all("x-forwarded-proto").iter().last().is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
+fn is_from_trusted_proxy(session: &Session, gateway: &Gateway) -> bool {
+    let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| canonical_ip(a.ip()));
+    peer.is_some_and(|peer| gateway.is_trusted_proxy(peer))
+}
+
+/// Removes what a client may not say to an app: the headers the gateway
+/// sets (identity, `X-Forwarded-*`, `X-Real-IP`) under any spelling a
+/// server could read as them (`Remote_User`), the other forwarding
+/// headers (`Forwarded`, `True-Client-IP`, `X-Original-URL`...), method
+/// overrides unless the app honours them, and, when the app says so,
+/// every header name with an underscore.
+pub fn strip_client_headers(request: &mut RequestHeader, gateway: &Gateway, app: &App) {
+    let config = &app.config;
+    let ours = |name: &str| {
+        gateway.identity_headers.iter().any(|h| edge::reads_as(name, h.as_str()))
+            || GATEWAY_SET_HEADERS.iter().chain(edge::FORWARDING_HEADERS.iter()).any(|h| edge::reads_as(name, h))
+    };
+    let override_header = |name: &str| edge::METHOD_OVERRIDE_HEADERS.iter().any(|h| edge::reads_as(name, h));
+    let refused: Vec<http::HeaderName> = request
+        .headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            ours(name)
+                || (config.method_override == MethodOverride::Strip && override_header(name))
+                || (config.header_underscores != HeaderUnderscores::Allow && name.contains('_'))
+        })
+        .cloned()
+        .collect();
+    for name in refused {
+        request.remove_header(&name);
     }
 }
 
-/// Keeps the gateway's own cookies away from apps: an app that leaked them
-/// would leak sessions.
+/// Headers the gateway sets on every request it forwards.
+const GATEWAY_SET_HEADERS: [&str; 4] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"];
+
+/// Whether a cookie name is one the gateway sets (with or without the
+/// `__Host-` prefix); compared without case, as some servers do.
+fn is_gateway_cookie(gateway: &Gateway, name: &str) -> bool {
+    let name = name.strip_prefix("__Host-").unwrap_or(name);
+    let session = gateway.sessions.cookie_name();
+    let names = [session, &gateway.config.risk.device_cookie_name.0, crate::portal::METHOD_COOKIE];
+    names.iter().any(|ours| name.eq_ignore_ascii_case(ours))
+        || name.len() == session.len() + 4 && name[..session.len()].eq_ignore_ascii_case(session) && name[session.len()..].eq_ignore_ascii_case("_pre")
+}
+
+/// Keeps the gateway's own cookies (session, pre-session, device and
+/// method cookies) away from apps: an app that leaked them would leak
+/// sessions and trusted browsers.
 pub fn strip_gateway_cookies(request: &mut RequestHeader, gateway: &Gateway) -> Result<()> {
-    let session_cookie = gateway.sessions.cookie_name();
-    let pre_session_cookie = format!("{session_cookie}_pre");
-    let ours = |pair: &&str| {
-        let name = pair.split('=').next().unwrap_or("").trim();
-        name == session_cookie || name == pre_session_cookie
-    };
+    let ours = |pair: &&str| is_gateway_cookie(gateway, pair.split('=').next().unwrap_or("").trim());
     let values: Vec<String> = request
         .headers
         .get_all(http::header::COOKIE)
@@ -123,25 +154,23 @@ pub fn strip_gateway_cookies(request: &mut RequestHeader, gateway: &Gateway) -> 
     Ok(())
 }
 
-/// `X-Forwarded-For/-Proto/-Host`: what a trusted proxy said is kept and
-/// extended; from anyone else it is replaced.
-pub fn set_forwarded(session: &Session, request: &mut RequestHeader, gateway: &Gateway, client: IpAddr, tls: bool) -> Result<()> {
+/// `X-Forwarded-For/-Host`: what a trusted proxy said is kept and
+/// extended; from anyone else it is replaced. `X-Forwarded-Proto` is the
+/// public scheme and `X-Real-IP` the client address as the gateway found
+/// them.
+pub fn set_forwarded(session: &Session, request: &mut RequestHeader, gateway: &Gateway, client: IpAddr, https: bool) -> Result<()> {
     let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| canonical_ip(a.ip())).unwrap_or(client);
     let trusted = gateway.is_trusted_proxy(peer);
-    let existing = |name: &str| {
-        let values: Vec<&str> = request.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
-        (!values.is_empty()).then(|| values.join(", "))
-    };
-    let forwarded_for = match existing("x-forwarded-for").filter(|_| trusted) {
+    let sent = &session.req_header().headers;
+    let existing = |name: &'static str| edge::joined_header(sent, &http::HeaderName::from_static(name)).filter(|_| trusted);
+    let forwarded_for = match existing("x-forwarded-for") {
         Some(chain) => format!("{chain}, {peer}"),
         None => peer.to_string(),
     };
-    let proto = existing("x-forwarded-proto")
-        .filter(|p| trusted && (p == "http" || p == "https"))
-        .unwrap_or_else(|| if tls { "https" } else { "http" }.to_string());
-    let host = existing("x-forwarded-host").filter(|_| trusted).or_else(|| request_authority(session));
+    let host = existing("x-forwarded-host").or_else(|| request_authority(session));
     request.insert_header("x-forwarded-for", forwarded_for)?;
-    request.insert_header("x-forwarded-proto", proto)?;
+    request.insert_header("x-real-ip", client.to_string())?;
+    request.insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
     match host {
         Some(host) => request.insert_header("x-forwarded-host", host)?,
         None => {

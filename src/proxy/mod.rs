@@ -14,7 +14,9 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
+use crate::edge::{self, Canonical, EdgeError};
 use crate::gateway::{App, Gateway};
+use crate::geo::GeoFacts;
 use crate::live::LiveGateway;
 use crate::policy::{self, Decision, DenyReason, StepUp, Subject};
 use crate::users::User;
@@ -68,28 +70,39 @@ impl ProxyHttp for GatewayProxy {
             responses::page(session, &gateway, 431, "Request too large", "The request's headers are too large.").await?;
             return Ok(true);
         }
-        ctx.tls = forwarding::is_tls(session);
         ctx.client_ip = forwarding::client_ip(session, &gateway);
-        let Some(app) = forwarding::request_host(session).and_then(|host| gateway.app_for_host(&host).cloned()) else {
+        let header = session.req_header();
+        let host = match edge::request_host(&header.uri, &header.headers) {
+            Ok(host) => host,
+            Err(refusal) => return refuse(session, ctx, &gateway, &refusal).await,
+        };
+        let Some(app) = host.as_deref().and_then(|host| gateway.app_for_host(host).cloned()) else {
             ctx.decision = "unknown_host";
             responses::page(session, &gateway, 404, "Not found", "No application is served at this address.").await?;
             return Ok(true);
         };
         ctx.app = Some(app.clone());
-        let path = match policy::normalize_path(session.req_header().uri.path()) {
-            Ok(path) if session.req_header().raw_path_is_utf8() => path.into_owned(),
-            _ => {
-                ctx.decision = "bad_path";
-                responses::page(session, &gateway, 400, "Bad request", "The address of this request is malformed.").await?;
-                return Ok(true);
-            }
+        ctx.tls = forwarding::is_public_https(session, &gateway, &app);
+        let header = session.req_header();
+        let canonical = match edge::canonicalise(&header.method, &header.uri, &header.headers, &app.config) {
+            Ok(canonical) if header.raw_path_is_utf8() => canonical,
+            Ok(_) => return refuse(session, ctx, &gateway, &EdgeError::Path(policy::PathError::NotUtf8)).await,
+            Err(refusal) => return refuse(session, ctx, &gateway, &refusal).await,
         };
-        if path.starts_with(crate::portal::PREFIX) {
-            ctx.decision = "portal";
-            portal_bridge::serve(session, &self.portal, &gateway, app, ctx).await?;
+        let geo = gateway.geo.current().lookup(ctx.client_ip);
+        // The app's fence holds before anything else, its sign-in pages included.
+        if !app.config.fence.admits(geo.country.as_deref()) {
+            ctx.decision = Decision::Deny(DenyReason::Geo).label();
+            responses::page(session, &gateway, 403, "Access denied", "This application is not available from your location.").await?;
             return Ok(true);
         }
-        self.apply_policy(session, ctx, &gateway, &app, &path).await
+        if canonical.path.starts_with(crate::portal::PREFIX) {
+            ctx.decision = "portal";
+            let host = host.unwrap_or_default();
+            portal_bridge::serve(session, &self.portal, &gateway, app, host, ctx).await?;
+            return Ok(true);
+        }
+        self.apply_policy(session, ctx, &gateway, &app, &canonical, &geo).await
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
@@ -107,11 +120,14 @@ impl ProxyHttp for GatewayProxy {
         let Some(gateway) = ctx.gateway.clone() else {
             return Error::e_explain(ErrorType::InternalError, "request without a gateway");
         };
-        forwarding::strip_identity(upstream_request, &gateway);
+        let Some(app) = ctx.app.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "request without an app");
+        };
+        forwarding::strip_client_headers(upstream_request, &gateway, &app);
         forwarding::strip_gateway_cookies(upstream_request, &gateway)?;
         forwarding::set_forwarded(session, upstream_request, &gateway, ctx.client_ip, ctx.tls)?;
-        if let (Some(app), Some((user, token))) = (&ctx.app, &ctx.identity) {
-            forwarding::add_identity(upstream_request, app, user, token)?;
+        if let Some((user, token)) = &ctx.identity {
+            forwarding::add_identity(upstream_request, &app, user, token)?;
         }
         Ok(())
     }
@@ -153,7 +169,8 @@ impl GatewayProxy {
         ctx: &mut RequestCtx,
         gateway: &Gateway,
         app: &Arc<App>,
-        path: &str,
+        canonical: &Canonical,
+        geo: &GeoFacts,
     ) -> Result<bool> {
         let signed_in = match Self::signed_in_user(gateway, session).await {
             Ok(found) => found,
@@ -163,7 +180,7 @@ impl GatewayProxy {
                 return Ok(true);
             }
         };
-        let outcome = Self::decide(gateway, session, ctx, app, path, signed_in.as_ref());
+        let outcome = Self::decide(gateway, session, ctx, app, canonical, geo, signed_in.as_ref());
         ctx.rule = outcome.rule;
         ctx.decision = outcome.decision.label();
         match outcome.decision {
@@ -205,25 +222,26 @@ impl GatewayProxy {
         }
     }
 
-    /// The policy's decision for this request, explained in the debug log.
+    /// The policy's decision for this request; the debug log explains it.
     fn decide(
         gateway: &Gateway,
         session: &Session,
         ctx: &RequestCtx,
         app: &App,
-        path: &str,
+        canonical: &Canonical,
+        geo: &GeoFacts,
         signed_in: Option<&(Arc<crate::session::Session>, Arc<User>)>,
     ) -> policy::Outcome {
         let header = session.req_header();
-        let geo = gateway.geo.current().lookup(ctx.client_ip);
         let now = gateway.clock.now();
         let request = policy::Request {
             method: &header.method,
-            path,
+            method_override: canonical.method_override.as_ref(),
+            path: &canonical.path,
             query: header.uri.query(),
             headers: &header.headers,
             ip: ctx.client_ip,
-            geo: &geo,
+            geo,
             now,
         };
         let subject = signed_in.map(|(gw_session, user)| Subject {
@@ -234,13 +252,12 @@ impl GatewayProxy {
             confidence: gw_session.context.assessment.confidence,
         });
         let settings = &gateway.config.policy;
+        let outcome = policy::decide(&app.config, settings, &request, subject.as_ref());
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let explanation = policy::explain(&app.config, settings, &request, subject.as_ref());
-            let why = explanation.render(&app.config).trim_end().replace('\n', "; ");
-            tracing::debug!(app = %app.id, ip = %ctx.client_ip, geo = ?geo, explanation = %why, "decision");
-            return explanation.outcome;
+            let why = policy::explain(&app.config, settings, &request, subject.as_ref()).render(&app.config);
+            tracing::debug!(app = %app.id, ip = %ctx.client_ip, geo = ?geo, explanation = ?why.trim_end(), "decision");
         }
-        policy::decide(&app.config, settings, &request, subject.as_ref())
+        outcome
     }
 
     /// The session and its user, when the cookie names a live session of a
@@ -257,4 +274,12 @@ impl GatewayProxy {
         };
         Ok(gateway.users.get(&gw_session.username).cloned().map(|user| (gw_session, user)))
     }
+}
+
+/// Answers 400 for a request that cannot be read one way only, and says
+/// why in the access log.
+async fn refuse(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, refusal: &EdgeError) -> Result<bool> {
+    ctx.decision = refusal.label();
+    responses::page(session, gateway, 400, "Bad request", "This request is malformed.").await?;
+    Ok(true)
 }

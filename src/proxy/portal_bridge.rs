@@ -17,7 +17,14 @@ use crate::portal::{PortalRequest, MAX_FORM_BYTES};
 /// The portal only renders small pages; this caps what it may buffer.
 const MAX_PORTAL_RESPONSE: usize = 1024 * 1024;
 
-pub async fn serve(session: &mut Session, router: &axum::Router, gateway: &Arc<Gateway>, app: Arc<App>, ctx: &RequestCtx) -> Result<()> {
+pub async fn serve(
+    session: &mut Session,
+    router: &axum::Router,
+    gateway: &Arc<Gateway>,
+    app: Arc<App>,
+    host: String,
+    ctx: &RequestCtx,
+) -> Result<()> {
     let Some(body) = read_body(session).await? else {
         return responses::page(session, gateway, 413, "Too large", "This request is larger than any form here.").await;
     };
@@ -29,7 +36,6 @@ pub async fn serve(session: &mut Session, router: &axum::Router, gateway: &Arc<G
     let mut request = request
         .body(Body::from(body))
         .map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e.to_string()))?;
-    let host = super::forwarding::request_host(session).unwrap_or_default();
     request.extensions_mut().insert(PortalRequest { app, host, tls: ctx.tls, client_ip: ctx.client_ip });
     request.extensions_mut().insert(gateway.clone());
 
