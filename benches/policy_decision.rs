@@ -1,5 +1,7 @@
 //! One policy decision on an app with 1,000 rules, with and without the
-//! geo lookup that precedes it. The country database is a realistic,
+//! geo lookup that precedes it; and a bypass route behind one rule, behind
+//! 10,000 path rules and behind 1,000 regex rules, to show that rules stay
+//! cheap as they grow. The country database is a realistic,
 //! multi-megabyte one when `STEPGATE_COUNTRY_MMDB` names it
 //! (`scripts/bench-policy` fetches one); otherwise a small one is built
 //! here so the benchmark still runs.
@@ -35,6 +37,38 @@ fn config() -> Config {
     }
     text.push_str("[[apps.rules]]\npath = \"/\"\npolicy = \"never\"\n");
     Config::parse(&text, std::path::Path::new("bench.toml")).expect("benchmark config")
+}
+
+/// An app whose last rule lets `/static/` through, behind `before` rules
+/// written by `rule(i)`.
+fn bypass_behind(before: usize, rule: fn(usize) -> String) -> Config {
+    let mut text = String::from(
+        "users_file = \"u.toml\"\n[server]\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\n\
+         [[apps]]\nid = \"app\"\nhosts = [\"app.test\"]\nupstreams = [\"http://127.0.0.1:9\"]\n",
+    );
+    for i in 0..before {
+        text.push_str(&format!("[[apps.rules]]\n{}\npolicy = \"always\"\n", rule(i)));
+    }
+    text.push_str("[[apps.rules]]\npath = \"/static/\"\npolicy = \"bypass\"\n");
+    Config::parse(&text, std::path::Path::new("bench.toml")).expect("benchmark config")
+}
+
+fn rule_growth(c: &mut Criterion) {
+    let configs = [
+        ("one rule", bypass_behind(0, |_| String::new())),
+        ("10000 path rules", bypass_behind(10_000, |i| format!("path = \"/app{i}/\""))),
+        ("1000 regex rules", bypass_behind(1_000, |i| format!("regex = \"^/api{i}/v[0-9]+/(users|orders)\""))),
+    ];
+    let (headers, method, geo) = (http::HeaderMap::new(), http::Method::GET, stepgate::geo::GeoFacts::default());
+    let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+    for (name, config) in &configs {
+        c.bench_function(&format!("bypass route behind {name}"), |b| {
+            b.iter(|| {
+                let request = Request { method: &method, method_override: None, path: black_box("/static/app.js"), query: None, headers: &headers, ip, geo: &geo, now: 60 };
+                decide(&config.apps[0], &config.policy, &request, None)
+            })
+        });
+    }
 }
 
 fn country_database() -> (GeoDatabases, String) {
@@ -90,5 +124,5 @@ fn benchmarks(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, benchmarks);
+criterion_group!(benches, benchmarks, rule_growth);
 criterion_main!(benches);

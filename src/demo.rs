@@ -58,6 +58,9 @@ upstreams = ["http://{app_addr}"]
 # Security keys and biometrics on http://localhost (browsers refuse them on
 # a bare IP address).
 webauthn = {{ rp_id = "localhost", origins = ["http://localhost:{port}"] }}
+# The demo app answers every path, as a legacy app on Windows would answer
+# /ADMIN/ and /admin./ for /admin/: match paths as such a server does.
+path_matching = "windows"
 
 [[apps.rules]]
 path = "/public/"

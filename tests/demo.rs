@@ -75,4 +75,9 @@ async fn the_demo_runs_end_to_end() {
     assert!(app_page.contains("demo@example.com"));
     let admin = client.get(format!("{base}/admin/")).send().await.unwrap().text().await.unwrap();
     assert!(admin.contains("Set up a second factor") && admin.contains("Authenticator app"), "{admin}");
+    // However /admin/ is spelled, a password alone does not reach the app.
+    for spelling in ["/admin", "/ADMIN/", "/Admin/x", "/adm%C4%B1n/", "/admin./", "/admin%2e/", "/admin%20", "/ADMINI~1/"] {
+        let page = client.get(format!("{base}{spelling}")).send().await.unwrap().text().await.unwrap();
+        assert!(!page.contains("JWKS"), "{spelling} reached the app with one factor");
+    }
 }
