@@ -216,16 +216,28 @@ fn demand(policy: Policy, wanted: Freshness, settings: &PolicyConfig, now: UnixT
         (Policy::Never, Some(_)) => allow,
         (Policy::Always, Some(subject)) => second_factor(subject, wanted, now).map_or(allow, Decision::SecondFactor),
         (Policy::Adaptive, Some(subject)) => {
-            if wanted.max_age.is_some() || subject.second_factors.latest(MethodSet::ANY).is_some() {
-                return second_factor(subject, wanted, now).map_or(allow, Decision::SecondFactor);
+            if wanted.max_age.is_none() && risk_is_acceptable(subject, settings) {
+                return allow;
             }
-            if subject.trusted_browser || subject.confidence >= settings.adaptive_minimum {
-                allow
-            } else {
-                Decision::SecondFactor(StepUp::Risk)
+            // A second factor is demanded: `factors` says which ones count,
+            // whatever else the session did.
+            match second_factor(subject, wanted, now) {
+                None => allow,
+                Some(StepUp::Required) if wanted.max_age.is_none() => Decision::SecondFactor(StepUp::Risk),
+                Some(missing) => Decision::SecondFactor(missing),
             }
         }
     }
+}
+
+/// Whether an adaptive rule may skip the second factor for this sign-in:
+/// its confidence reaches the minimum, or it was done on a browser the
+/// user trusts. Trust never outranks risk: a sign-in assessed `Low`
+/// (impossible travel, an untrusted or anonymous address) is not skipped
+/// on a trusted browser either, since the device cookie is what an
+/// attacker would lift.
+fn risk_is_acceptable(subject: &Subject, settings: &PolicyConfig) -> bool {
+    subject.confidence >= settings.adaptive_minimum || (subject.trusted_browser && subject.confidence > Confidence::Low)
 }
 
 /// What is missing for a second factor that is fresh enough, if anything.

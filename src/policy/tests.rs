@@ -753,3 +753,35 @@ mod index_is_a_superset {
         }
     }
 }
+
+/// An adaptive rule asks for a second factor only when the risk calls for
+/// it (or `max_age` does); `factors` then says which ones count. A session
+/// that did a weaker factor is never stopped where one that did none passes,
+/// and a trusted browser does not skip the factor for a Low sign-in.
+#[test]
+fn adaptive_rules_weigh_risk_first_and_factors_when_one_is_demanded() {
+    let app = app("[[apps.rules]]\npath = \"/\"\npolicy = \"adaptive\"\nfactors = [\"webauthn\"]\n");
+    let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
+    let request = Request { method: &Method::GET, method_override: None, path: "/", query: None, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
+    let mut key = crate::methods::MethodTimes::default();
+    key.record(crate::methods::Method::SecurityKey, NOW - 60);
+    let totp = crate::methods::MethodTimes::totp_at(Some(NOW - 60));
+    let none = crate::methods::MethodTimes::default();
+    let webauthn_needed = Decision::SecondFactor(StepUp::Stronger(crate::methods::MethodSet::parse_name("webauthn").unwrap()));
+    let allow = Decision::Allow { with_identity: true };
+    let cases = [
+        (none, Confidence::High, false, allow),
+        (totp, Confidence::High, false, allow),
+        (none, Confidence::Medium, true, allow),
+        (none, Confidence::Medium, false, webauthn_needed),
+        (totp, Confidence::Medium, false, webauthn_needed),
+        (key, Confidence::Low, false, allow),
+        (none, Confidence::Low, true, webauthn_needed),
+        (totp, Confidence::Low, true, webauthn_needed),
+    ];
+    for (second_factors, confidence, trusted_browser, expected) in cases {
+        let subject = Subject { username: "alice", groups: &[], second_factors, trusted_browser, confidence };
+        let got = super::decide(&app, &PolicyConfig::default(), &request, Some(&subject)).decision;
+        assert_eq!(got, expected, "{second_factors:?} {confidence:?} trusted: {trusted_browser}");
+    }
+}
