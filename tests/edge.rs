@@ -318,3 +318,28 @@ async fn behind_a_tls_terminating_proxy_cookies_are_secure_and_links_https() {
 async fn gw_get(gw: &TestGateway, path: &str) -> reqwest::Response {
     gw.browser().get(gw.app(path)).send().await.unwrap()
 }
+
+#[tokio::test]
+async fn portal_pages_carry_the_security_headers() {
+    let gw = TestGateway::start_with(Setup { tls: true, ..Setup::default() }).await;
+    let plain = gw.browser().get(gw.app("/.stepgate/signin")).send().await.unwrap();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("x-frame-options", "DENY"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(plain.headers()[name], value, "{name}");
+    }
+    assert!(plain.headers()["permissions-policy"].to_str().unwrap().contains("publickey-credentials-get=(self)"));
+    assert!(plain.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    assert!(plain.headers().get("strict-transport-security").is_none(), "not over plain http");
+
+    let tls = gw.client_builder().danger_accept_invalid_certs(true).resolve("app.test", gw.tls_addr.unwrap()).build().unwrap();
+    let secure = tls.get(format!("https://app.test:{}/.stepgate/signin", gw.tls_addr.unwrap().port())).send().await.unwrap();
+    assert_eq!(secure.status(), 200);
+    assert_eq!(secure.headers()["strict-transport-security"], "max-age=31536000");
+    let refusal = gw.browser().get(gw.app("/blocked/")).send().await.unwrap();
+    assert_eq!(refusal.status(), 403);
+    assert_eq!(refusal.headers()["x-content-type-options"], "nosniff", "the proxy's own pages too");
+}

@@ -105,6 +105,14 @@ pub struct ServerConfig {
     /// than this get 431.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: values::MaxHeaderBytes,
+    /// Send `Strict-Transport-Security` on the gateway's own responses
+    /// over https.
+    #[serde(default = "default_true")]
+    pub hsts: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_max_header_bytes() -> values::MaxHeaderBytes {

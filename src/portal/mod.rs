@@ -76,7 +76,7 @@ pub fn router() -> Router {
         .route("/.stepgate/settings/sessions/revoke", post(settings::revoke_session))
         .route("/.stepgate/settings/trusted-browsers/revoke", post(settings::revoke))
         .fallback(not_found)
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn(security_headers))
 }
 
 async fn healthz() -> &'static str {
@@ -95,7 +95,10 @@ async fn not_found(Extension(gateway): Extension<PortalState>) -> Response {
 
 /// Headers every portal response carries; pages are never cached unless a
 /// handler said otherwise.
-async fn security_headers(mut response: Response) -> Response {
+async fn security_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let https = request.extensions().get::<PortalRequest>().is_some_and(|r| r.tls);
+    let hsts = request.extensions().get::<PortalState>().is_some_and(|gateway| gateway.config.server.hsts);
+    let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -104,14 +107,31 @@ async fn security_headers(mut response: Response) -> Response {
              form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    for (name, value) in COMMON_SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if https && hsts {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
 }
+
+/// Headers on every response the gateway writes itself, portal or not.
+pub const COMMON_SECURITY_HEADERS: [(header::HeaderName, &str); 4] = [
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (
+        header::HeaderName::from_static("permissions-policy"),
+        "publickey-credentials-get=(self), publickey-credentials-create=(self), camera=(), microphone=(), geolocation=()",
+    ),
+];
+
+/// `server.hsts`: a year, this host only (subdomains may not all be ready).
+pub const HSTS: &str = "max-age=31536000";
 
 /// A failure inside a portal handler that is not the client's doing.
 #[derive(Debug, thiserror::Error)]

@@ -63,9 +63,16 @@ fn original_url(session: &Session, tls: bool) -> String {
     format!("{scheme}://{authority}{path}")
 }
 
-/// Writes a complete response with its length.
+/// Writes a complete response with its length and the security headers
+/// of every response the gateway writes itself (the portal's own are set
+/// already; these are the same).
 pub async fn write(session: &mut Session, mut header: ResponseHeader, body: Bytes) -> Result<()> {
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    for (name, value) in crate::portal::COMMON_SECURITY_HEADERS {
+        if !header.headers.contains_key(&name) {
+            header.insert_header(name, value)?;
+        }
+    }
     let empty = body.is_empty();
     session.write_response_header(Box::new(header), empty).await?;
     if !empty {
