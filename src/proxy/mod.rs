@@ -176,6 +176,7 @@ impl GatewayProxy {
             Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %e, "session store unavailable");
+                ctx.decision = "store_unavailable";
                 responses::page(session, gateway, 503, "Temporarily unavailable", "Please try again shortly.").await?;
                 return Ok(true);
             }
@@ -186,11 +187,17 @@ impl GatewayProxy {
         match outcome.decision {
             Decision::Allow { with_identity } => {
                 if let (true, Some((gw_session, user))) = (with_identity, signed_in) {
-                    let token = gateway
-                        .assertions
-                        .token_for(&gw_session, &user, &app.id)
-                        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
-                    ctx.identity = Some((user, token));
+                    match gateway.assertions.token_for(&gw_session, &user, &app.id) {
+                        Ok(token) => ctx.identity = Some((user, token)),
+                        // Without its assertion the request would reach the
+                        // app as nobody: refuse it instead.
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot sign an assertion");
+                            ctx.decision = "assertion_unavailable";
+                            responses::page(session, gateway, 503, "Temporarily unavailable", "Please try again shortly.").await?;
+                            return Ok(true);
+                        }
+                    }
                 }
                 Ok(false)
             }
