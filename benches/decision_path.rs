@@ -89,7 +89,7 @@ fn decision_path(c: &mut Criterion) {
     // A session with both factors, as after the TOTP step.
     let id = runtime.block_on(async {
         let (_, first) = gateway.sessions.create(DEMO_USER, Factor::Pwd, SignInContext::default()).await.unwrap();
-        gateway.sessions.add_factor(&first, Factor::Otp, None).await.unwrap().0
+        gateway.sessions.add_factor(&first, Factor::Otp, None).await.unwrap().expect("a live session").0
     });
     let app = gateway.app_for_host("localhost").unwrap().clone();
     let user = gateway.users.get(DEMO_USER).unwrap().clone();

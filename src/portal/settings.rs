@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::csrf::{self, Binding};
 use super::pages::{html, FactorEntry, RecoveryCodesPage, SessionEntry, SettingsPage, TotpEnrollPage, TotpView, TrustedBrowser};
 use super::redirect::{query_param, rd_param, safe_return_to};
-use super::second_factor::{may_change_factors, webauthn_kinds, Enrolled};
+use super::second_factor::{may_change_factors, pending_totp, webauthn_kinds, Enrolled};
 use super::{bad_form, csrf_refused, current_session, device, see_other, with_return_to, Failure, PortalError, PortalState};
 use crate::factors::webauthn::clean_name;
 use crate::gateway::Gateway;
@@ -75,7 +75,7 @@ impl Message {
 pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
     let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
-        return Ok(see_other(&with_return_to("/.stepgate/signin", PAGE)));
+        return Ok(sign_in_first());
     };
     if let Some(confirm) = second_factor_first(&gateway, &session).await.map_err(fail)? {
         return Ok(confirm);
@@ -94,7 +94,7 @@ pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, ur
 /// The recovery codes made at a first enrolment or a regeneration, once.
 pub async fn recovery_codes(Extension(gateway): Extension<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
     let Some(session) = current_session(&gateway, &jar).await.map_err(|e| Failure(gateway.clone(), e))? else {
-        return Ok(see_other(&with_return_to("/.stepgate/signin", PAGE)));
+        return Ok(sign_in_first());
     };
     let rd = safe_return_to(&gateway, rd_param(&uri).as_deref());
     let Some(codes) = gateway.recovery.take_reveal(session.key, &session.username) else {
@@ -107,7 +107,7 @@ pub async fn recovery_codes(Extension(gateway): Extension<PortalState>, jar: Coo
 pub async fn add_totp(Extension(gateway): Extension<PortalState>, jar: CookieJar) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
     let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
-        return Ok(see_other(&with_return_to("/.stepgate/signin", PAGE)));
+        return Ok(sign_in_first());
     };
     if !gateway.totp.self_enrollment() {
         return render(&gateway, &session, &jar, Message::error("Ask your administrator to add a factor.")).await.map_err(fail);
@@ -118,8 +118,9 @@ pub async fn add_totp(Extension(gateway): Extension<PortalState>, jar: CookieJar
     if gateway.totp.is_enrolled(&session.username).await.map_err(|e| fail(e.into()))? {
         return render(&gateway, &session, &jar, Message::error("You already have an authenticator app. Remove it first to add another.")).await.map_err(fail);
     }
-    let sealed = gateway.totp.new_pending_secret(&session.username);
-    let session = gateway.sessions.set_pending_totp(&session, sealed).await.map_err(|e| fail(e.into()))?;
+    let Some(session) = pending_totp(&gateway, &session).await.map_err(fail)? else {
+        return Ok(sign_in_first());
+    };
     let pending = session.pending_totp.as_deref().unwrap_or_default();
     let view = gateway.totp.enrollment_view(&session.username, pending).map_err(|e| fail(e.into()))?;
     let page = TotpEnrollPage {
@@ -246,10 +247,11 @@ pub async fn revoke(
         Err(refusal) => return Ok(refusal),
     };
     gateway.store.untrust_device(&session.username, &form.device).await.map_err(|e| fail(e.into()))?;
+    gateway.sessions.end_device_trust(&session.username, &form.device).await.map_err(|e| fail(e.into()))?;
     tracing::info!(event = "untrust_browser", user = %session.username, "authentication");
-    let session = match device::device_id(&gateway, &jar) {
-        Some(current) if current == form.device => gateway.sessions.clear_trust(&session).await.map_err(|e| fail(e.into()))?,
-        _ => session,
+    // This session may have been one of that browser's, or have ended meanwhile.
+    let Some(session) = gateway.sessions.reread(&session).await.map_err(|e| fail(e.into()))? else {
+        return Ok(sign_in_first());
     };
     render(&gateway, &session, &jar, Message::notice("That browser is no longer trusted.")).await.map_err(fail)
 }
@@ -265,7 +267,7 @@ async fn checked<F>(
         return Ok(Err(bad_form(gateway)));
     };
     let Some(session) = current_session(gateway, jar).await? else {
-        return Ok(Err(see_other(&with_return_to("/.stepgate/signin", PAGE))));
+        return Ok(Err(sign_in_first()));
     };
     if !csrf::is_valid(gateway, Binding::Session(&session), csrf_of(&form)) {
         return Ok(Err(csrf_refused(gateway)));
@@ -274,6 +276,11 @@ async fn checked<F>(
         return Ok(Err(confirm));
     }
     Ok(Ok((session, form)))
+}
+
+/// The answer to a request whose session has ended.
+fn sign_in_first() -> Response {
+    see_other(&with_return_to("/.stepgate/signin", PAGE))
 }
 
 /// The page (factors, sessions, places) is for sessions that passed a

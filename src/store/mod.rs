@@ -54,10 +54,29 @@ pub struct TotpRow {
     pub last_used: Option<i64>,
 }
 
+/// A change to a stored session that keeps its id.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionChange<'a> {
+    /// The sign-in context, as JSON owned by the session module.
+    Context(&'a str),
+    /// A sealed TOTP secret being enrolled, or none.
+    PendingTotp(Option<&'a [u8]>),
+    /// The factors done, as JSON owned by the session module.
+    Factors(&'a str),
+}
+
+/// Sessions are written once with a new key and afterwards only changed in
+/// place: no write can bring back a session that has been deleted.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Inserts or replaces the session with the row's key.
-    async fn put_session(&self, row: &SessionRow) -> Result<(), StoreError>;
+    /// Stores a session under a new key.
+    async fn insert_session(&self, row: &SessionRow) -> Result<(), StoreError>;
+    /// Changes a stored session; the session as it is now, or None when it
+    /// no longer exists (nothing is written then).
+    async fn update_session(&self, key: &[u8; 32], change: SessionChange<'_>) -> Result<Option<SessionRow>, StoreError>;
+    /// Replaces the session `old` with `new` in one step; false, and
+    /// nothing stored, when `old` no longer exists.
+    async fn renew_session(&self, old: &[u8; 32], new: &SessionRow) -> Result<bool, StoreError>;
     async fn get_session(&self, key: &[u8; 32]) -> Result<Option<SessionRow>, StoreError>;
     async fn touch_session(&self, key: &[u8; 32], last_seen: i64) -> Result<(), StoreError>;
     async fn delete_session(&self, key: &[u8; 32]) -> Result<(), StoreError>;
