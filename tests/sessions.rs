@@ -176,6 +176,28 @@ async fn a_session_replaced_by_a_second_factor_stays_replaced_while_it_writes() 
 }
 
 #[tokio::test]
+async fn a_changed_password_ends_the_users_sessions() {
+    let gw = TestGateway::start().await;
+    let (alice, bob) = (gw.browser(), gw.browser());
+    sign_in(&gw, &alice, ALICE, ALICE_PASSWORD, "/").await;
+    sign_in(&gw, &bob, BOB, BOB_PASSWORD, "/").await;
+    assert_eq!(status(&gw, &alice, "/").await, 200);
+
+    let users = gw.dir.path().join("users.toml");
+    let text = std::fs::read_to_string(&users).unwrap();
+    let old_hash = regex::Regex::new(r#"password = "([^"]+)""#).unwrap().captures(&text).unwrap()[1].to_string();
+    std::fs::write(&users, text.replacen(&old_hash, &stepgate::users::hash_password("a new password"), 1)).unwrap();
+    gw.running.live.reload().expect("the new users file loads");
+
+    assert_eq!(status(&gw, &alice, "/").await, 302, "alice's session ended with her old password");
+    assert_eq!(status(&gw, &bob, "/").await, 200, "bob's password did not change");
+    assert_eq!(sign_in(&gw, &gw.browser(), ALICE, ALICE_PASSWORD, "/").await.status(), 401);
+    let fresh = gw.browser();
+    assert_eq!(sign_in(&gw, &fresh, ALICE, "a new password", "/").await.status(), 303);
+    assert_eq!(status(&gw, &fresh, "/").await, 200, "a session made with the new password lives");
+}
+
+#[tokio::test]
 async fn untrusting_a_browser_ends_the_trust_of_its_live_session() {
     let gw = TestGateway::start().await;
     let (trusted, secret) = trusted_browser(&gw).await;

@@ -44,5 +44,7 @@ pub async fn assess_sign_in(gateway: &Gateway, username: &str, ip: IpAddr, devic
         })
         .await?;
     let trusted_until = store.device_trusted_until(username, device_id).await?.filter(|until| *until > now);
-    Ok(SignInContext { assessment, country: geo.country, device_id: Some(device_id.to_string()), trusted_until })
+    let password_fingerprint = gateway.users.get(username).map(|user| user.password_fingerprint(&gateway.secrets));
+    Ok(SignInContext { assessment, country: geo.country, device_id: Some(device_id.to_string()), trusted_until, password_fingerprint })
 }
+

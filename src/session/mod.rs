@@ -97,6 +97,10 @@ pub struct SignInContext {
     pub device_id: Option<String>,
     /// Adaptive rules skip the second factor until then.
     pub trusted_until: Option<UnixTime>,
+    /// A keyed hash of the user's password hash at sign-in: the session
+    /// ends when the password changes.
+    #[serde(default)]
+    pub password_fingerprint: Option<String>,
 }
 
 /// The key a session is stored under: the SHA-256 of its id.
@@ -178,6 +182,8 @@ pub struct Sessions {
     cache: RwLock<Cache>,
     /// Keys the store did not have, and when it said so.
     unknown: RwLock<HashMap<SessionKey, UnixTime>>,
+    /// Each user's password fingerprint in the users file now in force.
+    password_fingerprints: RwLock<HashMap<String, String>>,
 }
 
 /// Sessions as last read from the store. Only reads fill it, and every
@@ -198,11 +204,19 @@ impl Sessions {
             config,
             cache: RwLock::new(Cache::default()),
             unknown: RwLock::new(HashMap::new()),
+            password_fingerprints: RwLock::new(HashMap::new()),
         }
     }
 
     pub fn cookie_name(&self) -> &str {
         &self.config.cookie_name.0
+    }
+
+    /// Sets the users' password fingerprints (user name to fingerprint)
+    /// of the users file in force: a session made under another password
+    /// of its user, or of a user no longer listed, has ended.
+    pub fn set_password_fingerprints(&self, fingerprints: HashMap<String, String>) {
+        *self.password_fingerprints.write().unwrap_or_else(PoisonError::into_inner) = fingerprints;
     }
 
     /// The live session for a cookie value, or None when the value is
@@ -225,7 +239,7 @@ impl Sessions {
                 }
             },
         };
-        if self.is_expired(&session, now) {
+        if self.is_expired(&session, now) || !self.password_unchanged(&session) {
             self.delete(&session.key).await?;
             return Ok(None);
         }
@@ -266,6 +280,12 @@ impl Sessions {
 
     fn is_expired(&self, session: &Session, now: UnixTime) -> bool {
         now - session.last_seen() > self.config.inactivity || now - session.created > self.config.absolute
+    }
+
+    fn password_unchanged(&self, session: &Session) -> bool {
+        let fingerprints = self.password_fingerprints.read().unwrap_or_else(PoisonError::into_inner);
+        let current = fingerprints.get(&session.username);
+        current.is_some() && current == session.context.password_fingerprint.as_ref()
     }
 
     fn mark_seen(&self, session: &Arc<Session>, now: UnixTime) {
