@@ -146,7 +146,7 @@ impl Gateway {
             config.totp.clone(),
             config.branding.product_name.clone(),
         ));
-        let webauthn = Arc::new(WebauthnFactor::new(store.clone(), secrets.clone(), clock.clone(), config.webauthn.clone()));
+        let webauthn = Arc::new(WebauthnFactor::new(store.clone(), sessions.clone(), secrets.clone(), clock.clone(), config.webauthn.clone()));
         let recovery = Arc::new(RecoveryCodes::new(store.clone(), secrets.clone(), clock.clone(), config.recovery_codes.clone()));
         let assertions = Arc::new(Assertions::new(
             config.server.data_dir.clone(),

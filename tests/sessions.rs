@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use stepgate::store::WebauthnRow;
+use stepgate::store::{TotpRow, WebauthnRow};
 
 /// Sends the requests at the same moment; their responses, in order.
 async fn at_once(requests: Vec<reqwest::RequestBuilder>) -> Vec<reqwest::Response> {
@@ -241,6 +241,84 @@ async fn add_key_row(gw: &TestGateway, credential_id: u8) -> i64 {
     let store = gw.gateway().store.clone();
     assert!(store.insert_webauthn(&row).await.unwrap());
     store.webauthn_credential(&row.credential_id).await.unwrap().unwrap().id
+}
+
+/// An authenticator app on record for alice, as if enrolled earlier.
+async fn add_totp_row(gw: &TestGateway) {
+    let row = TotpRow {
+        username: ALICE.into(),
+        sealed_secret: vec![0; 32],
+        algorithm: "SHA1".into(),
+        digits: 6,
+        period: 30,
+        created: gw.now(),
+        last_step: 0,
+        name: "Phone".into(),
+        last_used: None,
+    };
+    assert!(gw.gateway().store.insert_totp(&row).await.unwrap());
+}
+
+async fn factor_count(gw: &TestGateway) -> usize {
+    let store = gw.gateway().store.clone();
+    store.webauthn_credentials(ALICE).await.unwrap().len() + usize::from(store.get_totp(ALICE).await.unwrap().is_some())
+}
+
+#[tokio::test]
+async fn two_removals_at_once_leave_a_factor_where_two_are_needed() {
+    let gw = TestGateway::start().await;
+    add_totp_row(&gw).await;
+    let client = gw.browser();
+    sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await;
+    pass_recovery(&gw, &client).await;
+    for round in 0..ROUNDS {
+        let key = add_key_row(&gw, round as u8).await;
+        let csrf = form_value(&page(&gw, &client, "/.stepgate/settings").await, "csrf");
+        let remove = |factor: String| client.post(gw.app("/.stepgate/settings/factors/remove")).form(&[("csrf", csrf.clone()), ("factor", factor)]);
+        let responses = at_once(vec![remove("totp".into()), remove(format!("webauthn:{key}"))]).await;
+        let mut removed = 0;
+        for response in responses {
+            removed += usize::from(response.text().await.unwrap().contains("Removed."));
+        }
+        assert_eq!(removed, 1, "round {round}: exactly one removal passes");
+        assert_eq!(factor_count(&gw).await, 1, "round {round}: one factor is left");
+        // The next round starts again from the app and one key.
+        if gw.gateway().store.get_totp(ALICE).await.unwrap().is_none() {
+            add_totp_row(&gw).await;
+        }
+        gw.gateway().store.delete_webauthn(ALICE, key).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn removing_a_factor_ends_the_sessions_that_used_it() {
+    let apps = DEFAULT_APPS.replacen(
+        "[[apps.rules]]\npath = \"/blocked/\"",
+        "[[apps.rules]]\npath = \"/code-only/\"\npolicy = \"always\"\nfactors = [\"totp\"]\n\n[[apps.rules]]\npath = \"/blocked/\"",
+        1,
+    );
+    let gw = TestGateway::start_with(Setup { apps, ..Setup::default() }).await;
+    let used_it = gw.browser();
+    sign_in(&gw, &used_it, ALICE, ALICE_PASSWORD, "/").await;
+    let secret = enroll_totp(&gw, &used_it).await;
+    add_key_row(&gw, 1).await;
+    let did_not = gw.browser();
+    sign_in(&gw, &did_not, ALICE, ALICE_PASSWORD, "/").await;
+    pass_recovery(&gw, &did_not).await;
+    let remover = gw.browser();
+    sign_in(&gw, &remover, ALICE, ALICE_PASSWORD, "/").await;
+    pass_totp(&gw, &remover, &secret, false).await;
+    pass_recovery(&gw, &remover).await;
+    assert_eq!(status(&gw, &remover, "/code-only/").await, 200);
+
+    let csrf = form_value(&page(&gw, &remover, "/.stepgate/settings").await, "csrf");
+    let removed = remover.post(gw.app("/.stepgate/settings/factors/remove")).form(&[("csrf", csrf.as_str()), ("factor", "totp")]).send().await.unwrap();
+    assert!(removed.text().await.unwrap().contains("Removed."));
+
+    assert_eq!(status(&gw, &used_it, "/").await, 302, "a session that used the app is signed out");
+    assert_eq!(status(&gw, &did_not, "/").await, 200, "one that did not stays");
+    assert_eq!(status(&gw, &remover, "/").await, 200, "the session that removed it stays");
+    assert_eq!(status(&gw, &remover, "/code-only/").await, 302, "but no longer counts as having used it");
 }
 
 #[tokio::test]

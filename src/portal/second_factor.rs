@@ -23,7 +23,7 @@ use super::{
 use crate::factors::totp::Verdict;
 use crate::gateway::Gateway;
 use crate::methods::{Method, MethodSet};
-use crate::session::{Factor, Session};
+use crate::session::{Factor, Proof, Session};
 
 const PAGE: &str = "/.stepgate/second-factor";
 /// Remembers the method that last worked in this browser.
@@ -46,7 +46,7 @@ impl CodeForm {
     fn passed(&self, factor: Factor, enrolment: Option<Enrolment>) -> Passed {
         // A recovery code is a way back in, not a reason to trust a browser.
         let remember = self.remember.is_some() && factor != Factor::Recovery;
-        Passed { factor, remember, enrolment }
+        Passed { proof: factor.into(), remember, enrolment }
     }
 }
 
@@ -408,7 +408,7 @@ async fn checked_form(
 
 /// A second factor just passed, or added.
 pub struct Passed {
-    pub factor: Factor,
+    pub proof: Proof,
     /// The user asked to trust this browser.
     pub remember: bool,
     pub enrolment: Option<Enrolment>,
@@ -449,7 +449,8 @@ pub async fn complete(
     passed: Passed,
     rd: &str,
 ) -> Result<(CookieJar, String), PortalError> {
-    let Passed { factor, remember, enrolment } = passed;
+    let Passed { proof, remember, enrolment } = passed;
+    let factor = proof.factor;
     let choice = Choice::of(factor).filter(|c| *c != Choice::Recovery);
     if enrolment == Some(Enrolment::Another) {
         // An enrolled secret is not offered again by the enrolment page.
@@ -469,7 +470,7 @@ pub async fn complete(
     if let Some(device) = &session.context.device_id {
         gateway.store.remember_device(&session.username, device, now, trusted_until).await?;
     }
-    let Some((id, renewed)) = gateway.sessions.add_factor(session, factor, trusted_until).await? else {
+    let Some((id, renewed)) = gateway.sessions.add_factor(session, proof, trusted_until).await? else {
         return Ok(signed_out(gateway, request, jar, rd));
     };
     let mut jar = jar.add(gateway.sessions.cookie(id, request.tls));

@@ -18,10 +18,11 @@ use super::pages::{html, FactorEntry, RecoveryCodesPage, SessionEntry, SettingsP
 use super::redirect::{query_param, rd_param, safe_return_to};
 use super::second_factor::{may_change_factors, pending_totp, webauthn_kinds, Enrolled};
 use super::{bad_form, csrf_refused, current_session, device, see_other, with_return_to, Failure, PortalError, PortalState};
-use crate::factors::webauthn::clean_name;
+use crate::factors::webauthn::{clean_name, used_credential};
 use crate::gateway::Gateway;
 use crate::methods::{Method, MethodSet};
-use crate::session::{FactorUse, Session, SignInContext};
+use crate::session::{Factor, FactorUse, Session, SignInContext};
+use crate::store::{FactorRef, Removal};
 
 const PAGE: &str = "/.stepgate/settings";
 
@@ -146,10 +147,10 @@ pub async fn rename(
         Err(refusal) => return Ok(refusal),
     };
     let renamed = match parse_handle(&form.factor) {
-        Some(FactorHandle::Totp) => {
+        Some(FactorRef::Totp) => {
             gateway.store.rename_totp(&session.username, &clean_name(&form.name, Method::Totp)).await.map_err(|e| fail(e.into()))?
         }
-        Some(FactorHandle::Webauthn(id)) => gateway
+        Some(FactorRef::Webauthn(id)) => gateway
             .store
             .rename_webauthn(&session.username, id, &clean_name(&form.name, Method::SecurityKey))
             .await
@@ -173,26 +174,47 @@ pub async fn remove(
     if let Some(step_up) = step_up(&gateway, &session, PAGE).await.map_err(fail)? {
         return Ok(step_up);
     }
-    let enrolled = Enrolled::of(&gateway, &session.username).await.map_err(fail)?;
-    if enrolled.factor_count() == 1 && user_needs_two_factors(&gateway, &session.username) {
-        let message = "This is your last second factor, and some of your applications require one. Add another before removing it.";
-        return render(&gateway, &session, &jar, Message::error(message)).await.map_err(fail);
-    }
-    let removed = match parse_handle(&form.factor) {
-        Some(FactorHandle::Totp) => gateway.store.delete_totp(&session.username).await,
-        Some(FactorHandle::Webauthn(id)) => gateway.store.delete_webauthn(&session.username, id).await,
-        None => Ok(false),
-    }
-    .map_err(|e| fail(e.into()))?;
-    if !removed {
+    let Some(factor) = parse_handle(&form.factor) else {
         return render(&gateway, &session, &jar, Message::error("There is no such factor.")).await.map_err(fail);
+    };
+    let keep_one = user_needs_two_factors(&gateway, &session.username);
+    let usable_kinds = usable_webauthn_kinds(&gateway);
+    let removal = gateway.store.remove_factor(&session.username, factor, &usable_kinds, keep_one).await.map_err(|e| fail(e.into()))?;
+    if let Some(refusal) = refusal_of(removal) {
+        return render(&gateway, &session, &jar, Message::error(refusal)).await.map_err(fail);
     }
     tracing::info!(event = "factor_removed", factor = %form.factor, user = %session.username, "security");
-    // Recovery codes stand in for a factor; with none left they would be one.
-    if enrolled.factor_count() == 1 {
-        gateway.store.delete_recovery_codes(&session.username).await.map_err(|e| fail(e.into()))?;
-    }
+    // The sessions that did it end; this one forgets it, and proves a factor again where one is needed.
+    let ended = gateway.sessions.forget_factor(&session.username, |used| was_done_with(used, factor), Some(&session.key));
+    let Some(session) = ended.await.map_err(|e| fail(e.into()))? else {
+        return Ok(sign_in_first());
+    };
     render(&gateway, &session, &jar, Message::notice("Removed.")).await.map_err(fail)
+}
+
+/// The WebAuthn kinds the configuration allows: the credentials that count
+/// as a usable factor.
+fn usable_webauthn_kinds(gateway: &Gateway) -> Vec<&'static str> {
+    [Method::SecurityKey, Method::Platform].into_iter().filter(|kind| gateway.webauthn.allows(*kind)).map(Method::name).collect()
+}
+
+/// Why a removal did not happen, if it did not.
+fn refusal_of(removal: Removal) -> Option<&'static str> {
+    match removal {
+        Removal::Removed => None,
+        Removal::NotFound => Some("There is no such factor."),
+        Removal::LastFactor => {
+            Some("This is your last second factor, and some of your applications require one. Add another before removing it.")
+        }
+    }
+}
+
+/// Whether a session's factor was done with this one of the user's factors.
+fn was_done_with(used: &FactorUse, factor: FactorRef) -> bool {
+    match factor {
+        FactorRef::Totp => used.factor == Factor::Otp,
+        FactorRef::Webauthn(id) => used_credential(used, id),
+    }
 }
 
 pub async fn regenerate_codes(
@@ -308,15 +330,11 @@ fn user_needs_two_factors(gateway: &Gateway, username: &str) -> bool {
     crate::policy::may_require_second_factor(&gateway.config.apps, username, &groups)
 }
 
-enum FactorHandle {
-    Totp,
-    Webauthn(i64),
-}
-
-fn parse_handle(handle: &str) -> Option<FactorHandle> {
+/// A factor as the forms name it: `totp` or `webauthn:<id>`.
+fn parse_handle(handle: &str) -> Option<FactorRef> {
     match handle.split_once(':') {
-        None if handle == "totp" => Some(FactorHandle::Totp),
-        Some(("webauthn", id)) => id.parse().ok().map(FactorHandle::Webauthn),
+        None if handle == "totp" => Some(FactorRef::Totp),
+        Some(("webauthn", id)) => id.parse().ok().map(FactorRef::Webauthn),
         _ => None,
     }
 }

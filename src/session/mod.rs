@@ -84,6 +84,28 @@ impl Factor {
 pub struct FactorUse {
     pub factor: Factor,
     pub at: UnixTime,
+    /// The WebAuthn credential (its id in the store) it was done with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<i64>,
+}
+
+/// A factor just done, and the WebAuthn credential it was done with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proof {
+    pub factor: Factor,
+    pub credential: Option<i64>,
+}
+
+impl Proof {
+    fn used_at(self, at: UnixTime) -> FactorUse {
+        FactorUse { factor: self.factor, at, credential: self.credential }
+    }
+}
+
+impl From<Factor> for Proof {
+    fn from(factor: Factor) -> Self {
+        Proof { factor, credential: None }
+    }
 }
 
 /// What the gateway learned when the session signed in.
@@ -305,11 +327,11 @@ impl Sessions {
     }
 
     /// Starts a session after the first factor. Returns the new id.
-    pub async fn create(&self, username: &str, factor: Factor, context: SignInContext) -> Result<(String, Arc<Session>), StoreError> {
+    pub async fn create(&self, username: &str, proof: impl Into<Proof>, context: SignInContext) -> Result<(String, Arc<Session>), StoreError> {
         let now = self.clock.now();
         let parts = SessionParts {
             username: username.to_string(),
-            factors: vec![FactorUse { factor, at: now }],
+            factors: vec![proof.into().used_at(now)],
             created: now,
             pending_totp: None,
             context,
@@ -325,12 +347,13 @@ impl Sessions {
     pub async fn add_factor(
         &self,
         old: &Session,
-        factor: Factor,
+        proof: impl Into<Proof>,
         trusted_until: Option<UnixTime>,
     ) -> Result<Option<(String, Arc<Session>)>, StoreError> {
         let now = self.clock.now();
-        let mut factors: Vec<FactorUse> = old.factors.iter().copied().filter(|f| f.factor != factor).collect();
-        factors.push(FactorUse { factor, at: now });
+        let proof = proof.into();
+        let mut factors: Vec<FactorUse> = old.factors.iter().copied().filter(|f| f.factor != proof.factor).collect();
+        factors.push(proof.used_at(now));
         let mut context = old.context.clone();
         context.trusted_until = trusted_until.or(context.trusted_until);
         let parts = SessionParts { username: old.username.clone(), factors, created: old.created, pending_totp: None, context };
@@ -383,6 +406,29 @@ impl Sessions {
     /// or forgets it. None when the session has ended.
     pub async fn set_pending_totp(&self, session: &Session, sealed: Option<Vec<u8>>) -> Result<Option<Arc<Session>>, StoreError> {
         self.change(&session.key, SessionChange::PendingTotp(sealed.as_deref())).await
+    }
+
+    /// After a factor was removed (or found cloned): ends the user's
+    /// sessions that did it, except `keep`, which forgets having done it and
+    /// so must prove a factor again. Returns `keep` as it is now, or None
+    /// when it has ended.
+    pub async fn forget_factor(
+        &self,
+        username: &str,
+        did: impl Fn(&FactorUse) -> bool,
+        keep: Option<&SessionKey>,
+    ) -> Result<Option<Arc<Session>>, StoreError> {
+        let mut kept = None;
+        for row in self.store.sessions_of(username).await? {
+            let Some(session) = Session::from_row(row) else { continue };
+            if Some(&session.key) == keep {
+                let factors: Vec<FactorUse> = session.factors.iter().copied().filter(|f| !did(f)).collect();
+                kept = self.change(&session.key, SessionChange::Factors(&factors_json(&factors))).await?;
+            } else if session.factors.iter().any(&did) {
+                self.delete(&session.key).await?;
+            }
+        }
+        Ok(kept)
     }
 
     /// Writes a change to a session that keeps its id; None when the

@@ -96,7 +96,6 @@ pub trait TotpStore: Send + Sync {
     /// used before; false means the code was already spent (a replay).
     async fn claim_totp_step(&self, username: &str, step: i64, now: i64) -> Result<bool, StoreError>;
     async fn rename_totp(&self, username: &str, name: &str) -> Result<bool, StoreError>;
-    async fn delete_totp(&self, username: &str) -> Result<bool, StoreError>;
 }
 
 /// A registered WebAuthn credential.
@@ -141,7 +140,35 @@ pub trait RecoveryStore: Send + Sync {
     async fn use_recovery_code(&self, username: &str, hash: &[u8; 32], now: i64) -> Result<bool, StoreError>;
     /// How many unused codes the user has, and when the set was made.
     async fn recovery_codes_left(&self, username: &str) -> Result<(u32, Option<i64>), StoreError>;
-    async fn delete_recovery_codes(&self, username: &str) -> Result<(), StoreError>;
+}
+
+/// One of a user's second factors, as the store keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorRef {
+    /// The authenticator app (a user has at most one).
+    Totp,
+    /// A WebAuthn credential, by its id.
+    Webauthn(i64),
+}
+
+/// What became of a factor's removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// The user has no such factor.
+    NotFound,
+    /// Refused: no usable factor would be left.
+    LastFactor,
+}
+
+#[async_trait]
+pub trait FactorStore: Send + Sync {
+    /// Removes a factor. Usable factors are the authenticator app and the
+    /// WebAuthn credentials of the `usable_kinds`; when none would be left,
+    /// the removal is refused if `keep_one`, else the recovery codes go
+    /// too. Counting and removing are one transaction, so two removals at
+    /// once cannot both pass the count.
+    async fn remove_factor(&self, username: &str, factor: FactorRef, usable_kinds: &[&str], keep_one: bool) -> Result<Removal, StoreError>;
 }
 
 /// A successful sign-in, as remembered for later risk assessments.
@@ -185,6 +212,6 @@ pub trait RiskStore: Send + Sync {
     async fn forget_sign_ins_before(&self, before: i64) -> Result<u64, StoreError>;
 }
 
-pub trait Store: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore {}
+pub trait Store: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore {}
 
-impl<T: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore> Store for T {}
+impl<T: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore> Store for T {}

@@ -8,7 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    DeviceRow, RecoveryStore, RiskStore, SessionChange, SessionRow, SessionStore, SignInRow, StoreError, TotpRow, TotpStore, WebauthnRow,
+    DeviceRow, FactorRef, FactorStore, RecoveryStore, Removal, RiskStore, SessionChange, SessionRow, SessionStore, SignInRow, StoreError, TotpRow, TotpStore, WebauthnRow,
     WebauthnStore,
 };
 
@@ -199,11 +199,6 @@ impl TotpStore for SqliteStore {
             .await?;
         Ok(done.rows_affected() == 1)
     }
-
-    async fn delete_totp(&self, username: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM totp_credentials WHERE username = ?").bind(username).execute(&self.pool).await?;
-        Ok(done.rows_affected() == 1)
-    }
 }
 
 const WEBAUTHN_COLUMNS: &str = "id, username, credential_id, kind, name, credential, counter, aaguid, discoverable, \
@@ -346,10 +341,44 @@ impl RecoveryStore for SqliteStore {
         let left: i64 = row.get(0);
         Ok((u32::try_from(left).unwrap_or(0), row.get(1)))
     }
+}
 
-    async fn delete_recovery_codes(&self, username: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM recovery_codes WHERE username = ?").bind(username).execute(&self.pool).await?;
-        Ok(())
+#[async_trait]
+impl FactorStore for SqliteStore {
+    async fn remove_factor(&self, username: &str, factor: FactorRef, usable_kinds: &[&str], keep_one: bool) -> Result<Removal, StoreError> {
+        // The delete comes first, so the transaction holds the write lock
+        // from its first statement: a second removal waits for this one's
+        // commit and then counts what it left.
+        let mut tx = self.pool.begin().await?;
+        let deleted = match factor {
+            FactorRef::Totp => sqlx::query("DELETE FROM totp_credentials WHERE username = ?").bind(username),
+            FactorRef::Webauthn(id) => {
+                sqlx::query("DELETE FROM webauthn_credentials WHERE username = ? AND id = ?").bind(username).bind(id)
+            }
+        }
+        .execute(&mut *tx)
+        .await?;
+        if deleted.rows_affected() == 0 {
+            return Ok(Removal::NotFound);
+        }
+        let kinds = serde_json::to_string(usable_kinds).unwrap_or_else(|_| "[]".into());
+        let left: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM totp_credentials WHERE username = ?1)
+                  + (SELECT count(*) FROM webauthn_credentials WHERE username = ?1 AND kind IN (SELECT value FROM json_each(?2)))",
+        )
+        .bind(username)
+        .bind(kinds)
+        .fetch_one(&mut *tx)
+        .await?;
+        if left == 0 && keep_one {
+            return Ok(Removal::LastFactor);
+        }
+        if left == 0 {
+            // Recovery codes stand in for a factor; with none left they would be one.
+            sqlx::query("DELETE FROM recovery_codes WHERE username = ?").bind(username).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(Removal::Removed)
     }
 }
 
