@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use serde_json::Value;
 use stepgate::store::{TotpRow, WebauthnRow};
 
 /// Sends the requests at the same moment; their responses, in order.
@@ -220,6 +221,35 @@ async fn untrusting_a_browser_ends_the_trust_of_its_live_session() {
     let response = trusted.get(gw.app("/.stepgate/settings")).send().await.unwrap();
     assert_eq!(response.status(), 303, "the browser's live session lost the trust");
     assert!(response.headers()["location"].to_str().unwrap().starts_with("/.stepgate/second-factor"));
+}
+
+/// The claims of an assertion (not verified here: other tests do).
+fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&data_encoding::BASE64URL_NOPAD.decode(payload.as_bytes()).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn after_a_reload_the_assertion_agrees_with_the_identity_headers() {
+    let gw = TestGateway::start().await;
+    let client = gw.browser();
+    sign_in_at(&gw, "legacy.test", &client, ALICE, ALICE_PASSWORD, "/").await;
+    let received = |gw: &TestGateway| {
+        let headers = gw.upstream.last().headers;
+        let groups = headers["remote-groups"].to_str().unwrap().to_string();
+        (groups, claims(headers["x-auth-token"].to_str().unwrap())["groups"].clone())
+    };
+    assert_eq!(client.get(gw.url("legacy.test", "/")).send().await.unwrap().status(), 200);
+    assert_eq!(received(&gw), ("staff,admins".to_string(), serde_json::json!(["staff", "admins"])));
+
+    let users = gw.dir.path().join("users.toml");
+    let text = std::fs::read_to_string(&users).unwrap();
+    std::fs::write(&users, text.replacen("groups = [\"staff\", \"admins\"]", "groups = [\"staff\"]", 1)).unwrap();
+    gw.running.live.reload().expect("the new users file loads");
+    gw.clock.advance(1);
+
+    assert_eq!(client.get(gw.url("legacy.test", "/")).send().await.unwrap().status(), 200);
+    assert_eq!(received(&gw), ("staff".to_string(), serde_json::json!(["staff"])), "no assertion with the old groups");
 }
 
 /// A security key on record for alice, as if registered earlier.
