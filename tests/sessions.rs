@@ -377,3 +377,29 @@ async fn loading_the_enrolment_page_again_shows_the_same_secret() {
     let next = page(&gw, &client, "/.stepgate/settings/add-totp").await;
     assert_ne!(secret_on(&next), secret_on(&first), "an enrolled secret is never offered again");
 }
+
+#[tokio::test]
+async fn new_recovery_codes_are_shown_until_the_user_has_saved_them() {
+    let gw = TestGateway::start().await;
+    let client = gw.browser();
+    sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await;
+    enroll_totp(&gw, &client).await;
+    let codes_on = |page: &str| regex::Regex::new(r"<li><code>([0-9a-z-]+)</code></li>").unwrap().captures_iter(page).map(|c| c[1].to_string()).collect::<Vec<_>>();
+    let first = page(&gw, &client, "/.stepgate/recovery-codes?rd=/").await;
+    let again = page(&gw, &client, "/.stepgate/recovery-codes?rd=/").await;
+    assert_eq!(codes_on(&first).len(), 10, "{first}");
+    assert_eq!(codes_on(&first), codes_on(&again), "a GET spends nothing");
+
+    let saved = client
+        .post(gw.app("/.stepgate/recovery-codes"))
+        .form(&[("csrf", form_value(&again, "csrf").as_str()), ("rd", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 303);
+    assert_eq!(saved.headers()["location"], "/");
+    assert_eq!(status(&gw, &client, "/.stepgate/recovery-codes?rd=/").await, 303, "saved codes are not shown again");
+    let forged = client.post(gw.app("/.stepgate/recovery-codes")).form(&[("csrf", "forged"), ("rd", "/")]).send().await.unwrap();
+    assert_eq!(forged.status(), 403);
+}
+

@@ -113,12 +113,14 @@ async fn a_security_key_enrols_then_signs_in_and_satisfies_a_webauthn_route() {
     let gw = TestGateway::start_with(setup("")).await;
     let (client, mut key) = enrolled_with_key(&gw).await;
 
-    // The first factor ever enrolled brings recovery codes, shown once.
+    // The first factor ever enrolled brings recovery codes, shown until saved.
     let codes_page = page(&gw, &client, "/.stepgate/recovery-codes?rd=/admin/").await;
     let codes = regex::Regex::new(r"<li><code>([0-9a-z-]+)</code></li>").unwrap().captures_iter(&codes_page).count();
     assert_eq!(codes, 10, "{codes_page}");
+    let saved = [("csrf", form_value(&codes_page, "csrf")), ("rd", "/admin/".into())];
+    client.post(gw.app("/.stepgate/recovery-codes")).form(&saved).send().await.unwrap();
     let again = client.get(gw.app("/.stepgate/recovery-codes?rd=/admin/")).send().await.unwrap();
-    assert_eq!(again.status(), 303, "codes are shown only once");
+    assert_eq!(again.status(), 303, "saved codes are not shown again");
 
     let admin = client.get(gw.app("/admin/")).send().await.unwrap();
     assert_eq!(admin.status(), 200, "registration proved the key");

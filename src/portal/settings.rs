@@ -50,6 +50,14 @@ pub struct SessionForm {
 }
 
 #[derive(Deserialize)]
+pub struct SavedForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    rd: String,
+}
+
+#[derive(Deserialize)]
 pub struct CsrfForm {
     #[serde(default)]
     csrf: String,
@@ -92,17 +100,42 @@ pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, ur
     render(&gateway, &session, &jar, message).await.map_err(fail)
 }
 
-/// The recovery codes made at a first enrolment or a regeneration, once.
+/// The recovery codes made at a first enrolment or a regeneration, shown
+/// (as often as the page is loaded) until the user says they saved them.
 pub async fn recovery_codes(Extension(gateway): Extension<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
     let Some(session) = current_session(&gateway, &jar).await.map_err(|e| Failure(gateway.clone(), e))? else {
         return Ok(sign_in_first());
     };
     let rd = safe_return_to(&gateway, rd_param(&uri).as_deref());
-    let Some(codes) = gateway.recovery.take_reveal(session.key, &session.username) else {
+    let Some(codes) = gateway.recovery.reveal(session.key, &session.username) else {
         return Ok(see_other(&rd));
     };
-    let page = RecoveryCodesPage { brand: &gateway.config.branding, codes: codes.iter().map(|c| c.as_str()).collect(), rd: &rd };
+    let page = RecoveryCodesPage {
+        brand: &gateway.config.branding,
+        csrf: csrf::token(&gateway, Binding::Session(&session)),
+        codes: codes.iter().map(|c| c.as_str()).collect(),
+        rd: &rd,
+    };
     Ok(html(StatusCode::OK, &page))
+}
+
+/// The user saved their new recovery codes: they are not shown again.
+pub async fn recovery_codes_saved(
+    Extension(gateway): Extension<PortalState>,
+    jar: CookieJar,
+    form: Result<Form<SavedForm>, FormRejection>,
+) -> Result<Response, Failure> {
+    let Ok(Form(form)) = form else {
+        return Ok(bad_form(&gateway));
+    };
+    let Some(session) = current_session(&gateway, &jar).await.map_err(|e| Failure(gateway.clone(), e))? else {
+        return Ok(sign_in_first());
+    };
+    if !csrf::is_valid(&gateway, Binding::Session(&session), &form.csrf) {
+        return Ok(csrf_refused(&gateway));
+    }
+    gateway.recovery.dismiss_reveal(session.key, &session.username);
+    Ok(see_other(&safe_return_to(&gateway, Some(&form.rd))))
 }
 
 pub async fn add_totp(Extension(gateway): Extension<PortalState>, jar: CookieJar) -> Result<Response, Failure> {
