@@ -179,7 +179,7 @@ fn demand(policy: Policy, wanted: Freshness, settings: &PolicyConfig, now: UnixT
             if wanted.max_age.is_some() || subject.second_factors.latest(MethodSet::ANY).is_some() {
                 return second_factor(subject, wanted, now).map_or(allow, Decision::SecondFactor);
             }
-            if subject.trusted_browser || subject.confidence >= settings.adaptive_minimum {
+            if (subject.trusted_browser && subject.confidence != Confidence::Low) || subject.confidence >= settings.adaptive_minimum {
                 allow
             } else {
                 Decision::SecondFactor(StepUp::Risk)

@@ -339,10 +339,10 @@ fn sign_in_first() -> Response {
 }
 
 /// The page (factors, sessions, places) is for sessions that passed a
-/// second factor, or come from a browser the user trusts, when the user has
-/// one: a password alone shows nothing.
+/// second factor, or come from a browser the user trusts (at more than low
+/// confidence), when the user has one: a password alone shows nothing.
 async fn second_factor_first(gateway: &Gateway, session: &Session) -> Result<Option<Response>, PortalError> {
-    let trusted = session.context.trusted_until.is_some_and(|until| until > gateway.clock.now());
+    let trusted = session.trusts_browser(gateway.clock.now());
     if session.second_factor_at().is_some() || trusted || Enrolled::of(gateway, &session.username).await?.has_none() {
         return Ok(None);
     }

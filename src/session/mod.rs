@@ -11,7 +11,7 @@ use cookie::{Cookie, SameSite};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, UnixTime};
-use crate::config::SessionConfig;
+use crate::config::{Confidence, SessionConfig};
 use crate::crypto::{random_token, sha256};
 use crate::methods::{Method, MethodTimes};
 use crate::policy::risk::Assessment;
@@ -144,6 +144,13 @@ pub struct Session {
 impl Session {
     pub fn last_seen(&self) -> UnixTime {
         self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Whether the session comes from a browser the user trusts, and the
+    /// sign-in was not of low confidence (risk outranks the trust).
+    pub fn trusts_browser(&self, now: UnixTime) -> bool {
+        let trusted = self.context.trusted_until.is_some_and(|until| until > now);
+        trusted && self.context.assessment.confidence != Confidence::Low
     }
 
     /// When the most recent second factor was done.
