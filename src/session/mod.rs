@@ -249,7 +249,8 @@ impl Sessions {
     }
 
     /// The live session for a cookie value, or None when the value is
-    /// malformed, unknown or expired. Marks the session as seen.
+    /// malformed, unknown or expired, or its user's password changed.
+    /// Marks the session as seen.
     pub async fn lookup(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
         if id.len() != SESSION_ID_LEN || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Ok(None);
