@@ -87,12 +87,13 @@ fn decision_path(c: &mut Criterion) {
         .unwrap();
 
     // A session with both factors, as after the TOTP step.
+    let user = gateway.users.get(DEMO_USER).unwrap().clone();
+    let context = SignInContext { password_fingerprint: Some(user.password_fingerprint(&gateway.secrets)), ..SignInContext::default() };
     let id = runtime.block_on(async {
-        let (_, first) = gateway.sessions.create(DEMO_USER, Factor::Pwd, SignInContext::default()).await.unwrap();
-        gateway.sessions.add_factor(&first, Factor::Otp, None).await.unwrap().0
+        let (_, first) = gateway.sessions.create(DEMO_USER, Factor::Pwd, context).await.unwrap();
+        gateway.sessions.add_factor(&first, Factor::Otp, None).await.unwrap().expect("a live session").0
     });
     let app = gateway.app_for_host("localhost").unwrap().clone();
-    let user = gateway.users.get(DEMO_USER).unwrap().clone();
     let session = runtime.block_on(gateway.sessions.lookup(&id)).unwrap().expect("a live session");
     gateway.assertions.token_for(&session, &user, &app.id).unwrap(); // fills the token cache
 

@@ -138,6 +138,7 @@ impl Gateway {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.server.data_dir).await?);
         let geo = Arc::new(Geo::new(GeoDatabases::open(&config.geoip)?));
         let sessions = Arc::new(Sessions::new(store.clone(), clock.clone(), config.session.clone()));
+        sessions.set_password_fingerprints(users.password_fingerprints(&secrets));
         let totp = Arc::new(TotpFactor::new(
             store.clone(),
             secrets.clone(),
@@ -145,7 +146,7 @@ impl Gateway {
             config.totp.clone(),
             config.branding.product_name.clone(),
         ));
-        let webauthn = Arc::new(WebauthnFactor::new(store.clone(), secrets.clone(), clock.clone(), config.webauthn.clone()));
+        let webauthn = Arc::new(WebauthnFactor::new(store.clone(), sessions.clone(), secrets.clone(), clock.clone(), config.webauthn.clone()));
         let recovery = Arc::new(RecoveryCodes::new(store.clone(), secrets.clone(), clock.clone(), config.recovery_codes.clone()));
         let assertions = Arc::new(Assertions::new(
             config.server.data_dir.clone(),
@@ -191,8 +192,9 @@ impl Gateway {
         keep_start_up_settings(&self.config, &mut config);
         let users = Directory::load(&config.users_file)?;
         let (apps_by_host, identity_headers) = route_apps(&config);
-        // Last, because it swaps the shared readers: nothing after it may fail.
+        // Last, because they swap shared state: nothing after them may fail.
         self.geo.reload(&config.geoip)?;
+        self.sessions.set_password_fingerprints(users.password_fingerprints(&self.secrets));
         Ok(Arc::new(Self {
             untrusted_networks: config.untrusted_networks(),
             apps_by_host,

@@ -24,6 +24,8 @@ pub struct Question {
     pub second_factor_age: Option<i64>,
     /// Assume this sign-in confidence instead of the one the IP alone gives.
     pub confidence: Option<Confidence>,
+    /// Assume the user signed in on a browser they trust.
+    pub trusted_browser: bool,
     pub now: UnixTime,
 }
 
@@ -66,7 +68,7 @@ pub fn explain(config: &Config, question: &Question) -> Result<String, ExplainEr
         username: &user.username,
         groups: &user.groups,
         second_factors: MethodTimes::totp_at(question.second_factor_age.map(|age| question.now - age)),
-        trusted_browser: false,
+        trusted_browser: question.trusted_browser,
         confidence,
     });
     let headers = http::HeaderMap::new();
@@ -89,6 +91,18 @@ pub fn explain(config: &Config, question: &Question) -> Result<String, ExplainEr
     }
     let signals = if untrusted { "untrusted_ip" } else { "none from the IP" };
     let _ = writeln!(out, "risk: {signals}; confidence {confidence:?}");
+    if question.trusted_browser {
+        let _ = writeln!(out, "{}", trusted_browser_note(confidence, config.risk.low_confidence_ends_trust));
+    }
     out.push_str(&explanation.render(app));
     Ok(out)
+}
+
+/// What a trusted browser counts for at this confidence.
+fn trusted_browser_note(confidence: Confidence, low_confidence_ends_trust: bool) -> &'static str {
+    match (confidence, low_confidence_ends_trust) {
+        (Confidence::Low, true) => "browser: trusted, but not at low confidence: adaptive rules ask for the second factor, and the sign-in ends the trust",
+        (Confidence::Low, false) => "browser: trusted, but not at low confidence: adaptive rules ask for the second factor",
+        _ => "browser: trusted: adaptive rules skip the second factor",
+    }
 }

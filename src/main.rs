@@ -78,6 +78,9 @@ enum PolicyCommand {
         /// Assume this sign-in confidence (low, medium, high).
         #[arg(long, value_parser = parse_confidence)]
         confidence: Option<stepgate::config::Confidence>,
+        /// Assume the user signed in on a browser they trust.
+        #[arg(long)]
+        trusted_browser: bool,
     },
 }
 
@@ -138,11 +141,21 @@ fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Policy {
-            command: PolicyCommand::Explain { config, host, path, method, ip, user, second_factor_age, confidence },
+            command: PolicyCommand::Explain { config, host, path, method, ip, user, second_factor_age, confidence, trusted_browser },
         } => {
             let config = Config::load(&config).map_err(|e| e.to_string())?;
             let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|e| e.to_string())?;
-            let question = stepgate::inspect::Question { host, path, method, ip, user, second_factor_age, confidence, now: SystemClock.now() };
+            let question = stepgate::inspect::Question {
+                host,
+                path,
+                method,
+                ip,
+                user,
+                second_factor_age,
+                confidence,
+                trusted_browser,
+                now: SystemClock.now(),
+            };
             print!("{}", stepgate::inspect::explain(&config, &question).map_err(|e| e.to_string())?);
             Ok(())
         }

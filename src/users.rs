@@ -9,6 +9,7 @@ use argon2::Argon2;
 use serde::Deserialize;
 
 use crate::config::ConfigError;
+use crate::crypto::Secrets;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +21,14 @@ pub struct User {
     pub groups: Vec<String>,
     /// An argon2id PHC string from `stepgate hash-password`.
     pub password: String,
+}
+
+impl User {
+    /// A keyed hash of the stored password hash: it changes when the
+    /// password does, and tells nothing about the hash without the key.
+    pub fn password_fingerprint(&self, secrets: &Secrets) -> String {
+        secrets.mac("password-fingerprint", &self.password)
+    }
 }
 
 #[derive(Deserialize)]
@@ -61,6 +70,11 @@ impl Directory {
 
     pub fn get(&self, username: &str) -> Option<&Arc<User>> {
         self.users.get(username)
+    }
+
+    /// Every user's [`User::password_fingerprint`], by user name.
+    pub fn password_fingerprints(&self, secrets: &Secrets) -> HashMap<String, String> {
+        self.users.iter().map(|(name, user)| (name.clone(), user.password_fingerprint(secrets))).collect()
     }
 
     pub fn from_users(users: Vec<User>) -> Self {

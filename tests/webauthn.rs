@@ -113,12 +113,14 @@ async fn a_security_key_enrols_then_signs_in_and_satisfies_a_webauthn_route() {
     let gw = TestGateway::start_with(setup("")).await;
     let (client, mut key) = enrolled_with_key(&gw).await;
 
-    // The first factor ever enrolled brings recovery codes, shown once.
+    // The first factor ever enrolled brings recovery codes, shown until saved.
     let codes_page = page(&gw, &client, "/.stepgate/recovery-codes?rd=/admin/").await;
     let codes = regex::Regex::new(r"<li><code>([0-9a-z-]+)</code></li>").unwrap().captures_iter(&codes_page).count();
     assert_eq!(codes, 10, "{codes_page}");
+    let saved = [("csrf", form_value(&codes_page, "csrf")), ("rd", "/admin/".into())];
+    client.post(gw.app("/.stepgate/recovery-codes")).form(&saved).send().await.unwrap();
     let again = client.get(gw.app("/.stepgate/recovery-codes?rd=/admin/")).send().await.unwrap();
-    assert_eq!(again.status(), 303, "codes are shown only once");
+    assert_eq!(again.status(), 303, "saved codes are not shown again");
 
     let admin = client.get(gw.app("/admin/")).send().await.unwrap();
     assert_eq!(admin.status(), 200, "registration proved the key");
@@ -647,4 +649,58 @@ async fn submit_code(gw: &TestGateway, client: &reqwest::Client, method: &str, c
         .send()
         .await
         .unwrap()
+}
+
+#[tokio::test]
+async fn removing_a_key_ends_the_sessions_that_used_that_key_only() {
+    let gw = TestGateway::start_with(setup("")).await;
+    let (first_key_session, _first_key) = enrolled_with_key(&gw).await;
+    // A second key, added from the same session (which thereby did not use it).
+    let csrf = data_csrf(&page(&gw, &first_key_session, "/.stepgate/settings").await);
+    let mut second_key = WebauthnAuthenticator::new(SoftToken::new(false).unwrap().0);
+    assert_eq!(register(&gw, &first_key_session, &mut second_key, &csrf, "security_key").await.status(), 200);
+    let mut second_key_sessions = Vec::new();
+    for _ in 0..2 {
+        let client = password_session(&gw).await;
+        let (options, csrf) = start_authentication(&gw, &client).await;
+        let credential = second_key.do_authentication(origin(), options).unwrap();
+        assert_eq!(finish_authentication(&gw, &client, &csrf, &credential).await.status(), 200);
+        second_key_sessions.push(client);
+    }
+    let [remover, other] = &second_key_sessions[..] else { unreachable!() };
+
+    let first_id = gw.gateway().store.webauthn_credentials(ALICE).await.unwrap()[0].id;
+    let csrf = form_value(&page(&gw, remover, "/.stepgate/settings").await, "csrf");
+    let handle = format!("webauthn:{first_id}");
+    let removed = remover.post(gw.app("/.stepgate/settings/factors/remove")).form(&[("csrf", csrf.as_str()), ("factor", handle.as_str())]).send().await.unwrap();
+    assert!(removed.text().await.unwrap().contains("Removed."));
+    assert_eq!(first_key_session.get(gw.app("/")).send().await.unwrap().status(), 302, "the session that used the removed key ends");
+    assert_eq!(other.get(gw.app("/admin/")).send().await.unwrap().status(), 200, "one that used the other key stays");
+    assert_eq!(remover.get(gw.app("/admin/")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_key_flagged_as_cloned_ends_the_sessions_that_used_it() {
+    let gw = TestGateway::start_with(setup("")).await;
+    let registered_with_it = password_session(&gw).await;
+    let csrf = data_csrf(&page(&gw, &registered_with_it, "/.stepgate/second-factor").await);
+    let token = SharedToken(std::sync::Arc::new(std::sync::Mutex::new(SoftToken::new(false).unwrap().0)));
+    let mut key = WebauthnAuthenticator::new(token.clone());
+    assert_eq!(register(&gw, &registered_with_it, &mut key, &csrf, "security_key").await.status(), 200);
+    let snapshot = token.0.lock().unwrap().to_cbor().unwrap();
+    let signed_in_with_it = password_session(&gw).await;
+    let (options, csrf) = start_authentication(&gw, &signed_in_with_it).await;
+    let credential = key.do_authentication(origin(), options).unwrap();
+    assert_eq!(finish_authentication(&gw, &signed_in_with_it, &csrf, &credential).await.status(), 200);
+    let password_only = password_session(&gw).await;
+
+    let mut clone = WebauthnAuthenticator::new(SoftToken::from_cbor(&snapshot).unwrap());
+    let attacker = password_session(&gw).await;
+    let (options, csrf) = start_authentication(&gw, &attacker).await;
+    let credential = clone.do_authentication(origin(), options).unwrap();
+    assert_eq!(finish_authentication(&gw, &attacker, &csrf, &credential).await.status(), 403);
+    for (client, what) in [(&registered_with_it, "registered with it"), (&signed_in_with_it, "signed in with it")] {
+        assert_eq!(client.get(gw.app("/")).send().await.unwrap().status(), 302, "the session that {what} ends");
+    }
+    assert_eq!(password_only.get(gw.app("/")).send().await.unwrap().status(), 200, "one that never used it stays");
 }

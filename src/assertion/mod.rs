@@ -17,7 +17,7 @@ pub use verify::{verify, VerifyError};
 use crate::clock::{Clock, UnixTime};
 use crate::crypto::{random_token, Secrets};
 use crate::policy::risk::Assessment;
-use crate::session::{Session, SessionKey};
+use crate::session::{FactorUse, Session, SessionKey};
 use crate::users::User;
 
 /// The claims an app receives.
@@ -51,6 +51,29 @@ pub const ACR_TWO_FACTOR: &str = "urn:stepgate:acr:2fa";
 struct CachedToken {
     token: Arc<str>,
     exp: UnixTime,
+    minted_from: MintedFrom,
+}
+
+/// What an assertion says about the user and how the session proved it.
+/// A cached one is served only while the request's user and session still
+/// say the same, so that the assertion always agrees with the identity
+/// headers and the session: a reload may change a user's groups, and a
+/// removed factor the session's factors.
+struct MintedFrom {
+    email: String,
+    name: String,
+    groups: Vec<String>,
+    factors: Vec<FactorUse>,
+}
+
+impl MintedFrom {
+    fn new(session: &Session, user: &User) -> Self {
+        Self { email: user.email.clone(), name: user.display_name.clone(), groups: user.groups.clone(), factors: session.factors.clone() }
+    }
+
+    fn matches(&self, session: &Session, user: &User) -> bool {
+        self.email == user.email && self.name == user.display_name && self.groups == user.groups && self.factors == session.factors
+    }
 }
 
 /// Mints assertions and keeps one per session and app until it is close to
@@ -80,18 +103,20 @@ impl Assertions {
     }
 
     /// The assertion for this session and app, minted only when there is no
-    /// cached one with at least a fifth of its lifetime left.
+    /// cached one that still says the same with at least a fifth of its
+    /// lifetime left.
     pub fn token_for(&self, session: &Session, user: &User, app_id: &Arc<str>) -> Result<Arc<str>, KeyError> {
         let now = self.clock.now();
         let key = (session.key, app_id.clone());
         let refresh_margin = self.lifetime / 5;
-        if let Some(cached) = self.cache.read().ok().and_then(|c| c.get(&key).filter(|t| t.exp - now > refresh_margin).map(|t| t.token.clone())) {
+        let usable = |t: &&CachedToken| t.exp - now > refresh_margin && t.minted_from.matches(session, user);
+        if let Some(cached) = self.cache.read().ok().and_then(|c| c.get(&key).filter(usable).map(|t| t.token.clone())) {
             return Ok(cached);
         }
         let claims = self.claims(session, user, app_id, now);
         let token: Arc<str> = self.sign(&claims)?.into();
         if let Ok(mut cache) = self.cache.write() {
-            cache.insert(key, CachedToken { token: token.clone(), exp: claims.exp });
+            cache.insert(key, CachedToken { token: token.clone(), exp: claims.exp, minted_from: MintedFrom::new(session, user) });
         }
         Ok(token)
     }

@@ -235,6 +235,9 @@ pub struct RiskConfig {
     /// Users may ask to skip adaptive second factors on a browser for up to
     /// this many days; 0 turns the offer off.
     pub trust_browser_days: u16,
+    /// A low-confidence sign-in on a trusted browser ends its trust (the
+    /// second factor is asked for either way).
+    pub low_confidence_ends_trust: bool,
     /// The long-lived cookie that recognises a browser.
     pub device_cookie_name: values::CookieName,
 }
@@ -246,6 +249,7 @@ impl Default for RiskConfig {
             untrusted_networks: Vec::new(),
             anonymous_ip_untrusted: true,
             trust_browser_days: 30,
+            low_confidence_ends_trust: true,
             device_cookie_name: values::CookieName("stepgate_device".into()),
         }
     }

@@ -5,7 +5,7 @@
 //! or more bits per code and throttled guesses, a fast hash is enough.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use zeroize::Zeroizing;
 
@@ -17,14 +17,13 @@ use crate::store::{Store, StoreError};
 /// Crockford's base32 alphabet (no i, l, o, u): 5 bits a character.
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 const GROUP: usize = 5;
-/// New codes wait this long to be shown, once, to the session they were made for.
+/// New codes can be shown this long to the session they were made for,
+/// until the user says they saved them.
 const REVEAL_SECS: i64 = 600;
-/// At most this many sets wait to be shown.
-const MAX_REVEALS: usize = 10_000;
 
-/// A new set waiting to be shown: for whom, the codes, until when.
+/// A new set waiting to be shown: to which session, the codes, until when.
 struct Reveal {
-    username: String,
+    session: [u8; 32],
     codes: Vec<Zeroizing<String>>,
     until: i64,
 }
@@ -34,7 +33,9 @@ pub struct RecoveryCodes {
     secrets: Arc<Secrets>,
     clock: Arc<dyn Clock>,
     config: RecoveryCodesConfig,
-    reveals: Mutex<HashMap<[u8; 32], Reveal>>,
+    /// By user name: a new set makes the user's older one worthless, so
+    /// only the newest waits, and there are never more than users.
+    reveals: Mutex<HashMap<String, Reveal>>,
 }
 
 impl RecoveryCodes {
@@ -42,22 +43,29 @@ impl RecoveryCodes {
         Self { store, secrets, clock, config, reveals: Mutex::new(HashMap::new()) }
     }
 
-    /// Keeps a new set for the session (by key) to be shown once.
+    /// Keeps the user's new set for the session (by key) to be shown.
     pub fn hold_for_reveal(&self, session: [u8; 32], username: &str, codes: Vec<String>) {
         let now = self.clock.now();
-        if let Ok(mut reveals) = self.reveals.lock() {
-            reveals.retain(|_, r| r.until > now);
-            if reveals.len() < MAX_REVEALS {
-                let codes = codes.into_iter().map(Zeroizing::new).collect();
-                reveals.insert(session, Reveal { username: username.to_string(), codes, until: now + REVEAL_SECS });
-            }
-        }
+        let mut reveals = self.reveals.lock().unwrap_or_else(PoisonError::into_inner);
+        reveals.retain(|_, r| r.until > now);
+        let codes = codes.into_iter().map(Zeroizing::new).collect();
+        reveals.insert(username.to_string(), Reveal { session, codes, until: now + REVEAL_SECS });
     }
 
-    /// The set held for this session, taken: it is shown only once.
-    pub fn take_reveal(&self, session: [u8; 32], username: &str) -> Option<Vec<Zeroizing<String>>> {
-        let reveal = self.reveals.lock().ok()?.remove(&session)?;
-        (reveal.username == username && reveal.until > self.clock.now()).then_some(reveal.codes)
+    /// The user's new set, if it waits to be shown to this session. Showing
+    /// it spends nothing: it stays until [`Self::dismiss_reveal`] or expiry.
+    pub fn reveal(&self, session: [u8; 32], username: &str) -> Option<Vec<Zeroizing<String>>> {
+        let reveals = self.reveals.lock().unwrap_or_else(PoisonError::into_inner);
+        let reveal = reveals.get(username).filter(|r| r.session == session && r.until > self.clock.now())?;
+        Some(reveal.codes.clone())
+    }
+
+    /// Forgets the set shown to this session: the user saved it.
+    pub fn dismiss_reveal(&self, session: [u8; 32], username: &str) {
+        let mut reveals = self.reveals.lock().unwrap_or_else(PoisonError::into_inner);
+        if reveals.get(username).is_some_and(|r| r.session == session) {
+            reveals.remove(username);
+        }
     }
 
     /// A new set for the user, replacing (and so invalidating) any old
@@ -139,6 +147,33 @@ mod tests {
         assert!(normalize(&code).bytes().all(|b| ALPHABET.contains(&b)));
         assert_eq!(normalize(" ABCDE-fghjk "), "abcdefghjk");
         assert_eq!(normalize("oil"), "011");
+    }
+
+    fn recovery_codes(dir: &std::path::Path) -> RecoveryCodes {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = runtime.block_on(crate::store::SqliteStore::open(dir)).unwrap();
+        let secrets = Arc::new(Secrets::from_master(&[1; 32]));
+        RecoveryCodes::new(Arc::new(store), secrets, Arc::new(crate::clock::ManualClock::new()), RecoveryCodesConfig::default())
+    }
+
+    #[test]
+    fn a_reveal_is_never_crowded_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let recovery = recovery_codes(dir.path());
+        // More users than the old fixed limit, each with a set waiting.
+        for n in 0..10_001u32 {
+            recovery.hold_for_reveal([0; 32], &format!("user{n}"), vec![format!("code{n}")]);
+        }
+        let shown = recovery.reveal([0; 32], "user10000").expect("the newest set is shown");
+        assert_eq!(shown[0].as_str(), "code10000");
+        // One user's sets replace each other: only the newest is worth showing.
+        recovery.hold_for_reveal([1; 32], "alice", vec!["old".into()]);
+        recovery.hold_for_reveal([2; 32], "alice", vec!["new".into()]);
+        assert!(recovery.reveal([1; 32], "alice").is_none());
+        assert_eq!(recovery.reveal([2; 32], "alice").unwrap()[0].as_str(), "new");
+        assert!(recovery.reveal([2; 32], "bob").is_none(), "only to the user it was made for");
+        recovery.dismiss_reveal([2; 32], "alice");
+        assert!(recovery.reveal([2; 32], "alice").is_none());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::clock::{Clock, UnixTime};
 use crate::config::{Attestation, UserVerification, WebauthnConfig};
 use crate::crypto::{sha256, Secrets};
 use crate::methods::Method;
-use crate::session::Factor;
+use crate::session::{Factor, FactorUse, Proof, Sessions};
 use crate::store::{Store, StoreError, WebauthnRow};
 
 /// Challenges waiting for an answer, at most; past it, expired ones are
@@ -93,13 +93,13 @@ pub struct Registered {
     pub kind: Method,
     pub name: String,
     /// The registration also proved the factor: what the session did.
-    pub factor: Factor,
+    pub proof: Proof,
 }
 
 /// What a finished authentication proved.
 pub struct Authenticated {
     pub username: String,
-    pub factor: Factor,
+    pub proof: Proof,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,6 +131,7 @@ pub type Owner = [u8; 32];
 
 pub struct WebauthnFactor {
     store: Arc<dyn Store>,
+    sessions: Arc<Sessions>,
     secrets: Arc<Secrets>,
     clock: Arc<dyn Clock>,
     config: WebauthnConfig,
@@ -138,8 +139,8 @@ pub struct WebauthnFactor {
 }
 
 impl WebauthnFactor {
-    pub fn new(store: Arc<dyn Store>, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, config: WebauthnConfig) -> Self {
-        Self { store, secrets, clock, config, pending: Mutex::new(HashMap::new()) }
+    pub fn new(store: Arc<dyn Store>, sessions: Arc<Sessions>, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, config: WebauthnConfig) -> Self {
+        Self { store, sessions, secrets, clock, config, pending: Mutex::new(HashMap::new()) }
     }
 
     pub fn config(&self) -> &WebauthnConfig {
@@ -278,7 +279,9 @@ impl WebauthnFactor {
         if !self.store.insert_webauthn(&row).await? {
             return Err(WebauthnFailure::AlreadyRegistered);
         }
-        Ok(Registered { kind, name: pending.name, factor: factor(kind, credential.user_verified) })
+        let stored = self.store.webauthn_credential(&row.credential_id).await?.ok_or(WebauthnFailure::UnknownCredential)?;
+        let proof = Proof { factor: factor(kind, credential.user_verified), credential: Some(stored.id) };
+        Ok(Registered { kind, name: pending.name, proof })
     }
 
     /// The challenge for proving one of the user's authenticators.
@@ -364,7 +367,7 @@ impl WebauthnFactor {
         let key = DiscoverableKey::from(Passkey::from(credential));
         let result = rp.webauthn.finish_discoverable_authentication(answer, state, &[key]);
         let authenticated = self.record_use(row, result).await?;
-        if !authenticated.factor.proves_user() {
+        if !authenticated.proof.factor.proves_user() {
             return Err(WebauthnFailure::NotVerified);
         }
         Ok(authenticated)
@@ -396,13 +399,21 @@ impl WebauthnFactor {
         if !self.store.claim_webauthn_use(row.id, i64::from(result.counter()), &updated, now).await? {
             return Err(self.possible_clone(&row, now).await);
         }
-        Ok(Authenticated { username: row.username, factor: factor(kind, result.user_verified()) })
+        let proof = Proof { factor: factor(kind, result.user_verified()), credential: Some(row.id) };
+        Ok(Authenticated { username: row.username, proof })
     }
 
+    /// Flags the credential and ends the sessions that used it: whoever
+    /// holds the copy may have made some of them.
     async fn possible_clone(&self, row: &WebauthnRow, now: UnixTime) -> WebauthnFailure {
         tracing::warn!(event = "webauthn_possible_clone", user = %row.username, credential = row.id, "authentication");
-        match self.store.flag_possible_clone(row.id, now).await {
-            Ok(()) => WebauthnFailure::PossibleClone,
+        let flagged = self.store.flag_possible_clone(row.id, now).await;
+        let ended = match flagged {
+            Ok(()) => self.sessions.forget_factor(&row.username, |used| used_credential(used, row.id), None).await,
+            Err(e) => Err(e),
+        };
+        match ended {
+            Ok(_) => WebauthnFailure::PossibleClone,
             Err(e) => WebauthnFailure::Store(e),
         }
     }
@@ -450,6 +461,15 @@ impl WebauthnFactor {
         if let Ok(mut map) = self.pending.lock() {
             map.retain(|_, p| p.expires > now);
         }
+    }
+}
+
+/// Whether a session's factor was done with the credential `id`. Sessions
+/// from before credentials were recorded count if they did any WebAuthn.
+pub fn used_credential(used: &FactorUse, id: i64) -> bool {
+    match used.credential {
+        Some(credential) => credential == id,
+        None => used.factor.method().is_some_and(Method::is_webauthn),
     }
 }
 

@@ -1,12 +1,14 @@
 //! The risk assessment at sign-in: gathers the evidence (device, country
-//! history, travel, network), lets the policy weigh it, and records the
-//! sign-in for the next assessment.
+//! history, travel, network), lets the policy weigh it, records the
+//! sign-in for the next assessment, and ends a browser's trust when a
+//! sign-in there is of low confidence.
 
 use std::net::IpAddr;
 
+use crate::config::Confidence;
 use crate::gateway::Gateway;
 use crate::geo::{distance_km, Location};
-use crate::policy::risk::{self, Evidence};
+use crate::policy::risk::{self, Assessment, Evidence};
 use crate::session::SignInContext;
 use crate::store::{SignInRow, StoreError};
 
@@ -43,6 +45,27 @@ pub async fn assess_sign_in(gateway: &Gateway, username: &str, ip: IpAddr, devic
             signals: serde_json::to_string(&assessment.signals).unwrap_or_else(|_| "[]".into()),
         })
         .await?;
-    let trusted_until = store.device_trusted_until(username, device_id).await?.filter(|until| *until > now);
-    Ok(SignInContext { assessment, country: geo.country, device_id: Some(device_id.to_string()), trusted_until })
+    let mut trusted_until = store.device_trusted_until(username, device_id).await?.filter(|until| *until > now);
+    if trusted_until.is_some() && assessment.confidence == Confidence::Low && gateway.config.risk.low_confidence_ends_trust {
+        end_trust(gateway, username, device_id, &assessment).await?;
+        trusted_until = None;
+    }
+    let password_fingerprint = gateway.users.get(username).map(|user| user.password_fingerprint(&gateway.secrets));
+    Ok(SignInContext { assessment, country: geo.country, device_id: Some(device_id.to_string()), trusted_until, password_fingerprint })
+}
+
+/// A risky sign-in on a trusted browser: whoever signs in there may not be
+/// the user who trusted it, so it is no longer trusted, here or in the
+/// browser's other sessions.
+async fn end_trust(gateway: &Gateway, username: &str, device_id: &str, assessment: &Assessment) -> Result<(), StoreError> {
+    gateway.store.untrust_device(username, device_id).await?;
+    gateway.sessions.end_device_trust(username, device_id).await?;
+    tracing::info!(
+        event = "untrust_browser",
+        reason = "low_confidence",
+        user = %username,
+        signals = ?assessment.signals,
+        "authentication"
+    );
+    Ok(())
 }

@@ -66,7 +66,7 @@ pub fn router() -> Router {
         .route("/.stepgate/webauthn/authenticate/finish", post(webauthn::authenticate_finish))
         .route("/.stepgate/webauthn/passwordless/start", post(webauthn::passwordless_start))
         .route("/.stepgate/webauthn/passwordless/finish", post(webauthn::passwordless_finish))
-        .route("/.stepgate/recovery-codes", get(settings::recovery_codes))
+        .route("/.stepgate/recovery-codes", get(settings::recovery_codes).post(settings::recovery_codes_saved))
         .route("/.stepgate/signout", get(signout::show).post(signout::submit))
         .route("/.stepgate/settings", get(settings::show))
         .route("/.stepgate/settings/add-totp", get(settings::add_totp))

@@ -68,11 +68,12 @@ pub struct TotpEnrollPage<'a> {
     pub webauthn_kinds: Vec<WebauthnKind>,
 }
 
-/// New recovery codes, shown once.
+/// New recovery codes, shown until the user says they saved them.
 #[derive(Template)]
 #[template(path = "recovery_codes.html")]
 pub struct RecoveryCodesPage<'a> {
     pub brand: &'a Branding,
+    pub csrf: String,
     pub codes: Vec<&'a str>,
     pub rd: &'a str,
 }

@@ -23,7 +23,7 @@ use super::{
 use crate::factors::totp::Verdict;
 use crate::gateway::Gateway;
 use crate::methods::{Method, MethodSet};
-use crate::session::{Factor, Session};
+use crate::session::{Factor, Proof, Session};
 
 const PAGE: &str = "/.stepgate/second-factor";
 /// Remembers the method that last worked in this browser.
@@ -47,7 +47,7 @@ impl CodeForm {
     fn passed(&self, factor: Factor, enrolment: Option<Enrolment>) -> Passed {
         // A recovery code is a way back in, not a reason to trust a browser.
         let remember = self.remember.is_some() && factor != Factor::Recovery;
-        Passed { factor, remember, enrolment }
+        Passed { proof: factor.into(), remember, enrolment }
     }
 }
 
@@ -247,14 +247,21 @@ async fn first_enrolment(gateway: &Arc<Gateway>, session: &Arc<Session>, rd: Str
     if !gateway.totp.self_enrollment() {
         return Ok(html(StatusCode::FORBIDDEN, &NoFactorPage { brand: &gateway.config.branding }));
     }
-    let session = match &session.pending_totp {
-        Some(_) => session.clone(),
-        None => {
-            let sealed = gateway.totp.new_pending_secret(&session.username);
-            gateway.sessions.set_pending_totp(session, sealed).await.map_err(|e| Failure(gateway.clone(), e.into()))?
-        }
+    let Some(session) = pending_totp(gateway, session).await.map_err(|e| Failure(gateway.clone(), e))? else {
+        return Ok(see_other(&with_return_to("/.stepgate/signin", &rd)));
     };
     enroll_page(gateway, &session, rd, None, StatusCode::OK)
+}
+
+/// The session with a TOTP secret to enrol: the one it has, so that
+/// showing the page again shows the same secret, or a new one. None when
+/// the session has ended.
+pub async fn pending_totp(gateway: &Gateway, session: &Arc<Session>) -> Result<Option<Arc<Session>>, PortalError> {
+    if session.pending_totp.is_some() {
+        return Ok(Some(session.clone()));
+    }
+    let sealed = gateway.totp.new_pending_secret(&session.username);
+    Ok(gateway.sessions.set_pending_totp(session, Some(sealed)).await?)
 }
 
 /// Whether the session may add or remove factors now: it needs a recent
@@ -402,7 +409,7 @@ async fn checked_form(
 
 /// A second factor just passed, or added.
 pub struct Passed {
-    pub factor: Factor,
+    pub proof: Proof,
     /// The user asked to trust this browser.
     pub remember: bool,
     pub enrolment: Option<Enrolment>,
@@ -443,9 +450,14 @@ pub async fn complete(
     passed: Passed,
     rd: &str,
 ) -> Result<(CookieJar, String), PortalError> {
-    let Passed { factor, remember, enrolment } = passed;
+    let Passed { proof, remember, enrolment } = passed;
+    let factor = proof.factor;
     let choice = Choice::of(factor).filter(|c| *c != Choice::Recovery);
     if enrolment == Some(Enrolment::Another) {
+        // An enrolled secret is not offered again by the enrolment page.
+        if gateway.sessions.set_pending_totp(session, None).await?.is_none() {
+            return Ok(signed_out(gateway, request, jar, rd));
+        }
         // Not a pass, but the new factor is what this browser offers next.
         let jar = match choice {
             Some(choice) => jar.add(method_cookie(choice, request.tls)),
@@ -459,7 +471,9 @@ pub async fn complete(
     if let Some(device) = &session.context.device_id {
         gateway.store.remember_device(&session.username, device, now, trusted_until).await?;
     }
-    let (id, renewed) = gateway.sessions.add_factor(session, factor, trusted_until).await?;
+    let Some((id, renewed)) = gateway.sessions.add_factor(session, proof, trusted_until).await? else {
+        return Ok(signed_out(gateway, request, jar, rd));
+    };
     let mut jar = jar.add(gateway.sessions.cookie(id, request.tls));
     if let Some(choice) = choice {
         jar = jar.add(method_cookie(choice, request.tls));
@@ -473,6 +487,12 @@ pub async fn complete(
         return Ok((jar, with_return_to("/.stepgate/settings?used=recovery", rd)));
     }
     Ok((jar, rd.to_string()))
+}
+
+/// For a session that ended (signed out or revoked) while its request
+/// ran: it stays ended, and the browser forgets it.
+fn signed_out(gateway: &Gateway, request: &PortalRequest, jar: CookieJar, rd: &str) -> (CookieJar, String) {
+    (jar.add(gateway.sessions.removal_cookie(request.tls)), with_return_to("/.stepgate/signin", rd))
 }
 
 fn method_cookie(choice: Choice, secure: bool) -> Cookie<'static> {

@@ -16,12 +16,13 @@ use serde::Deserialize;
 use super::csrf::{self, Binding};
 use super::pages::{html, FactorEntry, RecoveryCodesPage, SessionEntry, SettingsPage, TotpEnrollPage, TotpView, TrustedBrowser};
 use super::redirect::{query_param, rd_param, safe_return_to};
-use super::second_factor::{may_change_factors, webauthn_kinds, Enrolled};
+use super::second_factor::{may_change_factors, pending_totp, webauthn_kinds, Enrolled};
 use super::{bad_form, csrf_refused, current_session, device, see_other, with_return_to, Failure, PortalError, PortalState};
-use crate::factors::webauthn::clean_name;
+use crate::factors::webauthn::{clean_name, used_credential};
 use crate::gateway::Gateway;
 use crate::methods::{Method, MethodSet};
-use crate::session::{FactorUse, Session, SignInContext};
+use crate::session::{Factor, FactorUse, Session, SignInContext};
+use crate::store::{FactorRef, Removal};
 
 const PAGE: &str = "/.stepgate/settings";
 
@@ -46,6 +47,14 @@ pub struct SessionForm {
     #[serde(default)]
     csrf: String,
     session: String,
+}
+
+#[derive(Deserialize)]
+pub struct SavedForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    rd: String,
 }
 
 #[derive(Deserialize)]
@@ -75,7 +84,7 @@ impl Message {
 pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
     let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
-        return Ok(see_other(&with_return_to("/.stepgate/signin", PAGE)));
+        return Ok(sign_in_first());
     };
     if let Some(confirm) = second_factor_first(&gateway, &session).await.map_err(fail)? {
         return Ok(confirm);
@@ -91,23 +100,48 @@ pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, ur
     render(&gateway, &session, &jar, message).await.map_err(fail)
 }
 
-/// The recovery codes made at a first enrolment or a regeneration, once.
+/// The recovery codes made at a first enrolment or a regeneration, shown
+/// (as often as the page is loaded) until the user says they saved them.
 pub async fn recovery_codes(Extension(gateway): Extension<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
     let Some(session) = current_session(&gateway, &jar).await.map_err(|e| Failure(gateway.clone(), e))? else {
-        return Ok(see_other(&with_return_to("/.stepgate/signin", PAGE)));
+        return Ok(sign_in_first());
     };
     let rd = safe_return_to(&gateway, rd_param(&uri).as_deref());
-    let Some(codes) = gateway.recovery.take_reveal(session.key, &session.username) else {
+    let Some(codes) = gateway.recovery.reveal(session.key, &session.username) else {
         return Ok(see_other(&rd));
     };
-    let page = RecoveryCodesPage { brand: &gateway.config.branding, codes: codes.iter().map(|c| c.as_str()).collect(), rd: &rd };
+    let page = RecoveryCodesPage {
+        brand: &gateway.config.branding,
+        csrf: csrf::token(&gateway, Binding::Session(&session)),
+        codes: codes.iter().map(|c| c.as_str()).collect(),
+        rd: &rd,
+    };
     Ok(html(StatusCode::OK, &page))
+}
+
+/// The user saved their new recovery codes: they are not shown again.
+pub async fn recovery_codes_saved(
+    Extension(gateway): Extension<PortalState>,
+    jar: CookieJar,
+    form: Result<Form<SavedForm>, FormRejection>,
+) -> Result<Response, Failure> {
+    let Ok(Form(form)) = form else {
+        return Ok(bad_form(&gateway));
+    };
+    let Some(session) = current_session(&gateway, &jar).await.map_err(|e| Failure(gateway.clone(), e))? else {
+        return Ok(sign_in_first());
+    };
+    if !csrf::is_valid(&gateway, Binding::Session(&session), &form.csrf) {
+        return Ok(csrf_refused(&gateway));
+    }
+    gateway.recovery.dismiss_reveal(session.key, &session.username);
+    Ok(see_other(&safe_return_to(&gateway, Some(&form.rd))))
 }
 
 pub async fn add_totp(Extension(gateway): Extension<PortalState>, jar: CookieJar) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
     let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
-        return Ok(see_other(&with_return_to("/.stepgate/signin", PAGE)));
+        return Ok(sign_in_first());
     };
     if !gateway.totp.self_enrollment() {
         return render(&gateway, &session, &jar, Message::error("Ask your administrator to add a factor.")).await.map_err(fail);
@@ -118,8 +152,9 @@ pub async fn add_totp(Extension(gateway): Extension<PortalState>, jar: CookieJar
     if gateway.totp.is_enrolled(&session.username).await.map_err(|e| fail(e.into()))? {
         return render(&gateway, &session, &jar, Message::error("You already have an authenticator app. Remove it first to add another.")).await.map_err(fail);
     }
-    let sealed = gateway.totp.new_pending_secret(&session.username);
-    let session = gateway.sessions.set_pending_totp(&session, sealed).await.map_err(|e| fail(e.into()))?;
+    let Some(session) = pending_totp(&gateway, &session).await.map_err(fail)? else {
+        return Ok(sign_in_first());
+    };
     let pending = session.pending_totp.as_deref().unwrap_or_default();
     let view = gateway.totp.enrollment_view(&session.username, pending).map_err(|e| fail(e.into()))?;
     let page = TotpEnrollPage {
@@ -145,10 +180,10 @@ pub async fn rename(
         Err(refusal) => return Ok(refusal),
     };
     let renamed = match parse_handle(&form.factor) {
-        Some(FactorHandle::Totp) => {
+        Some(FactorRef::Totp) => {
             gateway.store.rename_totp(&session.username, &clean_name(&form.name, Method::Totp)).await.map_err(|e| fail(e.into()))?
         }
-        Some(FactorHandle::Webauthn(id)) => gateway
+        Some(FactorRef::Webauthn(id)) => gateway
             .store
             .rename_webauthn(&session.username, id, &clean_name(&form.name, Method::SecurityKey))
             .await
@@ -172,26 +207,47 @@ pub async fn remove(
     if let Some(step_up) = step_up(&gateway, &session, PAGE).await.map_err(fail)? {
         return Ok(step_up);
     }
-    let enrolled = Enrolled::of(&gateway, &session.username).await.map_err(fail)?;
-    if enrolled.factor_count() == 1 && user_needs_two_factors(&gateway, &session.username) {
-        let message = "This is your last second factor, and some of your applications require one. Add another before removing it.";
-        return render(&gateway, &session, &jar, Message::error(message)).await.map_err(fail);
-    }
-    let removed = match parse_handle(&form.factor) {
-        Some(FactorHandle::Totp) => gateway.store.delete_totp(&session.username).await,
-        Some(FactorHandle::Webauthn(id)) => gateway.store.delete_webauthn(&session.username, id).await,
-        None => Ok(false),
-    }
-    .map_err(|e| fail(e.into()))?;
-    if !removed {
+    let Some(factor) = parse_handle(&form.factor) else {
         return render(&gateway, &session, &jar, Message::error("There is no such factor.")).await.map_err(fail);
+    };
+    let keep_one = user_needs_two_factors(&gateway, &session.username);
+    let usable_kinds = usable_webauthn_kinds(&gateway);
+    let removal = gateway.store.remove_factor(&session.username, factor, &usable_kinds, keep_one).await.map_err(|e| fail(e.into()))?;
+    if let Some(refusal) = refusal_of(removal) {
+        return render(&gateway, &session, &jar, Message::error(refusal)).await.map_err(fail);
     }
     tracing::info!(event = "factor_removed", factor = %form.factor, user = %session.username, "security");
-    // Recovery codes stand in for a factor; with none left they would be one.
-    if enrolled.factor_count() == 1 {
-        gateway.store.delete_recovery_codes(&session.username).await.map_err(|e| fail(e.into()))?;
-    }
+    // The sessions that did it end; this one forgets it, and proves a factor again where one is needed.
+    let ended = gateway.sessions.forget_factor(&session.username, |used| was_done_with(used, factor), Some(&session.key));
+    let Some(session) = ended.await.map_err(|e| fail(e.into()))? else {
+        return Ok(sign_in_first());
+    };
     render(&gateway, &session, &jar, Message::notice("Removed.")).await.map_err(fail)
+}
+
+/// The WebAuthn kinds the configuration allows: the credentials that count
+/// as a usable factor.
+fn usable_webauthn_kinds(gateway: &Gateway) -> Vec<&'static str> {
+    [Method::SecurityKey, Method::Platform].into_iter().filter(|kind| gateway.webauthn.allows(*kind)).map(Method::name).collect()
+}
+
+/// Why a removal did not happen, if it did not.
+fn refusal_of(removal: Removal) -> Option<&'static str> {
+    match removal {
+        Removal::Removed => None,
+        Removal::NotFound => Some("There is no such factor."),
+        Removal::LastFactor => {
+            Some("This is your last second factor, and some of your applications require one. Add another before removing it.")
+        }
+    }
+}
+
+/// Whether a session's factor was done with this one of the user's factors.
+fn was_done_with(used: &FactorUse, factor: FactorRef) -> bool {
+    match factor {
+        FactorRef::Totp => used.factor == Factor::Otp,
+        FactorRef::Webauthn(id) => used_credential(used, id),
+    }
 }
 
 pub async fn regenerate_codes(
@@ -246,10 +302,11 @@ pub async fn revoke(
         Err(refusal) => return Ok(refusal),
     };
     gateway.store.untrust_device(&session.username, &form.device).await.map_err(|e| fail(e.into()))?;
+    gateway.sessions.end_device_trust(&session.username, &form.device).await.map_err(|e| fail(e.into()))?;
     tracing::info!(event = "untrust_browser", user = %session.username, "authentication");
-    let session = match device::device_id(&gateway, &jar) {
-        Some(current) if current == form.device => gateway.sessions.clear_trust(&session).await.map_err(|e| fail(e.into()))?,
-        _ => session,
+    // This session may have been one of that browser's, or have ended meanwhile.
+    let Some(session) = gateway.sessions.reread(&session).await.map_err(|e| fail(e.into()))? else {
+        return Ok(sign_in_first());
     };
     render(&gateway, &session, &jar, Message::notice("That browser is no longer trusted.")).await.map_err(fail)
 }
@@ -265,7 +322,7 @@ async fn checked<F>(
         return Ok(Err(bad_form(gateway)));
     };
     let Some(session) = current_session(gateway, jar).await? else {
-        return Ok(Err(see_other(&with_return_to("/.stepgate/signin", PAGE))));
+        return Ok(Err(sign_in_first()));
     };
     if !csrf::is_valid(gateway, Binding::Session(&session), csrf_of(&form)) {
         return Ok(Err(csrf_refused(gateway)));
@@ -276,11 +333,16 @@ async fn checked<F>(
     Ok(Ok((session, form)))
 }
 
+/// The answer to a request whose session has ended.
+fn sign_in_first() -> Response {
+    see_other(&with_return_to("/.stepgate/signin", PAGE))
+}
+
 /// The page (factors, sessions, places) is for sessions that passed a
-/// second factor, or come from a browser the user trusts, when the user has
-/// one: a password alone shows nothing.
+/// second factor, or come from a browser the user trusts (at more than low
+/// confidence), when the user has one: a password alone shows nothing.
 async fn second_factor_first(gateway: &Gateway, session: &Session) -> Result<Option<Response>, PortalError> {
-    let trusted = session.context.trusted_until.is_some_and(|until| until > gateway.clock.now());
+    let trusted = session.trusts_browser(gateway.clock.now());
     if session.second_factor_at().is_some() || trusted || Enrolled::of(gateway, &session.username).await?.has_none() {
         return Ok(None);
     }
@@ -301,15 +363,11 @@ fn user_needs_two_factors(gateway: &Gateway, username: &str) -> bool {
     crate::policy::may_require_second_factor(&gateway.config.apps, username, &groups)
 }
 
-enum FactorHandle {
-    Totp,
-    Webauthn(i64),
-}
-
-fn parse_handle(handle: &str) -> Option<FactorHandle> {
+/// A factor as the forms name it: `totp` or `webauthn:<id>`.
+fn parse_handle(handle: &str) -> Option<FactorRef> {
     match handle.split_once(':') {
-        None if handle == "totp" => Some(FactorHandle::Totp),
-        Some(("webauthn", id)) => id.parse().ok().map(FactorHandle::Webauthn),
+        None if handle == "totp" => Some(FactorRef::Totp),
+        Some(("webauthn", id)) => id.parse().ok().map(FactorRef::Webauthn),
         _ => None,
     }
 }

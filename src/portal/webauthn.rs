@@ -179,7 +179,7 @@ pub async fn register_finish(
         .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
     tracing::info!(event = "factor_added", method = registered.kind.name(), user = %session.username, name = %registered.name, "security");
     let rd = safe_return_to(&gateway, Some(&body.rd));
-    let (jar, location) = complete(&gateway, &session, &request, jar, Passed { factor: registered.factor, remember: body.remember, enrolment: Some(enrolment) }, &rd).await?;
+    let (jar, location) = complete(&gateway, &session, &request, jar, Passed { proof: registered.proof, remember: body.remember, enrolment: Some(enrolment) }, &rd).await?;
     Ok((jar, Json(json!({ "redirect": location }))).into_response())
 }
 
@@ -221,7 +221,7 @@ pub async fn authenticate_finish(
         .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
     tracing::info!(event = "webauthn", outcome = "success", user = %session.username, ip = %request.client_ip, "authentication");
     let rd = safe_return_to(&gateway, Some(&body.rd));
-    let (jar, location) = complete(&gateway, &session, &request, jar, Passed { factor: proved.factor, remember: body.remember, enrolment: None }, &rd).await?;
+    let (jar, location) = complete(&gateway, &session, &request, jar, Passed { proof: proved.proof, remember: body.remember, enrolment: None }, &rd).await?;
     Ok((jar, Json(json!({ "redirect": location }))).into_response())
 }
 
@@ -272,7 +272,7 @@ pub async fn passwordless_finish(
     tracing::info!(event = "passkey", outcome = "success", user = %user.username, ip = %request.client_ip, "authentication");
     let now = gateway.clock.now();
     gateway.store.remember_device(&user.username, &device, now, None).await.map_err(PortalError::from)?;
-    let (id, _) = gateway.sessions.create(&user.username, proved.factor, context).await.map_err(PortalError::from)?;
+    let (id, _) = gateway.sessions.create(&user.username, proved.proof, context).await.map_err(PortalError::from)?;
     let jar = jar.add(gateway.sessions.cookie(id, request.tls));
     let rd = safe_return_to(&gateway, Some(&body.rd));
     Ok((jar, Json(json!({ "redirect": rd }))).into_response())

@@ -5,17 +5,17 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use cookie::{Cookie, SameSite};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, UnixTime};
-use crate::config::SessionConfig;
+use crate::config::{Confidence, SessionConfig};
 use crate::crypto::{random_token, sha256};
 use crate::methods::{Method, MethodTimes};
 use crate::policy::risk::Assessment;
-use crate::store::{SessionRow, Store, StoreError};
+use crate::store::{SessionChange, SessionRow, Store, StoreError};
 
 /// Ids the store did not know are remembered this long, so a stale or
 /// forged cookie costs a map lookup rather than a query per request.
@@ -84,6 +84,28 @@ impl Factor {
 pub struct FactorUse {
     pub factor: Factor,
     pub at: UnixTime,
+    /// The WebAuthn credential (its id in the store) it was done with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<i64>,
+}
+
+/// A factor just done, and the WebAuthn credential it was done with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proof {
+    pub factor: Factor,
+    pub credential: Option<i64>,
+}
+
+impl Proof {
+    fn used_at(self, at: UnixTime) -> FactorUse {
+        FactorUse { factor: self.factor, at, credential: self.credential }
+    }
+}
+
+impl From<Factor> for Proof {
+    fn from(factor: Factor) -> Self {
+        Proof { factor, credential: None }
+    }
 }
 
 /// What the gateway learned when the session signed in.
@@ -97,6 +119,10 @@ pub struct SignInContext {
     pub device_id: Option<String>,
     /// Adaptive rules skip the second factor until then.
     pub trusted_until: Option<UnixTime>,
+    /// A keyed hash of the user's password hash at sign-in: the session
+    /// ends when the password changes.
+    #[serde(default)]
+    pub password_fingerprint: Option<String>,
 }
 
 /// The key a session is stored under: the SHA-256 of its id.
@@ -118,6 +144,13 @@ pub struct Session {
 impl Session {
     pub fn last_seen(&self) -> UnixTime {
         self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Whether the session comes from a browser the user trusts, and the
+    /// sign-in was not of low confidence (risk outranks the trust).
+    pub fn trusts_browser(&self, now: UnixTime) -> bool {
+        let trusted = self.context.trusted_until.is_some_and(|until| until > now);
+        trusted && self.context.assessment.confidence != Confidence::Low
     }
 
     /// When the most recent second factor was done.
@@ -145,11 +178,11 @@ impl Session {
         SessionRow {
             key: self.key,
             username: self.username.clone(),
-            factors: serde_json::to_string(&self.factors).unwrap_or_else(|_| "[]".into()),
+            factors: factors_json(&self.factors),
             created: self.created,
             last_seen: self.last_seen(),
             pending_totp: self.pending_totp.clone(),
-            context: serde_json::to_string(&self.context).unwrap_or_else(|_| "{}".into()),
+            context: context_json(&self.context),
         }
     }
 
@@ -175,50 +208,90 @@ pub struct Sessions {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: SessionConfig,
-    cache: RwLock<HashMap<SessionKey, Arc<Session>>>,
+    cache: RwLock<Cache>,
     /// Keys the store did not have, and when it said so.
     unknown: RwLock<HashMap<SessionKey, UnixTime>>,
+    /// Each user's password fingerprint in the users file now in force.
+    password_fingerprints: RwLock<HashMap<String, String>>,
+}
+
+/// Sessions as last read from the store. Only reads fill it, and every
+/// write empties the session's entry and counts one more write: a read
+/// that a write overtook does not fill it, so no cached copy is older than
+/// the store, and a deleted session is never cached again.
+#[derive(Default)]
+struct Cache {
+    sessions: HashMap<SessionKey, Arc<Session>>,
+    writes: u64,
 }
 
 impl Sessions {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: SessionConfig) -> Self {
-        Self { store, clock, config, cache: RwLock::new(HashMap::new()), unknown: RwLock::new(HashMap::new()) }
+        Self {
+            store,
+            clock,
+            config,
+            cache: RwLock::new(Cache::default()),
+            unknown: RwLock::new(HashMap::new()),
+            password_fingerprints: RwLock::new(HashMap::new()),
+        }
     }
 
     pub fn cookie_name(&self) -> &str {
         &self.config.cookie_name.0
     }
 
+    /// Sets the users' password fingerprints (user name to fingerprint)
+    /// of the users file in force: a session made under another password
+    /// of its user, or of a user no longer listed, has ended.
+    pub fn set_password_fingerprints(&self, fingerprints: HashMap<String, String>) {
+        *self.password_fingerprints.write().unwrap_or_else(PoisonError::into_inner) = fingerprints;
+    }
+
     /// The live session for a cookie value, or None when the value is
-    /// malformed, unknown or expired. Marks the session as seen.
+    /// malformed, unknown or expired, or its user's password changed.
+    /// Marks the session as seen.
     pub async fn lookup(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
         if id.len() != SESSION_ID_LEN || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Ok(None);
         }
         let key = sha256(id.as_bytes());
-        let cached = self.cache.read().ok().and_then(|cache| cache.get(&key).cloned());
+        let cached = self.cache.read().ok().and_then(|cache| cache.sessions.get(&key).cloned());
         let now = self.clock.now();
         let session = match cached {
             Some(session) => session,
             None if self.recently_unknown(&key, now) => return Ok(None),
-            None => match self.store.get_session(&key).await?.and_then(Session::from_row) {
-                Some(loaded) => {
-                    let loaded = Arc::new(loaded);
-                    self.cache_insert(loaded.clone());
-                    loaded
-                }
+            None => match self.load(&key).await? {
+                Some(loaded) => loaded,
                 None => {
                     self.remember_unknown(key, now);
                     return Ok(None);
                 }
             },
         };
-        if self.is_expired(&session, now) {
+        if self.is_expired(&session, now) || !self.password_unchanged(&session) {
             self.delete(&session.key).await?;
             return Ok(None);
         }
         self.mark_seen(&session, now);
         Ok(Some(session))
+    }
+
+    /// The session as the store has it now (for a handler that wrote to
+    /// it), or None when it has ended.
+    pub async fn reread(&self, session: &Session) -> Result<Option<Arc<Session>>, StoreError> {
+        self.load(&session.key).await
+    }
+
+    /// Reads a session from the store into the cache.
+    async fn load(&self, key: &SessionKey) -> Result<Option<Arc<Session>>, StoreError> {
+        let writes_before = self.writes_so_far();
+        let Some(loaded) = self.store.get_session(key).await?.and_then(Session::from_row) else {
+            return Ok(None);
+        };
+        let loaded = Arc::new(loaded);
+        self.cache_fill(loaded.clone(), writes_before);
+        Ok(Some(loaded))
     }
 
     fn recently_unknown(&self, key: &SessionKey, now: UnixTime) -> bool {
@@ -239,6 +312,12 @@ impl Sessions {
         now - session.last_seen() > self.config.inactivity || now - session.created > self.config.absolute
     }
 
+    fn password_unchanged(&self, session: &Session) -> bool {
+        let fingerprints = self.password_fingerprints.read().unwrap_or_else(PoisonError::into_inner);
+        let current = fingerprints.get(&session.username);
+        current.is_some() && current == session.context.password_fingerprint.as_ref()
+    }
+
     fn mark_seen(&self, session: &Arc<Session>, now: UnixTime) {
         session.last_seen.fetch_max(now, Ordering::Relaxed);
         let persisted = session.persisted_seen.load(Ordering::Relaxed);
@@ -256,80 +335,133 @@ impl Sessions {
     }
 
     /// Starts a session after the first factor. Returns the new id.
-    pub async fn create(&self, username: &str, factor: Factor, context: SignInContext) -> Result<(String, Arc<Session>), StoreError> {
+    pub async fn create(&self, username: &str, proof: impl Into<Proof>, context: SignInContext) -> Result<(String, Arc<Session>), StoreError> {
         let now = self.clock.now();
-        let session = SessionParts {
+        let parts = SessionParts {
             username: username.to_string(),
-            factors: vec![FactorUse { factor, at: now }],
+            factors: vec![proof.into().used_at(now)],
             created: now,
             pending_totp: None,
             context,
         };
-        self.persist_new(session).await
+        let (id, session) = new_session(parts, now);
+        self.store.insert_session(&session.to_row()).await?;
+        Ok((id, session))
     }
 
     /// Records another factor (and, when the user asked, until when this
     /// browser is trusted). The session gets a new id (no fixation) and the
-    /// old id stops working.
+    /// old id stops working. None when the session ended meanwhile.
     pub async fn add_factor(
         &self,
         old: &Session,
-        factor: Factor,
+        proof: impl Into<Proof>,
         trusted_until: Option<UnixTime>,
-    ) -> Result<(String, Arc<Session>), StoreError> {
-        let mut factors: Vec<FactorUse> = old.factors.iter().copied().filter(|f| f.factor != factor).collect();
-        factors.push(FactorUse { factor, at: self.clock.now() });
+    ) -> Result<Option<(String, Arc<Session>)>, StoreError> {
+        let now = self.clock.now();
+        let proof = proof.into();
+        let mut factors: Vec<FactorUse> = old.factors.iter().copied().filter(|f| f.factor != proof.factor).collect();
+        factors.push(proof.used_at(now));
         let mut context = old.context.clone();
         context.trusted_until = trusted_until.or(context.trusted_until);
         let parts = SessionParts { username: old.username.clone(), factors, created: old.created, pending_totp: None, context };
-        let renewed = self.persist_new(parts).await?;
-        self.delete(&old.key).await?;
-        Ok(renewed)
+        let (id, renewed) = new_session(parts, now);
+        let still_live = self.store.renew_session(&old.key, &renewed.to_row()).await?;
+        self.evict(&old.key);
+        if !still_live {
+            return Ok(None);
+        }
+        // The trust was copied from the old session: if the browser was
+        // untrusted meanwhile, the untrusting may have missed the new one.
+        match self.keep_trust_only_if_current(renewed).await? {
+            Some(renewed) => Ok(Some((id, renewed))),
+            None => Ok(None),
+        }
     }
 
-    /// Ends the session's browser trust (the user revoked it); the id stays.
-    pub async fn clear_trust(&self, old: &Session) -> Result<Arc<Session>, StoreError> {
-        let mut context = old.context.clone();
+    /// The session, without its browser trust when the store no longer
+    /// trusts its browser; None when it has ended.
+    async fn keep_trust_only_if_current(&self, session: Arc<Session>) -> Result<Option<Arc<Session>>, StoreError> {
+        let (Some(_), Some(device)) = (session.context.trusted_until, &session.context.device_id) else {
+            return Ok(Some(session));
+        };
+        let now = self.clock.now();
+        let trusted = self.store.device_trusted_until(&session.username, device).await?.is_some_and(|until| until > now);
+        if trusted {
+            return Ok(Some(session));
+        }
+        let mut context = session.context.clone();
         context.trusted_until = None;
-        self.replace(old, old.pending_totp.clone(), context).await
+        self.change(&session.key, SessionChange::Context(&context_json(&context))).await
     }
 
-    /// Keeps a sealed TOTP secret with the session while the user enrols.
-    pub async fn set_pending_totp(&self, old: &Session, sealed: Vec<u8>) -> Result<Arc<Session>, StoreError> {
-        self.replace(old, Some(sealed), old.context.clone()).await
+    /// Ends the trust in a browser in every session of the user's that
+    /// came from it, once the store no longer trusts it.
+    pub async fn end_device_trust(&self, username: &str, device_id: &str) -> Result<(), StoreError> {
+        for row in self.store.sessions_of(username).await? {
+            let Some(session) = Session::from_row(row) else { continue };
+            if session.context.device_id.as_deref() != Some(device_id) || session.context.trusted_until.is_none() {
+                continue;
+            }
+            let mut context = session.context.clone();
+            context.trusted_until = None;
+            self.change(&session.key, SessionChange::Context(&context_json(&context))).await?;
+        }
+        Ok(())
     }
 
-    /// The same session (same id) with a new pending secret and context.
-    async fn replace(&self, old: &Session, pending_totp: Option<Vec<u8>>, context: SignInContext) -> Result<Arc<Session>, StoreError> {
-        let session = Arc::new(Session {
-            key: old.key,
-            username: old.username.clone(),
-            factors: old.factors.clone(),
-            created: old.created,
-            pending_totp,
-            context,
-            last_seen: AtomicI64::new(old.last_seen()),
-            persisted_seen: AtomicI64::new(old.last_seen()),
-        });
-        self.store.put_session(&session.to_row()).await?;
-        self.cache_insert(session.clone());
-        Ok(session)
+    /// Keeps a sealed TOTP secret with the session while the user enrols,
+    /// or forgets it. None when the session has ended.
+    pub async fn set_pending_totp(&self, session: &Session, sealed: Option<Vec<u8>>) -> Result<Option<Arc<Session>>, StoreError> {
+        self.change(&session.key, SessionChange::PendingTotp(sealed.as_deref())).await
+    }
+
+    /// After a factor was removed (or found cloned): ends the user's
+    /// sessions that did it, except `keep`, which forgets having done it and
+    /// so must prove a factor again. Returns `keep` as it is now, or None
+    /// when it has ended.
+    pub async fn forget_factor(
+        &self,
+        username: &str,
+        did: impl Fn(&FactorUse) -> bool,
+        keep: Option<&SessionKey>,
+    ) -> Result<Option<Arc<Session>>, StoreError> {
+        let mut kept = None;
+        for row in self.store.sessions_of(username).await? {
+            let Some(session) = Session::from_row(row) else { continue };
+            if Some(&session.key) == keep {
+                let factors: Vec<FactorUse> = session.factors.iter().copied().filter(|f| !did(f)).collect();
+                kept = self.change(&session.key, SessionChange::Factors(&factors_json(&factors))).await?;
+            } else if session.factors.iter().any(&did) {
+                self.delete(&session.key).await?;
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Writes a change to a session that keeps its id; None when the
+    /// session no longer exists.
+    async fn change(&self, key: &SessionKey, change: SessionChange<'_>) -> Result<Option<Arc<Session>>, StoreError> {
+        let row = self.store.update_session(key, change).await?;
+        self.evict(key);
+        Ok(row.and_then(Session::from_row).map(Arc::new))
     }
 
     pub async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
-        if let Ok(mut cache) = self.cache.write() {
-            cache.remove(key);
-        }
-        self.store.delete_session(key).await
+        self.store.delete_session(key).await?;
+        self.evict(key);
+        Ok(())
     }
 
     /// Drops expired sessions from the cache and the store.
     pub async fn sweep(&self) -> Result<u64, StoreError> {
         let now = self.clock.now();
+        let swept = self.store.delete_expired_sessions(now - self.config.inactivity, now - self.config.absolute).await?;
         if let Ok(mut cache) = self.cache.write() {
-            cache.retain(|_, s| !self.is_expired(s, now));
+            cache.writes += 1;
+            cache.sessions.retain(|_, s| !self.is_expired(s, now));
         }
-        self.store.delete_expired_sessions(now - self.config.inactivity, now - self.config.absolute).await
+        Ok(swept)
     }
 
     /// The session cookie; `Secure` whenever the request came over TLS.
@@ -352,29 +484,48 @@ impl Sessions {
         cookie
     }
 
-    async fn persist_new(&self, parts: SessionParts) -> Result<(String, Arc<Session>), StoreError> {
-        let id = random_token();
-        let now = self.clock.now();
-        let session = Arc::new(Session {
-            key: sha256(id.as_bytes()),
-            username: parts.username,
-            factors: parts.factors,
-            created: parts.created,
-            pending_totp: parts.pending_totp,
-            context: parts.context,
-            last_seen: AtomicI64::new(now),
-            persisted_seen: AtomicI64::new(now),
-        });
-        self.store.put_session(&session.to_row()).await?;
-        self.cache_insert(session.clone());
-        Ok((id, session))
+    fn writes_so_far(&self) -> u64 {
+        self.cache.read().unwrap_or_else(PoisonError::into_inner).writes
     }
 
-    fn cache_insert(&self, session: Arc<Session>) {
-        if let Ok(mut cache) = self.cache.write() {
-            cache.insert(session.key, session);
+    /// Caches a session read from the store, unless a write to the store
+    /// finished since the read began.
+    fn cache_fill(&self, session: Arc<Session>, writes_before: u64) {
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.writes == writes_before {
+            cache.sessions.insert(session.key, session);
         }
     }
+
+    /// Called after every write to a stored session, once the write is done.
+    fn evict(&self, key: &SessionKey) {
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        cache.writes += 1;
+        cache.sessions.remove(key);
+    }
+}
+
+fn new_session(parts: SessionParts, now: UnixTime) -> (String, Arc<Session>) {
+    let id = random_token();
+    let session = Session {
+        key: sha256(id.as_bytes()),
+        username: parts.username,
+        factors: parts.factors,
+        created: parts.created,
+        pending_totp: parts.pending_totp,
+        context: parts.context,
+        last_seen: AtomicI64::new(now),
+        persisted_seen: AtomicI64::new(now),
+    };
+    (id, Arc::new(session))
+}
+
+fn factors_json(factors: &[FactorUse]) -> String {
+    serde_json::to_string(factors).unwrap_or_else(|_| "[]".into())
+}
+
+fn context_json(context: &SignInContext) -> String {
+    serde_json::to_string(context).unwrap_or_else(|_| "{}".into())
 }
 
 struct SessionParts {

@@ -54,10 +54,29 @@ pub struct TotpRow {
     pub last_used: Option<i64>,
 }
 
+/// A change to a stored session that keeps its id.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionChange<'a> {
+    /// The sign-in context, as JSON owned by the session module.
+    Context(&'a str),
+    /// A sealed TOTP secret being enrolled, or none.
+    PendingTotp(Option<&'a [u8]>),
+    /// The factors done, as JSON owned by the session module.
+    Factors(&'a str),
+}
+
+/// Sessions are written once with a new key and afterwards only changed in
+/// place: no write can bring back a session that has been deleted.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Inserts or replaces the session with the row's key.
-    async fn put_session(&self, row: &SessionRow) -> Result<(), StoreError>;
+    /// Stores a session under a new key.
+    async fn insert_session(&self, row: &SessionRow) -> Result<(), StoreError>;
+    /// Changes a stored session; the session as it is now, or None when it
+    /// no longer exists (nothing is written then).
+    async fn update_session(&self, key: &[u8; 32], change: SessionChange<'_>) -> Result<Option<SessionRow>, StoreError>;
+    /// Replaces the session `old` with `new` in one step; false, and
+    /// nothing stored, when `old` no longer exists.
+    async fn renew_session(&self, old: &[u8; 32], new: &SessionRow) -> Result<bool, StoreError>;
     async fn get_session(&self, key: &[u8; 32]) -> Result<Option<SessionRow>, StoreError>;
     async fn touch_session(&self, key: &[u8; 32], last_seen: i64) -> Result<(), StoreError>;
     async fn delete_session(&self, key: &[u8; 32]) -> Result<(), StoreError>;
@@ -77,7 +96,6 @@ pub trait TotpStore: Send + Sync {
     /// used before; false means the code was already spent (a replay).
     async fn claim_totp_step(&self, username: &str, step: i64, now: i64) -> Result<bool, StoreError>;
     async fn rename_totp(&self, username: &str, name: &str) -> Result<bool, StoreError>;
-    async fn delete_totp(&self, username: &str) -> Result<bool, StoreError>;
 }
 
 /// A registered WebAuthn credential.
@@ -122,7 +140,35 @@ pub trait RecoveryStore: Send + Sync {
     async fn use_recovery_code(&self, username: &str, hash: &[u8; 32], now: i64) -> Result<bool, StoreError>;
     /// How many unused codes the user has, and when the set was made.
     async fn recovery_codes_left(&self, username: &str) -> Result<(u32, Option<i64>), StoreError>;
-    async fn delete_recovery_codes(&self, username: &str) -> Result<(), StoreError>;
+}
+
+/// One of a user's second factors, as the store keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorRef {
+    /// The authenticator app (a user has at most one).
+    Totp,
+    /// A WebAuthn credential, by its id.
+    Webauthn(i64),
+}
+
+/// What became of a factor's removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// The user has no such factor.
+    NotFound,
+    /// Refused: no usable factor would be left.
+    LastFactor,
+}
+
+#[async_trait]
+pub trait FactorStore: Send + Sync {
+    /// Removes a factor. Usable factors are the authenticator app and the
+    /// WebAuthn credentials of the `usable_kinds`; when none would be left,
+    /// the removal is refused if `keep_one`, else the recovery codes go
+    /// too. Counting and removing are one transaction, so two removals at
+    /// once cannot both pass the count.
+    async fn remove_factor(&self, username: &str, factor: FactorRef, usable_kinds: &[&str], keep_one: bool) -> Result<Removal, StoreError>;
 }
 
 /// A successful sign-in, as remembered for later risk assessments.
@@ -166,6 +212,6 @@ pub trait RiskStore: Send + Sync {
     async fn forget_sign_ins_before(&self, before: i64) -> Result<u64, StoreError>;
 }
 
-pub trait Store: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore {}
+pub trait Store: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore {}
 
-impl<T: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore> Store for T {}
+impl<T: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore> Store for T {}

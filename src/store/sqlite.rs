@@ -8,7 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    DeviceRow, RecoveryStore, RiskStore, SessionRow, SessionStore, SignInRow, StoreError, TotpRow, TotpStore, WebauthnRow,
+    DeviceRow, FactorRef, FactorStore, RecoveryStore, Removal, RiskStore, SessionChange, SessionRow, SessionStore, SignInRow, StoreError, TotpRow, TotpStore, WebauthnRow,
     WebauthnStore,
 };
 
@@ -32,66 +32,83 @@ impl SqliteStore {
     }
 }
 
+const SESSION_COLUMNS: &str = "key, username, factors, created, last_seen, pending_totp, context";
+
+/// A session row read with [`SESSION_COLUMNS`]; None if its key is not 32 bytes.
+fn session_row(r: &sqlx::sqlite::SqliteRow) -> Option<SessionRow> {
+    let key: Vec<u8> = r.get(0);
+    Some(SessionRow {
+        key: key.try_into().ok()?,
+        username: r.get(1),
+        factors: r.get(2),
+        created: r.get(3),
+        last_seen: r.get(4),
+        pending_totp: r.get(5),
+        context: r.get(6),
+    })
+}
+
+async fn insert_session<'c>(executor: impl sqlx::SqliteExecutor<'c>, row: &SessionRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO sessions (key, username, factors, created, last_seen, pending_totp, context) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&row.key[..])
+    .bind(&row.username)
+    .bind(&row.factors)
+    .bind(row.created)
+    .bind(row.last_seen)
+    .bind(row.pending_totp.as_deref())
+    .bind(&row.context)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
-    async fn put_session(&self, row: &SessionRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO sessions (key, username, factors, created, last_seen, pending_totp, context)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&row.key[..])
-        .bind(&row.username)
-        .bind(&row.factors)
-        .bind(row.created)
-        .bind(row.last_seen)
-        .bind(row.pending_totp.as_deref())
-        .bind(&row.context)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    async fn insert_session(&self, row: &SessionRow) -> Result<(), StoreError> {
+        insert_session(&self.pool, row).await
+    }
+
+    async fn update_session(&self, key: &[u8; 32], change: SessionChange<'_>) -> Result<Option<SessionRow>, StoreError> {
+        let set = match change {
+            SessionChange::Context(_) => "context = ?",
+            SessionChange::PendingTotp(_) => "pending_totp = ?",
+            SessionChange::Factors(_) => "factors = ?",
+        };
+        let query = format!("UPDATE sessions SET {set} WHERE key = ? RETURNING {SESSION_COLUMNS}");
+        let query = match change {
+            SessionChange::Context(json) | SessionChange::Factors(json) => sqlx::query(&query).bind(json),
+            SessionChange::PendingTotp(sealed) => sqlx::query(&query).bind(sealed),
+        };
+        let row = query.bind(&key[..]).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().and_then(session_row))
+    }
+
+    async fn renew_session(&self, old: &[u8; 32], new: &SessionRow) -> Result<bool, StoreError> {
+        // The delete comes first, so the transaction holds the write lock
+        // from its first statement and a concurrent delete of `old` either
+        // happened before (nothing is stored) or waits for the commit.
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM sessions WHERE key = ?").bind(&old[..]).execute(&mut *tx).await?;
+        if deleted.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_session(&mut *tx, new).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn get_session(&self, key: &[u8; 32]) -> Result<Option<SessionRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT username, factors, created, last_seen, pending_totp, context FROM sessions WHERE key = ?",
-        )
-        .bind(&key[..])
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| SessionRow {
-            key: *key,
-            username: r.get(0),
-            factors: r.get(1),
-            created: r.get(2),
-            last_seen: r.get(3),
-            pending_totp: r.get(4),
-            context: r.get(5),
-        }))
+        let query = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE key = ?");
+        let row = sqlx::query(&query).bind(&key[..]).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().and_then(session_row))
     }
 
     async fn sessions_of(&self, username: &str) -> Result<Vec<SessionRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT key, factors, created, last_seen, pending_totp, context FROM sessions
-             WHERE username = ? ORDER BY last_seen DESC",
-        )
-        .bind(username)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| {
-                let key: Vec<u8> = r.get(0);
-                Some(SessionRow {
-                    key: key.try_into().ok()?,
-                    username: username.to_string(),
-                    factors: r.get(1),
-                    created: r.get(2),
-                    last_seen: r.get(3),
-                    pending_totp: r.get(4),
-                    context: r.get(5),
-                })
-            })
-            .collect())
+        let query = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE username = ? ORDER BY last_seen DESC");
+        let rows = sqlx::query(&query).bind(username).fetch_all(&self.pool).await?;
+        Ok(rows.iter().filter_map(session_row).collect())
     }
 
     async fn touch_session(&self, key: &[u8; 32], last_seen: i64) -> Result<(), StoreError> {
@@ -180,11 +197,6 @@ impl TotpStore for SqliteStore {
             .bind(username)
             .execute(&self.pool)
             .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn delete_totp(&self, username: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM totp_credentials WHERE username = ?").bind(username).execute(&self.pool).await?;
         Ok(done.rows_affected() == 1)
     }
 }
@@ -329,10 +341,44 @@ impl RecoveryStore for SqliteStore {
         let left: i64 = row.get(0);
         Ok((u32::try_from(left).unwrap_or(0), row.get(1)))
     }
+}
 
-    async fn delete_recovery_codes(&self, username: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM recovery_codes WHERE username = ?").bind(username).execute(&self.pool).await?;
-        Ok(())
+#[async_trait]
+impl FactorStore for SqliteStore {
+    async fn remove_factor(&self, username: &str, factor: FactorRef, usable_kinds: &[&str], keep_one: bool) -> Result<Removal, StoreError> {
+        // The delete comes first, so the transaction holds the write lock
+        // from its first statement: a second removal waits for this one's
+        // commit and then counts what it left.
+        let mut tx = self.pool.begin().await?;
+        let deleted = match factor {
+            FactorRef::Totp => sqlx::query("DELETE FROM totp_credentials WHERE username = ?").bind(username),
+            FactorRef::Webauthn(id) => {
+                sqlx::query("DELETE FROM webauthn_credentials WHERE username = ? AND id = ?").bind(username).bind(id)
+            }
+        }
+        .execute(&mut *tx)
+        .await?;
+        if deleted.rows_affected() == 0 {
+            return Ok(Removal::NotFound);
+        }
+        let kinds = serde_json::to_string(usable_kinds).unwrap_or_else(|_| "[]".into());
+        let left: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM totp_credentials WHERE username = ?1)
+                  + (SELECT count(*) FROM webauthn_credentials WHERE username = ?1 AND kind IN (SELECT value FROM json_each(?2)))",
+        )
+        .bind(username)
+        .bind(kinds)
+        .fetch_one(&mut *tx)
+        .await?;
+        if left == 0 && keep_one {
+            return Ok(Removal::LastFactor);
+        }
+        if left == 0 {
+            // Recovery codes stand in for a factor; with none left they would be one.
+            sqlx::query("DELETE FROM recovery_codes WHERE username = ?").bind(username).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(Removal::Removed)
     }
 }
 
@@ -470,12 +516,28 @@ mod tests {
     async fn sessions_round_trip_and_expire() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        store.put_session(&session(1)).await.unwrap();
+        store.insert_session(&session(1)).await.unwrap();
         store.touch_session(&[1; 32], 150).await.unwrap();
         let got = store.get_session(&[1; 32]).await.unwrap().unwrap();
         assert_eq!(got.last_seen, 150);
         assert_eq!(store.delete_expired_sessions(151, 0).await.unwrap(), 1);
         assert!(store.get_session(&[1; 32]).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_session_is_neither_changed_nor_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        store.insert_session(&session(1)).await.unwrap();
+        let changed = store.update_session(&[1; 32], SessionChange::Context("{\"country\":\"CH\"}")).await.unwrap();
+        assert_eq!(changed.unwrap().context, "{\"country\":\"CH\"}");
+        assert!(store.renew_session(&[1; 32], &session(2)).await.unwrap());
+        assert!(store.get_session(&[1; 32]).await.unwrap().is_none(), "the old key is gone");
+        store.delete_session(&[2; 32]).await.unwrap();
+        assert!(store.update_session(&[2; 32], SessionChange::PendingTotp(Some(b"x"))).await.unwrap().is_none());
+        assert!(!store.renew_session(&[2; 32], &session(3)).await.unwrap());
+        assert!(store.get_session(&[2; 32]).await.unwrap().is_none(), "a write does not bring it back");
+        assert!(store.get_session(&[3; 32]).await.unwrap().is_none(), "nor does a renewal");
     }
 
     #[tokio::test]
