@@ -255,7 +255,7 @@ impl GatewayProxy {
             username: &user.username,
             groups: &user.groups,
             second_factors: gw_session.method_times(),
-            trusted_browser: gw_session.context.trusted_until.is_some_and(|until| until > now),
+            trusted_browser: gw_session.trusts_browser(now),
             confidence: gw_session.context.assessment.confidence,
         });
         let settings = &gateway.config.policy;
