@@ -343,3 +343,35 @@ async fn portal_pages_carry_the_security_headers() {
     assert_eq!(refusal.status(), 403);
     assert_eq!(refusal.headers()["x-content-type-options"], "nosniff", "the proxy's own pages too");
 }
+
+#[tokio::test]
+async fn over_https_the_session_cookie_is_bound_to_its_host() {
+    let gw = TestGateway::start_with(Setup { tls: true, ..Setup::default() }).await;
+    let port = gw.tls_addr.unwrap().port();
+    let https = |client: &reqwest::Client, path: &str| client.get(format!("https://app.test:{port}{path}")).send();
+    let browser = || gw.client_builder().danger_accept_invalid_certs(true).resolve("app.test", gw.tls_addr.unwrap()).build().unwrap();
+
+    let alice = browser();
+    let page = https(&alice, "/.stepgate/signin").await.unwrap().text().await.unwrap();
+    let signed_in = alice
+        .post(format!("https://app.test:{port}/.stepgate/signin"))
+        .form(&[("csrf", form_value(&page, "csrf").as_str()), ("username", ALICE), ("password", ALICE_PASSWORD), ("rd", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = set_cookie(&signed_in, "__Host-stepgate_session");
+    assert!(cookie.contains("Secure") && cookie.contains("Path=/") && !cookie.contains("Domain"), "{cookie}");
+    assert_eq!(https(&alice, "/").await.unwrap().status(), 200, "the __Host- cookie signs in");
+    assert_eq!(https(&alice, "/.stepgate/settings").await.unwrap().status(), 200, "the portal reads it too");
+
+    // The same session id under the plain name, as a sibling host could
+    // plant it, is not a session over https, for the proxy or the portal.
+    let id = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_string();
+    let planted = browser();
+    let as_planted = |path: &str| planted.get(format!("https://app.test:{port}{path}")).header("cookie", format!("stepgate_session={id}")).send();
+    assert_eq!(as_planted("/").await.unwrap().status(), 401);
+    let settings = as_planted("/.stepgate/settings").await.unwrap();
+    assert_eq!(settings.status(), 303);
+    assert!(settings.headers()["location"].to_str().unwrap().starts_with("/.stepgate/signin"), "asked to sign in");
+}

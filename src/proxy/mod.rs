@@ -172,7 +172,7 @@ impl GatewayProxy {
         canonical: &Canonical,
         geo: &GeoFacts,
     ) -> Result<bool> {
-        let signed_in = match Self::signed_in_user(gateway, session).await {
+        let signed_in = match Self::signed_in_user(gateway, session, ctx.tls).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %e, "session store unavailable");
@@ -272,8 +272,9 @@ impl GatewayProxy {
     async fn signed_in_user(
         gateway: &Gateway,
         session: &Session,
+        https: bool,
     ) -> Result<Option<(Arc<crate::session::Session>, Arc<User>)>, crate::store::StoreError> {
-        let Some(id) = forwarding::cookie_value(session, gateway.sessions.cookie_name()) else {
+        let Some(id) = forwarding::cookie_value(session, &gateway.sessions.cookie_name_for(https)) else {
             return Ok(None);
         };
         let Some(gw_session) = gateway.sessions.lookup(&id).await? else {

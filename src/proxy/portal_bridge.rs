@@ -32,6 +32,7 @@ pub async fn serve(
     let mut request = http::Request::builder().method(head.method.clone()).uri(head.uri.clone());
     if let Some(headers) = request.headers_mut() {
         *headers = head.headers.clone();
+        present_session_cookie(headers, gateway, ctx.tls);
     }
     let mut request = request
         .body(Body::from(body))
@@ -52,6 +53,39 @@ pub async fn serve(
         header.append_header(name.clone(), value.clone())?;
     }
     responses::write(session, header, body).await
+}
+
+/// The portal reads the session cookie under its plain name. Over https
+/// that is the `__Host-` cookie, and a plain one (which any sibling host
+/// could have planted) is ignored; over http a `__Host-` one cannot be
+/// genuine. (With `cookie_domain` set the plain name is the real one.)
+fn present_session_cookie(headers: &mut http::HeaderMap, gateway: &Gateway, https: bool) {
+    let plain = gateway.sessions.cookie_name();
+    let held = gateway.sessions.cookie_name_for(https);
+    if !headers.contains_key(http::header::COOKIE) {
+        return;
+    }
+    let pairs: Vec<String> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter_map(|pair| {
+            let name = pair.split('=').next().unwrap_or("");
+            match (name == held, name == plain || name == format!("{}{plain}", crate::session::HOST_PREFIX)) {
+                (true, _) => Some(format!("{plain}{}", &pair[name.len()..])),
+                (false, true) => None,
+                (false, false) => Some(pair.to_string()),
+            }
+        })
+        .collect();
+    headers.remove(http::header::COOKIE);
+    if let Ok(value) = http::HeaderValue::from_str(&pairs.join("; ")) {
+        if !pairs.is_empty() {
+            headers.insert(http::header::COOKIE, value);
+        }
+    }
 }
 
 /// The request body, or None when it is larger than any portal form.

@@ -23,6 +23,9 @@ const UNKNOWN_ID_MEMORY_SECS: i64 = 60;
 /// At most this many unknown ids are remembered; past it the memory starts over.
 const UNKNOWN_ID_MEMORY_MAX: usize = 10_000;
 
+/// The cookie-name prefix that binds a cookie to its host, https and `/`.
+pub const HOST_PREFIX: &str = "__Host-";
+
 /// Last-seen times reach the store at most this often per session.
 const TOUCH_INTERVAL_SECS: i64 = 60;
 /// A session id is 32 random bytes in unpadded base64url.
@@ -239,6 +242,17 @@ impl Sessions {
 
     pub fn cookie_name(&self) -> &str {
         &self.config.cookie_name.0
+    }
+
+    /// The session cookie's name as the browser holds it. Over https, and
+    /// unless it is shared with sibling hosts (`cookie_domain`), it carries
+    /// the `__Host-` prefix: browsers then keep it to this host, https and
+    /// path `/`, so a sibling host cannot plant a session of its choosing.
+    pub fn cookie_name_for(&self, secure: bool) -> std::borrow::Cow<'_, str> {
+        match secure && self.config.cookie_domain.is_none() {
+            true => format!("{HOST_PREFIX}{}", self.config.cookie_name.0).into(),
+            false => self.config.cookie_name.0.as_str().into(),
+        }
     }
 
     /// Sets the users' password fingerprints (user name to fingerprint)
@@ -464,9 +478,10 @@ impl Sessions {
         Ok(swept)
     }
 
-    /// The session cookie; `Secure` whenever the request came over TLS.
+    /// The session cookie; `Secure` (and `__Host-`, see
+    /// [`Sessions::cookie_name_for`]) whenever users reach the app over https.
     pub fn cookie(&self, id: String, secure: bool) -> Cookie<'static> {
-        let mut cookie = Cookie::build((self.config.cookie_name.0.clone(), id))
+        let mut cookie = Cookie::build((self.cookie_name_for(secure).into_owned(), id))
             .http_only(true)
             .same_site(SameSite::Lax)
             .secure(secure)
