@@ -634,8 +634,6 @@ fn bad_when_expressions_are_refused_with_file_line_and_position() {
                 "syntax error at line 1, column 21",
             ],
         ),
-        // The parser of cel-interpreter 0.10 panics on this one; the error
-        // is found all the same.
         ("incomplete", rule("request.path == "), &["`request.path == `", "syntax error at line 1, column 17"]),
         ("unknown variable", rule(r#"req.path == "/""#), &["at line 1, column 1: unknown variable `req`"]),
         ("unknown field", rule(r#"request.geo.contry == "CH""#), &["column 13: `request.geo` has no field `contry`"]),

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 pub use conditions::{is_anonymous, Mismatch};
 pub use explain::{explain, Explanation, RuleTrace};
-pub use expression::Expression;
+pub use expression::{CompileError, Expression};
 pub use path::{canonical_path, normalize_path, PathError};
 
 use crate::clock::UnixTime;
