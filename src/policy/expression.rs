@@ -58,8 +58,8 @@
 //! `users` or `groups`.
 //!
 //! A result that is not a bool or an evaluation error (a missing map key, a
-//! type mismatch) is "no match"; the reason is logged at debug level without
-//! the values involved.
+//! type mismatch) is a [`Failure`]; the rule's policy decides what it counts
+//! as (see `conditions::verdict`).
 //!
 //! Only the fields of `request` the expression reads are built for a
 //! request ([`values`]); one that uses `request` as a whole
@@ -77,7 +77,6 @@ use cel::common::value::CowVal;
 use cel::{Context, Env, ExecutionError, ParseErrors, Value};
 use regex::Regex;
 
-use super::conditions::Mismatch;
 use super::{Request, Subject};
 use crate::config::PolicyConfig;
 use check::Reads;
@@ -235,20 +234,6 @@ impl Expression {
                 Err(Failure::NeedsIdentity)
             }
             Err(error) => Err(Failure::Error(describe(&error))),
-        }
-    }
-}
-
-/// Turns the result of a check into the rule's mismatch, logging why an
-/// expression failed.
-pub(crate) fn verdict(result: Result<bool, Failure>, line: usize) -> Result<(), Mismatch> {
-    match result {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Mismatch::Expression),
-        Err(Failure::NeedsIdentity) => Err(Mismatch::NeedsIdentity),
-        Err(Failure::Error(why)) => {
-            tracing::debug!(rule_line = line, %why, "a rule's `when` expression failed; counted as no match");
-            Err(Mismatch::Expression)
         }
     }
 }
