@@ -480,3 +480,49 @@ policy = "never"
     assert_eq!(get_from(&gw, &alice, ZURICH, "/finance/report").await.status(), 200);
     drop(databases);
 }
+
+/// A `deny` rule whose `when` expression fails (here for want of a
+/// header) still refuses, through the gateway and in `policy explain`; a
+/// `never` rule with the same condition does not match.
+#[tokio::test]
+async fn a_failing_when_expression_fails_closed_on_a_deny_rule() {
+    let apps = r#"
+[[apps]]
+id = "app"
+hosts = ["app.test"]
+upstreams = ["http://{upstream}"]
+
+[[apps.rules]]
+path = "/admin/"
+when = 'request.headers["x-env"] == "prod"'
+policy = "deny"
+
+[[apps.rules]]
+path = "/open/"
+when = 'request.headers["x-env"] == "prod"'
+policy = "never"
+
+[[apps.rules]]
+path = "/"
+policy = "bypass"
+"#;
+    let gw = TestGateway::start_with(Setup { apps: apps.into(), ..Setup::default() }).await;
+    let client = gw.api_client();
+    let status = |path: &str, env: Option<&str>| {
+        let request = client.get(gw.app(path));
+        let request = match env {
+            Some(env) => request.header("x-env", env),
+            None => request,
+        };
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(status("/admin/x", None).await, 403, "no header: the deny rule fails closed");
+    assert_eq!(status("/admin/x", Some("dev")).await, 200);
+    assert_eq!(status("/admin/x", Some("prod")).await, 403);
+    assert_eq!(status("/open/x", None).await, 200, "the `never` rule does not match: the bypass rule does");
+    assert_eq!(status("/open/x", Some("prod")).await, 401);
+
+    let explained = explain(&gw.config_path(), &["--path", "/admin/x"]);
+    let failed_closed = "matches, policy deny: its `when` expression failed to evaluate: counted as matched (fail closed)";
+    assert!(explained.contains(failed_closed), "{explained}");
+}

@@ -450,11 +450,12 @@ impl Config {
         for app in &mut self.apps {
             app.fence = GeoFence { allow: app.countries_allow.clone(), deny: app.countries_deny.clone() };
             for raw in std::mem::take(&mut app.raw_rules) {
-                let span = raw.span();
-                let (line, column) = line_and_column(text, span.start);
+                let start = raw.span().start;
+                let (line, _) = line_and_column(text, start);
                 let fold = app.path_matching.folds_case();
-                let rule = raw.into_inner().build(&self.networks, fold, line).map_err(|message| {
-                    ConfigError::Invalid { path: shown.to_string(), line, column, message }
+                let rule = raw.into_inner().build(&self.networks, fold, line, text).map_err(|error| {
+                    let (line, column) = line_and_column(text, error.offset.unwrap_or(start));
+                    ConfigError::Invalid { path: shown.to_string(), line, column, message: error.message }
                 })?;
                 app.rules.push(rule);
             }

@@ -2,6 +2,7 @@
 //! conditions) and what it demands of them (its policy).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -177,19 +178,58 @@ pub(super) struct RawRule {
     countries_allow: Vec<CountryCode>,
     #[serde(default)]
     countries_deny: Vec<CountryCode>,
-    /// A CEL expression, compiled here.
-    when: Option<String>,
+    /// A CEL expression, compiled here; where it is in the file, for errors.
+    when: Option<toml::Spanned<String>>,
+}
+
+/// Why a rule is refused, and where in the file.
+#[derive(Debug)]
+pub(super) struct RuleError {
+    pub message: String,
+    /// The byte offset in the file the error is about; None: the rule's start.
+    pub offset: Option<usize>,
+}
+
+impl From<String> for RuleError {
+    fn from(message: String) -> Self {
+        RuleError { message, offset: None }
+    }
 }
 
 impl RawRule {
-    /// Checks the rule and resolves its named networks.
-    pub(super) fn build(self, networks: &BTreeMap<String, Vec<IpNet>>, fold: bool, line: usize) -> Result<Rule, String> {
-        let when = match &self.when {
+    /// Checks the rule and resolves its named networks. `text` is the file,
+    /// for the place of an error in the `when` expression.
+    pub(super) fn build(
+        mut self,
+        networks: &BTreeMap<String, Vec<IpNet>>,
+        fold: bool,
+        line: usize,
+        text: &str,
+    ) -> Result<Rule, RuleError> {
+        let when = match self.when.take() {
             None => None,
-            Some(source) => Some(Expression::compile(source).map_err(|error| {
-                format!("{}: invalid `when` expression `{source}`: {error}", self.describe())
-            })?),
+            Some(when) => Some(self.compile_when(&when, text)?),
         };
+        self.build_with(when, networks, fold, line).map_err(RuleError::from)
+    }
+
+    /// The `when` expression, or an error at its place in the file: where
+    /// inside the expression the problem is, else the expression's start.
+    fn compile_when(&self, when: &toml::Spanned<String>, text: &str) -> Result<Expression, RuleError> {
+        let source = when.get_ref();
+        Expression::compile(source).map_err(|error| RuleError {
+            message: format!("{}: invalid `when` expression `{source}`: {error}", self.describe()),
+            offset: Some(place_in_file(text, when.span(), source, error.offset())),
+        })
+    }
+
+    fn build_with(
+        self,
+        when: Option<Expression>,
+        networks: &BTreeMap<String, Vec<IpNet>>,
+        fold: bool,
+        line: usize,
+    ) -> Result<Rule, String> {
         let pattern = match (self.path, self.glob, self.regex) {
             (None, None, None) => None,
             (Some(prefix), None, None) => Some(PathPattern::prefix(prefix, fold)?),
@@ -251,6 +291,18 @@ impl RawRule {
             (_, _, Some(regex)) => format!("the rule for regex `{regex}`"),
             _ => "the rule for every path".into(),
         }
+    }
+}
+
+/// Where the byte at `offset` of a `when` expression is in the file, given
+/// the span of its TOML string: exact when the string holds the expression
+/// as written (a literal string, or a basic one without escapes), else the
+/// string's opening quote, which is on the `when` line all the same.
+fn place_in_file(text: &str, value: Range<usize>, expression: &str, offset: Option<usize>) -> usize {
+    let written = text.get(value.clone()).unwrap_or_default();
+    match (written.find(expression), offset) {
+        (Some(start), Some(offset)) => value.start + start + offset,
+        _ => value.start,
     }
 }
 

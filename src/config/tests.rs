@@ -617,13 +617,19 @@ fn a_when_expression_is_compiled_with_the_rule() {
     assert!(config.apps[0].rules[1].conditions.when.is_none(), "a rule without `when` has none");
 }
 
-/// A bad expression is reported at its rule, naming the rule, quoting the
-/// expression and saying where inside it the problem is.
+/// A bad expression is reported at its `when` line (at the place of the
+/// problem when the expression is written as is), naming the rule, quoting
+/// the expression and saying where inside it the problem is.
 #[test]
 fn bad_when_expressions_are_refused_with_file_line_and_position() {
     let rule = |when: &str| {
-        config_with("", "", &format!("[[apps.rules]] {MARK}\npath = \"/x/\"\nwhen = '{when}'\npolicy = \"deny\"\n"))
+        config_with("", "", &format!("[[apps.rules]]\npath = \"/x/\"\nwhen = '{when}' {MARK}\npolicy = \"deny\"\n"))
     };
+    let escaped = config_with(
+        "",
+        "",
+        &format!("[[apps.rules]]\npath = \"/x/\"\nwhen = \"request.path == \\\"/\\\" && nope(1)\" {MARK}\npolicy = \"deny\"\n"),
+    );
     let cases: Vec<(&str, String, &[&str])> = vec![
         (
             "syntax error",
@@ -634,28 +640,41 @@ fn bad_when_expressions_are_refused_with_file_line_and_position() {
                 "syntax error at line 1, column 21",
             ],
         ),
-        // The parser of cel-interpreter 0.10 panics on this one; the error
-        // is found all the same.
         ("incomplete", rule("request.path == "), &["`request.path == `", "syntax error at line 1, column 17"]),
         ("unknown variable", rule(r#"req.path == "/""#), &["at line 1, column 1: unknown variable `req`"]),
         ("unknown field", rule(r#"request.geo.contry == "CH""#), &["column 13: `request.geo` has no field `contry`"]),
+        (
+            "unknown field as a key",
+            rule(r#"request["geo"]["contry"] == "CH""#),
+            &["column 16: `request[\"geo\"]` has no field `contry`"],
+        ),
         ("unknown function", rule(r#"request.path.beginsWith("/x")"#), &["unknown function `beginsWith`"]),
+        ("with escapes", escaped.clone(), &["column 24: unknown function `nope`"]),
         ("not a string", config_with("", "", &format!("[[apps.rules]]\npath = \"/x/\"\nwhen = true {MARK}\npolicy = \"deny\"\n")), &["invalid type"]),
     ];
     assert_all_refused_at_mark(&cases);
 
-    // On the second line of a multi-line expression, in an inline rule.
+    // The column in the file is the problem's: `when = '` then 20 characters.
+    let text = rule(r#"request.geo.country = "CH""#);
+    let error = parse(&text).unwrap_err().to_string();
+    assert!(error.starts_with(&format!("{PATH}:{}:29:", marked_line(&text))), "{error}");
+    // A string with escapes does not hold the expression as written: the
+    // error points at its opening quote.
+    let error = parse(&escaped).unwrap_err().to_string();
+    assert!(error.starts_with(&format!("{PATH}:{}:8:", marked_line(&escaped))), "{error}");
+
+    // On the second line of a multi-line expression, in an inline rule:
+    // the line and column of the problem in the file.
     let text = config_with(
         "",
         "",
         &format!(
-            "rules = [ {MARK}\n  {{ path = \"/y/\", when = \"\"\"\nrequest.path == '/y/' &&\n  user.name ==\"\"\", policy = \"never\" }},\n]\n"
+            "rules = [\n  {{ path = \"/y/\", when = \"\"\"\nrequest.path == '/y/' &&\n  user.name ==\"\"\", policy = \"never\" }}, {MARK}\n]\n"
         ),
     )
     .replace("[[apps.rules]]\npath = \"/\"\npolicy = \"one_factor\"\n", "");
     let error = parse(&text).unwrap_err().to_string();
-    // The inline rule starts at its `{`, on the line after the mark.
-    assert!(error.starts_with(&format!("{PATH}:{}:3:", marked_line(&text) + 1)), "{error}\n{text}");
+    assert!(error.starts_with(&format!("{PATH}:{}:15:", marked_line(&text))), "{error}\n{text}");
     assert!(error.contains("syntax error at line 2, column 15"), "{error}");
 }
 

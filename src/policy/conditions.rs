@@ -2,8 +2,9 @@
 
 use chrono::{Datelike, TimeZone, Timelike};
 
+use super::expression::Failure;
 use super::{Request, Subject};
-use crate::config::{Anonymity, Conditions, PolicyConfig, Rule};
+use crate::config::{Anonymity, Conditions, Policy, PolicyConfig, Rule};
 use crate::geo::GeoFacts;
 
 /// The first thing about a request that a rule does not cover.
@@ -23,14 +24,27 @@ pub enum Mismatch {
     Day,
     User,
     Group,
-    /// The `when` expression is false, not a bool, or failed to evaluate.
+    /// The `when` expression is false.
     Expression,
+    /// The `when` expression failed to evaluate (or is not a bool), on a
+    /// rule that does not fail closed: it counts as no match.
+    ExpressionFailed,
     /// Every other condition holds, but the rule names users or groups, or
     /// its `when` expression needs the user, and nobody is signed in.
     NeedsIdentity,
 }
 
-pub fn check(rule: &Rule, settings: &PolicyConfig, request: &Request, subject: Option<&Subject>) -> Result<(), Mismatch> {
+/// How a rule covers a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Match {
+    /// Every condition holds.
+    Holds,
+    /// Every other condition holds, and the `when` expression failed to
+    /// evaluate on a rule that fails closed.
+    FailedClosed,
+}
+
+pub(super) fn check(rule: &Rule, settings: &PolicyConfig, request: &Request, subject: Option<&Subject>) -> Result<Match, Mismatch> {
     require(rule.methods.is_empty() || rule.methods.iter().any(|m| m.0 == *request.method), Mismatch::Method)?;
     require(rule.pattern.as_ref().is_none_or(|p| p.matches(request.path)), Mismatch::Path)?;
     let c = &rule.conditions;
@@ -40,15 +54,43 @@ pub fn check(rule: &Rule, settings: &PolicyConfig, request: &Request, subject: O
     require(c.headers.iter().all(|(name, value)| header_is(request.headers, name, value)), Mismatch::Header)?;
     check_time(c, settings, request.now)?;
     let identity = check_subject(c, subject);
-    if !matches!(identity, Ok(()) | Err(Mismatch::NeedsIdentity)) {
-        return identity;
+    match identity {
+        Ok(()) | Err(Mismatch::NeedsIdentity) => {}
+        Err(why) => return Err(why),
     }
     // Last, as the most expensive. For a visitor not signed in, it may still
     // show the rule cannot match whoever they are.
-    if let Some(when) = &c.when {
-        super::expression::verdict(when.evaluate(request, settings, subject), rule.line)?;
+    let matched = match &c.when {
+        Some(when) => verdict(when.evaluate(request, settings, subject), rule)?,
+        None => Match::Holds,
+    };
+    identity.map(|()| matched)
+}
+
+/// Whether a rule whose `when` expression fails to evaluate counts as
+/// matched: one that refuses or demands more (`deny`, `always`), so that a
+/// typo or a missing header never waives it. Any other rule lets more
+/// through than the rules after it may, so it counts as no match.
+fn fails_closed(policy: Policy) -> bool {
+    matches!(policy, Policy::Deny | Policy::Always)
+}
+
+/// What the result of a rule's `when` expression makes of the rule; why it
+/// failed goes to the debug log, without the values involved.
+fn verdict(result: Result<bool, Failure>, rule: &Rule) -> Result<Match, Mismatch> {
+    match result {
+        Ok(true) => Ok(Match::Holds),
+        Ok(false) => Err(Mismatch::Expression),
+        Err(Failure::NeedsIdentity) => Err(Mismatch::NeedsIdentity),
+        Err(Failure::Error(why)) if fails_closed(rule.policy) => {
+            tracing::debug!(rule_line = rule.line, %why, "a rule's `when` expression failed; counted as matched (fail closed)");
+            Ok(Match::FailedClosed)
+        }
+        Err(Failure::Error(why)) => {
+            tracing::debug!(rule_line = rule.line, %why, "a rule's `when` expression failed; counted as no match");
+            Err(Mismatch::ExpressionFailed)
+        }
     }
-    identity
 }
 
 fn require(holds: bool, otherwise: Mismatch) -> Result<(), Mismatch> {

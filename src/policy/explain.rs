@@ -44,7 +44,11 @@ impl Explanation {
         }
         match self.outcome.rule.and_then(|i| app.rules.get(i).map(|r| (i, r))) {
             Some((i, rule)) => {
-                let _ = writeln!(out, "rule {} (line {}): matches, policy {}", i + 1, rule.line, rule.policy.name());
+                let _ = write!(out, "rule {} (line {}): matches, policy {}", i + 1, rule.line, rule.policy.name());
+                if self.outcome.condition_failed {
+                    let _ = write!(out, ": its `when` expression failed to evaluate: counted as matched (fail closed)");
+                }
+                let _ = writeln!(out);
             }
             None if self.outcome.decision == Decision::Deny(DenyReason::Geo) => {
                 let _ = writeln!(out, "app {}: the client's country is fenced out", app.id());
@@ -75,6 +79,7 @@ fn describe(why: Mismatch) -> &'static str {
         Mismatch::User => "the user is not listed",
         Mismatch::Group => "the user is in none of its groups",
         Mismatch::Expression => "its `when` expression is false",
+        Mismatch::ExpressionFailed => "its `when` expression failed to evaluate: counted as no match",
         Mismatch::NeedsIdentity => "it names users or groups, or its `when` expression needs the user, and nobody is signed in",
     }
 }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 pub use conditions::{is_anonymous, Mismatch};
 pub use explain::{explain, Explanation, RuleTrace};
-pub use expression::Expression;
+pub use expression::{CompileError, Expression};
 pub use path::{canonical_path, normalize_path, PathError};
 
 use crate::clock::UnixTime;
@@ -87,6 +87,9 @@ pub enum DenyReason {
 pub struct Outcome {
     pub rule: Option<usize>,
     pub decision: Decision,
+    /// The rule matched only because its `when` expression failed to
+    /// evaluate: a `deny` or `always` rule fails closed.
+    pub condition_failed: bool,
 }
 
 /// Receives the rules that did not match, for explanations.
@@ -154,7 +157,7 @@ fn evaluate_method<T: Trace>(
     trace: &mut T,
 ) -> Outcome {
     if !app.fence.admits(request.geo.country.as_deref()) {
-        return Outcome { rule: None, decision: Decision::Deny(DenyReason::Geo) };
+        return Outcome { rule: None, decision: Decision::Deny(DenyReason::Geo), condition_failed: false };
     }
     let matched = if T::EVERY_RULE {
         first_match(app, 0..app.rules.len(), settings, request, subject, trace)
@@ -168,7 +171,7 @@ fn evaluate_method<T: Trace>(
         Policy::Deny => Decision::Deny(DenyReason::NoRule),
         policy => demand(policy, Freshness { max_age: None, factors: MethodSet::ANY }, settings, request.now, subject),
     };
-    Outcome { rule: None, decision }
+    Outcome { rule: None, decision, condition_failed: false }
 }
 
 /// The outcome of the first of `candidates` that covers the request.
@@ -183,9 +186,15 @@ fn first_match(
     for index in candidates {
         let rule = &app.rules[index];
         match conditions::check(rule, settings, request, subject) {
-            Ok(()) => return Some(Outcome { rule: Some(index), decision: apply(rule, settings, request, subject) }),
+            Ok(matched) => {
+                let decision = apply(rule, settings, request, subject);
+                let condition_failed = matched == conditions::Match::FailedClosed;
+                return Some(Outcome { rule: Some(index), decision, condition_failed });
+            }
             // Everything but the user matched: find out who it is first.
-            Err(Mismatch::NeedsIdentity) => return Some(Outcome { rule: Some(index), decision: Decision::SignIn }),
+            Err(Mismatch::NeedsIdentity) => {
+                return Some(Outcome { rule: Some(index), decision: Decision::SignIn, condition_failed: false })
+            }
             Err(why) => trace.skipped(index, why),
         }
     }

@@ -177,7 +177,7 @@ fn match_rule_with_no_rules_matches_nothing() {
     let app = app("");
     assert!(app.rules.is_empty());
     assert!(match_rule(&app.rules, &Method::GET, "/").is_none());
-    assert_eq!(decide(&app, &Method::GET, "/", BOTH), Outcome { rule: None, decision: DENY_NO_RULE });
+    assert_eq!(decide(&app, &Method::GET, "/", BOTH), Outcome { rule: None, decision: DENY_NO_RULE, condition_failed: false });
 }
 
 #[test]
@@ -223,7 +223,7 @@ fn decide_applies_the_policy_of_the_first_match() {
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|&(m, path, proof, rule, decision)| {
-            let expected = Outcome { rule, decision };
+            let expected = Outcome { rule, decision, condition_failed: false };
             let got = decide(&app, &method(m), path, proof);
             (got != expected).then(|| format!("{m} {path} {proof:?}: expected {expected:?}, got {got:?}"))
         })
@@ -244,7 +244,7 @@ fn each_policy_with_each_proof() {
         let app = app(&format!("rules = [{{ path = \"/\", policy = \"{policy}\" }}]"));
         for (proof, decision) in [ANONYMOUS, SECOND_ONLY, PASSWORD, BOTH].into_iter().zip(decisions) {
             let got = decide(&app, &Method::GET, "/anything", proof);
-            assert_eq!(got, Outcome { rule: Some(0), decision }, "{policy} with {proof:?}");
+            assert_eq!(got, Outcome { rule: Some(0), decision, condition_failed: false }, "{policy} with {proof:?}");
         }
     }
 }
@@ -255,14 +255,14 @@ fn a_catch_all_rule_ends_the_default_deny() {
   { path = "/admin/", policy = "two_factor" },
   { path = "/", policy = "one_factor" },
 ]"#);
-    assert_eq!(decide(&last, &Method::GET, "/anything", PASSWORD), Outcome { rule: Some(1), decision: ALLOW_USER });
-    assert_eq!(decide(&last, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: Decision::SecondFactor(StepUp::Required) });
+    assert_eq!(decide(&last, &Method::GET, "/anything", PASSWORD), Outcome { rule: Some(1), decision: ALLOW_USER, condition_failed: false });
+    assert_eq!(decide(&last, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: Decision::SecondFactor(StepUp::Required), condition_failed: false });
     // A catch-all placed first shadows everything after it.
     let first = app(r#"rules = [
   { path = "/", policy = "one_factor" },
   { path = "/admin/", policy = "two_factor" },
 ]"#);
-    assert_eq!(decide(&first, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: ALLOW_USER });
+    assert_eq!(decide(&first, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: ALLOW_USER, condition_failed: false });
 }
 
 #[test]
@@ -424,9 +424,9 @@ fn normalized_paths_are_what_rules_see() {
     let app = app(RULES);
     let decide_raw = |raw: &str, proof: Proof| normalize_path(raw).map(|path| decide(&app, &Method::GET, &path, proof));
     // An encoded name matches the rule for the plain name.
-    assert_eq!(decide_raw("/%61dmin/", PASSWORD), Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor(StepUp::Required) }));
+    assert_eq!(decide_raw("/%61dmin/", PASSWORD), Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor(StepUp::Required), condition_failed: false }));
     // A doubled slash does not slip past a prefix rule.
-    assert_eq!(decide_raw("//admin/", PASSWORD), Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor(StepUp::Required) }));
+    assert_eq!(decide_raw("//admin/", PASSWORD), Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor(StepUp::Required), condition_failed: false }));
     // A way out of a bypass rule is refused before any rule is consulted.
     assert_eq!(decide_raw("/public/%2e%2e/admin/", ANONYMOUS), Err(PathError::DotSegment));
     assert_eq!(decide_raw("/public/..%5cadmin/", ANONYMOUS), Err(PathError::Backslash));
@@ -523,7 +523,7 @@ const WHEN_RULES: &str = r#"rules = [
   { path = "/geo/", policy = "never" },
   { path = "/hdr/", when = '"x-env" in request.headers && request.headers["x-env"] == "prod"', policy = "always" },
   { path = "/hdr/", policy = "never" },
-  { path = "/q/", when = 'request.query.debug == "1"', policy = "deny" },
+  { path = "/q/", when = '"debug" in request.query && request.query.debug == "1"', policy = "deny" },
   { path = "/q/", policy = "bypass" },
   { path = "/time/", when = 'request.time.weekday >= 1 && request.time.weekday <= 5 && request.time.hour >= 8 && request.time.hour < 18', policy = "never" },
   { path = "/time/", policy = "deny" },
@@ -562,7 +562,7 @@ fn when_expressions_decide_with_the_request_and_the_user() {
         ("x-env prod, finance", Visit { path: "/hdr/", headers: &[("x-env", "prod")], who: Fin, ..VISIT }, 2, ALLOW_USER),
         ("x-env dev then prod", Visit { path: "/hdr/", headers: &[("x-env", "dev"), ("x-env", "prod")], who: Bob, ..VISIT }, 3, ALLOW_USER),
         ("no x-env", Visit { path: "/hdr/", who: Bob, ..VISIT }, 3, ALLOW_USER),
-        // Query: decoded, the first value wins, a missing one is no match.
+        // Query: decoded, the first value wins; a missing one is tested for.
         ("debug=1", Visit { path: "/q/", query: Some("debug=1"), ..VISIT }, 4, DENY_RULE),
         ("encoded name", Visit { path: "/q/", query: Some("a=2&de%62ug=1"), ..VISIT }, 4, DENY_RULE),
         ("debug=1 first", Visit { path: "/q/", query: Some("debug=1&debug=0"), ..VISIT }, 4, DENY_RULE),
@@ -580,14 +580,15 @@ fn when_expressions_decide_with_the_request_and_the_user() {
         ("fresh second factor", Visit { path: "/fresh/", who: Fin, ..VISIT }, 10, ALLOW_USER),
         ("no second factor", Visit { path: "/fresh/", who: Bob, ..VISIT }, 11, DENY_RULE),
         ("nobody signed in", Visit { path: "/fresh/", ..VISIT }, 10, sign_in),
-        // Not a bool, or an evaluation error: no match, whoever asks.
+        // Not a bool, or an evaluation error, on a `bypass` rule: no match,
+        // whoever asks.
         ("odd, bob", Visit { path: "/odd/", who: Bob, ..VISIT }, 15, ALLOW_USER),
         ("odd, anonymous", Visit { path: "/odd/", ..VISIT }, 15, sign_in),
     ];
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|(name, v, rule, decision)| {
-            let expected = Outcome { rule: Some(*rule), decision: *decision };
+            let expected = Outcome { rule: Some(*rule), decision: *decision, condition_failed: false };
             let got = visit(&config, *v);
             (got != expected).then(|| format!("{name}: expected {expected:?}, got {got:?}"))
         })
@@ -601,9 +602,9 @@ fn an_expression_on_the_user_asks_an_anonymous_visitor_to_sign_in() {
   { path = "/admin/", when = '"admins" in user.groups', policy = "always" },
   { path = "/", policy = "bypass" },
 ]"#);
-    assert_eq!(visit(&config, Visit { path: "/admin/x", ..VISIT }), Outcome { rule: Some(0), decision: Decision::SignIn });
-    assert_eq!(visit(&config, Visit { path: "/admin/x", who: Who::Bob, ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_USER });
-    assert_eq!(visit(&config, Visit { path: "/other", ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_ANONYMOUS });
+    assert_eq!(visit(&config, Visit { path: "/admin/x", ..VISIT }), Outcome { rule: Some(0), decision: Decision::SignIn, condition_failed: false });
+    assert_eq!(visit(&config, Visit { path: "/admin/x", who: Who::Bob, ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_USER, condition_failed: false });
+    assert_eq!(visit(&config, Visit { path: "/other", ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_ANONYMOUS, condition_failed: false });
 
     // With a `groups` condition too, an expression false for anyone spares
     // the sign-in.
@@ -611,14 +612,16 @@ fn an_expression_on_the_user_asks_an_anonymous_visitor_to_sign_in() {
   { path = "/", groups = ["finance"], when = 'request.geo.country == "CH"', policy = "never" },
   { path = "/", policy = "bypass" },
 ]"#);
-    assert_eq!(visit(&config, Visit { country: Some("US"), ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_ANONYMOUS });
-    assert_eq!(visit(&config, Visit { country: Some("CH"), ..VISIT }), Outcome { rule: Some(0), decision: Decision::SignIn });
-    assert_eq!(visit(&config, Visit { country: Some("CH"), who: Who::Bob, ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_USER });
-    assert_eq!(visit(&config, Visit { country: Some("CH"), who: Who::Fin, ..VISIT }), Outcome { rule: Some(0), decision: ALLOW_USER });
+    assert_eq!(visit(&config, Visit { country: Some("US"), ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_ANONYMOUS, condition_failed: false });
+    assert_eq!(visit(&config, Visit { country: Some("CH"), ..VISIT }), Outcome { rule: Some(0), decision: Decision::SignIn, condition_failed: false });
+    assert_eq!(visit(&config, Visit { country: Some("CH"), who: Who::Bob, ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_USER, condition_failed: false });
+    assert_eq!(visit(&config, Visit { country: Some("CH"), who: Who::Fin, ..VISIT }), Outcome { rule: Some(0), decision: ALLOW_USER, condition_failed: false });
 }
 
+/// A `bypass` rule whose expression fails (not a bool, or an evaluation
+/// error) does not match, and explain says why.
 #[test]
-fn an_expression_that_is_not_a_bool_never_matches() {
+fn a_bypass_rule_whose_expression_fails_never_matches() {
     let expressions = [
         "request.path",
         "1",
@@ -641,7 +644,7 @@ fn an_expression_that_is_not_a_bool_never_matches() {
             Ok(config) => config,
             // Refused at load is fine too: it can never match either.
             Err(e) => {
-                assert!(e.to_string().contains("cannot evaluate it"), "{expression}: {e}");
+                assert!(e.to_string().contains("macros such as `exists`"), "{expression}: {e}");
                 continue;
             }
         };
@@ -652,8 +655,8 @@ fn an_expression_that_is_not_a_bool_never_matches() {
             let got = visit(&config, Visit { query, headers, who, ..VISIT });
             let expected = match who {
                 // Whether it matches depends on the user: sign in first.
-                Who::Anonymous if uses_user => Outcome { rule: Some(0), decision: Decision::SignIn },
-                _ => Outcome { rule: None, decision: DENY_NO_RULE },
+                Who::Anonymous if uses_user => Outcome { rule: Some(0), decision: Decision::SignIn, condition_failed: false },
+                _ => Outcome { rule: None, decision: DENY_NO_RULE, condition_failed: false },
             };
             assert_eq!(got, expected, "{expression} for {who:?}");
         }
@@ -661,9 +664,58 @@ fn an_expression_that_is_not_a_bool_never_matches() {
         let request = Request { method: &Method::GET, method_override: None, path: "/", query, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
         let subject = Subject { username: "bob", groups: &[], second_factors: crate::methods::MethodTimes::default(), trusted_browser: false, confidence: Confidence::High };
         let explanation = explain(&config.apps[0], &config.policy, &request, Some(&subject));
-        assert_eq!(explanation.skipped, [RuleTrace { index: 0, why_not: Mismatch::Expression }], "{expression}");
-        assert!(explanation.render(&config.apps[0]).contains("no match, its `when` expression is false"), "{expression}");
+        assert_eq!(explanation.skipped, [RuleTrace { index: 0, why_not: Mismatch::ExpressionFailed }], "{expression}");
+        let rendered = explanation.render(&config.apps[0]);
+        assert!(rendered.contains("no match, its `when` expression failed to evaluate: counted as no match"), "{expression}: {rendered}");
     }
+}
+
+/// The same condition, failing for want of a header, on each policy: a
+/// `deny` rule still refuses and an `always` one still demands a second
+/// factor (they fail closed); the others do not match.
+#[test]
+fn a_failing_expression_fails_closed_on_deny_and_always_rules() {
+    let config = configured("", r#"rules = [
+  { path = "/deny/", when = 'request.headers["x-env"] == "prod"', policy = "deny" },
+  { path = "/always/", when = 'request.headers["x-env"] == "prod"', policy = "always" },
+  { path = "/never/", when = 'request.headers["x-env"] == "prod"', policy = "never" },
+  { path = "/adaptive/", when = 'request.headers["x-env"] == "prod"', policy = "adaptive" },
+  { path = "/bypass/", when = 'request.headers["x-env"] == "prod"', policy = "bypass" },
+  { path = "/", policy = "never" },
+]"#);
+    let (failed, held) = (true, false);
+    let second_factor = Decision::SecondFactor(StepUp::Required);
+    // Path, headers, who asks; the rule that decides, how, and whether its
+    // condition failed.
+    type Case = (&'static str, &'static [(&'static str, &'static str)], Who, usize, Decision, bool);
+    let cases: &[Case] = &[
+        ("/deny/", &[], Who::Anonymous, 0, DENY_RULE, failed),
+        ("/deny/", &[], Who::Fin, 0, DENY_RULE, failed),
+        ("/deny/", &[("x-env", "prod")], Who::Fin, 0, DENY_RULE, held),
+        ("/deny/", &[("x-env", "dev")], Who::Fin, 5, ALLOW_USER, held),
+        ("/always/", &[], Who::Anonymous, 1, Decision::SignIn, failed),
+        ("/always/", &[], Who::Bob, 1, second_factor, failed),
+        ("/always/", &[], Who::Fin, 1, ALLOW_USER, failed),
+        ("/always/", &[("x-env", "dev")], Who::Bob, 5, ALLOW_USER, held),
+        ("/never/", &[], Who::Bob, 5, ALLOW_USER, held),
+        ("/never/", &[("x-env", "prod")], Who::Bob, 2, ALLOW_USER, held),
+        ("/adaptive/", &[], Who::Bob, 5, ALLOW_USER, held),
+        ("/bypass/", &[], Who::Anonymous, 5, Decision::SignIn, held),
+    ];
+    for &(path, headers, who, rule, decision, condition_failed) in cases {
+        let got = visit(&config, Visit { path, headers, who, ..VISIT });
+        assert_eq!(got, Outcome { rule: Some(rule), decision, condition_failed }, "{path} {headers:?} for {who:?}");
+    }
+
+    let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
+    let explained = |path| {
+        let request = Request { method: &Method::GET, method_override: None, path, query: None, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
+        explain(&config.apps[0], &config.policy, &request, None).render(&config.apps[0])
+    };
+    let deny = explained("/deny/");
+    assert!(deny.contains("rule 1 (line 11): matches, policy deny: its `when` expression failed to evaluate: counted as matched (fail closed)"), "{deny}");
+    let never = explained("/never/");
+    assert!(never.contains("rule 3 (line 13): no match, its `when` expression failed to evaluate: counted as no match"), "{never}");
 }
 
 /// Not a benchmark: prints the rough cost of a decision through a rule with

@@ -40,6 +40,8 @@ pub struct RequestCtx {
     app: Option<Arc<App>>,
     rule: Option<usize>,
     decision: &'static str,
+    /// The rule matched because its `when` expression failed (fail closed).
+    condition_failed: bool,
     client_ip: IpAddr,
     tls: bool,
     identity: Option<(Arc<User>, Arc<str>)>,
@@ -56,6 +58,7 @@ impl ProxyHttp for GatewayProxy {
             app: None,
             rule: None,
             decision: "none",
+            condition_failed: false,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             tls: false,
             identity: None,
@@ -148,6 +151,7 @@ impl ProxyHttp for GatewayProxy {
             app,
             rule = ctx.rule.map(|r| r as i64).unwrap_or(-1),
             decision = ctx.decision,
+            condition_failed = ctx.condition_failed,
             status,
             duration_us = ctx.started.elapsed().as_micros() as u64,
             method = %session.req_header().method,
@@ -184,6 +188,7 @@ impl GatewayProxy {
         let outcome = Self::decide(gateway, session, ctx, app, canonical, geo, signed_in.as_ref());
         ctx.rule = outcome.rule;
         ctx.decision = outcome.decision.label();
+        ctx.condition_failed = outcome.condition_failed;
         match outcome.decision {
             Decision::Allow { with_identity } => {
                 if let (true, Some((gw_session, user))) = (with_identity, signed_in) {
