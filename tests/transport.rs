@@ -42,7 +42,7 @@ async fn the_tls_listener_serves_http2_and_marks_cookies_secure() {
         .await
         .unwrap();
     assert_eq!(response.status(), 303);
-    for name in ["stepgate_session", "stepgate_device"] {
+    for name in ["__Host-stepgate_session", "stepgate_device"] {
         let cookie = set_cookie(&response, name);
         assert!(cookie.contains("Secure"), "{cookie}");
     }
