@@ -704,3 +704,24 @@ async fn a_key_flagged_as_cloned_ends_the_sessions_that_used_it() {
     }
     assert_eq!(password_only.get(gw.app("/")).send().await.unwrap().status(), 200, "one that never used it stays");
 }
+
+/// Anyone may ask for a passwordless challenge, so those are bounded per
+/// client address and kept apart from signed-in users' ceremonies: a flood
+/// of them is refused without refusing anyone else.
+#[tokio::test]
+async fn a_flood_of_passwordless_challenges_holds_no_one_else_up() {
+    let gw = TestGateway::start_with(setup("[webauthn]\npasswordless = true\n")).await;
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let anonymous = gw.browser();
+        let csrf = form_value(&page(&gw, &anonymous, "/.stepgate/signin").await, "csrf");
+        statuses.push(post_json(&gw, &anonymous, "/.stepgate/webauthn/passwordless/start", &csrf, &json!({})).await.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 8, "{statuses:?}");
+    assert!(statuses[8..].iter().all(|s| *s == 503), "{statuses:?}");
+
+    let client = password_session(&gw).await;
+    let csrf = data_csrf(&page(&gw, &client, "/.stepgate/second-factor").await);
+    let start = post_json(&gw, &client, "/.stepgate/webauthn/register/start", &csrf, &json!({ "kind": "security_key", "name": "Key" })).await;
+    assert_eq!(start.status(), 200, "a signed-in user's ceremony still starts");
+}

@@ -6,6 +6,7 @@
 //! once, only by the session it was issued to, and only before it expires.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,9 +24,17 @@ use crate::methods::Method;
 use crate::session::{Factor, FactorUse, Proof, Sessions};
 use crate::store::{Store, StoreError, WebauthnRow};
 
-/// Challenges waiting for an answer, at most; past it, expired ones are
+/// Challenges of signed-in users waiting for an answer, at most (each
+/// session holds at most one per purpose); past it, expired ones are
 /// dropped and then new ceremonies refused until some finish.
-const MAX_PENDING: usize = 10_000;
+const MAX_PENDING_SIGNED_IN: usize = 10_000;
+/// Passwordless challenges, which anyone may ask for, at most: a pool of
+/// their own, so that a flood of them never refuses a signed-in user's
+/// ceremony.
+const MAX_PENDING_ANONYMOUS: usize = 10_000;
+/// Passwordless challenges pending per client address (an IPv6 client
+/// counts by its /64), so that one client cannot fill the pool.
+const MAX_PENDING_PER_ADDRESS: usize = 8;
 /// A credential's name, as the user gives it, at most this long.
 pub const MAX_NAME_CHARS: usize = 64;
 
@@ -118,6 +127,8 @@ enum State {
 
 struct Pending {
     state: State,
+    /// The client that asked, for passwordless ceremonies.
+    address: Option<AddressKey>,
     rp_id: String,
     /// The user the ceremony is for; none for passwordless sign-in.
     username: Option<String>,
@@ -135,12 +146,79 @@ pub struct WebauthnFactor {
     secrets: Arc<Secrets>,
     clock: Arc<dyn Clock>,
     config: WebauthnConfig,
-    pending: Mutex<HashMap<(Owner, Purpose), Pending>>,
+    signed_in: Mutex<Pool>,
+    anonymous: Mutex<Pool>,
+}
+
+/// A client address as the per-address limit counts it.
+type AddressKey = IpAddr;
+
+/// Pending ceremonies, bounded in all and per client address.
+struct Pool {
+    entries: HashMap<(Owner, Purpose), Pending>,
+    per_address: HashMap<AddressKey, usize>,
+    capacity: usize,
+}
+
+impl Pool {
+    fn new(capacity: usize) -> Self {
+        Self { entries: HashMap::new(), per_address: HashMap::new(), capacity }
+    }
+
+    fn insert(&mut self, key: (Owner, Purpose), pending: Pending, now: UnixTime) -> Result<(), WebauthnFailure> {
+        // A new challenge replaces the owner's earlier one of this purpose.
+        self.remove(&key);
+        if self.entries.len() >= self.capacity {
+            self.sweep(now);
+        }
+        let from_address = pending.address.map_or(0, |address| self.per_address.get(&address).copied().unwrap_or(0));
+        if self.entries.len() >= self.capacity || from_address >= MAX_PENDING_PER_ADDRESS {
+            return Err(WebauthnFailure::Busy);
+        }
+        if let Some(address) = pending.address {
+            *self.per_address.entry(address).or_default() += 1;
+        }
+        self.entries.insert(key, pending);
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &(Owner, Purpose)) -> Option<Pending> {
+        let pending = self.entries.remove(key)?;
+        if let Some(address) = pending.address {
+            if let Some(count) = self.per_address.get_mut(&address) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_address.remove(&address);
+                }
+            }
+        }
+        Some(pending)
+    }
+
+    fn sweep(&mut self, now: UnixTime) {
+        let expired: Vec<(Owner, Purpose)> = self.entries.iter().filter(|(_, p)| p.expires <= now).map(|(k, _)| *k).collect();
+        for key in expired {
+            self.remove(&key);
+        }
+    }
+}
+
+/// IPv6 clients usually hold a whole /64: count them by it.
+fn address_key(ip: IpAddr) -> AddressKey {
+    match crate::gateway::canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(octets.into())
+        }
+        v4 => v4,
+    }
 }
 
 impl WebauthnFactor {
     pub fn new(store: Arc<dyn Store>, sessions: Arc<Sessions>, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, config: WebauthnConfig) -> Self {
-        Self { store, sessions, secrets, clock, config, pending: Mutex::new(HashMap::new()) }
+        let (signed_in, anonymous) = (Mutex::new(Pool::new(MAX_PENDING_SIGNED_IN)), Mutex::new(Pool::new(MAX_PENDING_ANONYMOUS)));
+        Self { store, sessions, secrets, clock, config, signed_in, anonymous }
     }
 
     pub fn config(&self) -> &WebauthnConfig {
@@ -198,7 +276,7 @@ impl WebauthnFactor {
         };
         self.shape_registration(&mut options, kind);
         let name = clean_name(name, kind);
-        self.keep(owner, Purpose::Register, Pending { state, rp_id: rp.id.clone(), username: Some(username.into()), name, expires: 0 })?;
+        self.keep(owner, Purpose::Register, Pending { state, address: None, rp_id: rp.id.clone(), username: Some(username.into()), name, expires: 0 })?;
         Ok(options)
     }
 
@@ -311,7 +389,7 @@ impl WebauthnFactor {
         let (mut options, state) = rp.webauthn.start_securitykey_authentication(&keys).map_err(WebauthnFailure::Rejected)?;
         options.public_key.hints = None;
         let pending =
-            Pending { state: State::Authenticate(state), rp_id: rp.id.clone(), username: Some(username.into()), name: String::new(), expires: 0 };
+            Pending { state: State::Authenticate(state), address: None, rp_id: rp.id.clone(), username: Some(username.into()), name: String::new(), expires: 0 };
         self.keep(owner, Purpose::Authenticate, pending)?;
         Ok(options)
     }
@@ -334,14 +412,21 @@ impl WebauthnFactor {
     }
 
     /// A challenge any discoverable credential of this site may answer.
-    pub fn start_passwordless(&self, rp: &RelyingParty, owner: Owner) -> Result<RequestChallengeResponse, WebauthnFailure> {
+    pub fn start_passwordless(&self, rp: &RelyingParty, owner: Owner, client: IpAddr) -> Result<RequestChallengeResponse, WebauthnFailure> {
         if !self.passwordless_offered() {
             return Err(WebauthnFailure::KindDisabled);
         }
         let (mut options, state) = rp.webauthn.start_discoverable_authentication().map_err(WebauthnFailure::Rejected)?;
         // A button starts it, not the browser's autofill.
         options.mediation = None;
-        let pending = Pending { state: State::Passwordless(state), rp_id: rp.id.clone(), username: None, name: String::new(), expires: 0 };
+        let pending = Pending {
+            state: State::Passwordless(state),
+            address: Some(address_key(client)),
+            rp_id: rp.id.clone(),
+            username: None,
+            name: String::new(),
+            expires: 0,
+        };
         self.keep(owner, Purpose::Passwordless, pending)?;
         Ok(options)
     }
@@ -431,25 +516,24 @@ impl WebauthnFactor {
         Uuid::from_bytes(bytes)
     }
 
+    fn pool(&self, purpose: Purpose) -> &Mutex<Pool> {
+        match purpose {
+            Purpose::Passwordless => &self.anonymous,
+            Purpose::Register | Purpose::Authenticate => &self.signed_in,
+        }
+    }
+
     fn keep(&self, owner: Owner, purpose: Purpose, mut pending: Pending) -> Result<(), WebauthnFailure> {
         let now = self.clock.now();
         pending.expires = now + self.config.timeout;
-        let mut map = self.pending.lock().map_err(|_| WebauthnFailure::Busy)?;
-        if map.len() >= MAX_PENDING {
-            map.retain(|_, p| p.expires > now);
-        }
-        if map.len() >= MAX_PENDING && !map.contains_key(&(owner, purpose)) {
-            return Err(WebauthnFailure::Busy);
-        }
-        // A new challenge replaces the owner's earlier one of this purpose.
-        map.insert((owner, purpose), pending);
-        Ok(())
+        let mut pool = self.pool(purpose).lock().map_err(|_| WebauthnFailure::Busy)?;
+        pool.insert((owner, purpose), pending, now)
     }
 
     /// The owner's pending ceremony, taken out so it cannot be answered
     /// again, if it is unexpired, for this site and for this user.
     fn take(&self, owner: Owner, purpose: Purpose, rp: &RelyingParty, username: Option<&str>) -> Result<Pending, WebauthnFailure> {
-        let pending = self.pending.lock().map_err(|_| WebauthnFailure::Busy)?.remove(&(owner, purpose));
+        let pending = self.pool(purpose).lock().map_err(|_| WebauthnFailure::Busy)?.remove(&(owner, purpose));
         pending
             .filter(|p| p.expires > self.clock.now() && p.rp_id == rp.id && p.username.as_deref() == username)
             .ok_or(WebauthnFailure::NoCeremony)
@@ -458,8 +542,10 @@ impl WebauthnFactor {
     /// Forgets challenges nobody answered in time.
     pub fn sweep(&self) {
         let now = self.clock.now();
-        if let Ok(mut map) = self.pending.lock() {
-            map.retain(|_, p| p.expires > now);
+        for pool in [&self.signed_in, &self.anonymous] {
+            if let Ok(mut pool) = pool.lock() {
+                pool.sweep(now);
+            }
         }
     }
 }
@@ -534,5 +620,19 @@ mod tests {
         let bytes = serde_cbor_2::to_vec(&object).unwrap();
         assert_eq!(aaguid(&bytes).as_deref(), Some("cb69481e-8ff7-4039-93ec-0a2729a154a8"));
         assert_eq!(aaguid(b"not cbor"), None);
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    #[test]
+    fn address_keys_group_an_ipv6_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key("192.0.2.1".parse().unwrap()), address_key("192.0.2.2".parse().unwrap()));
+        assert_eq!(address_key("::ffff:192.0.2.1".parse().unwrap()), address_key("192.0.2.1".parse().unwrap()));
     }
 }

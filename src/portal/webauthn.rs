@@ -242,7 +242,7 @@ pub async fn passwordless_start(
     let _ = body.map_err(bad_json)?;
     let owner = pre_session_owner(&gateway, &jar, &headers)?;
     let rp = relying_party(&request)?;
-    let options = gateway.webauthn.start_passwordless(rp, owner).map_err(|f| Refusal::from_failure(f, None, &request))?;
+    let options = gateway.webauthn.start_passwordless(rp, owner, request.client_ip).map_err(|f| Refusal::from_failure(f, None, &request))?;
     Ok(Json(options).into_response())
 }
 
