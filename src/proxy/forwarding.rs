@@ -82,7 +82,7 @@ pub fn is_public_https(session: &Session, gateway: &Gateway, app: &App) -> bool 
     }
     let header = session.req_header();
     is_from_trusted_proxy(session, gateway)
-        && header.headers.get_all("x-forwarded-proto").iter().last().is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
+        && header.headers.get_all("x-forwarded-proto").iter().next_back().is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
 fn is_from_trusted_proxy(session: &Session, gateway: &Gateway) -> bool {
