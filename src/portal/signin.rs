@@ -1,4 +1,7 @@
-//! The first factor: user name and password.
+//! The first factor: user name and password. An attempt is counted
+//! against the throttle (else 429) before the password is checked.
+
+use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::Extension;
@@ -10,13 +13,18 @@ use serde::Deserialize;
 
 use super::assess::assess_sign_in;
 use super::csrf::{self, Binding};
-use super::device;
 use super::pages::{html, SigninPage};
 use super::redirect::{rd_param, safe_return_to};
-use super::{bad_form, csrf_refused, current_session, see_other, too_many_attempts, Failure, PortalRequest, PortalState};
+use super::{
+    address_key, bad_form, csrf_refused, current_session, device, see_other, Failure, PortalError, PortalRequest, PortalState,
+    Refused,
+};
+use crate::gateway::Gateway;
 use crate::session::Factor;
+use crate::throttle::{Key, Scope};
+use crate::users::User;
 
-/// Longer inputs are refused before the (deliberately slow) hash runs.
+/// Longer inputs are wrong without the (deliberately slow) hash.
 const MAX_USERNAME: usize = 128;
 const MAX_PASSWORD: usize = 1024;
 
@@ -41,15 +49,19 @@ pub async fn show(
         return Ok(see_other(&rd));
     }
     let (jar, pre) = csrf::ensure_pre_session(&gateway, jar, request.tls);
+    Ok((jar, signin_page(&gateway, &pre, rd, String::new(), None, StatusCode::OK)).into_response())
+}
+
+fn signin_page(gateway: &Gateway, pre: &str, rd: String, username: String, error: Option<&str>, status: StatusCode) -> Response {
     let page = SigninPage {
         brand: &gateway.config.branding,
-        csrf: csrf::token(&gateway, Binding::PreSession(&pre)),
+        csrf: csrf::token(gateway, Binding::PreSession(pre)),
         rd,
-        username: String::new(),
-        error: None,
+        username,
+        error,
         passwordless: gateway.webauthn.passwordless_offered(),
     };
-    Ok((jar, html(StatusCode::OK, &page)).into_response())
+    html(status, &page)
 }
 
 pub async fn submit(
@@ -69,40 +81,46 @@ pub async fn submit(
         return Ok(csrf_refused(&gateway));
     }
     let rd = safe_return_to(&gateway, Some(&form.rd));
-    let username = form.username.trim().to_string();
-    let (user_key, address_key) = (format!("user:{username}"), format!("ip:{}", request.client_ip));
-    let blocked = gateway.password_throttle.retry_after(&[&user_key]).or(gateway.address_throttle.retry_after(&[&address_key]));
-    if let Some(retry_after) = blocked {
-        tracing::warn!(event = "password", outcome = "throttled", user = %username, ip = %request.client_ip, "authentication");
-        return Ok(too_many_attempts(&gateway, retry_after));
-    }
-    let user = if username.len() > MAX_USERNAME || form.password.len() > MAX_PASSWORD {
-        None
-    } else {
-        let checker = gateway.clone();
-        let (name, password) = (username.clone(), form.password);
-        tokio::task::spawn_blocking(move || checker.users.authenticate(&name, &password)).await.map_err(|e| fail(e.into()))?
+    let username = form.username.trim();
+    let counted_for_user = match reserve_attempt(&gateway, &request, username) {
+        Ok(key) => key,
+        Err(refused) => {
+            tracing::warn!(event = "password", outcome = refused.outcome(), user = %username, ip = %request.client_ip, "authentication");
+            return Ok(refused.page(&gateway));
+        }
     };
-    let Some(user) = user else {
-        gateway.password_throttle.record_failure(&[&user_key]);
-        gateway.address_throttle.record_failure(&[&address_key]);
+    let Some(user) = check_password(&gateway, username, form.password).await.map_err(fail)? else {
         tracing::info!(event = "password", outcome = "failure", user = %username, ip = %request.client_ip, "authentication");
-        let page = SigninPage {
-            brand: &gateway.config.branding,
-            csrf: csrf::token(&gateway, Binding::PreSession(&pre)),
-            rd,
-            username,
-            error: Some("Wrong user name or password."),
-            passwordless: gateway.webauthn.passwordless_offered(),
-        };
-        return Ok(html(StatusCode::UNAUTHORIZED, &page));
+        let error = Some("Wrong user name or password.");
+        return Ok(signin_page(&gateway, &pre, rd, username.to_string(), error, StatusCode::UNAUTHORIZED));
     };
-    if let Some(previous) = current_session(&gateway, &jar).await.map_err(fail)? {
-        gateway.sessions.delete(&previous.key).await.map_err(|e| fail(e.into()))?;
+    gateway.attempts.reset(&counted_for_user);
+    signed_in(&gateway, &request, jar, &user, &rd).await.map_err(fail)
+}
+
+/// Counts a password attempt against the user name and the client address
+/// before it is checked; returns the user name's key, reset on success.
+fn reserve_attempt(gateway: &Gateway, request: &PortalRequest, username: &str) -> Result<Key, Refused> {
+    let for_user = gateway.attempts.key(Scope::User, &[username]);
+    gateway.attempts.reserve(&[for_user, address_key(gateway, request.client_ip)])?;
+    Ok(for_user)
+}
+
+async fn check_password(gateway: &Arc<Gateway>, username: &str, password: String) -> Result<Option<Arc<User>>, PortalError> {
+    if username.len() > MAX_USERNAME || password.len() > MAX_PASSWORD {
+        return Ok(None);
     }
-    gateway.password_throttle.reset(&user_key);
-    let (jar, device) = device::ensure_device(&gateway, jar, request.tls);
-    let context = assess_sign_in(&gateway, &user.username, request.client_ip, &device).await.map_err(|e| fail(e.into()))?;
+    let (checker, username) = (gateway.clone(), username.to_string());
+    Ok(tokio::task::spawn_blocking(move || checker.users.authenticate(&username, &password)).await?)
+}
+
+/// Starts the session of a user whose password was right.
+async fn signed_in(gateway: &Gateway, request: &PortalRequest, jar: CookieJar, user: &User, rd: &str) -> Result<Response, PortalError> {
+    if let Some(previous) = current_session(gateway, &jar).await? {
+        gateway.sessions.delete(&previous.key).await?;
+    }
+    let (jar, device) = device::ensure_device(gateway, jar, request.tls);
+    let context = assess_sign_in(gateway, &user.username, request.client_ip, &device).await?;
     tracing::info!(
         event = "password",
         outcome = "success",
@@ -113,7 +131,7 @@ pub async fn submit(
         signals = ?context.assessment.signals,
         "authentication"
     );
-    let (id, _) = gateway.sessions.create(&user.username, Factor::Pwd, context).await.map_err(|e| fail(e.into()))?;
+    let (id, _) = gateway.sessions.create(&user.username, Factor::Pwd, context).await?;
     let jar = jar.add(gateway.sessions.cookie(id, request.tls));
-    Ok((jar, see_other(&rd)).into_response())
+    Ok((jar, see_other(rd)).into_response())
 }

@@ -4,6 +4,7 @@
 
 pub mod totp;
 pub mod upstream;
+pub mod webauthn;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

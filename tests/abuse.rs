@@ -1,0 +1,162 @@
+//! Guessing through the real proxy: every attempt is counted before it is
+//! checked, so parallel bursts never get more checks than the limit.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::webauthn::{enrol_key, finish_authentication, origin, password_session, start_authentication};
+use common::*;
+use serde_json::{json, Value};
+use webauthn_authenticator_rs::softtoken::SoftToken;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+
+/// What one request of a burst got back.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    json: bool,
+}
+
+impl Answer {
+    fn of(response: &reqwest::Response) -> Self {
+        let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Answer {
+            status: response.status().as_u16(),
+            retry_after: header("retry-after"),
+            json: header("content-type").is_some_and(|t| t.starts_with("application/json")),
+        }
+    }
+}
+
+/// Sends all `requests` at once: each waits at a barrier until every one
+/// is ready to go.
+async fn burst(requests: Vec<reqwest::RequestBuilder>) -> Vec<Answer> {
+    let start = Arc::new(tokio::sync::Barrier::new(requests.len()));
+    let sent: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                Answer::of(&request.send().await.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for answer in sent {
+        answers.push(answer.await.unwrap());
+    }
+    answers
+}
+
+fn count(answers: &[Answer], status: u16) -> usize {
+    answers.iter().filter(|a| a.status == status).count()
+}
+
+fn assert_all_say_when(answers: &[Answer], status: u16) {
+    for answer in answers.iter().filter(|a| a.status == status) {
+        assert!(answer.retry_after.as_deref().is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s >= 1)), "{answer:?}");
+    }
+}
+
+async fn signin_csrf(gw: &TestGateway, client: &reqwest::Client) -> String {
+    let page = client.get(gw.app("/.stepgate/signin")).send().await.unwrap().text().await.unwrap();
+    form_value(&page, "csrf")
+}
+
+fn signin_post(gw: &TestGateway, client: &reqwest::Client, csrf: &str, user: &str, password: &str) -> reqwest::RequestBuilder {
+    client.post(gw.app("/.stepgate/signin")).form(&[("csrf", csrf), ("username", user), ("password", password), ("rd", "/")])
+}
+
+#[tokio::test]
+async fn parallel_wrong_passwords_for_one_user_are_checked_at_most_limit_times() {
+    let gw = TestGateway::start().await;
+    let client = gw.browser();
+    let csrf = signin_csrf(&gw, &client).await;
+    let answers = burst((0..60).map(|_| signin_post(&gw, &client, &csrf, ALICE, "not her password")).collect()).await;
+    assert_eq!(count(&answers, 401), 10, "exactly the limit was checked: {answers:?}");
+    assert_eq!(count(&answers, 429), 50);
+    assert_all_say_when(&answers, 429);
+    let right = signin_post(&gw, &client, &csrf, ALICE, ALICE_PASSWORD).send().await.unwrap();
+    assert_eq!(right.status(), 429, "even the right password waits");
+}
+
+#[tokio::test]
+async fn parallel_guesses_at_unknown_users_are_checked_at_most_the_address_limit() {
+    let gw = TestGateway::start().await;
+    let client = gw.browser();
+    let csrf = signin_csrf(&gw, &client).await;
+    let guesses = (0..60).map(|i| signin_post(&gw, &client, &csrf, &format!("nobody{i}"), "guess")).collect();
+    let answers = burst(guesses).await;
+    assert_eq!(count(&answers, 401), 30, "three times the user limit per address: {answers:?}");
+    assert_eq!(count(&answers, 429), 30);
+    assert_all_say_when(&answers, 429);
+}
+
+/// A six-digit code that is not valid anywhere near `now`.
+fn wrong_code(secret: &str, now: i64) -> String {
+    let near: Vec<String> = (-3..=3).map(|step| totp::code(secret, now + step * 30)).collect();
+    ["000000", "000001"].into_iter().find(|code| !near.iter().any(|n| n == code)).unwrap().to_string()
+}
+
+#[tokio::test]
+async fn parallel_codes_are_checked_at_most_limit_times() {
+    let gw = TestGateway::start().await;
+    let first = gw.browser();
+    sign_in(&gw, &first, ALICE, ALICE_PASSWORD, "/").await;
+    let secret = enroll_totp(&gw, &first).await;
+    let client = gw.browser();
+    assert_eq!(sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await.status(), 303);
+    let page = client.get(gw.app("/.stepgate/second-factor")).send().await.unwrap().text().await.unwrap();
+    let csrf = form_value(&page, "csrf");
+    for (method, code) in [("totp", wrong_code(&secret, gw.now())), ("recovery", "abcde-fghij".to_string())] {
+        let post = || {
+            let form = [("csrf", csrf.as_str()), ("code", code.as_str()), ("rd", "/")];
+            client.post(gw.app(&format!("/.stepgate/second-factor/{method}"))).form(&form)
+        };
+        let answers = burst((0..60).map(|_| post()).collect()).await;
+        assert_eq!(count(&answers, 401), 10, "{method}: exactly the limit was checked: {answers:?}");
+        assert_eq!(count(&answers, 429), 50, "{method}");
+        assert_all_say_when(&answers, 429);
+        gw.clock.advance(300);
+    }
+}
+
+#[tokio::test]
+async fn webauthn_answers_count_as_second_factor_attempts_and_refusals_are_json() {
+    let gw = TestGateway::start_with(common::webauthn::setup("")).await;
+    let mut key = WebauthnAuthenticator::new(SoftToken::new(false).unwrap().0);
+    enrol_key(&gw, &mut key).await;
+    let client = password_session(&gw).await;
+    // An answer to a challenge that has been replaced since: wrong each time.
+    let (options, csrf) = start_authentication(&gw, &client).await;
+    let stale = key.do_authentication(origin(), options).unwrap();
+    start_authentication(&gw, &client).await;
+    let finish = || {
+        let body = json!({ "credential": stale, "rd": "/" });
+        client.post(gw.app("/.stepgate/webauthn/authenticate/finish")).header("x-csrf-token", &csrf).json(&body)
+    };
+    let answers = burst((0..30).map(|_| finish()).collect()).await;
+    assert_eq!(count(&answers, 400), 10, "exactly the limit was checked: {answers:?}");
+    assert_eq!(count(&answers, 429), 20);
+    assert_all_say_when(&answers, 429);
+    assert!(answers.iter().all(|a| a.json), "a JSON endpoint answers JSON: {answers:?}");
+
+    // Now even a right answer waits, and so does a code: one budget.
+    let (options, csrf) = start_authentication(&gw, &client).await;
+    let right = key.do_authentication(origin(), options).unwrap();
+    let refused = finish_authentication(&gw, &client, &csrf, &right).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "300");
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("Too many attempts"), "{body}");
+    let code = client.post(gw.app("/.stepgate/second-factor/recovery")).form(&[("csrf", csrf.as_str()), ("code", "abcde-fghij")]);
+    assert_eq!(code.send().await.unwrap().status(), 429);
+
+    gw.clock.advance(300);
+    let (options, csrf) = start_authentication(&gw, &client).await;
+    let right = key.do_authentication(origin(), options).unwrap();
+    assert_eq!(finish_authentication(&gw, &client, &csrf, &right).await.status(), 200);
+}
