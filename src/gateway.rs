@@ -18,6 +18,7 @@ use crate::factors::webauthn::{RelyingParty, WebauthnFactor};
 use crate::geo::{Geo, GeoDatabases, GeoError, GeoFacts};
 use crate::session::Sessions;
 use crate::store::{SqliteStore, Store, StoreError};
+use crate::hash_gate::HashGate;
 use crate::throttle::{Scope, Throttle, KEYS_PER_SCOPE};
 use crate::users::Directory;
 
@@ -119,6 +120,8 @@ pub struct Gateway {
     pub geo: Arc<Geo>,
     /// Password and second-factor attempts, counted before they are checked.
     pub attempts: Arc<Throttle>,
+    /// The password hashes in flight.
+    pub password_hashing: Arc<HashGate>,
 }
 
 impl Gateway {
@@ -156,6 +159,9 @@ impl Gateway {
             Scope::Address => limits.password_failures.0 * 3,
             Scope::SecondFactor => limits.code_failures.0,
         }));
+        let password_hashing = HashGate::new(limits.password_hashes.0, limits.password_queue.0)
+            .map_err(|e| StartError::Io(format!("cannot start the password hashing threads: {e}")))?;
+        let password_hashing = Arc::new(password_hashing);
         let (apps_by_host, identity_headers) = route_apps(&config);
         Ok(Arc::new(Self {
             untrusted_networks: config.untrusted_networks(),
@@ -173,6 +179,7 @@ impl Gateway {
             assertions,
             geo,
             attempts,
+            password_hashing,
         }))
     }
 
@@ -202,6 +209,7 @@ impl Gateway {
             assertions: self.assertions.clone(),
             geo: self.geo.clone(),
             attempts: self.attempts.clone(),
+            password_hashing: self.password_hashing.clone(),
         }))
     }
 

@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod demo;
 pub mod factors;
 pub mod gateway;
+pub mod hash_gate;
 pub mod geo;
 pub mod inspect;
 pub mod live;

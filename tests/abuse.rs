@@ -1,9 +1,11 @@
-//! Guessing through the real proxy: every attempt is counted before it is
-//! checked, so parallel bursts never get more checks than the limit.
+//! Guessing and flooding through the real proxy: every attempt is counted
+//! before it is checked, so parallel bursts never get more checks than the
+//! limit, and password hashes are bounded.
 
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::webauthn::{enrol_key, finish_authentication, origin, password_session, start_authentication};
 use common::*;
@@ -61,6 +63,14 @@ fn assert_all_say_when(answers: &[Answer], status: u16) {
     }
 }
 
+fn with_limits(limits: &str) -> Setup {
+    Setup { extra: format!("[limits]\n{limits}\n"), ..Setup::default() }
+}
+
+/// Room for every request of a burst to wait for a hash, so that only the
+/// throttle refuses.
+const ROOMY_QUEUE: &str = "password_queue = 1024";
+
 async fn signin_csrf(gw: &TestGateway, client: &reqwest::Client) -> String {
     let page = client.get(gw.app("/.stepgate/signin")).send().await.unwrap().text().await.unwrap();
     form_value(&page, "csrf")
@@ -72,20 +82,21 @@ fn signin_post(gw: &TestGateway, client: &reqwest::Client, csrf: &str, user: &st
 
 #[tokio::test]
 async fn parallel_wrong_passwords_for_one_user_are_checked_at_most_limit_times() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_with(with_limits(ROOMY_QUEUE)).await;
     let client = gw.browser();
     let csrf = signin_csrf(&gw, &client).await;
     let answers = burst((0..60).map(|_| signin_post(&gw, &client, &csrf, ALICE, "not her password")).collect()).await;
     assert_eq!(count(&answers, 401), 10, "exactly the limit was checked: {answers:?}");
     assert_eq!(count(&answers, 429), 50);
     assert_all_say_when(&answers, 429);
+    assert_eq!(gw.gateway().password_hashing.started(), 10, "one hash per checked attempt");
     let right = signin_post(&gw, &client, &csrf, ALICE, ALICE_PASSWORD).send().await.unwrap();
     assert_eq!(right.status(), 429, "even the right password waits");
 }
 
 #[tokio::test]
 async fn parallel_guesses_at_unknown_users_are_checked_at_most_the_address_limit() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_with(with_limits(ROOMY_QUEUE)).await;
     let client = gw.browser();
     let csrf = signin_csrf(&gw, &client).await;
     let guesses = (0..60).map(|i| signin_post(&gw, &client, &csrf, &format!("nobody{i}"), "guess")).collect();
@@ -93,6 +104,7 @@ async fn parallel_guesses_at_unknown_users_are_checked_at_most_the_address_limit
     assert_eq!(count(&answers, 401), 30, "three times the user limit per address: {answers:?}");
     assert_eq!(count(&answers, 429), 30);
     assert_all_say_when(&answers, 429);
+    assert_eq!(gw.gateway().password_hashing.started(), 30);
 }
 
 /// A six-digit code that is not valid anywhere near `now`.
@@ -159,4 +171,55 @@ async fn webauthn_answers_count_as_second_factor_attempts_and_refusals_are_json(
     let (options, csrf) = start_authentication(&gw, &client).await;
     let right = key.do_authentication(origin(), options).unwrap();
     assert_eq!(finish_authentication(&gw, &client, &csrf, &right).await.status(), 200);
+}
+
+async fn next(received: &mut tokio::sync::mpsc::UnboundedReceiver<Answer>) -> Answer {
+    tokio::time::timeout(Duration::from_secs(30), received.recv()).await.expect("an answer").expect("a sender")
+}
+
+#[tokio::test]
+async fn password_checks_beyond_the_hash_gate_get_503_with_retry_after() {
+    let gw = TestGateway::start_with(with_limits("password_hashes = 1\npassword_queue = 2\npassword_failures = 1000")).await;
+    let gate = gw.gateway().password_hashing.clone();
+    // Keep the one worker busy until the test says so.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (busy, mut worker_busy) = tokio::sync::mpsc::unbounded_channel();
+    let held = gate.try_admit().unwrap().run(move || {
+        let _ = busy.send(());
+        let _ = released.recv();
+    });
+    let held = tokio::spawn(held);
+    worker_busy.recv().await.expect("the worker took the job");
+    let client = gw.browser();
+    let csrf = signin_csrf(&gw, &client).await;
+
+    // The one worker is busy: two sign-ins may wait, the rest are refused.
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let start = Arc::new(tokio::sync::Barrier::new(10));
+    for i in 0..10 {
+        let (request, start, sender) = (signin_post(&gw, &client, &csrf, &format!("user{i}"), "guess"), start.clone(), sender.clone());
+        tokio::spawn(async move {
+            start.wait().await;
+            let _ = sender.send(Answer::of(&request.send().await.unwrap()));
+        });
+    }
+    for _ in 0..8 {
+        let refused = next(&mut received).await;
+        assert_eq!(refused.status, 503, "{refused:?}");
+        assert!(refused.retry_after.is_some() && !refused.json, "{refused:?}");
+    }
+    assert_eq!(gate.started(), 1, "only the held job has started");
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    for _ in 0..2 {
+        assert_eq!(next(&mut received).await.status, 401);
+    }
+    assert_eq!((gate.started(), gate.peak()), (3, 1));
+
+    // A burst: every sign-in is either hashed, one at a time, or refused.
+    let answers = burst((0..40).map(|i| signin_post(&gw, &client, &csrf, &format!("other{i}"), "guess")).collect()).await;
+    assert_eq!(count(&answers, 401) + count(&answers, 503), 40, "{answers:?}");
+    assert_all_say_when(&answers, 503);
+    assert_eq!(gate.started(), 3 + count(&answers, 401) as u64);
+    assert_eq!(gate.peak(), 1);
 }

@@ -122,8 +122,8 @@ pub enum PortalError {
     Totp(#[from] crate::factors::totp::TotpError),
     #[error(transparent)]
     Webauthn(#[from] crate::factors::webauthn::WebauthnFailure),
-    #[error("password check did not complete")]
-    Blocking(#[from] tokio::task::JoinError),
+    #[error("password check did not complete: {0}")]
+    Hashing(#[from] crate::hash_gate::Stopped),
 }
 
 /// Carries the gateway so the error can be rendered with its branding.

@@ -1,5 +1,6 @@
-//! The first factor: user name and password. An attempt is counted
-//! against the throttle (else 429) before the password is checked.
+//! The first factor: user name and password. An attempt needs a place at
+//! the hash gate (else 503) and is counted against the throttle (else 429),
+//! and only then is the password checked.
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use super::{
     Refused,
 };
 use crate::gateway::Gateway;
+use crate::hash_gate::Admission;
 use crate::session::Factor;
 use crate::throttle::{Key, Scope};
 use crate::users::User;
@@ -27,6 +29,8 @@ use crate::users::User;
 /// Longer inputs are wrong without the (deliberately slow) hash.
 const MAX_USERNAME: usize = 128;
 const MAX_PASSWORD: usize = 1024;
+/// When to try again after the hash gate was full.
+const BUSY_RETRY_AFTER: i64 = 2;
 
 #[derive(Deserialize)]
 pub struct SigninForm {
@@ -82,36 +86,45 @@ pub async fn submit(
     }
     let rd = safe_return_to(&gateway, Some(&form.rd));
     let username = form.username.trim();
-    let counted_for_user = match reserve_attempt(&gateway, &request, username) {
-        Ok(key) => key,
+    let attempt = match begin_attempt(&gateway, &request, username) {
+        Ok(attempt) => attempt,
         Err(refused) => {
             tracing::warn!(event = "password", outcome = refused.outcome(), user = %username, ip = %request.client_ip, "authentication");
             return Ok(refused.page(&gateway));
         }
     };
-    let Some(user) = check_password(&gateway, username, form.password).await.map_err(fail)? else {
+    let Some(user) = check_password(&gateway, attempt.admission, username, form.password).await.map_err(fail)? else {
         tracing::info!(event = "password", outcome = "failure", user = %username, ip = %request.client_ip, "authentication");
         let error = Some("Wrong user name or password.");
         return Ok(signin_page(&gateway, &pre, rd, username.to_string(), error, StatusCode::UNAUTHORIZED));
     };
-    gateway.attempts.reset(&counted_for_user);
+    gateway.attempts.reset(&attempt.counted_for_user);
     signed_in(&gateway, &request, jar, &user, &rd).await.map_err(fail)
 }
 
-/// Counts a password attempt against the user name and the client address
-/// before it is checked; returns the user name's key, reset on success.
-fn reserve_attempt(gateway: &Gateway, request: &PortalRequest, username: &str) -> Result<Key, Refused> {
-    let for_user = gateway.attempts.key(Scope::User, &[username]);
-    gateway.attempts.reserve(&[for_user, address_key(gateway, request.client_ip)])?;
-    Ok(for_user)
+/// A password attempt allowed to go ahead: its place at the hash gate,
+/// and the key it was counted under for the user (reset on success).
+struct Attempt {
+    admission: Admission,
+    counted_for_user: Key,
 }
 
-async fn check_password(gateway: &Arc<Gateway>, username: &str, password: String) -> Result<Option<Arc<User>>, PortalError> {
+/// Takes a place at the hash gate, then counts the attempt against the user
+/// name and the client address, before the password is checked.
+fn begin_attempt(gateway: &Gateway, request: &PortalRequest, username: &str) -> Result<Attempt, Refused> {
+    let admission = gateway.password_hashing.try_admit().ok_or(Refused::Busy { retry_after: BUSY_RETRY_AFTER })?;
+    let for_user = gateway.attempts.key(Scope::User, &[username]);
+    gateway.attempts.reserve(&[for_user, address_key(gateway, request.client_ip)])?;
+    Ok(Attempt { admission, counted_for_user: for_user })
+}
+
+/// Checks the password when the hash gate gives it a turn.
+async fn check_password(gateway: &Arc<Gateway>, admission: Admission, username: &str, password: String) -> Result<Option<Arc<User>>, PortalError> {
     if username.len() > MAX_USERNAME || password.len() > MAX_PASSWORD {
         return Ok(None);
     }
     let (checker, username) = (gateway.clone(), username.to_string());
-    Ok(tokio::task::spawn_blocking(move || checker.users.authenticate(&username, &password)).await?)
+    Ok(admission.run(move || checker.users.authenticate(&username, &password)).await?)
 }
 
 /// Starts the session of a user whose password was right.
