@@ -11,6 +11,10 @@ use serde::Deserialize;
 
 use crate::config::ConfigError;
 
+/// No user name is longer, so a longer one can be refused before it is
+/// counted or hashed.
+pub const MAX_USERNAME_BYTES: usize = 128;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
@@ -88,7 +92,7 @@ impl Directory {
 fn check_user(user: &User) -> Result<(), String> {
     let name = &user.username;
     let name_ok = !name.is_empty()
-        && name.len() <= 128
+        && name.len() <= MAX_USERNAME_BYTES
         && name.chars().all(|c| c.is_alphanumeric() || "._-@+".contains(c));
     if !name_ok {
         return Err(format!("invalid user name `{name}`: use letters, digits and . _ - @ +"));

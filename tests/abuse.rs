@@ -1,6 +1,6 @@
 //! Guessing and flooding through the real proxy: every attempt is counted
 //! before it is checked, so parallel bursts never get more checks than the
-//! limit, and password hashes are bounded.
+//! limit; password hashes are bounded; over-long names cost nothing.
 
 mod common;
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::webauthn::{enrol_key, finish_authentication, origin, password_session, start_authentication};
 use common::*;
 use serde_json::{json, Value};
+use stepgate::throttle::Scope;
 use webauthn_authenticator_rs::softtoken::SoftToken;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 
@@ -222,4 +223,24 @@ async fn password_checks_beyond_the_hash_gate_get_503_with_retry_after() {
     assert_all_say_when(&answers, 503);
     assert_eq!(gate.started(), 3 + count(&answers, 401) as u64);
     assert_eq!(gate.peak(), 1);
+}
+
+#[tokio::test]
+async fn over_long_user_names_are_refused_before_anything_is_counted_or_hashed() {
+    let gw = TestGateway::start().await;
+    let client = gw.browser();
+    let csrf = signin_csrf(&gw, &client).await;
+    let long_name = "n".repeat(63 * 1024);
+    // More than the address's 30 attempts.
+    for i in 0..40 {
+        let refused = signin_post(&gw, &client, &csrf, &format!("{long_name}{i}"), "guess").send().await.unwrap();
+        assert_eq!(refused.status(), 400);
+    }
+    let refused = signin_post(&gw, &client, &csrf, &"n".repeat(129), "guess").send().await.unwrap();
+    assert_eq!(refused.status(), 400, "one byte over");
+    let gateway = gw.gateway();
+    assert_eq!(gateway.password_hashing.started(), 0);
+    assert_eq!((gateway.attempts.keys_in(Scope::User), gateway.attempts.keys_in(Scope::Address)), (0, 0));
+    let longest = signin_post(&gw, &client, &csrf, &"n".repeat(128), "guess").send().await.unwrap();
+    assert_eq!(longest.status(), 401, "the longest possible name is checked, the address not blocked");
 }

@@ -1,6 +1,9 @@
-//! The first factor: user name and password. An attempt needs a place at
-//! the hash gate (else 503) and is counted against the throttle (else 429),
-//! and only then is the password checked.
+//! The first factor: user name and password.
+//!
+//! A user name that cannot be one (too long) is refused before anything is
+//! counted or hashed. Then the attempt needs a place at the hash gate (else
+//! 503) and is counted against the throttle (else 429), and only then is
+//! the password checked.
 
 use std::sync::Arc;
 
@@ -24,10 +27,9 @@ use crate::gateway::Gateway;
 use crate::hash_gate::Admission;
 use crate::session::Factor;
 use crate::throttle::{Key, Scope};
-use crate::users::User;
+use crate::users::{User, MAX_USERNAME_BYTES};
 
-/// Longer inputs are wrong without the (deliberately slow) hash.
-const MAX_USERNAME: usize = 128;
+/// A longer password is wrong without the (deliberately slow) hash.
 const MAX_PASSWORD: usize = 1024;
 /// When to try again after the hash gate was full.
 const BUSY_RETRY_AFTER: i64 = 2;
@@ -86,6 +88,9 @@ pub async fn submit(
     }
     let rd = safe_return_to(&gateway, Some(&form.rd));
     let username = form.username.trim();
+    if username.len() > MAX_USERNAME_BYTES {
+        return Ok(signin_page(&gateway, &pre, rd, String::new(), Some("That user name is too long."), StatusCode::BAD_REQUEST));
+    }
     let attempt = match begin_attempt(&gateway, &request, username) {
         Ok(attempt) => attempt,
         Err(refused) => {
@@ -120,7 +125,7 @@ fn begin_attempt(gateway: &Gateway, request: &PortalRequest, username: &str) -> 
 
 /// Checks the password when the hash gate gives it a turn.
 async fn check_password(gateway: &Arc<Gateway>, admission: Admission, username: &str, password: String) -> Result<Option<Arc<User>>, PortalError> {
-    if username.len() > MAX_USERNAME || password.len() > MAX_PASSWORD {
+    if password.len() > MAX_PASSWORD {
         return Ok(None);
     }
     let (checker, username) = (gateway.clone(), username.to_string());
