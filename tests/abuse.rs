@@ -1,6 +1,7 @@
 //! Guessing and flooding through the real proxy: every attempt is counted
 //! before it is checked, so parallel bursts never get more checks than the
-//! limit; password hashes are bounded; over-long names cost nothing.
+//! limit; password hashes are bounded; over-long names cost nothing; and a
+//! browser the user signed in on keeps a budget of its own.
 
 mod common;
 
@@ -243,4 +244,59 @@ async fn over_long_user_names_are_refused_before_anything_is_counted_or_hashed()
     assert_eq!((gateway.attempts.keys_in(Scope::User), gateway.attempts.keys_in(Scope::Address)), (0, 0));
     let longest = signin_post(&gw, &client, &csrf, &"n".repeat(128), "guess").send().await.unwrap();
     assert_eq!(longest.status(), 401, "the longest possible name is checked, the address not blocked");
+}
+
+fn cookie_pair(response: &reqwest::Response, name: &str) -> String {
+    set_cookie(response, name).split(';').next().unwrap().to_string()
+}
+
+async fn sign_out(gw: &TestGateway, client: &reqwest::Client) {
+    let page = client.get(gw.app("/.stepgate/signout")).send().await.unwrap().text().await.unwrap();
+    let csrf = form_value(&page, "csrf");
+    let response = client.post(gw.app("/.stepgate/signout")).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// Signs in from a client with no cookie jar that sends `cookies`.
+async fn sign_in_sending(gw: &TestGateway, cookies: &str, user: &str, password: &str) -> u16 {
+    let client = gw.client_builder().cookie_store(false).default_headers(browser_headers()).build().unwrap();
+    let page = client.get(gw.app("/.stepgate/signin")).header("cookie", cookies).send().await.unwrap();
+    let pre_session = cookie_pair(&page, "stepgate_session_pre");
+    let csrf = form_value(&page.text().await.unwrap(), "csrf");
+    let form = [("csrf", csrf.as_str()), ("username", user), ("password", password), ("rd", "/")];
+    let response = client.post(gw.app("/.stepgate/signin")).header("cookie", format!("{cookies}; {pre_session}")).form(&form);
+    response.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn a_browser_the_user_signed_in_on_keeps_its_own_budget() {
+    let gw = TestGateway::start().await;
+    let home = gw.browser();
+    let signed_in = sign_in(&gw, &home, ALICE, ALICE_PASSWORD, "/").await;
+    let (home_device, home_tag) = (cookie_pair(&signed_in, "stepgate_device"), cookie_pair(&signed_in, "stepgate_device_users"));
+    assert!(set_cookie(&signed_in, "stepgate_device_users").contains("Path=/.stepgate/"), "apps never see it");
+    sign_out(&gw, &home).await;
+    let bobs = sign_in(&gw, &gw.browser(), BOB, BOB_PASSWORD, "/").await;
+    let bobs_device = cookie_pair(&bobs, "stepgate_device");
+
+    // Someone elsewhere locks Alice's name...
+    let attacker = gw.browser();
+    for _ in 0..10 {
+        assert_eq!(sign_in(&gw, &attacker, ALICE, "guess", "/").await.status(), 401);
+    }
+    assert_eq!(sign_in(&gw, &attacker, ALICE, ALICE_PASSWORD, "/").await.status(), 429);
+    // ...but not at her own browser.
+    assert_eq!(sign_in(&gw, &home, ALICE, ALICE_PASSWORD, "/").await.status(), 303);
+    // The tag is bound to her browser's device id and to her name.
+    assert_eq!(sign_in_sending(&gw, &format!("{home_device}; {home_tag}"), ALICE, ALICE_PASSWORD).await, 303);
+    assert_eq!(sign_in_sending(&gw, &format!("{bobs_device}; {home_tag}"), ALICE, ALICE_PASSWORD).await, 429);
+    assert_eq!(sign_in_sending(&gw, &home_device, ALICE, ALICE_PASSWORD).await, 429);
+    assert_eq!(sign_in_sending(&gw, &format!("{home_device}; {home_tag}"), BOB, BOB_PASSWORD).await, 303, "bob is not throttled");
+
+    // Her browser's budget is its own, and it is limited too.
+    sign_out(&gw, &home).await;
+    for _ in 0..10 {
+        assert_eq!(sign_in(&gw, &home, ALICE, "typo", "/").await.status(), 401);
+    }
+    assert_eq!(sign_in(&gw, &home, ALICE, ALICE_PASSWORD, "/").await.status(), 429);
 }

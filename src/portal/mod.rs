@@ -8,6 +8,7 @@ mod csrf;
 mod device;
 mod pages;
 mod redirect;
+mod returning;
 mod second_factor;
 mod settings;
 mod signin;

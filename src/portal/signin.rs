@@ -20,8 +20,8 @@ use super::csrf::{self, Binding};
 use super::pages::{html, SigninPage};
 use super::redirect::{rd_param, safe_return_to};
 use super::{
-    address_key, bad_form, csrf_refused, current_session, device, see_other, Failure, PortalError, PortalRequest, PortalState,
-    Refused,
+    address_key, bad_form, csrf_refused, current_session, device, returning, see_other, Failure, PortalError, PortalRequest,
+    PortalState, Refused,
 };
 use crate::gateway::Gateway;
 use crate::hash_gate::Admission;
@@ -91,7 +91,7 @@ pub async fn submit(
     if username.len() > MAX_USERNAME_BYTES {
         return Ok(signin_page(&gateway, &pre, rd, String::new(), Some("That user name is too long."), StatusCode::BAD_REQUEST));
     }
-    let attempt = match begin_attempt(&gateway, &request, username) {
+    let attempt = match begin_attempt(&gateway, &jar, &request, username) {
         Ok(attempt) => attempt,
         Err(refused) => {
             tracing::warn!(event = "password", outcome = refused.outcome(), user = %username, ip = %request.client_ip, "authentication");
@@ -114,13 +114,22 @@ struct Attempt {
     counted_for_user: Key,
 }
 
-/// Takes a place at the hash gate, then counts the attempt against the user
-/// name and the client address, before the password is checked.
-fn begin_attempt(gateway: &Gateway, request: &PortalRequest, username: &str) -> Result<Attempt, Refused> {
+fn begin_attempt(gateway: &Gateway, jar: &CookieJar, request: &PortalRequest, username: &str) -> Result<Attempt, Refused> {
     let admission = gateway.password_hashing.try_admit().ok_or(Refused::Busy { retry_after: BUSY_RETRY_AFTER })?;
-    let for_user = gateway.attempts.key(Scope::User, &[username]);
-    gateway.attempts.reserve(&[for_user, address_key(gateway, request.client_ip)])?;
+    let (for_user, for_address) = attempt_keys(gateway, jar, request, username);
+    let keys: Vec<Key> = std::iter::once(for_user).chain(for_address).collect();
+    gateway.attempts.reserve(&keys)?;
     Ok(Attempt { admission, counted_for_user: for_user })
+}
+
+/// What a password attempt counts against: the browser's own budget when
+/// the user has signed in on it before, else the user name's and the
+/// client address's.
+fn attempt_keys(gateway: &Gateway, jar: &CookieJar, request: &PortalRequest, username: &str) -> (Key, Option<Key>) {
+    match returning::device_of(gateway, jar, username) {
+        Some(device) => (gateway.attempts.key(Scope::UserOnBrowser, &[username, &device]), None),
+        None => (gateway.attempts.key(Scope::User, &[username]), Some(address_key(gateway, request.client_ip))),
+    }
 }
 
 /// Checks the password when the hash gate gives it a turn.
@@ -138,6 +147,7 @@ async fn signed_in(gateway: &Gateway, request: &PortalRequest, jar: CookieJar, u
         gateway.sessions.delete(&previous.key).await?;
     }
     let (jar, device) = device::ensure_device(gateway, jar, request.tls);
+    let jar = returning::remember(gateway, jar, &device, &user.username, request.tls);
     let context = assess_sign_in(gateway, &user.username, request.client_ip, &device).await?;
     tracing::info!(
         event = "password",

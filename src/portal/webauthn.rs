@@ -24,7 +24,7 @@ use super::assess::assess_sign_in;
 use super::csrf::{self, Binding};
 use super::redirect::safe_return_to;
 use super::second_factor::{complete, forget_attempts, may_enrol, reserve_attempt, Passed};
-use super::{address_key, current_session, device, PortalError, PortalRequest, PortalState, Refused, UNAVAILABLE_RETRY_AFTER};
+use super::{address_key, current_session, device, returning, PortalError, PortalRequest, PortalState, Refused, UNAVAILABLE_RETRY_AFTER};
 use crate::crypto::sha256;
 use crate::factors::webauthn::{RelyingParty, WebauthnFailure};
 use crate::gateway::Gateway;
@@ -302,6 +302,7 @@ pub async fn passwordless_finish(
         gateway.sessions.delete(&previous.key).await.map_err(PortalError::from)?;
     }
     let (jar, device) = device::ensure_device(&gateway, jar, request.tls);
+    let jar = returning::remember(&gateway, jar, &device, &user.username, request.tls);
     let context = assess_sign_in(&gateway, &user.username, request.client_ip, &device).await.map_err(PortalError::from)?;
     tracing::info!(event = "passkey", outcome = "success", user = %user.username, ip = %request.client_ip, "authentication");
     let now = gateway.clock.now();
