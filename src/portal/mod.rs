@@ -262,3 +262,14 @@ fn address_key(gateway: &Gateway, ip: IpAddr) -> Key {
     };
     gateway.attempts.key(Scope::Address, &[&address])
 }
+
+/// A user name as logged: a known user's as it is; anything else (a typo,
+/// a password typed into the wrong field, an attack) only as a short keyed
+/// hash, which links attempts with the same name without showing it.
+fn logged_user(gateway: &Gateway, name: &str) -> String {
+    if gateway.users.get(name).is_some() {
+        return name.to_string();
+    }
+    let tag: String = gateway.secrets.mac("logged user name", name).chars().take(12).collect();
+    format!("unknown:{tag}")
+}

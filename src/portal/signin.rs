@@ -20,8 +20,8 @@ use super::csrf::{self, Binding};
 use super::pages::{html, SigninPage};
 use super::redirect::{rd_param, safe_return_to};
 use super::{
-    address_key, bad_form, csrf_refused, current_session, device, returning, see_other, Failure, PortalError, PortalRequest,
-    PortalState, Refused,
+    address_key, bad_form, csrf_refused, current_session, device, logged_user, returning, see_other, Failure, PortalError,
+    PortalRequest, PortalState, Refused,
 };
 use crate::gateway::Gateway;
 use crate::hash_gate::Admission;
@@ -94,12 +94,14 @@ pub async fn submit(
     let attempt = match begin_attempt(&gateway, &jar, &request, username) {
         Ok(attempt) => attempt,
         Err(refused) => {
-            tracing::warn!(event = "password", outcome = refused.outcome(), user = %username, ip = %request.client_ip, "authentication");
+            let user = logged_user(&gateway, username);
+            tracing::warn!(event = "password", outcome = refused.outcome(), user = %user, ip = %request.client_ip, "authentication");
             return Ok(refused.page(&gateway));
         }
     };
     let Some(user) = check_password(&gateway, attempt.admission, username, form.password).await.map_err(fail)? else {
-        tracing::info!(event = "password", outcome = "failure", user = %username, ip = %request.client_ip, "authentication");
+        let user = logged_user(&gateway, username);
+        tracing::info!(event = "password", outcome = "failure", user = %user, ip = %request.client_ip, "authentication");
         let error = Some("Wrong user name or password.");
         return Ok(signin_page(&gateway, &pre, rd, username.to_string(), error, StatusCode::UNAUTHORIZED));
     };

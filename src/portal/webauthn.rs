@@ -95,11 +95,7 @@ impl Refusal {
             tracing::error!(error = %failure, "WebAuthn request failed");
             return Refusal::unavailable();
         }
-        let detail = match &failure {
-            WebauthnFailure::Rejected(e) => format!("{e:?}"),
-            other => format!("{other:?}"),
-        };
-        tracing::info!(event = "webauthn", outcome = "failure", user = username.unwrap_or("-"), ip = %request.client_ip, reason = %detail, "authentication");
+        tracing::info!(event = "webauthn", outcome = "failure", user = username.unwrap_or("-"), ip = %request.client_ip, reason = ?failure, "authentication");
         let status = match failure {
             WebauthnFailure::PossibleClone => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
@@ -201,7 +197,7 @@ pub async fn register_finish(
         .finish_registration(rp, session.key, &session.username, &body.credential)
         .await
         .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
-    tracing::info!(event = "factor_added", method = registered.kind.name(), user = %session.username, name = %registered.name, "security");
+    tracing::info!(event = "factor_added", method = registered.kind.name(), user = %session.username, name = ?registered.name, "security");
     let rd = safe_return_to(&gateway, Some(&body.rd));
     let (jar, location) = complete(&gateway, &session, &request, jar, Passed { factor: registered.factor, remember: body.remember, enrolment: Some(enrolment) }, &rd).await?;
     Ok((jar, Json(json!({ "redirect": location }))).into_response())
