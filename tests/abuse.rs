@@ -300,3 +300,18 @@ async fn a_browser_the_user_signed_in_on_keeps_its_own_budget() {
     }
     assert_eq!(sign_in(&gw, &home, ALICE, ALICE_PASSWORD, "/").await.status(), 429);
 }
+
+#[tokio::test]
+async fn an_ipv6_client_is_counted_by_its_64() {
+    let server_extra = "trusted_proxies = [\"127.0.0.1/32\"]".to_string();
+    let gw = TestGateway::start_with(Setup { server_extra, ..with_limits(ROOMY_QUEUE) }).await;
+    let client = gw.browser();
+    let csrf = signin_csrf(&gw, &client).await;
+    let from = |address: &str, i: usize| signin_post(&gw, &client, &csrf, &format!("nobody{i}"), "guess").header("x-forwarded-for", address);
+    for i in 0..30 {
+        let response = from(&format!("2001:db8:1:2::{i:x}"), i).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    assert_eq!(from("2001:db8:1:2:ffff::1", 30).send().await.unwrap().status(), 429, "the same /64");
+    assert_eq!(from("2001:db8:1:3::1", 31).send().await.unwrap().status(), 401, "the next /64");
+}
