@@ -18,7 +18,8 @@ use crate::factors::webauthn::{RelyingParty, WebauthnFactor};
 use crate::geo::{Geo, GeoDatabases, GeoError, GeoFacts};
 use crate::session::Sessions;
 use crate::store::{SqliteStore, Store, StoreError};
-use crate::throttle::Throttle;
+use crate::hash_gate::HashGate;
+use crate::throttle::{Scope, Throttle, KEYS_PER_SCOPE};
 use crate::users::Directory;
 
 /// Identity headers the gateway sets; whatever a client sends under these
@@ -117,12 +118,10 @@ pub struct Gateway {
     pub recovery: Arc<RecoveryCodes>,
     pub assertions: Arc<Assertions>,
     pub geo: Arc<Geo>,
-    /// Wrong passwords, by user name.
-    pub password_throttle: Arc<Throttle>,
-    /// Wrong passwords, by client IP, whatever the user name.
-    pub address_throttle: Arc<Throttle>,
-    /// Wrong second-factor codes, by user name.
-    pub code_throttle: Arc<Throttle>,
+    /// Password and second-factor attempts, counted before they are checked.
+    pub attempts: Arc<Throttle>,
+    /// The password hashes in flight.
+    pub password_hashing: Arc<HashGate>,
 }
 
 impl Gateway {
@@ -156,12 +155,14 @@ impl Gateway {
             config.assertion.lifetime,
         )?);
         let limits = &config.limits;
-        let throttle = |limit: u32| Arc::new(Throttle::new(clock.clone(), limit, limits.window));
-        let (password_throttle, address_throttle, code_throttle) = (
-            throttle(limits.password_failures.0),
-            throttle(limits.password_failures.0 * 3),
-            throttle(limits.code_failures.0),
-        );
+        let attempts = Arc::new(Throttle::new(clock.clone(), limits.window, KEYS_PER_SCOPE, |scope| match scope {
+            Scope::User | Scope::UserOnBrowser => limits.password_failures.0,
+            Scope::Address => limits.password_failures.0 * 3,
+            Scope::SecondFactor => limits.code_failures.0,
+        }));
+        let password_hashing = HashGate::new(limits.password_hashes.0, limits.password_queue.0)
+            .map_err(|e| StartError::Io(format!("cannot start the password hashing threads: {e}")))?;
+        let password_hashing = Arc::new(password_hashing);
         let (apps_by_host, identity_headers) = route_apps(&config);
         Ok(Arc::new(Self {
             untrusted_networks: config.untrusted_networks(),
@@ -178,9 +179,8 @@ impl Gateway {
             recovery,
             assertions,
             geo,
-            password_throttle,
-            address_throttle,
-            code_throttle,
+            attempts,
+            password_hashing,
         }))
     }
 
@@ -210,9 +210,8 @@ impl Gateway {
             recovery: self.recovery.clone(),
             assertions: self.assertions.clone(),
             geo: self.geo.clone(),
-            password_throttle: self.password_throttle.clone(),
-            address_throttle: self.address_throttle.clone(),
-            code_throttle: self.code_throttle.clone(),
+            attempts: self.attempts.clone(),
+            password_hashing: self.password_hashing.clone(),
         }))
     }
 

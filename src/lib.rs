@@ -10,6 +10,7 @@ pub mod demo;
 pub mod edge;
 pub mod factors;
 pub mod gateway;
+pub mod hash_gate;
 pub mod geo;
 pub mod inspect;
 pub mod live;

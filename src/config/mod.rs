@@ -289,11 +289,21 @@ pub struct LimitsConfig {
     /// The window the failures are counted in, and how long a block lasts.
     #[serde(with = "values::duration")]
     pub window: i64,
+    /// Password hashes run at once; 0 means one per CPU core.
+    pub password_hashes: values::HashWorkers,
+    /// Password checks that may wait for a turn; more are refused with 503.
+    pub password_queue: values::HashQueue,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { password_failures: values::FailureLimit(10), code_failures: values::FailureLimit(10), window: 300 }
+        Self {
+            password_failures: values::FailureLimit(10),
+            code_failures: values::FailureLimit(10),
+            window: 300,
+            password_hashes: values::HashWorkers(0),
+            password_queue: values::HashQueue(16),
+        }
     }
 }
 

@@ -103,6 +103,8 @@ fn the_example_file_mentions_every_option() {
         "password_failures",
         "code_failures",
         "window",
+        "password_hashes",
+        "password_queue",
         "users_file",
         "[secrets]",
         "encryption_key_file",
@@ -193,6 +195,8 @@ fn the_minimal_configuration_parses_with_the_defaults() {
     assert_eq!(config.limits.password_failures.0, 10);
     assert_eq!(config.limits.code_failures.0, 10);
     assert_eq!(config.limits.window, 300);
+    assert_eq!(config.limits.password_hashes.0, 0, "one per core");
+    assert_eq!(config.limits.password_queue.0, 16);
     let app = &config.apps[0];
     assert_eq!(app.id(), "app");
     assert_eq!(app.hosts[0].get_ref().0, "app.example.com");
@@ -245,6 +249,8 @@ lifetime = "90s"
 password_failures = 5
 code_failures = 3
 window = "15m"
+password_hashes = 4
+password_queue = 32
 
 [branding]
 product_name = "Example SSO"
@@ -302,6 +308,8 @@ policy = "bypass"
     assert_eq!(config.limits.password_failures.0, 5);
     assert_eq!(config.limits.code_failures.0, 3);
     assert_eq!(config.limits.window, 15 * 60);
+    assert_eq!(config.limits.password_hashes.0, 4);
+    assert_eq!(config.limits.password_queue.0, 32);
     let app = &config.apps[0];
     assert_eq!(app.id(), "wiki");
     let hosts: Vec<&str> = app.hosts.iter().map(|h| h.get_ref().0.as_str()).collect();
@@ -418,6 +426,8 @@ fn bad_values_are_refused_with_file_and_line() {
         ("header limit too large", config_with("", &format!("max_header_bytes = 2097152 {MARK}"), ""), &["server.max_header_bytes"]),
         ("no password failures allowed", config_with(&format!("[limits]\npassword_failures = 0 {MARK}"), "", ""), &["limits", "not 0"]),
         ("too many code failures allowed", config_with(&format!("[limits]\ncode_failures = 5000 {MARK}"), "", ""), &["limits", "not 5000"]),
+        ("too many password hashes", config_with(&format!("[limits]\npassword_hashes = 65 {MARK}"), "", ""), &["limits.password_hashes", "not 65"]),
+        ("negative password queue", config_with(&format!("[limits]\npassword_queue = -1 {MARK}"), "", ""), &["limits.password_queue", "not -1"]),
         ("bad limits window", config_with(&format!("[limits]\nwindow = \"soon\" {MARK}"), "", ""), &["invalid duration", "soon"]),
         ("unknown limits key", config_with(&format!("[limits]\nattempts = 3 {MARK}"), "", ""), &["unknown field", "attempts"]),
         // Apps.

@@ -271,6 +271,8 @@ macro_rules! bounded_number {
 
 bounded_number!(MaxHeaderBytes, usize, 4096, 1024 * 1024, "server.max_header_bytes");
 bounded_number!(FailureLimit, u32, 1, 1000, "limits (failures)");
+bounded_number!(HashWorkers, usize, 0, 64, "limits.password_hashes");
+bounded_number!(HashQueue, usize, 0, 1024, "limits.password_queue");
 bounded_number!(TotpDigits, usize, 6, 8, "totp.digits");
 bounded_number!(TotpPeriod, u64, 15, 120, "totp.period (seconds)");
 bounded_number!(TotpSkew, u8, 0, 2, "totp.skew (steps)");

@@ -8,6 +8,7 @@ mod csrf;
 mod device;
 mod pages;
 mod redirect;
+mod returning;
 mod second_factor;
 mod settings;
 mod signin;
@@ -28,11 +29,14 @@ pub use redirect::safe_return_to;
 pub use second_factor::METHOD_COOKIE;
 
 use crate::gateway::{App, Gateway};
+use crate::throttle::{Key, Refusal, Scope};
 
 /// Everything under this prefix belongs to the gateway, never to an app.
 pub const PREFIX: &str = "/.stepgate/";
 /// Largest request body a portal form may have.
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
+/// When to try again after the gateway could not serve a request.
+const UNAVAILABLE_RETRY_AFTER: i64 = 5;
 
 /// What the proxy knows about a request, handed to portal handlers.
 #[derive(Clone)]
@@ -142,8 +146,8 @@ pub enum PortalError {
     Totp(#[from] crate::factors::totp::TotpError),
     #[error(transparent)]
     Webauthn(#[from] crate::factors::webauthn::WebauthnFailure),
-    #[error("password check did not complete")]
-    Blocking(#[from] tokio::task::JoinError),
+    #[error("password check did not complete: {0}")]
+    Hashing(#[from] crate::hash_gate::Stopped),
 }
 
 /// Carries the gateway so the error can be rendered with its branding.
@@ -152,12 +156,13 @@ pub struct Failure(pub Arc<Gateway>, pub PortalError);
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         tracing::error!(error = %self.1, "portal request failed");
-        error_page(
+        let page = error_page(
             &self.0,
             StatusCode::SERVICE_UNAVAILABLE,
             "Temporarily unavailable",
             "The sign-in service could not complete this request. Please try again shortly.",
-        )
+        );
+        with_retry_after(page, UNAVAILABLE_RETRY_AFTER)
     }
 }
 
@@ -199,13 +204,95 @@ fn csrf_refused(gateway: &Gateway) -> Response {
     )
 }
 
-/// The answer while a throttle blocks further attempts.
-fn too_many_attempts(gateway: &Gateway, retry_after: i64) -> Response {
-    let minutes = (retry_after + 59) / 60;
-    let message = format!("Too many failed attempts. Try again in {minutes} minute{}.", if minutes == 1 { "" } else { "s" });
-    let mut response = error_page(gateway, StatusCode::TOO_MANY_REQUESTS, "Too many attempts", &message);
-    if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
+/// An attempt refused before it was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Too many attempts for this user, browser or address: 429.
+    TooManyAttempts { retry_after: i64 },
+    /// No room to count or check the attempt now: 503.
+    Busy { retry_after: i64 },
+}
+
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Limit { retry_after } => Refused::TooManyAttempts { retry_after },
+            // A full table refuses new keys: the gateway is busy, not the
+            // client at fault.
+            Refusal::Full { retry_after } => Refused::Busy { retry_after },
+        }
     }
+}
+
+impl Refused {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refused::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Refused::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn retry_after(self) -> i64 {
+        match self {
+            Refused::TooManyAttempts { retry_after } | Refused::Busy { retry_after } => retry_after.max(1),
+        }
+    }
+
+    /// What the client is told.
+    pub fn message(self) -> String {
+        match self {
+            Refused::TooManyAttempts { .. } => {
+                let minutes = (self.retry_after() + 59) / 60;
+                format!("Too many attempts. Try again in {minutes} minute{}.", if minutes == 1 { "" } else { "s" })
+            }
+            Refused::Busy { .. } => "The sign-in service is busy. Try again in a moment.".to_string(),
+        }
+    }
+
+    /// The `outcome` of the log line.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Refused::TooManyAttempts { .. } => "throttled",
+            Refused::Busy { .. } => "busy",
+        }
+    }
+
+    /// The branded page, with `Retry-After`.
+    pub fn page(self, gateway: &Gateway) -> Response {
+        let title = match self {
+            Refused::TooManyAttempts { .. } => "Too many attempts",
+            Refused::Busy { .. } => "Busy",
+        };
+        with_retry_after(error_page(gateway, self.status(), title, &self.message()), self.retry_after())
+    }
+}
+
+fn with_retry_after(mut response: Response, seconds: i64) -> Response {
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     response
+}
+
+/// The throttle key of a client address. An IPv6 client counts by its /64,
+/// the block one subscriber usually holds, so that it cannot take a fresh
+/// budget with every address.
+fn address_key(gateway: &Gateway, ip: IpAddr) -> Key {
+    let address = match crate::gateway::canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        v4 => v4.to_string(),
+    };
+    gateway.attempts.key(Scope::Address, &[&address])
+}
+
+/// A user name as logged: a known user's as it is; anything else (a typo,
+/// a password typed into the wrong field, an attack) only as a short keyed
+/// hash, which links attempts with the same name without showing it.
+fn logged_user(gateway: &Gateway, name: &str) -> String {
+    if gateway.users.get(name).is_some() {
+        return name.to_string();
+    }
+    let tag: String = gateway.secrets.mac("logged user name", name).chars().take(12).collect();
+    format!("unknown:{tag}")
 }

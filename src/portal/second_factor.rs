@@ -17,13 +17,14 @@ use super::csrf::{self, Binding};
 use super::pages::{html, NoFactorPage, OtherMethod, SecondFactorPage, TotpEnrollPage, TotpView, WebauthnKind};
 use super::redirect::{query_param, rd_param, safe_return_to};
 use super::{
-    bad_form, csrf_refused, current_session, error_page, see_other, too_many_attempts, with_return_to, Failure, PortalError,
-    PortalRequest, PortalState,
+    bad_form, csrf_refused, current_session, error_page, see_other, with_return_to, Failure, PortalError, PortalRequest,
+    PortalState, Refused,
 };
 use crate::factors::totp::Verdict;
 use crate::gateway::Gateway;
 use crate::methods::{Method, MethodSet};
 use crate::session::{Factor, Proof, Session};
+use crate::throttle::{Key, Scope};
 
 const PAGE: &str = "/.stepgate/second-factor";
 /// Remembers the method that last worked in this browser.
@@ -304,10 +305,13 @@ pub async fn verify_totp(
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
-    let (session, form, rd) = match checked_form(&gateway, &request, &jar, form).await.map_err(fail)? {
+    let (session, form, rd) = match checked_form(&gateway, &jar, form).await.map_err(fail)? {
         Ok(valid) => valid,
         Err(refusal) => return Ok(refusal),
     };
+    if let Err(refused) = reserve_attempt(&gateway, &session.username, &request) {
+        return Ok(refused.page(&gateway));
+    }
     let verdict = gateway.totp.verify(&session.username, &form.code).await.map_err(|e| fail(e.into()))?;
     record_verdict("totp", &gateway, &session.username, &request, verdict);
     let retry = |message| retry_page(&gateway, &session, Choice::Totp, rd.clone(), message);
@@ -326,10 +330,13 @@ pub async fn verify_recovery(
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
-    let (session, form, rd) = match checked_form(&gateway, &request, &jar, form).await.map_err(fail)? {
+    let (session, form, rd) = match checked_form(&gateway, &jar, form).await.map_err(fail)? {
         Ok(valid) => valid,
         Err(refusal) => return Ok(refusal),
     };
+    if let Err(refused) = reserve_attempt(&gateway, &session.username, &request) {
+        return Ok(refused.page(&gateway));
+    }
     let accepted = gateway.recovery.redeem(&session.username, &form.code).await.map_err(|e| fail(e.into()))?;
     let verdict = if accepted { Verdict::Accepted } else { Verdict::Wrong };
     record_verdict("recovery_code", &gateway, &session.username, &request, verdict);
@@ -346,7 +353,7 @@ pub async fn enroll_totp(
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
-    let (session, form, rd) = match checked_form(&gateway, &request, &jar, form).await.map_err(fail)? {
+    let (session, form, rd) = match checked_form(&gateway, &jar, form).await.map_err(fail)? {
         Ok(valid) => valid,
         Err(refusal) => return Ok(refusal),
     };
@@ -356,6 +363,9 @@ pub async fn enroll_totp(
     let Some(enrolment) = may_enrol(&gateway, &session).await.map_err(fail)? else {
         return Ok(see_other(&with_return_to(PAGE, &rd)));
     };
+    if let Err(refused) = reserve_attempt(&gateway, &session.username, &request) {
+        return Ok(refused.page(&gateway));
+    }
     let verdict = gateway.totp.confirm_enrollment(&session.username, pending, &form.code).await.map_err(|e| fail(e.into()))?;
     record_verdict("totp_enrollment", &gateway, &session.username, &request, verdict);
     match verdict {
@@ -383,10 +393,9 @@ pub async fn may_enrol(gateway: &Gateway, session: &Session) -> Result<Option<En
 }
 
 /// The session, form and return target of a second-factor POST, or the
-/// response that refuses it (bad form, no session, CSRF, throttled).
+/// response that refuses it (bad form, no session, CSRF).
 async fn checked_form(
     gateway: &Gateway,
-    request: &PortalRequest,
     jar: &CookieJar,
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Result<Result<(Arc<Session>, CodeForm, String), Response>, PortalError> {
@@ -399,9 +408,6 @@ async fn checked_form(
     };
     if !csrf::is_valid(gateway, Binding::Session(&session), &form.csrf) {
         return Ok(Err(csrf_refused(gateway)));
-    }
-    if let Some(refusal) = throttled(gateway, &session, request) {
-        return Ok(Err(refusal));
     }
     let rd = safe_return_to(gateway, Some(&form.rd));
     Ok(Ok((session, form, rd)))
@@ -536,23 +542,29 @@ fn enroll_page(gateway: &Arc<Gateway>, session: &Session, rd: String, error: Opt
     Ok(html(status, &page))
 }
 
-/// The refusal while this user has guessed too many codes.
-pub fn throttled(gateway: &Gateway, session: &Session, request: &PortalRequest) -> Option<Response> {
-    let retry_after = gateway.code_throttle.retry_after(&[&code_key(&session.username)])?;
-    tracing::warn!(event = "second_factor", outcome = "throttled", user = %session.username, ip = %request.client_ip, "authentication");
-    Some(too_many_attempts(gateway, retry_after))
+/// Counts an attempt at the user's second factor (a code or a WebAuthn
+/// answer) before it is checked, or says why it may not be made now.
+pub fn reserve_attempt(gateway: &Gateway, username: &str, request: &PortalRequest) -> Result<(), Refused> {
+    gateway.attempts.reserve(&[attempts_key(gateway, username)]).map_err(|refusal| {
+        let refused = Refused::from(refusal);
+        tracing::warn!(event = "second_factor", outcome = refused.outcome(), user = %username, ip = %request.client_ip, "authentication");
+        refused
+    })
 }
 
-fn code_key(username: &str) -> String {
-    format!("user:{username}")
+/// Forgets the user's second-factor attempts after one passed.
+pub fn forget_attempts(gateway: &Gateway, username: &str) {
+    gateway.attempts.reset(&attempts_key(gateway, username));
 }
 
-/// Logs the verdict and counts wrong codes towards the throttle.
+fn attempts_key(gateway: &Gateway, username: &str) -> Key {
+    gateway.attempts.key(Scope::SecondFactor, &[username])
+}
+
+/// Logs the verdict; a success forgets the attempts before it.
 fn record_verdict(method: &str, gateway: &Gateway, username: &str, request: &PortalRequest, verdict: Verdict) {
-    match verdict {
-        Verdict::Wrong => gateway.code_throttle.record_failure(&[&code_key(username)]),
-        Verdict::Accepted => gateway.code_throttle.reset(&code_key(username)),
-        Verdict::Replayed | Verdict::NotEnrolled => {}
+    if verdict == Verdict::Accepted {
+        forget_attempts(gateway, username);
     }
     let outcome = match verdict {
         Verdict::Accepted => "success",

@@ -1,4 +1,11 @@
 //! The first factor: user name and password.
+//!
+//! A user name that cannot be one (too long) is refused before anything is
+//! counted or hashed. Then the attempt needs a place at the hash gate (else
+//! 503) and is counted against the throttle (else 429), and only then is
+//! the password checked.
+
+use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::Extension;
@@ -10,15 +17,22 @@ use serde::Deserialize;
 
 use super::assess::assess_sign_in;
 use super::csrf::{self, Binding};
-use super::device;
 use super::pages::{html, SigninPage};
 use super::redirect::{rd_param, safe_return_to};
-use super::{bad_form, csrf_refused, current_session, see_other, too_many_attempts, Failure, PortalRequest, PortalState};
+use super::{
+    address_key, bad_form, csrf_refused, current_session, device, logged_user, returning, see_other, Failure, PortalError,
+    PortalRequest, PortalState, Refused,
+};
+use crate::gateway::Gateway;
+use crate::hash_gate::Admission;
 use crate::session::Factor;
+use crate::throttle::{Key, Scope};
+use crate::users::{User, MAX_USERNAME_BYTES};
 
-/// Longer inputs are refused before the (deliberately slow) hash runs.
-const MAX_USERNAME: usize = 128;
+/// A longer password is wrong without the (deliberately slow) hash.
 const MAX_PASSWORD: usize = 1024;
+/// When to try again after the hash gate was full.
+const BUSY_RETRY_AFTER: i64 = 2;
 
 #[derive(Deserialize)]
 pub struct SigninForm {
@@ -41,15 +55,19 @@ pub async fn show(
         return Ok(see_other(&rd));
     }
     let (jar, pre) = csrf::ensure_pre_session(&gateway, jar, request.tls);
+    Ok((jar, signin_page(&gateway, &pre, rd, String::new(), None, StatusCode::OK)).into_response())
+}
+
+fn signin_page(gateway: &Gateway, pre: &str, rd: String, username: String, error: Option<&str>, status: StatusCode) -> Response {
     let page = SigninPage {
         brand: &gateway.config.branding,
-        csrf: csrf::token(&gateway, Binding::PreSession(&pre)),
+        csrf: csrf::token(gateway, Binding::PreSession(pre)),
         rd,
-        username: String::new(),
-        error: None,
+        username,
+        error,
         passwordless: gateway.webauthn.passwordless_offered(),
     };
-    Ok((jar, html(StatusCode::OK, &page)).into_response())
+    html(status, &page)
 }
 
 pub async fn submit(
@@ -69,40 +87,70 @@ pub async fn submit(
         return Ok(csrf_refused(&gateway));
     }
     let rd = safe_return_to(&gateway, Some(&form.rd));
-    let username = form.username.trim().to_string();
-    let (user_key, address_key) = (format!("user:{username}"), format!("ip:{}", request.client_ip));
-    let blocked = gateway.password_throttle.retry_after(&[&user_key]).or(gateway.address_throttle.retry_after(&[&address_key]));
-    if let Some(retry_after) = blocked {
-        tracing::warn!(event = "password", outcome = "throttled", user = %username, ip = %request.client_ip, "authentication");
-        return Ok(too_many_attempts(&gateway, retry_after));
+    let username = form.username.trim();
+    if username.len() > MAX_USERNAME_BYTES {
+        return Ok(signin_page(&gateway, &pre, rd, String::new(), Some("That user name is too long."), StatusCode::BAD_REQUEST));
     }
-    let user = if username.len() > MAX_USERNAME || form.password.len() > MAX_PASSWORD {
-        None
-    } else {
-        let checker = gateway.clone();
-        let (name, password) = (username.clone(), form.password);
-        tokio::task::spawn_blocking(move || checker.users.authenticate(&name, &password)).await.map_err(|e| fail(e.into()))?
+    let attempt = match begin_attempt(&gateway, &jar, &request, username) {
+        Ok(attempt) => attempt,
+        Err(refused) => {
+            let user = logged_user(&gateway, username);
+            tracing::warn!(event = "password", outcome = refused.outcome(), user = %user, ip = %request.client_ip, "authentication");
+            return Ok(refused.page(&gateway));
+        }
     };
-    let Some(user) = user else {
-        gateway.password_throttle.record_failure(&[&user_key]);
-        gateway.address_throttle.record_failure(&[&address_key]);
-        tracing::info!(event = "password", outcome = "failure", user = %username, ip = %request.client_ip, "authentication");
-        let page = SigninPage {
-            brand: &gateway.config.branding,
-            csrf: csrf::token(&gateway, Binding::PreSession(&pre)),
-            rd,
-            username,
-            error: Some("Wrong user name or password."),
-            passwordless: gateway.webauthn.passwordless_offered(),
-        };
-        return Ok(html(StatusCode::UNAUTHORIZED, &page));
+    let Some(user) = check_password(&gateway, attempt.admission, username, form.password).await.map_err(fail)? else {
+        let user = logged_user(&gateway, username);
+        tracing::info!(event = "password", outcome = "failure", user = %user, ip = %request.client_ip, "authentication");
+        let error = Some("Wrong user name or password.");
+        return Ok(signin_page(&gateway, &pre, rd, username.to_string(), error, StatusCode::UNAUTHORIZED));
     };
-    if let Some(previous) = current_session(&gateway, &jar).await.map_err(fail)? {
-        gateway.sessions.delete(&previous.key).await.map_err(|e| fail(e.into()))?;
+    gateway.attempts.reset(&attempt.counted_for_user);
+    signed_in(&gateway, &request, jar, &user, &rd).await.map_err(fail)
+}
+
+/// A password attempt allowed to go ahead: its place at the hash gate,
+/// and the key it was counted under for the user (reset on success).
+struct Attempt {
+    admission: Admission,
+    counted_for_user: Key,
+}
+
+fn begin_attempt(gateway: &Gateway, jar: &CookieJar, request: &PortalRequest, username: &str) -> Result<Attempt, Refused> {
+    let admission = gateway.password_hashing.try_admit().ok_or(Refused::Busy { retry_after: BUSY_RETRY_AFTER })?;
+    let (for_user, for_address) = attempt_keys(gateway, jar, request, username);
+    let keys: Vec<Key> = std::iter::once(for_user).chain(for_address).collect();
+    gateway.attempts.reserve(&keys)?;
+    Ok(Attempt { admission, counted_for_user: for_user })
+}
+
+/// What a password attempt counts against: the browser's own budget when
+/// the user has signed in on it before, else the user name's and the
+/// client address's.
+fn attempt_keys(gateway: &Gateway, jar: &CookieJar, request: &PortalRequest, username: &str) -> (Key, Option<Key>) {
+    match returning::device_of(gateway, jar, username) {
+        Some(device) => (gateway.attempts.key(Scope::UserOnBrowser, &[username, &device]), None),
+        None => (gateway.attempts.key(Scope::User, &[username]), Some(address_key(gateway, request.client_ip))),
     }
-    gateway.password_throttle.reset(&user_key);
-    let (jar, device) = device::ensure_device(&gateway, jar, request.tls);
-    let context = assess_sign_in(&gateway, &user.username, request.client_ip, &device).await.map_err(|e| fail(e.into()))?;
+}
+
+/// Checks the password when the hash gate gives it a turn.
+async fn check_password(gateway: &Arc<Gateway>, admission: Admission, username: &str, password: String) -> Result<Option<Arc<User>>, PortalError> {
+    if password.len() > MAX_PASSWORD {
+        return Ok(None);
+    }
+    let (checker, username) = (gateway.clone(), username.to_string());
+    Ok(admission.run(move || checker.users.authenticate(&username, &password)).await?)
+}
+
+/// Starts the session of a user whose password was right.
+async fn signed_in(gateway: &Gateway, request: &PortalRequest, jar: CookieJar, user: &User, rd: &str) -> Result<Response, PortalError> {
+    if let Some(previous) = current_session(gateway, &jar).await? {
+        gateway.sessions.delete(&previous.key).await?;
+    }
+    let (jar, device) = device::ensure_device(gateway, jar, request.tls);
+    let jar = returning::remember(gateway, jar, &device, &user.username, request.tls);
+    let context = assess_sign_in(gateway, &user.username, request.client_ip, &device).await?;
     tracing::info!(
         event = "password",
         outcome = "success",
@@ -113,7 +161,7 @@ pub async fn submit(
         signals = ?context.assessment.signals,
         "authentication"
     );
-    let (id, _) = gateway.sessions.create(&user.username, Factor::Pwd, context).await.map_err(|e| fail(e.into()))?;
+    let (id, _) = gateway.sessions.create(&user.username, Factor::Pwd, context).await?;
     let jar = jar.add(gateway.sessions.cookie(id, request.tls));
-    Ok((jar, see_other(&rd)).into_response())
+    Ok((jar, see_other(rd)).into_response())
 }

@@ -1,13 +1,18 @@
 //! The JSON side of WebAuthn ceremonies, called by `static/webauthn.js`:
 //! start (the options for `navigator.credentials`) and finish (the
 //! browser's answer). Every call carries the page's CSRF token in the
-//! `X-CSRF-Token` header; answers are `{"redirect": ...}` or `{"error": ...}`.
+//! `X-CSRF-Token` header; answers are `{"redirect": ...}` or `{"error": ...}`,
+//! the latter with `Retry-After` when the answer is 429 or 503.
+//!
+//! An answer to a challenge is counted against the user's second-factor
+//! attempts (or, signing in without a password, the client address's)
+//! before it is checked, like a code.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::Extension;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use axum_extra::extract::CookieJar;
@@ -18,8 +23,8 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 use super::assess::assess_sign_in;
 use super::csrf::{self, Binding};
 use super::redirect::safe_return_to;
-use super::second_factor::{complete, may_enrol, throttled, Passed};
-use super::{current_session, device, PortalError, PortalRequest, PortalState};
+use super::second_factor::{complete, forget_attempts, may_enrol, reserve_attempt, Passed};
+use super::{address_key, current_session, device, returning, PortalError, PortalRequest, PortalState, Refused, UNAVAILABLE_RETRY_AFTER};
 use crate::crypto::sha256;
 use crate::factors::webauthn::{RelyingParty, WebauthnFailure};
 use crate::gateway::Gateway;
@@ -59,41 +64,56 @@ pub struct AuthenticateFinish {
 }
 
 /// A refusal or failure, as JSON with its status.
-pub struct Refusal(StatusCode, String);
+pub struct Refusal {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<i64>,
+}
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
     }
 }
 
 impl Refusal {
     fn new(status: StatusCode, message: &str) -> Self {
-        Refusal(status, message.to_string())
+        Refusal { status, message: message.to_string(), retry_after: None }
+    }
+
+    fn unavailable() -> Self {
+        let message = "The sign-in service could not complete this request. Try again shortly.";
+        Refusal { retry_after: Some(UNAVAILABLE_RETRY_AFTER), ..Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message) }
     }
 
     fn from_failure(failure: WebauthnFailure, username: Option<&str>, request: &PortalRequest) -> Self {
         if failure.is_server_error() {
             tracing::error!(error = %failure, "WebAuthn request failed");
-            return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "The sign-in service could not complete this request. Try again shortly.");
+            return Refusal::unavailable();
         }
-        let detail = match &failure {
-            WebauthnFailure::Rejected(e) => format!("{e:?}"),
-            other => format!("{other:?}"),
-        };
-        tracing::info!(event = "webauthn", outcome = "failure", user = username.unwrap_or("-"), ip = %request.client_ip, reason = %detail, "authentication");
+        tracing::info!(event = "webauthn", outcome = "failure", user = username.unwrap_or("-"), ip = %request.client_ip, reason = ?failure, "authentication");
         let status = match failure {
             WebauthnFailure::PossibleClone => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         };
-        Refusal(status, failure.to_string())
+        Refusal::new(status, &failure.to_string())
     }
 }
 
 impl From<PortalError> for Refusal {
     fn from(error: PortalError) -> Self {
         tracing::error!(error = %error, "WebAuthn request failed");
-        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "The sign-in service could not complete this request. Try again shortly.")
+        Refusal::unavailable()
+    }
+}
+
+impl From<Refused> for Refusal {
+    fn from(refused: Refused) -> Self {
+        Refusal { status: refused.status(), message: refused.message(), retry_after: Some(refused.retry_after()) }
     }
 }
 
@@ -177,7 +197,7 @@ pub async fn register_finish(
         .finish_registration(rp, session.key, &session.username, &body.credential)
         .await
         .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
-    tracing::info!(event = "factor_added", method = registered.kind.name(), user = %session.username, name = %registered.name, "security");
+    tracing::info!(event = "factor_added", method = registered.kind.name(), user = %session.username, name = ?registered.name, "security");
     let rd = safe_return_to(&gateway, Some(&body.rd));
     let (jar, location) = complete(&gateway, &session, &request, jar, Passed { proof: registered.proof, remember: body.remember, enrolment: Some(enrolment) }, &rd).await?;
     Ok((jar, Json(json!({ "redirect": location }))).into_response())
@@ -210,15 +230,14 @@ pub async fn authenticate_finish(
 ) -> Answer {
     let Json(body) = body.map_err(bad_json)?;
     let session = session_for(&gateway, &jar, &headers).await?;
-    if let Some(refusal) = throttled(&gateway, &session, &request) {
-        return Ok(refusal);
-    }
     let rp = relying_party(&request)?;
+    reserve_attempt(&gateway, &session.username, &request)?;
     let proved = gateway
         .webauthn
         .finish_authentication(rp, session.key, &session.username, &body.credential)
         .await
         .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
+    forget_attempts(&gateway, &session.username);
     tracing::info!(event = "webauthn", outcome = "success", user = %session.username, ip = %request.client_ip, "authentication");
     let rd = safe_return_to(&gateway, Some(&body.rd));
     let (jar, location) = complete(&gateway, &session, &request, jar, Passed { proof: proved.proof, remember: body.remember, enrolment: None }, &rd).await?;
@@ -246,6 +265,16 @@ pub async fn passwordless_start(
     Ok(Json(options).into_response())
 }
 
+/// Counts a passkey sign-in against the client address before it is
+/// checked: whose credential it is shows only once it has been.
+fn reserve_passkey_attempt(gateway: &Gateway, request: &PortalRequest) -> Result<(), Refused> {
+    gateway.attempts.reserve(&[address_key(gateway, request.client_ip)]).map_err(|refusal| {
+        let refused = Refused::from(refusal);
+        tracing::warn!(event = "passkey", outcome = refused.outcome(), ip = %request.client_ip, "authentication");
+        refused
+    })
+}
+
 pub async fn passwordless_finish(
     Extension(gateway): Extension<PortalState>,
     Extension(request): Extension<PortalRequest>,
@@ -256,6 +285,7 @@ pub async fn passwordless_finish(
     let Json(body) = body.map_err(bad_json)?;
     let owner = pre_session_owner(&gateway, &jar, &headers)?;
     let rp = relying_party(&request)?;
+    reserve_passkey_attempt(&gateway, &request)?;
     let proved = gateway
         .webauthn
         .finish_passwordless(rp, owner, &body.credential)
@@ -268,6 +298,7 @@ pub async fn passwordless_finish(
         gateway.sessions.delete(&previous.key).await.map_err(PortalError::from)?;
     }
     let (jar, device) = device::ensure_device(&gateway, jar, request.tls);
+    let jar = returning::remember(&gateway, jar, &device, &user.username, request.tls);
     let context = assess_sign_in(&gateway, &user.username, request.client_ip, &device).await.map_err(PortalError::from)?;
     tracing::info!(event = "passkey", outcome = "success", user = %user.username, ip = %request.client_ip, "authentication");
     let now = gateway.clock.now();

@@ -4,6 +4,7 @@
 
 pub mod totp;
 pub mod upstream;
+pub mod webauthn;
 pub mod wsgi;
 
 use std::net::{SocketAddr, TcpListener};
