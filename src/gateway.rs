@@ -128,13 +128,24 @@ impl Gateway {
     /// Opens the store and keys and assembles the gateway. `secrets` comes
     /// from the configuration unless given (the demo makes its own).
     pub async fn build(config: Config, clock: Arc<dyn Clock>, secrets: Option<Secrets>) -> Result<Arc<Self>, StartError> {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.server.data_dir).await?);
+        Self::build_with_store(config, clock, secrets, store).await
+    }
+
+    /// Assembles the gateway around a store already open (another backend,
+    /// or one that fails on demand in tests).
+    pub async fn build_with_store(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        secrets: Option<Secrets>,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Self>, StartError> {
         let secrets = Arc::new(match secrets {
             Some(s) => s,
             None => Secrets::load(config.secrets.encryption_key_file.as_deref())?,
         });
         check_tls_files(&config)?;
         let users = Directory::load(&config.users_file)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.server.data_dir).await?);
         let geo = Arc::new(Geo::new(GeoDatabases::open(&config.geoip)?));
         let sessions = Arc::new(Sessions::new(store.clone(), clock.clone(), config.session.clone()));
         sessions.set_password_fingerprints(users.password_fingerprints(&secrets));
