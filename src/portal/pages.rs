@@ -171,22 +171,54 @@ pub struct ContinuePage<'a> {
     pub href: &'a str,
 }
 
-/// A rendered page with its status.
-pub fn html(status: StatusCode, page: &impl Template) -> Response {
-    match page.render() {
-        Ok(body) => {
-            let mut response = (status, body).into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-            response
-        }
+/// A page of the portal: a template that carries the branding, so even
+/// its failure to render can be answered with a branded page.
+pub trait Page: Template {
+    fn brand(&self) -> &Branding;
+}
+
+macro_rules! branded_pages {
+    ($($page:ident),*) => {
+        $(impl Page for $page<'_> {
+            fn brand(&self) -> &Branding {
+                self.brand
+            }
+        })*
+    };
+}
+
+branded_pages!(
+    SigninPage,
+    SecondFactorPage,
+    TotpEnrollPage,
+    RecoveryCodesPage,
+    NoFactorPage,
+    SignoutPage,
+    SignedOutPage,
+    ErrorPage,
+    SettingsPage,
+    ContinuePage
+);
+
+/// A rendered page with its status; a page that fails to render becomes
+/// the branded "unavailable" page with status 500.
+pub fn html(status: StatusCode, page: &impl Page) -> Response {
+    let (status, body) = match page.render() {
+        Ok(body) => (status, body),
         Err(e) => {
             tracing::error!(error = %e, "template failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, "page could not be rendered").into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, plain_page(page.brand(), UNAVAILABLE.0, UNAVAILABLE.1))
         }
-    }
+    };
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    response
 }
+
+/// The title and message of the page shown when a page cannot be rendered.
+const UNAVAILABLE: (&str, &str) = ("Temporarily unavailable", "This page could not be shown. Please try again shortly.");
 
 pub fn error_page(gateway: &Gateway, status: StatusCode, title: &str, message: &str) -> Response {
     html(status, &ErrorPage { brand: &gateway.config.branding, title, message })
@@ -194,14 +226,61 @@ pub fn error_page(gateway: &Gateway, status: StatusCode, title: &str, message: &
 
 /// The error page as HTML, for responses written outside the router.
 pub fn error_html(gateway: &Gateway, title: &str, message: &str) -> String {
-    ErrorPage { brand: &gateway.config.branding, title, message }
-        .render()
-        .unwrap_or_else(|_| format!("{title}: {message}"))
+    let brand = &gateway.config.branding;
+    ErrorPage { brand, title, message }.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "template failed to render");
+        plain_page(brand, title, message)
+    })
+}
+
+/// A page written without a template, for when a template fails: the
+/// product name and the same style sheets, so it is still the gateway's.
+fn plain_page(brand: &Branding, title: &str, message: &str) -> String {
+    let (product, title, message) = (escape(&brand.product_name), escape(title), escape(message));
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{title} · {product}</title>\n\
+         <link rel=\"stylesheet\" href=\"/.stepgate/static/style.css\">\n\
+         <link rel=\"stylesheet\" href=\"/.stepgate/static/theme.css\">\n</head>\n<body>\n<main class=\"card\">\n\
+         <header class=\"brand\">\n<span class=\"product\">{product}</span>\n</header>\n<h1>{title}</h1>\n<p>{message}</p>\n\
+         </main>\n</body>\n</html>\n"
+    )
+}
+
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// The continue page as HTML, for responses written outside the router.
 pub fn continue_html(gateway: &Gateway, title: &str, message: &str, action: &str, href: &str) -> String {
-    ContinuePage { brand: &gateway.config.branding, title, message, action, href }
-        .render()
-        .unwrap_or_else(|_| format!("{title}: {message}"))
+    let brand = &gateway.config.branding;
+    ContinuePage { brand, title, message, action, href }.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "template failed to render");
+        plain_page(brand, title, message)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_without_a_template_is_branded_and_escaped() {
+        let brand = Branding { product_name: "Acme <SSO>".into(), ..Branding::default() };
+        let page = plain_page(&brand, "Down & out", "Try \"later\"");
+        assert!(page.contains(r#"<span class="product">Acme &lt;SSO&gt;</span>"#), "{page}");
+        assert!(page.contains("<h1>Down &amp; out</h1>"), "{page}");
+        assert!(page.contains("<p>Try &quot;later&quot;</p>"), "{page}");
+        assert!(page.contains("/.stepgate/static/theme.css"), "{page}");
+    }
 }
