@@ -2,6 +2,7 @@
 //! driven by a real HTTP client with a cookie jar.
 #![allow(dead_code)]
 
+pub mod failing_store;
 pub mod totp;
 pub mod upstream;
 pub mod webauthn;
@@ -18,6 +19,7 @@ use stepgate::crypto::Secrets;
 use stepgate::gateway::Gateway;
 use stepgate::live::LiveGateway;
 use stepgate::server::RunningGateway;
+use stepgate::store::{SqliteStore, Store};
 
 pub use upstream::Upstream;
 
@@ -119,6 +121,12 @@ impl TestGateway {
     }
 
     pub async fn start_with(setup: Setup) -> Self {
+        Self::start_with_store(setup, |sqlite| Arc::new(sqlite)).await
+    }
+
+    /// A gateway on a store made from the SQLite one opened in its data
+    /// directory (to wrap it, for example).
+    pub async fn start_with_store(setup: Setup, store: impl FnOnce(SqliteStore) -> Arc<dyn Store>) -> Self {
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().expect("temp dir");
         write_users(&dir.path().join("users.toml"));
@@ -145,7 +153,8 @@ impl TestGateway {
             std::mem::forget(stepgate::logging::init(&config.logging));
         }
         let clock = ManualClock::new();
-        let gateway = Gateway::build(config, Arc::new(clock.clone()), Some(Secrets::from_master(&MASTER_KEY)))
+        let sqlite = SqliteStore::open(&config.server.data_dir).await.unwrap_or_else(|e| panic!("store: {e}"));
+        let gateway = Gateway::build_with_store(config, Arc::new(clock.clone()), Some(Secrets::from_master(&MASTER_KEY)), store(sqlite))
             .await
             .unwrap_or_else(|e| panic!("gateway: {e}"));
         let live = LiveGateway::new(gateway, Some(config_path.clone()));
