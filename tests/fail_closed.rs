@@ -206,3 +206,23 @@ policy = "bypass"
     // The fence covers the gateway's own pages too, so ask from inside.
     assert_eq!(from("192.0.2.10").await.unwrap().status(), 200, "the gateway still answers");
 }
+
+#[tokio::test]
+async fn a_request_whose_assertion_cannot_be_signed_is_refused() {
+    let (gw, _switches) = start().await;
+    let client = gw.browser();
+    sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await;
+
+    // Every signing key retired behind the gateway's back: nothing can sign.
+    let path = gw.data_dir().join("signing-keys.json");
+    let mut keys: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for key in keys["keys"].as_array_mut().unwrap() {
+        key["retired_at"] = json!(gw.now());
+    }
+    std::fs::write(&path, keys.to_string()).unwrap();
+    assert!(gw.gateway().assertions.reload_keys().unwrap());
+
+    assert_branded_refusal(client.get(gw.app("/")).send().await.unwrap(), 503).await;
+    assert_eq!(gw.upstream.count(), 0, "the app saw no request without its assertion");
+    assert_still_answers(&gw).await;
+}
