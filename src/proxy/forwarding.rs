@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -32,18 +33,28 @@ pub fn client_ip(session: &Session, gateway: &Gateway) -> IpAddr {
         .and_then(|a| a.as_inet())
         .map(|a| canonical_ip(a.ip()))
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    if !gateway.is_trusted_proxy(peer) {
+    let forwarded = session.req_header().headers.get_all("x-forwarded-for");
+    forwarded_client(peer, forwarded, |ip| gateway.is_trusted_proxy(ip))
+}
+
+/// [`client_ip`] from the peer's address (canonical: see [`canonical_ip`])
+/// and the `X-Forwarded-For` lines.
+pub fn forwarded_client<'a>(
+    peer: IpAddr,
+    forwarded_for: impl IntoIterator<Item = &'a HeaderValue>,
+    is_trusted_proxy: impl Fn(IpAddr) -> bool,
+) -> IpAddr {
+    if !is_trusted_proxy(peer) {
         return peer;
     }
     let mut client = peer;
-    let forwarded = session.req_header().headers.get_all("x-forwarded-for");
-    let hops: Vec<&str> = forwarded.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect();
+    let hops: Vec<&str> = forwarded_for.into_iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect();
     for hop in hops.iter().rev() {
         let Ok(ip) = hop.trim().parse::<IpAddr>() else {
             break;
         };
         client = canonical_ip(ip);
-        if !gateway.is_trusted_proxy(client) {
+        if !is_trusted_proxy(client) {
             break;
         }
     }
@@ -61,11 +72,13 @@ pub fn request_authority(session: &Session) -> Option<String> {
 
 /// The value of a cookie in the request, from any `Cookie` header.
 pub fn cookie_value(session: &Session, name: &str) -> Option<String> {
-    session
-        .req_header()
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
+    find_cookie(session.req_header().headers.get_all(http::header::COOKIE), name)
+}
+
+/// [`cookie_value`] from the `Cookie` lines: the first cookie called `name`.
+pub fn find_cookie<'a>(cookie_lines: impl IntoIterator<Item = &'a HeaderValue>, name: &str) -> Option<String> {
+    cookie_lines
+        .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(cookie::Cookie::split_parse)
         .filter_map(Result::ok)
