@@ -188,7 +188,11 @@ pub fn path(data: &[u8]) {
     }
 }
 
-/// `Cookie` lines, one a line, after a first line naming the cookie.
+/// The gateway's cookies: the session cookie first.
+const SESSION_COOKIE: &str = "stepgate_session";
+const OTHER_COOKIES: [&str; 2] = ["stepgate_device", "stepgate_method"];
+
+/// `Cookie` lines, one a line, after a first line naming a cookie to find.
 pub fn cookie(data: &[u8]) {
     let mut lines = data.split(|b| *b == b'\n');
     let Some(Ok(name)) = lines.next().map(std::str::from_utf8) else {
@@ -206,6 +210,23 @@ pub fn cookie(data: &[u8]) {
         assert!(!value.contains(';'), "{value:?}");
         let sent = |v: &&HeaderValue| v.to_str().is_ok_and(|line| line.contains(name) && line.contains(value.as_str()));
         assert!(values.iter().any(|v| sent(&v)), "{name:?}={value:?} is in no line");
+    }
+    // What reaches an app holds none of the gateway's cookies, under any
+    // spelling the gateway would read or set.
+    let signed_in = forwarding::find_cookie(&values, SESSION_COOKIE).is_some();
+    match forwarding::without_gateway_cookies(&values, SESSION_COOKIE, &OTHER_COOKIES) {
+        None => assert!(!signed_in, "the session cookie was not stripped"),
+        Some(kept) => {
+            let Ok(kept) = HeaderValue::try_from(kept) else {
+                return;
+            };
+            let pre_session = format!("{SESSION_COOKIE}_pre");
+            for ours in OTHER_COOKIES.into_iter().chain([SESSION_COOKIE, &pre_session]) {
+                for spelling in [ours.to_string(), ours.to_ascii_uppercase(), format!("__Host-{ours}")] {
+                    assert_eq!(forwarding::find_cookie([&kept], &spelling), None, "{spelling} reaches the app");
+                }
+            }
+        }
     }
 }
 

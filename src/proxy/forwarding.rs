@@ -136,12 +136,11 @@ pub fn strip_client_headers(request: &mut RequestHeader, gateway: &Gateway, app:
 const GATEWAY_SET_HEADERS: [&str; 4] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"];
 
 /// Whether a cookie name is one the gateway sets (with or without the
-/// `__Host-` prefix); compared without case, as some servers do.
-fn is_gateway_cookie(gateway: &Gateway, name: &str) -> bool {
+/// `__Host-` prefix): the session cookie, its `_pre` sibling, or one of
+/// `others`; compared without case, as some servers do.
+fn is_gateway_cookie(name: &str, session: &str, others: &[&str]) -> bool {
     let name = name.strip_prefix("__Host-").unwrap_or(name);
-    let session = gateway.sessions.cookie_name();
-    let names = [session, &gateway.config.risk.device_cookie_name.0, crate::portal::METHOD_COOKIE];
-    names.iter().any(|ours| name.eq_ignore_ascii_case(ours))
+    std::iter::once(&session).chain(others).any(|ours| name.eq_ignore_ascii_case(ours))
         || name.len() == session.len() + 4 && name[..session.len()].eq_ignore_ascii_case(session) && name[session.len()..].eq_ignore_ascii_case("_pre")
 }
 
@@ -149,22 +148,33 @@ fn is_gateway_cookie(gateway: &Gateway, name: &str) -> bool {
 /// method cookies) away from apps: an app that leaked them would leak
 /// sessions and trusted browsers.
 pub fn strip_gateway_cookies(request: &mut RequestHeader, gateway: &Gateway) -> Result<()> {
-    let ours = |pair: &&str| is_gateway_cookie(gateway, pair.split('=').next().unwrap_or("").trim());
-    let values: Vec<String> = request
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect();
-    if !values.iter().any(|v| v.split(';').any(|pair| ours(&pair))) {
+    let session = gateway.sessions.cookie_name();
+    let others = [gateway.config.risk.device_cookie_name.0.as_str(), crate::portal::METHOD_COOKIE];
+    let Some(kept) = without_gateway_cookies(request.headers.get_all(http::header::COOKIE), session, &others) else {
         return Ok(());
-    }
-    let kept: Vec<&str> = values.iter().flat_map(|v| v.split(';')).filter(|pair| !ours(pair)).map(str::trim).collect();
+    };
     request.remove_header(&http::header::COOKIE);
     if !kept.is_empty() {
-        request.insert_header(http::header::COOKIE, kept.join("; "))?;
+        request.insert_header(http::header::COOKIE, kept)?;
     }
     Ok(())
+}
+
+/// [`strip_gateway_cookies`] on the `Cookie` lines: None when they hold
+/// none of the gateway's cookies, else the other cookies as one line
+/// (empty when there are none).
+pub fn without_gateway_cookies<'a>(
+    cookie_lines: impl IntoIterator<Item = &'a HeaderValue>,
+    session: &str,
+    others: &[&str],
+) -> Option<String> {
+    let ours = |pair: &&str| is_gateway_cookie(pair.split('=').next().unwrap_or("").trim(), session, others);
+    let values: Vec<String> = cookie_lines.into_iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+    if !values.iter().any(|v| v.split(';').any(|pair| ours(&pair))) {
+        return None;
+    }
+    let kept: Vec<&str> = values.iter().flat_map(|v| v.split(';')).filter(|pair| !ours(pair)).map(str::trim).collect();
+    Some(kept.join("; "))
 }
 
 /// `X-Forwarded-For/-Host`: what a trusted proxy said is kept and
