@@ -141,7 +141,11 @@ const GATEWAY_SET_HEADERS: [&str; 4] = ["x-forwarded-for", "x-forwarded-proto", 
 fn is_gateway_cookie(name: &str, session: &str, others: &[&str]) -> bool {
     let name = name.strip_prefix("__Host-").unwrap_or(name);
     std::iter::once(&session).chain(others).any(|ours| name.eq_ignore_ascii_case(ours))
-        || name.len() == session.len() + 4 && name[..session.len()].eq_ignore_ascii_case(session) && name[session.len()..].eq_ignore_ascii_case("_pre")
+        || name.len() == session.len() + 4 && {
+            // Bytes, not text: a name may split a character at that length.
+            let (base, suffix) = name.as_bytes().split_at(session.len());
+            base.eq_ignore_ascii_case(session.as_bytes()) && suffix.eq_ignore_ascii_case(b"_pre")
+        }
 }
 
 /// Keeps the gateway's own cookies (session, pre-session, device and
