@@ -580,7 +580,8 @@ pub fn clean_name(name: &str, kind: Method) -> String {
 /// The authenticator model's AAGUID, from the attestation object's
 /// authenticator data (rpIdHash 32, flags 1, counter 4, then the AAGUID).
 /// Browsers zero it unless attestation was requested.
-fn aaguid(attestation_object: &[u8]) -> Option<String> {
+#[doc(hidden)]
+pub fn aaguid(attestation_object: &[u8]) -> Option<String> {
     let value: serde_cbor_2::Value = serde_cbor_2::from_slice(attestation_object).ok()?;
     let serde_cbor_2::Value::Map(map) = value else {
         return None;

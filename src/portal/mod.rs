@@ -31,6 +31,17 @@ pub use second_factor::METHOD_COOKIE;
 use crate::gateway::{App, Gateway};
 use crate::throttle::{Key, Refusal, Scope};
 
+/// The request bodies the portal's handlers extract, named for the fuzz
+/// targets, which feed them arbitrary bytes.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::second_factor::CodeForm;
+    pub use super::settings::{CsrfForm, FactorForm, RevokeForm, SessionForm};
+    pub use super::signin::SigninForm;
+    pub use super::signout::SignoutForm;
+    pub use super::webauthn::{AuthenticateFinish, Empty, RegisterFinish, RegisterStart};
+}
+
 /// Everything under this prefix belongs to the gateway, never to an app.
 pub const PREFIX: &str = "/.stepgate/";
 /// Largest request body a portal form may have.

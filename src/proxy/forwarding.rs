@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use http::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -32,18 +33,28 @@ pub fn client_ip(session: &Session, gateway: &Gateway) -> IpAddr {
         .and_then(|a| a.as_inet())
         .map(|a| canonical_ip(a.ip()))
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    if !gateway.is_trusted_proxy(peer) {
+    let forwarded = session.req_header().headers.get_all("x-forwarded-for");
+    forwarded_client(peer, forwarded, |ip| gateway.is_trusted_proxy(ip))
+}
+
+/// [`client_ip`] from the peer's address (canonical: see [`canonical_ip`])
+/// and the `X-Forwarded-For` lines.
+pub fn forwarded_client<'a>(
+    peer: IpAddr,
+    forwarded_for: impl IntoIterator<Item = &'a HeaderValue>,
+    is_trusted_proxy: impl Fn(IpAddr) -> bool,
+) -> IpAddr {
+    if !is_trusted_proxy(peer) {
         return peer;
     }
     let mut client = peer;
-    let forwarded = session.req_header().headers.get_all("x-forwarded-for");
-    let hops: Vec<&str> = forwarded.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect();
+    let hops: Vec<&str> = forwarded_for.into_iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect();
     for hop in hops.iter().rev() {
         let Ok(ip) = hop.trim().parse::<IpAddr>() else {
             break;
         };
         client = canonical_ip(ip);
-        if !gateway.is_trusted_proxy(client) {
+        if !is_trusted_proxy(client) {
             break;
         }
     }
@@ -61,11 +72,13 @@ pub fn request_authority(session: &Session) -> Option<String> {
 
 /// The value of a cookie in the request, from any `Cookie` header.
 pub fn cookie_value(session: &Session, name: &str) -> Option<String> {
-    session
-        .req_header()
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
+    find_cookie(session.req_header().headers.get_all(http::header::COOKIE), name)
+}
+
+/// [`cookie_value`] from the `Cookie` lines: the first cookie called `name`.
+pub fn find_cookie<'a>(cookie_lines: impl IntoIterator<Item = &'a HeaderValue>, name: &str) -> Option<String> {
+    cookie_lines
+        .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(cookie::Cookie::split_parse)
         .filter_map(Result::ok)
@@ -123,35 +136,49 @@ pub fn strip_client_headers(request: &mut RequestHeader, gateway: &Gateway, app:
 const GATEWAY_SET_HEADERS: [&str; 4] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"];
 
 /// Whether a cookie name is one the gateway sets (with or without the
-/// `__Host-` prefix); compared without case, as some servers do.
-fn is_gateway_cookie(gateway: &Gateway, name: &str) -> bool {
+/// `__Host-` prefix): the session cookie, its `_pre` sibling, or one of
+/// `others`; compared without case, as some servers do.
+fn is_gateway_cookie(name: &str, session: &str, others: &[&str]) -> bool {
     let name = name.strip_prefix("__Host-").unwrap_or(name);
-    let session = gateway.sessions.cookie_name();
-    let names = [session, &gateway.config.risk.device_cookie_name.0, crate::portal::METHOD_COOKIE];
-    names.iter().any(|ours| name.eq_ignore_ascii_case(ours))
-        || name.len() == session.len() + 4 && name[..session.len()].eq_ignore_ascii_case(session) && name[session.len()..].eq_ignore_ascii_case("_pre")
+    std::iter::once(&session).chain(others).any(|ours| name.eq_ignore_ascii_case(ours))
+        || name.len() == session.len() + 4 && {
+            // Bytes, not text: a name may split a character at that length.
+            let (base, suffix) = name.as_bytes().split_at(session.len());
+            base.eq_ignore_ascii_case(session.as_bytes()) && suffix.eq_ignore_ascii_case(b"_pre")
+        }
 }
 
 /// Keeps the gateway's own cookies (session, pre-session, device and
 /// method cookies) away from apps: an app that leaked them would leak
 /// sessions and trusted browsers.
 pub fn strip_gateway_cookies(request: &mut RequestHeader, gateway: &Gateway) -> Result<()> {
-    let ours = |pair: &&str| is_gateway_cookie(gateway, pair.split('=').next().unwrap_or("").trim());
-    let values: Vec<String> = request
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect();
-    if !values.iter().any(|v| v.split(';').any(|pair| ours(&pair))) {
+    let session = gateway.sessions.cookie_name();
+    let others = [gateway.config.risk.device_cookie_name.0.as_str(), crate::portal::METHOD_COOKIE];
+    let Some(kept) = without_gateway_cookies(request.headers.get_all(http::header::COOKIE), session, &others) else {
         return Ok(());
-    }
-    let kept: Vec<&str> = values.iter().flat_map(|v| v.split(';')).filter(|pair| !ours(pair)).map(str::trim).collect();
+    };
     request.remove_header(&http::header::COOKIE);
     if !kept.is_empty() {
-        request.insert_header(http::header::COOKIE, kept.join("; "))?;
+        request.insert_header(http::header::COOKIE, kept)?;
     }
     Ok(())
+}
+
+/// [`strip_gateway_cookies`] on the `Cookie` lines: None when they hold
+/// none of the gateway's cookies, else the other cookies as one line
+/// (empty when there are none).
+pub fn without_gateway_cookies<'a>(
+    cookie_lines: impl IntoIterator<Item = &'a HeaderValue>,
+    session: &str,
+    others: &[&str],
+) -> Option<String> {
+    let ours = |pair: &&str| is_gateway_cookie(pair.split('=').next().unwrap_or("").trim(), session, others);
+    let values: Vec<String> = cookie_lines.into_iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+    if !values.iter().any(|v| v.split(';').any(|pair| ours(&pair))) {
+        return None;
+    }
+    let kept: Vec<&str> = values.iter().flat_map(|v| v.split(';')).filter(|pair| !ours(pair)).map(str::trim).collect();
+    Some(kept.join("; "))
 }
 
 /// `X-Forwarded-For/-Host`: what a trusted proxy said is kept and

@@ -1,7 +1,7 @@
 //! The pingora glue: one `ProxyHttp` whose phases each do one thing. It
 //! asks the policy what to do and carries the answer out; it decides nothing.
 
-mod forwarding;
+pub mod forwarding;
 mod portal_bridge;
 mod responses;
 
