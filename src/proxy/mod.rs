@@ -1,6 +1,7 @@
 //! The pingora glue: one `ProxyHttp` whose phases each do one thing. It
 //! asks the policy what to do and carries the answer out; it decides nothing.
 
+pub mod connections;
 mod forwarding;
 mod portal_bridge;
 mod responses;
@@ -63,6 +64,13 @@ impl ProxyHttp for GatewayProxy {
             tls: false,
             identity: None,
         }
+    }
+
+    /// The request head is in: its connection is busy until the response
+    /// is sent, and gets the configured keep-alive timeout.
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+        connections::request_started(session);
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
