@@ -39,17 +39,15 @@ fn build(live: Arc<LiveGateway>) -> Result<(Server, Arc<Connections>), StartErro
     let mut options = HttpServerOptions::default();
     options.h2c = server_config.h2c;
     options.h2_idle_timeout = Some(server_config.keepalive_timeout);
-    let mut proxy = HttpProxy::new(GatewayProxy::new(live), server.configuration.clone());
-    proxy.server_options = Some(options);
-    proxy.handle_init_modules();
-    let limits = Limits {
+    let connections = Connections::new(Limits {
         max_connections: server_config.max_connections.0,
         keepalive_timeout: server_config.keepalive_timeout,
         header_timeout: server_config.header_timeout,
-    };
-    let guarded = GuardedProxy::new(proxy, limits);
-    let connections = guarded.connections();
-    let mut service = Service::new("stepgate".into(), guarded);
+    });
+    let mut proxy = HttpProxy::new(GatewayProxy::new(live, connections.clone()), server.configuration.clone());
+    proxy.server_options = Some(options);
+    proxy.handle_init_modules();
+    let mut service = Service::new("stepgate".into(), GuardedProxy::new(proxy, connections.clone()));
     service.add_listener(listener(&server_config.listen.to_string()));
     if let Some(tls) = &server_config.tls {
         let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());

@@ -16,6 +16,9 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// A request head that is never finished, sent a byte at a time.
 const ENDLESS_HEAD: &[u8] = b"GET /public/slow HTTP/1.1\r\nHost: app.test\r\nX-Slow: ";
 
+/// How a cleartext HTTP/2 client starts: the preface, then empty SETTINGS.
+const H2_START: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
 /// A bare HTTP/1.1 client on one connection.
 struct Client {
     stream: TcpStream,
@@ -138,7 +141,11 @@ async fn wait_for_connections(gw: &TestGateway, open: usize, waiting: usize) {
 }
 
 async fn gateway(server_extra: &str) -> TestGateway {
-    let gw = TestGateway::start_with(Setup { server_extra: server_extra.into(), ..Setup::default() }).await;
+    gateway_with(Setup { server_extra: server_extra.into(), ..Setup::default() }).await
+}
+
+async fn gateway_with(setup: Setup) -> TestGateway {
+    let gw = TestGateway::start_with(setup).await;
     // The start-up check's own connection is gone.
     wait_for_connections(&gw, 0, 0).await;
     gw
@@ -168,11 +175,10 @@ async fn an_idle_connection_is_closed_after_the_keepalive_timeout() {
     assert_eq!(response.header("connection"), Some("keep-alive"));
     client.closed().await;
 
-    // An HTTP/2 connection with no request in flight too: the preface and
-    // empty SETTINGS, then silence. What the gateway says first (its
-    // SETTINGS and their acknowledgement) is read and set aside.
+    // An HTTP/2 connection with no request in flight too. What the gateway
+    // says first (its SETTINGS and their acknowledgement) is set aside.
     let mut h2 = Client::connect(&gw).await;
-    h2.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await;
+    h2.send(H2_START).await;
     while h2.fill().await {}
     wait_for_connections(&gw, 0, 0).await;
 }
@@ -186,6 +192,30 @@ async fn a_request_head_trickling_in_is_cut_off_at_the_header_timeout() {
     assert_eq!(reused.get("/public/x").await.status, 200);
     tokio::join!(fresh.trickle_until_closed(), reused.trickle_until_closed());
     wait_for_connections(&gw, 0, 0).await;
+}
+
+#[tokio::test]
+async fn an_http2_connection_is_held_to_the_header_timeout_until_its_first_request() {
+    let setup = Setup { server_extra: "header_timeout = \"2s\"\nh2c = true".into(), tls: true, ..Setup::default() };
+    let gw = gateway_with(setup).await;
+    // Over TLS, a request ends the wait; pingora's idle timeout takes over.
+    let cert = std::fs::read(gw.dir.path().join("cert.pem")).unwrap();
+    let tls = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        .resolve("app.test", gw.tls_addr.unwrap())
+        .build()
+        .unwrap();
+    let response = tls.get(format!("https://app.test:{}/public/x", gw.tls_addr.unwrap().port())).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    wait_for_connections(&gw, 1, 0).await;
+    // In cleartext, silence after the preface: closed at the header
+    // timeout, long before the keep-alive timeout.
+    let mut h2 = Client::connect(&gw).await;
+    h2.send(H2_START).await;
+    while h2.fill().await {}
+    wait_for_connections(&gw, 1, 0).await;
 }
 
 #[tokio::test]

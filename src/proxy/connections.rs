@@ -16,20 +16,21 @@
 //!   connection when `server.keepalive_timeout` passes first;
 //! - runs pingora's request processing from that byte on, under a total
 //!   deadline for the request head (`server.header_timeout`);
-//! - hands HTTP/2 connections to pingora, whose idle timeout for them is
-//!   set to the keep-alive timeout in [`crate::server`].
+//! - hands HTTP/2 connections to pingora, holding them to the header
+//!   timeout until their first request; after that pingora's idle timeout
+//!   for them, set to the keep-alive timeout in [`crate::server`], applies.
 //!
 //! A connection is *waiting* from the moment it opens, or sends the last
 //! byte of a response, until the proxy's first phase has the request head
-//! ([`request_started`], from `early_request_filter`). Only a waiting
-//! connection has a deadline, and only a waiting one is closed to make
-//! room; a busy one is bounded by pingora's read and write timeouts.
+//! ([`Connections::request_started`], from `early_request_filter`). Only a
+//! waiting connection has a deadline, and only a waiting one is closed to
+//! make room; a busy one is bounded by pingora's read and write timeouts.
 //!
 //! The HTTP/1 loop in [`GuardedProxy::serve`] follows pingora's own
 //! (`pingora-core` `apps/mod.rs`, `impl ServerApp for HttpServerApp`),
 //! which is why `Cargo.toml` pins pingora to the exact version.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::{Stream, ALPN};
+use pingora::protocols::{Digest, Stream, ALPN};
 use pingora::proxy::{HttpProxy, Session};
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
@@ -55,6 +56,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The size pingora gives a new request-head buffer.
 const HEAD_BUFFER: usize = 4096;
 
+/// The `[server]` settings that bound client connections.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
@@ -75,23 +77,6 @@ tokio::task_local! {
     static CONNECTION: Arc<Connection>;
 }
 
-/// Called by the proxy's first phase, once a request head has been read.
-/// The connection stops waiting: no deadline, not to be closed for room.
-pub fn request_started(session: &mut Session) {
-    session.set_write_timeout(Some(WRITE_TIMEOUT));
-    // HTTP/2 requests run on tasks of their own, outside any connection.
-    let _ = CONNECTION.try_with(|connection| {
-        connection.busy();
-        // Reading a request head, pingora turns keep-alive on with no
-        // timeout (unless the client said `Connection: close`, or spoke
-        // HTTP/1.0 without keep-alive). Give it ours, so that its reads of
-        // the next request head time out too.
-        if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(connection.connections.limits.keepalive_timeout.as_secs()));
-        }
-    });
-}
-
 /// Every open client connection, and the waiting ones in the order they
 /// started waiting.
 pub struct Connections {
@@ -105,6 +90,8 @@ struct Table {
     /// room is needed.
     waiting: BTreeMap<u64, Weak<Connection>>,
     next_ticket: u64,
+    /// HTTP/2 connections that have not had a request yet, by socket.
+    http2_first: HashMap<usize, Weak<Connection>>,
 }
 
 /// One client connection. Its place in the table is given back when it is
@@ -119,6 +106,8 @@ struct Connection {
 struct State {
     /// Its key in `Table::waiting` while it waits for a request.
     ticket: Option<u64>,
+    /// Its key in `Table::http2_first`.
+    http2_socket: Option<usize>,
     /// When a waiting connection is closed.
     deadline: Option<Instant>,
     /// Closed to make room for a newer connection.
@@ -132,7 +121,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Connections {
     pub fn new(limits: Limits) -> Arc<Self> {
-        let table = Table { open: 0, waiting: BTreeMap::new(), next_ticket: 0 };
+        let table = Table { open: 0, waiting: BTreeMap::new(), next_ticket: 0, http2_first: HashMap::new() };
         Arc::new(Self { limits, table: Mutex::new(table) })
     }
 
@@ -141,10 +130,49 @@ impl Connections {
         Counts { open: table.open, waiting: table.waiting.len() }
     }
 
+    /// Called by the proxy's first phase, once a request head has been
+    /// read: its connection stops waiting (no deadline, not to be closed
+    /// for room), and the response gets a write timeout.
+    pub fn request_started(&self, session: &mut Session) {
+        session.set_write_timeout(Some(WRITE_TIMEOUT));
+        if session.is_http2() {
+            // HTTP/2 requests run on tasks of their own, so the connection
+            // is found by its socket, whose digest pingora shares between
+            // a connection and its requests.
+            if let Some(socket) = session.digest().and_then(socket_key) {
+                self.first_http2_request(socket);
+            }
+            return;
+        }
+        let _ = CONNECTION.try_with(|connection| {
+            connection.busy();
+            // Reading a request head, pingora turns keep-alive on with no
+            // timeout (unless the client said `Connection: close`, or spoke
+            // HTTP/1.0 without keep-alive). Give it ours, so that its reads
+            // of the next request head time out too.
+            if session.get_keepalive().is_some() {
+                session.set_keepalive(Some(self.limits.keepalive_timeout.as_secs()));
+            }
+        });
+    }
+
+    fn first_http2_request(&self, socket: usize) {
+        let mut table = lock(&self.table);
+        if table.http2_first.is_empty() {
+            return;
+        }
+        let connection = table.http2_first.remove(&socket).and_then(|connection| connection.upgrade());
+        drop(table);
+        if let Some(connection) = connection {
+            lock(&connection.state).http2_socket = None;
+            connection.busy();
+        }
+    }
+
     /// Admits a new connection, closing the longest-waiting one when the
-    /// limit is reached; `None` when every open connection is busy. A
-    /// `waiting` one is held to the header timeout from now on.
-    fn admit(self: &Arc<Self>, waiting: bool) -> Option<Arc<Connection>> {
+    /// limit is reached; `None` when every open connection is busy. The new
+    /// one waits for its first request head, due within the header timeout.
+    fn admit(self: &Arc<Self>) -> Option<Arc<Connection>> {
         let mut table = lock(&self.table);
         // Evicted connections count until their tasks have closed them, so
         // each admission past the limit evicts exactly one.
@@ -163,16 +191,15 @@ impl Connections {
         table.open += 1;
         let connection =
             Arc::new(Connection { connections: self.clone(), state: Mutex::default(), changed: Notify::new() });
-        if waiting {
-            let mut state = lock(&connection.state);
-            state.ticket = Some(table.enqueue(&connection));
-            state.deadline = Some(Instant::now() + self.limits.header_timeout);
-        }
+        let mut state = lock(&connection.state);
+        state.ticket = Some(table.enqueue(&connection));
+        state.deadline = Some(Instant::now() + self.limits.header_timeout);
+        drop(state);
         drop(table);
-        // Dropped outside the lock: its `Drop` takes the lock.
         if evicted.is_some() {
             tracing::debug!("closed the longest-waiting connection to admit a new one");
         }
+        // Dropped outside the lock, which its `Drop` takes.
         drop(evicted);
         Some(connection)
     }
@@ -205,7 +232,25 @@ impl Table {
     }
 }
 
+/// A connection's socket, as pingora's digests of it know it.
+fn socket_key(digest: &Digest) -> Option<usize> {
+    digest.socket_digest.as_ref().map(|socket| Arc::as_ptr(socket) as usize)
+}
+
 impl Connection {
+    /// An HTTP/2 connection waits, under the header timeout it got when
+    /// admitted, until a request arrives on it. `false` when its socket
+    /// cannot be told from its requests, which then cannot end the wait.
+    fn wait_for_http2_request(self: &Arc<Self>, stream: &Stream) -> bool {
+        let Some(socket) = stream.get_socket_digest().map(|socket| Arc::as_ptr(&socket) as usize) else {
+            return false;
+        };
+        let mut table = lock(&self.connections.table);
+        table.http2_first.insert(socket, Arc::downgrade(self));
+        lock(&self.state).http2_socket = Some(socket);
+        true
+    }
+
     /// A request head has been read: no deadline, not to be evicted.
     fn busy(&self) {
         let mut table = lock(&self.connections.table);
@@ -270,10 +315,17 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let ticket = self.state.get_mut().unwrap_or_else(PoisonError::into_inner).ticket.take();
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let (ticket, http2_socket) = (state.ticket.take(), state.http2_socket.take());
         let mut table = lock(&self.connections.table);
         if let Some(ticket) = ticket {
             table.waiting.remove(&ticket);
+        }
+        // A new connection may have the closed socket's key already.
+        if let Some(socket) = http2_socket {
+            if table.http2_first.get(&socket).is_some_and(|entry| std::ptr::eq(entry.as_ptr(), self)) {
+                table.http2_first.remove(&socket);
+            }
         }
         table.open -= 1;
     }
@@ -287,12 +339,22 @@ pub struct GuardedProxy {
 }
 
 impl GuardedProxy {
-    pub fn new(proxy: HttpProxy<GatewayProxy>, limits: Limits) -> Self {
-        Self { proxy: Arc::new(proxy), connections: Connections::new(limits) }
+    /// `connections` must be the proxy's own, which its first phase tells
+    /// when a request has arrived.
+    pub fn new(proxy: HttpProxy<GatewayProxy>, connections: Arc<Connections>) -> Self {
+        Self { proxy: Arc::new(proxy), connections }
     }
 
-    pub fn connections(&self) -> Arc<Connections> {
-        self.connections.clone()
+    /// Serves an HTTP/2 connection in pingora's server until it closes, or
+    /// until its deadline when no request has come by then.
+    async fn serve_http2(&self, connection: Arc<Connection>, stream: Stream, shutdown: &ShutdownWatch) {
+        if !connection.wait_for_http2_request(&stream) {
+            connection.busy();
+        }
+        tokio::select! {
+            _ = self.proxy.process_new(stream, shutdown) => {}
+            () = connection.closing() => {}
+        }
     }
 
     fn h2c(&self) -> bool {
@@ -309,13 +371,7 @@ impl GuardedProxy {
             let start = if maybe_h2c {
                 maybe_h2c = false;
                 match starts_with_h2_preface(&connection, &mut stream).await {
-                    // Counted, but left to pingora's HTTP/2 server and its
-                    // idle timeout, like HTTP/2 over TLS.
-                    Some(true) => {
-                        connection.busy();
-                        self.proxy.process_new(stream, &shutdown).await;
-                        return;
-                    }
+                    Some(true) => return self.serve_http2(connection, stream, &shutdown).await,
                     // The peeked bytes are still to be read.
                     Some(false) => None,
                     None => return,
@@ -406,14 +462,11 @@ async fn starts_with_h2_preface(connection: &Connection, stream: &mut Stream) ->
 #[async_trait]
 impl ServerApp for GuardedProxy {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        // HTTP/2 multiplexes requests on tasks of its own, so its
-        // connections are counted but left to pingora's idle timeout.
+        let connection = self.connections.admit()?;
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            let _connection = self.connections.admit(false)?;
-            self.proxy.process_new(stream, shutdown).await;
+            self.serve_http2(connection, stream, shutdown).await;
             return None;
         }
-        let connection = self.connections.admit(true)?;
         // The connection lives on in a task of its own: ending this one
         // gives back the larger one pingora spawned for the connection.
         tokio::spawn(self.clone().serve(connection, stream, shutdown.clone()));

@@ -25,11 +25,12 @@ use crate::users::User;
 pub struct GatewayProxy {
     live: Arc<LiveGateway>,
     portal: axum::Router,
+    connections: Arc<connections::Connections>,
 }
 
 impl GatewayProxy {
-    pub fn new(live: Arc<LiveGateway>) -> Self {
-        Self { live, portal: crate::portal::router() }
+    pub fn new(live: Arc<LiveGateway>, connections: Arc<connections::Connections>) -> Self {
+        Self { live, portal: crate::portal::router(), connections }
     }
 }
 
@@ -69,7 +70,7 @@ impl ProxyHttp for GatewayProxy {
     /// The request head is in: its connection is busy until the response
     /// is sent, and gets the configured keep-alive timeout.
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
-        connections::request_started(session);
+        self.connections.request_started(session);
         Ok(())
     }
 
