@@ -163,6 +163,15 @@ async fn a_keep_alive_connection_serves_requests_in_a_row() {
         assert_eq!(echoed["path"], format!("/public/{i}"));
     }
     assert_eq!(gw.upstream.count(), 5);
+    // A request head in two pieces, and a body in the same write as its head.
+    client.send(b"GET /public/split HTT").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.send(b"P/1.1\r\nHost: app.test\r\n\r\n").await;
+    assert_eq!(client.response().await.status, 200);
+    assert_eq!(gw.upstream.last().path, "/public/split");
+    client.send(b"POST /public/upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\nhello").await;
+    let response = client.response().await;
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&response.body).unwrap()["bytes"], 5);
     wait_for_connections(&gw, 1, 1).await;
 }
 

@@ -11,10 +11,10 @@
 //! - counts the open connections and, past `server.max_connections`, closes
 //!   the one that has waited longest for a request to make room for a new
 //!   one, or refuses the new one when every connection is busy;
-//! - waits for each HTTP/1 request itself, in a small task reading the
-//!   request's first byte (a few KiB per idle connection), and closes the
-//!   connection when `server.keepalive_timeout` passes first;
-//! - runs pingora's request processing from that byte on, under a total
+//! - waits for each HTTP/1 request itself, in a small task (a few KiB per
+//!   idle connection), and closes the connection when
+//!   `server.keepalive_timeout` passes first;
+//! - runs pingora's request processing on what arrived, under a total
 //!   deadline for the request head (`server.header_timeout`);
 //! - hands HTTP/2 connections to pingora, holding them to the header
 //!   timeout until their first request; after that pingora's idle timeout
@@ -31,7 +31,9 @@
 //! which is why `Cargo.toml` pins pingora to the exact version.
 
 use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -41,7 +43,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Digest, Stream, ALPN};
 use pingora::proxy::{HttpProxy, Session};
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::Notify;
 
 use super::GatewayProxy;
@@ -53,7 +55,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// What a cleartext HTTP/2 connection starts with (RFC 9113, 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The size pingora gives a new request-head buffer.
+/// The size pingora gives a new request-head buffer, and of the first read
+/// of a request.
 const HEAD_BUFFER: usize = 4096;
 
 /// The `[server]` settings that bound client connections.
@@ -281,8 +284,8 @@ impl Connection {
         self.changed.notify_one();
     }
 
-    /// The next request's first byte has arrived: the rest of its head is
-    /// due within the header timeout. It keeps its place in the queue.
+    /// The next request's first bytes have arrived: the rest of its head
+    /// is due within the header timeout. It keeps its place in the queue.
     fn head_started(&self) {
         lock(&self.state).deadline = Some(Instant::now() + self.connections.limits.header_timeout);
         self.changed.notify_one();
@@ -393,7 +396,7 @@ impl GuardedProxy {
             }
             // pingora hands a reused connection back with the bytes it read
             // past a request only when pipelining is on, which it is not
-            // here: the next request starts with the byte just read.
+            // here: the next request starts with the bytes just read.
             if let Some(start) = start {
                 session.set_pipelined_prefix(start);
             }
@@ -401,7 +404,7 @@ impl GuardedProxy {
                 session.set_keepalive(None);
             }
             // The first request's head is due within the header timeout of
-            // the connection's opening, a later one's of its first byte.
+            // the connection's opening, a later one's of its first bytes.
             if !first {
                 connection.head_started();
             }
@@ -421,20 +424,29 @@ impl GuardedProxy {
     }
 }
 
-/// Waits for the first byte of the next request, without pingora's
-/// per-request state; `None` when the connection is to close first.
+/// Waits for the start of the next request, without pingora's per-request
+/// state; `None` when the connection is to close first. The read buffer is
+/// on the stack only while the read is polled, so a waiting connection
+/// holds none; what arrives (usually the whole request head) is copied into
+/// the head buffer pingora parses, which then needs no read of its own.
 async fn next_request(connection: &Connection, stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<BytesMut> {
     let mut shutdown = shutdown.clone();
-    let mut byte = [0u8; 1];
-    tokio::select! {
-        read = stream.read(&mut byte) => match read {
-            Ok(1) => {
+    let read = std::future::poll_fn(|cx| {
+        let mut buffer = [0u8; HEAD_BUFFER];
+        let mut read = ReadBuf::new(&mut buffer);
+        match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) if !read.filled().is_empty() => {
                 let mut start = BytesMut::with_capacity(HEAD_BUFFER);
-                start.extend_from_slice(&byte);
-                Some(start)
+                start.extend_from_slice(read.filled());
+                Poll::Ready(Some(start))
             }
-            _ => None,
-        },
+            // The client closed the connection, or it broke.
+            Poll::Ready(_) => Poll::Ready(None),
+        }
+    });
+    tokio::select! {
+        start = read => start,
         () = connection.closing() => None,
         _ = shutdown.wait_for(|stopping| *stopping) => None,
     }
