@@ -288,6 +288,7 @@ async fn the_gateways_cookies_never_reach_the_app() {
             session.to_ascii_uppercase(),
             device.to_string(),
             format!("__Host-{device}"),
+            format!("{device}_users"),
             "stepgate_method".to_string(),
         ];
         let cookies: Vec<String> = ours.iter().map(|name| format!("{name}=secret")).collect();

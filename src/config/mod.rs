@@ -109,6 +109,18 @@ pub struct ServerConfig {
     /// over https.
     #[serde(default = "default_true")]
     pub hsts: bool,
+    /// How long a keep-alive connection may wait for its next request.
+    #[serde(default = "default_keepalive_timeout", with = "values::connection_timeout")]
+    pub keepalive_timeout: std::time::Duration,
+    /// How long a client may take to send a whole request head (request
+    /// line and headers); for a new connection, counted from its opening.
+    #[serde(default = "default_header_timeout", with = "values::connection_timeout")]
+    pub header_timeout: std::time::Duration,
+    /// Client connections open at once. A new one past the limit closes
+    /// the connection that has waited longest for a request, or is
+    /// refused when every connection is busy.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: values::MaxConnections,
 }
 
 fn default_true() -> bool {
@@ -117,6 +129,19 @@ fn default_true() -> bool {
 
 fn default_max_header_bytes() -> values::MaxHeaderBytes {
     values::MaxHeaderBytes(32 * 1024)
+}
+
+// nginx's keepalive_timeout and client_header_timeout.
+fn default_keepalive_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(75)
+}
+
+fn default_header_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+fn default_max_connections() -> values::MaxConnections {
+    values::MaxConnections(10_000)
 }
 
 #[derive(Debug, Clone, Deserialize)]

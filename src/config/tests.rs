@@ -99,6 +99,9 @@ fn the_example_file_mentions_every_option() {
         "data_dir",
         "threads",
         "max_header_bytes",
+        "keepalive_timeout",
+        "header_timeout",
+        "max_connections",
         "[limits]",
         "password_failures",
         "code_failures",
@@ -192,6 +195,9 @@ fn the_minimal_configuration_parses_with_the_defaults() {
     assert_eq!(config.logging.format, LogFormat::Text);
     assert_eq!(config.logging.level.0, "info");
     assert_eq!(config.server.max_header_bytes.0, 32 * 1024);
+    assert_eq!(config.server.keepalive_timeout, std::time::Duration::from_secs(75));
+    assert_eq!(config.server.header_timeout, std::time::Duration::from_secs(60));
+    assert_eq!(config.server.max_connections.0, 10_000);
     assert_eq!(config.limits.password_failures.0, 10);
     assert_eq!(config.limits.code_failures.0, 10);
     assert_eq!(config.limits.window, 300);
@@ -219,6 +225,9 @@ data_dir = "/var/lib/stepgate"
 threads = 4
 trusted_proxies = ["10.0.0.0/8", "::1/128"]
 max_header_bytes = 8192
+keepalive_timeout = "30s"
+header_timeout = "10s"
+max_connections = 500
 
 [server.tls]
 listen = "[::]:443"
@@ -305,6 +314,9 @@ policy = "bypass"
     assert_eq!(config.logging.format, LogFormat::Json);
     assert_eq!(config.logging.level.0, "stepgate=debug,warn");
     assert_eq!(config.server.max_header_bytes.0, 8192);
+    assert_eq!(config.server.keepalive_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(config.server.header_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(config.server.max_connections.0, 500);
     assert_eq!(config.limits.password_failures.0, 5);
     assert_eq!(config.limits.code_failures.0, 3);
     assert_eq!(config.limits.window, 15 * 60);
@@ -424,6 +436,10 @@ fn bad_values_are_refused_with_file_and_line() {
         // Limits.
         ("header limit too small", config_with("", &format!("max_header_bytes = 1024 {MARK}"), ""), &["server.max_header_bytes", "not 1024"]),
         ("header limit too large", config_with("", &format!("max_header_bytes = 2097152 {MARK}"), ""), &["server.max_header_bytes"]),
+        ("keep-alive of a day", config_with("", &format!("keepalive_timeout = \"1d\" {MARK}"), ""), &["connection timeout", "1d", "1h"]),
+        ("header timeout of zero", config_with("", &format!("header_timeout = \"0s\" {MARK}"), ""), &["0s", "1s"]),
+        ("header timeout as a number", config_with("", &format!("header_timeout = 60 {MARK}"), ""), &["string"]),
+        ("no connections", config_with("", &format!("max_connections = 0 {MARK}"), ""), &["server.max_connections", "not 0"]),
         ("no password failures allowed", config_with(&format!("[limits]\npassword_failures = 0 {MARK}"), "", ""), &["limits", "not 0"]),
         ("too many code failures allowed", config_with(&format!("[limits]\ncode_failures = 5000 {MARK}"), "", ""), &["limits", "not 5000"]),
         ("too many password hashes", config_with(&format!("[limits]\npassword_hashes = 65 {MARK}"), "", ""), &["limits.password_hashes", "not 65"]),

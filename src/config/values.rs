@@ -270,6 +270,7 @@ macro_rules! bounded_number {
 }
 
 bounded_number!(MaxHeaderBytes, usize, 4096, 1024 * 1024, "server.max_header_bytes");
+bounded_number!(MaxConnections, usize, 1, 1_000_000, "server.max_connections");
 bounded_number!(FailureLimit, u32, 1, 1000, "limits (failures)");
 bounded_number!(HashWorkers, usize, 0, 64, "limits.password_hashes");
 bounded_number!(HashQueue, usize, 0, 1024, "limits.password_queue");
@@ -317,6 +318,24 @@ pub mod optional_duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
         let raw = String::deserialize(d)?;
         super::duration::parse(&raw).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A connection timeout (`server.keepalive_timeout`, `server.header_timeout`):
+/// a duration of at most an hour, since a longer one is the resource hold
+/// these timeouts exist to prevent.
+pub mod connection_timeout {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        let raw = String::deserialize(d)?;
+        let secs = super::duration::parse(&raw).map_err(serde::de::Error::custom)?;
+        if secs > 3600 {
+            return Err(serde::de::Error::custom(format!(
+                "connection timeout `{raw}` must be between 1s and 1h"
+            )));
+        }
+        Ok(std::time::Duration::from_secs(secs as u64))
     }
 }
 

@@ -26,6 +26,7 @@ use axum::{Json, Router};
 
 pub use pages::{continue_html, error_html, error_page};
 pub use redirect::safe_return_to;
+pub use returning::cookie_name as returning_cookie_name;
 pub use second_factor::METHOD_COOKIE;
 
 use crate::gateway::{App, Gateway};

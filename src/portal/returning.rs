@@ -43,7 +43,7 @@ pub fn remember(gateway: &Gateway, jar: CookieJar, device: &str, username: &str,
     jar.add(cookie)
 }
 
-fn cookie_name(gateway: &Gateway) -> String {
+pub fn cookie_name(gateway: &Gateway) -> String {
     format!("{}_users", gateway.config.risk.device_cookie_name.0)
 }
 

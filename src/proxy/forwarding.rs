@@ -148,12 +148,14 @@ fn is_gateway_cookie(name: &str, session: &str, others: &[&str]) -> bool {
         }
 }
 
-/// Keeps the gateway's own cookies (session, pre-session, device and
-/// method cookies) away from apps: an app that leaked them would leak
+/// Keeps the gateway's own cookies (session, pre-session, device,
+/// returning-browser and method cookies) away from apps: an app that leaked them would leak
 /// sessions and trusted browsers.
 pub fn strip_gateway_cookies(request: &mut RequestHeader, gateway: &Gateway) -> Result<()> {
     let session = gateway.sessions.cookie_name();
-    let others = [gateway.config.risk.device_cookie_name.0.as_str(), crate::portal::METHOD_COOKIE];
+    let device = gateway.config.risk.device_cookie_name.0.as_str();
+    let returning = crate::portal::returning_cookie_name(gateway);
+    let others = [device, returning.as_str(), crate::portal::METHOD_COOKIE];
     let Some(kept) = without_gateway_cookies(request.headers.get_all(http::header::COOKIE), session, &others) else {
         return Ok(());
     };

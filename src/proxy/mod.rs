@@ -1,6 +1,7 @@
 //! The pingora glue: one `ProxyHttp` whose phases each do one thing. It
 //! asks the policy what to do and carries the answer out; it decides nothing.
 
+pub mod connections;
 pub mod forwarding;
 mod portal_bridge;
 mod responses;
@@ -24,11 +25,12 @@ use crate::users::User;
 pub struct GatewayProxy {
     live: Arc<LiveGateway>,
     portal: axum::Router,
+    connections: Arc<connections::Connections>,
 }
 
 impl GatewayProxy {
-    pub fn new(live: Arc<LiveGateway>) -> Self {
-        Self { live, portal: crate::portal::router() }
+    pub fn new(live: Arc<LiveGateway>, connections: Arc<connections::Connections>) -> Self {
+        Self { live, portal: crate::portal::router(), connections }
     }
 }
 
@@ -63,6 +65,13 @@ impl ProxyHttp for GatewayProxy {
             tls: false,
             identity: None,
         }
+    }
+
+    /// The request head is in: its connection is busy until the response
+    /// is sent, and gets the configured keep-alive timeout.
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+        self.connections.request_started(session);
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
