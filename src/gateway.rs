@@ -128,8 +128,13 @@ impl Gateway {
     /// Opens the store and keys and assembles the gateway. `secrets` comes
     /// from the configuration unless given (the demo makes its own).
     pub async fn build(config: Config, clock: Arc<dyn Clock>, secrets: Option<Secrets>) -> Result<Arc<Self>, StartError> {
+        // Without a master key nothing is created, the database included.
+        let secrets = match secrets {
+            Some(secrets) => secrets,
+            None => Secrets::load(config.secrets.encryption_key_file.as_deref())?,
+        };
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.server.data_dir).await?);
-        Self::build_with_store(config, clock, secrets, store).await
+        Self::build_with_store(config, clock, Some(secrets), store).await
     }
 
     /// Assembles the gateway around a store already open (another backend,
