@@ -244,10 +244,10 @@ async fn past_max_connections_the_longest_waiting_connections_make_room() {
     }
     // Each new client is served, and closes the longest-waiting one.
     let mut newcomers = Vec::new();
-    for i in 0..5 {
+    for oldest in idle.iter_mut().take(5) {
         let mut client = Client::connect(&gw).await;
         assert_eq!(client.get("/public/x").await.status, 200);
-        idle[i].closed().await;
+        oldest.closed().await;
         newcomers.push(client);
     }
     wait_for_connections(&gw, 20, 19).await;

@@ -147,7 +147,7 @@ fn csrf_header(headers: &HeaderMap) -> &str {
     headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-fn relying_party<'a>(request: &'a PortalRequest) -> Result<&'a Arc<RelyingParty>, Refusal> {
+fn relying_party(request: &PortalRequest) -> Result<&Arc<RelyingParty>, Refusal> {
     request
         .app
         .relying_party(&request.host)
