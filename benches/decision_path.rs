@@ -82,9 +82,7 @@ fn decision_path(c: &mut Criterion) {
     let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let mut demo = prepare(dir.path(), unused, unused).unwrap();
     demo.config.apps = Config::parse(APP, Path::new("app.toml")).unwrap().apps;
-    let gateway = runtime
-        .block_on(Gateway::build(demo.config, Arc::new(SystemClock), Some(Secrets::from_master(&[7; 32]))))
-        .unwrap();
+    let gateway = runtime.block_on(Gateway::build(demo.config, Arc::new(SystemClock), Some(Secrets::from_master(&[7; 32])))).unwrap();
 
     // A session with both factors, as after the TOTP step.
     let user = gateway.users.get(DEMO_USER).unwrap().clone();
@@ -99,7 +97,16 @@ fn decision_path(c: &mut Criterion) {
 
     let settings = &gateway.config.policy;
     let (headers, geo) = (HeaderMap::new(), GeoFacts::default());
-    let request = Request { method: &Method::GET, method_override: None, path: PATH, query: None, headers: &headers, ip: CLIENT, geo: &geo, now: SystemClock.now() };
+    let request = Request {
+        method: &Method::GET,
+        method_override: None,
+        path: PATH,
+        query: None,
+        headers: &headers,
+        ip: CLIENT,
+        geo: &geo,
+        now: SystemClock.now(),
+    };
     let outcome = policy::decide(&app.config, settings, &request, Some(&subject(&session, &user)));
     assert_eq!(outcome.decision, Decision::Allow { with_identity: true });
 
@@ -108,12 +115,8 @@ fn decision_path(c: &mut Criterion) {
         let subject = subject(&session, &user);
         b.iter(|| policy::decide(&app.config, settings, black_box(&request), Some(&subject)))
     });
-    group.bench_function("session_lookup_cached", |b| {
-        b.to_async(&runtime).iter(|| gateway.sessions.lookup(black_box(&id)))
-    });
-    group.bench_function("assertion_cached", |b| {
-        b.iter(|| gateway.assertions.token_for(black_box(&session), &user, &app.id).unwrap())
-    });
+    group.bench_function("session_lookup_cached", |b| b.to_async(&runtime).iter(|| gateway.sessions.lookup(black_box(&id))));
+    group.bench_function("assertion_cached", |b| b.iter(|| gateway.assertions.token_for(black_box(&session), &user, &app.id).unwrap()));
     // What the proxy does for an authenticated request, in its order.
     group.bench_function("all_three", |b| {
         b.to_async(&runtime).iter(|| async {

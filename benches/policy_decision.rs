@@ -64,7 +64,16 @@ fn rule_growth(c: &mut Criterion) {
     for (name, config) in &configs {
         c.bench_function(&format!("bypass route behind {name}"), |b| {
             b.iter(|| {
-                let request = Request { method: &method, method_override: None, path: black_box("/static/app.js"), query: None, headers: &headers, ip, geo: &geo, now: 60 };
+                let request = Request {
+                    method: &method,
+                    method_override: None,
+                    path: black_box("/static/app.js"),
+                    query: None,
+                    headers: &headers,
+                    ip,
+                    geo: &geo,
+                    now: 60,
+                };
                 decide(&config.apps[0], &config.policy, &request, None)
             })
         });
@@ -102,7 +111,13 @@ fn benchmarks(c: &mut Criterion) {
     let headers = http::HeaderMap::new();
     let method = http::Method::GET;
     let groups = vec!["staff".to_string()];
-    let subject = Subject { username: "alice", groups: &groups, second_factors: stepgate::methods::MethodTimes::totp_at(Some(0)), trusted_browser: false, confidence: Confidence::Medium };
+    let subject = Subject {
+        username: "alice",
+        groups: &groups,
+        second_factors: stepgate::methods::MethodTimes::totp_at(Some(0)),
+        trusted_browser: false,
+        confidence: Confidence::Medium,
+    };
     let path = "/app997/orders/42";
 
     c.bench_function("geo lookup (country database)", |b| b.iter(|| databases.lookup(black_box(ip))));
@@ -110,7 +125,16 @@ fn benchmarks(c: &mut Criterion) {
     let no_geo = stepgate::geo::GeoFacts::default();
     c.bench_function("decide, 1000 rules", |b| {
         b.iter(|| {
-            let request = Request { method: &method, method_override: None, path: black_box(path), query: None, headers: &headers, ip, geo: &no_geo, now: 60 };
+            let request = Request {
+                method: &method,
+                method_override: None,
+                path: black_box(path),
+                query: None,
+                headers: &headers,
+                ip,
+                geo: &no_geo,
+                now: 60,
+            };
             decide(app, &config.policy, &request, Some(&subject))
         })
     });
@@ -118,7 +142,16 @@ fn benchmarks(c: &mut Criterion) {
     c.bench_function("decide, 1000 rules, with geo lookup", |b| {
         b.iter(|| {
             let geo = databases.lookup(black_box(ip));
-            let request = Request { method: &method, method_override: None, path: black_box(path), query: None, headers: &headers, ip, geo: &geo, now: 60 };
+            let request = Request {
+                method: &method,
+                method_override: None,
+                path: black_box(path),
+                query: None,
+                headers: &headers,
+                ip,
+                geo: &geo,
+                now: 60,
+            };
             decide(app, &config.policy, &request, Some(&subject))
         })
     });

@@ -51,10 +51,9 @@ impl Secrets {
         let encoded = match std::env::var(ENCRYPTION_KEY_ENV) {
             Ok(value) if !value.trim().is_empty() => Zeroizing::new(value),
             _ => match key_file {
-                Some(path) => Zeroizing::new(
-                    std::fs::read_to_string(path)
-                        .map_err(|e| CryptoError::KeyFile(path.display().to_string(), e))?,
-                ),
+                Some(path) => {
+                    Zeroizing::new(std::fs::read_to_string(path).map_err(|e| CryptoError::KeyFile(path.display().to_string(), e))?)
+                }
                 None => return Err(CryptoError::MissingKey),
             },
         };
@@ -81,10 +80,7 @@ impl Secrets {
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Unseal)?;
         let payload = aes_gcm::aead::Payload { msg: body, aad: context };
-        self.sealing
-            .decrypt(&Nonce::from(nonce), payload)
-            .map(Zeroizing::new)
-            .map_err(|_| CryptoError::Unseal)
+        self.sealing.decrypt(&Nonce::from(nonce), payload).map(Zeroizing::new).map_err(|_| CryptoError::Unseal)
     }
 
     /// A keyed MAC of `data` for one `purpose`, as URL-safe base64: CSRF
@@ -111,12 +107,7 @@ impl Secrets {
 }
 
 pub fn decode_master_key(encoded: &str) -> Result<[u8; 32], CryptoError> {
-    let raw = Zeroizing::new(
-        STANDARD
-            .decode(encoded)
-            .or_else(|_| URL_SAFE_NO_PAD.decode(encoded))
-            .map_err(|_| CryptoError::BadKey)?,
-    );
+    let raw = Zeroizing::new(STANDARD.decode(encoded).or_else(|_| URL_SAFE_NO_PAD.decode(encoded)).map_err(|_| CryptoError::BadKey)?);
     raw.as_slice().try_into().map_err(|_| CryptoError::BadKey)
 }
 

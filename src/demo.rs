@@ -86,9 +86,8 @@ policy = "never"
 pub fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), StartError> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| StartError::Io(e.to_string()))?;
     let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("stepgate-demo-{}", std::process::id())));
-    let app_listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .map_err(|e| StartError::Io(format!("demo app: {e}")))?;
+    let app_listener =
+        runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).map_err(|e| StartError::Io(format!("demo app: {e}")))?;
     let app_addr = app_listener.local_addr().map_err(|e| StartError::Io(e.to_string()))?;
     let demo = prepare(&data_dir, listen, app_addr)?;
     let _log_writer = crate::logging::init(&demo.config.logging);
@@ -136,10 +135,8 @@ struct DemoApp {
 /// The demo's "legacy app": shows what it received and whether the
 /// assertion verifies.
 pub async fn serve_app(listener: tokio::net::TcpListener, gateway: SocketAddr) {
-    let app = Arc::new(DemoApp {
-        jwks_url: format!("http://127.0.0.1:{}/.stepgate/jwks.json", gateway.port()),
-        http: reqwest::Client::new(),
-    });
+    let app =
+        Arc::new(DemoApp { jwks_url: format!("http://127.0.0.1:{}/.stepgate/jwks.json", gateway.port()), http: reqwest::Client::new() });
     let router = axum::Router::new()
         .route("/public/demo.css", axum::routing::get(|| async { ([("content-type", "text/css")], DEMO_CSS) }))
         .fallback(app_page)

@@ -176,9 +176,8 @@ fn parse_host(raw: &str) -> Option<&str> {
             None => (raw, ""),
         },
     };
-    let name_ok = |h: &str| {
-        !h.is_empty() && h.len() <= 253 && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-    };
+    let name_ok =
+        |h: &str| !h.is_empty() && h.len() <= 253 && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
     let port_ok = match port.strip_prefix(':') {
         None => port.is_empty(),
         Some(digits) => !digits.is_empty() && digits.len() <= 5 && digits.parse::<u16>().is_ok(),

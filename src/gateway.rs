@@ -16,9 +16,9 @@ use crate::factors::recovery::RecoveryCodes;
 use crate::factors::totp::TotpFactor;
 use crate::factors::webauthn::{RelyingParty, WebauthnFactor};
 use crate::geo::{Geo, GeoDatabases, GeoError, GeoFacts};
+use crate::hash_gate::HashGate;
 use crate::session::Sessions;
 use crate::store::{SqliteStore, Store, StoreError};
-use crate::hash_gate::HashGate;
 use crate::throttle::{Scope, Throttle, KEYS_PER_SCOPE};
 use crate::users::Directory;
 
@@ -161,7 +161,8 @@ impl Gateway {
             config.totp.clone(),
             config.branding.product_name.clone(),
         ));
-        let webauthn = Arc::new(WebauthnFactor::new(store.clone(), sessions.clone(), secrets.clone(), clock.clone(), config.webauthn.clone()));
+        let webauthn =
+            Arc::new(WebauthnFactor::new(store.clone(), sessions.clone(), secrets.clone(), clock.clone(), config.webauthn.clone()));
         let recovery = Arc::new(RecoveryCodes::new(store.clone(), secrets.clone(), clock.clone(), config.recovery_codes.clone()));
         let assertions = Arc::new(Assertions::new(
             config.server.data_dir.clone(),
@@ -251,14 +252,12 @@ impl Gateway {
         let anonymous_untrusted = self.config.risk.anonymous_ip_untrusted;
         crate::policy::risk::is_untrusted_ip(&self.untrusted_networks, anonymous_untrusted, canonical_ip(ip), geo)
     }
-
 }
 
 /// The apps by host name, and every header name an assertion may use.
 fn route_apps(config: &Config) -> (HashMap<String, Arc<App>>, Vec<http::HeaderName>) {
     let mut apps_by_host = HashMap::new();
-    let mut identity_headers: Vec<http::HeaderName> =
-        LEGACY_IDENTITY_HEADERS.iter().map(|h| http::HeaderName::from_static(h)).collect();
+    let mut identity_headers: Vec<http::HeaderName> = LEGACY_IDENTITY_HEADERS.iter().map(|h| http::HeaderName::from_static(h)).collect();
     identity_headers.push(http::HeaderName::from_static("x-stepgate-assertion"));
     for app_config in &config.apps {
         let app = Arc::new(App::new(app_config, config));
@@ -311,12 +310,11 @@ fn check_tls_files(config: &Config) -> Result<(), StartError> {
     let Some(tls) = &config.server.tls else {
         return Ok(());
     };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| StartError::Tls(format!("cannot read {}: {e}", path.display())))
-    };
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| StartError::Tls(format!("cannot read {}: {e}", path.display())));
     let cert = read(&tls.cert)?;
     let key = read(&tls.key)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert.as_slice()).collect::<Result<_, _>>()
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert.as_slice())
+        .collect::<Result<_, _>>()
         .map_err(|e| StartError::Tls(format!("{}: {e}", tls.cert.display())))?;
     if certs.is_empty() {
         return Err(StartError::Tls(format!("{} holds no PEM certificate", tls.cert.display())));

@@ -4,11 +4,11 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use crate::methods::MethodTimes;
 use crate::clock::UnixTime;
-use crate::config::{Config, Confidence};
+use crate::config::{Confidence, Config};
 use crate::gateway::canonical_ip;
 use crate::geo::{GeoDatabases, GeoError};
+use crate::methods::MethodTimes;
 use crate::policy::{self, Request, Subject};
 use crate::users::Directory;
 
@@ -72,8 +72,16 @@ pub fn explain(config: &Config, question: &Question) -> Result<String, ExplainEr
         confidence,
     });
     let headers = http::HeaderMap::new();
-    let request =
-        Request { method: &question.method, method_override: None, path: &path, query, headers: &headers, ip, geo: &geo, now: question.now };
+    let request = Request {
+        method: &question.method,
+        method_override: None,
+        path: &path,
+        query,
+        headers: &headers,
+        ip,
+        geo: &geo,
+        now: question.now,
+    };
     let explanation = policy::explain(app, &config.policy, &request, subject.as_ref());
 
     let mut out = String::new();
@@ -101,7 +109,9 @@ pub fn explain(config: &Config, question: &Question) -> Result<String, ExplainEr
 /// What a trusted browser counts for at this confidence.
 fn trusted_browser_note(confidence: Confidence, low_confidence_ends_trust: bool) -> &'static str {
     match (confidence, low_confidence_ends_trust) {
-        (Confidence::Low, true) => "browser: trusted, but not at low confidence: adaptive rules ask for the second factor, and the sign-in ends the trust",
+        (Confidence::Low, true) => {
+            "browser: trusted, but not at low confidence: adaptive rules ask for the second factor, and the sign-in ends the trust"
+        }
         (Confidence::Low, false) => "browser: trusted, but not at low confidence: adaptive rules ask for the second factor",
         _ => "browser: trusted: adaptive rules skip the second factor",
     }

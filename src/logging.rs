@@ -40,10 +40,7 @@ const PINNED_AT_INFO: &[&str] = &["pingora"];
 /// terminal or pipe never holds up a request. Keep the guard alive: lines
 /// still queued are written when it drops.
 pub fn init(config: &LoggingConfig) -> WorkerGuard {
-    let level = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|level| EnvFilter::try_new(level).is_ok())
-        .unwrap_or_else(|| config.level.0.clone());
+    let level = std::env::var("RUST_LOG").ok().filter(|level| EnvFilter::try_new(level).is_ok()).unwrap_or_else(|| config.level.0.clone());
     let (writer, guard) = NonBlockingBuilder::default().buffered_lines_limit(QUEUED_LINES).lossy(true).finish(io::stderr());
     // A second initialisation (tests start several gateways) is harmless.
     let _ = install(config.format, &level, writer);
@@ -58,9 +55,9 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let pinned = PINNED_AT_INFO.iter().fold(Targets::new().with_default(LevelFilter::TRACE), |targets, target| {
-        targets.with_target(*target, LevelFilter::INFO)
-    });
+    let pinned = PINNED_AT_INFO
+        .iter()
+        .fold(Targets::new().with_default(LevelFilter::TRACE), |targets, target| targets.with_target(*target, LevelFilter::INFO));
     let writer = BoundedLines(writer);
     let output = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(writer).boxed(),

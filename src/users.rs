@@ -54,8 +54,7 @@ pub struct Directory {
 
 impl Directory {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text, path)
     }
 
@@ -105,9 +104,7 @@ impl Directory {
 
 fn check_user(user: &User) -> Result<(), String> {
     let name = &user.username;
-    let name_ok = !name.is_empty()
-        && name.len() <= MAX_USERNAME_BYTES
-        && name.chars().all(|c| c.is_alphanumeric() || "._-@+".contains(c));
+    let name_ok = !name.is_empty() && name.len() <= MAX_USERNAME_BYTES && name.chars().all(|c| c.is_alphanumeric() || "._-@+".contains(c));
     if !name_ok {
         return Err(format!("invalid user name `{name}`: use letters, digits and . _ - @ +"));
     }

@@ -307,7 +307,8 @@ async fn an_ipv6_client_is_counted_by_its_64() {
     let gw = TestGateway::start_with(Setup { server_extra, ..with_limits(ROOMY_QUEUE) }).await;
     let client = gw.browser();
     let csrf = signin_csrf(&gw, &client).await;
-    let from = |address: &str, i: usize| signin_post(&gw, &client, &csrf, &format!("nobody{i}"), "guess").header("x-forwarded-for", address);
+    let from =
+        |address: &str, i: usize| signin_post(&gw, &client, &csrf, &format!("nobody{i}"), "guess").header("x-forwarded-for", address);
     for i in 0..30 {
         let response = from(&format!("2001:db8:1:2::{i:x}"), i).send().await.unwrap();
         assert_eq!(response.status(), 401);

@@ -35,9 +35,7 @@ async fn wrong_password_and_unknown_user_look_the_same() {
     assert_eq!(unknown_user.status(), 401);
     let unknown_user = unknown_user.text().await.unwrap();
     assert!(wrong_password.contains("Wrong user name or password."));
-    let strip_csrf_and_name = |page: &str| {
-        regex::Regex::new(r#"value="[^"]*""#).unwrap().replace_all(page, "").to_string()
-    };
+    let strip_csrf_and_name = |page: &str| regex::Regex::new(r#"value="[^"]*""#).unwrap().replace_all(page, "").to_string();
     assert_eq!(strip_csrf_and_name(&wrong_password), strip_csrf_and_name(&unknown_user));
     let response = client.get(gw.app("/")).send().await.unwrap();
     assert_eq!(response.status(), 302, "still not signed in");
@@ -173,11 +171,8 @@ async fn the_app_receives_an_assertion_that_verifies_against_the_jwks() {
 
 #[tokio::test]
 async fn sessions_end_after_inactivity_and_at_the_absolute_limit() {
-    let gw = TestGateway::start_with(Setup {
-        extra: "[session]\ninactivity = \"10m\"\nabsolute = \"1h\"\n".into(),
-        ..Setup::default()
-    })
-    .await;
+    let gw =
+        TestGateway::start_with(Setup { extra: "[session]\ninactivity = \"10m\"\nabsolute = \"1h\"\n".into(), ..Setup::default() }).await;
     let client = gw.browser();
     sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await;
     gw.clock.advance(9 * 60);
@@ -241,11 +236,9 @@ async fn without_self_enrolment_a_user_with_no_factor_is_told_to_ask_the_adminis
 
 #[tokio::test]
 async fn totp_parameters_follow_the_configuration() {
-    let gw = TestGateway::start_with(Setup {
-        extra: "[totp]\nalgorithm = \"SHA256\"\ndigits = 8\nperiod = 60\n".into(),
-        ..Setup::default()
-    })
-    .await;
+    let gw =
+        TestGateway::start_with(Setup { extra: "[totp]\nalgorithm = \"SHA256\"\ndigits = 8\nperiod = 60\n".into(), ..Setup::default() })
+            .await;
     let client = gw.browser();
     sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await;
     let page = client.get(gw.app("/.stepgate/second-factor")).send().await.unwrap().text().await.unwrap();
@@ -254,7 +247,8 @@ async fn totp_parameters_follow_the_configuration() {
 
 #[tokio::test]
 async fn password_guessing_is_throttled() {
-    let gw = TestGateway::start_with(Setup { extra: "[limits]\npassword_failures = 3\nwindow = \"5m\"\n".into(), ..Setup::default() }).await;
+    let gw =
+        TestGateway::start_with(Setup { extra: "[limits]\npassword_failures = 3\nwindow = \"5m\"\n".into(), ..Setup::default() }).await;
     let client = gw.browser();
     for _ in 0..3 {
         assert_eq!(sign_in(&gw, &client, ALICE, "guess", "/").await.status(), 401);

@@ -14,8 +14,7 @@ async fn raw_status(gw: &TestGateway, request: &[u8]) -> u16 {
     status_while_sending(gw, vec![request.to_vec()]).await
 }
 
-const SIGNIN_POST: &str =
-    "POST /.stepgate/signin HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/x-www-form-urlencoded\r\n";
+const SIGNIN_POST: &str = "POST /.stepgate/signin HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/x-www-form-urlencoded\r\n";
 
 /// Sends a request in parts from a task while the answer is read. The
 /// gateway may answer (and close) before the request is through: the writer
@@ -72,7 +71,16 @@ async fn malformed_cookies_are_treated_as_no_session() {
 #[tokio::test]
 async fn paths_that_servers_read_differently_are_refused() {
     let gw = TestGateway::start().await;
-    for path in ["/public/../admin/", "/public/%2e%2e/admin/", "/public/.%2E/admin/", "/public/./x", "/public\\..\\admin/", "/caf%ff", "/x%zz", "/x%0a"] {
+    for path in [
+        "/public/../admin/",
+        "/public/%2e%2e/admin/",
+        "/public/.%2E/admin/",
+        "/public/./x",
+        "/public\\..\\admin/",
+        "/caf%ff",
+        "/x%zz",
+        "/x%0a",
+    ] {
         assert_eq!(raw_status(&gw, &get(path, "")).await, 400, "{path}");
     }
     assert_eq!(raw_status(&gw, &get(b"/caf\xc3\xa9\xff", "")).await, 400, "raw invalid UTF-8");
@@ -146,13 +154,8 @@ async fn broken_forms_get_a_clear_4xx() {
 #[tokio::test]
 async fn a_portal_post_without_a_session_is_refused() {
     let gw = TestGateway::start().await;
-    let response = gw
-        .browser()
-        .post(gw.app("/.stepgate/second-factor/totp"))
-        .form(&[("csrf", "x"), ("code", "123456")])
-        .send()
-        .await
-        .unwrap();
+    let response =
+        gw.browser().post(gw.app("/.stepgate/second-factor/totp")).form(&[("csrf", "x"), ("code", "123456")]).send().await.unwrap();
     assert_eq!(response.status(), 403);
     let response = gw.browser().get(gw.app("/.stepgate/no-such-page")).send().await.unwrap();
     assert_eq!(response.status(), 404);

@@ -54,10 +54,7 @@ impl Client {
     /// Reads more of the connection into the buffer; false at its end.
     async fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(PATIENCE, self.stream.read(&mut chunk))
-            .await
-            .expect("the gateway answers in time")
-            .expect("read");
+        let n = tokio::time::timeout(PATIENCE, self.stream.read(&mut chunk)).await.expect("the gateway answers in time").expect("read");
         self.buffer.extend_from_slice(&chunk[..n]);
         n > 0
     }

@@ -40,11 +40,7 @@ async fn the_demo_runs_end_to_end() {
     .unwrap()
     .expect("the demo prints the password");
 
-    let client = reqwest::Client::builder()
-        .cookie_store(true)
-        .default_headers(browser_headers())
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().cookie_store(true).default_headers(browser_headers()).build().unwrap();
     let base = format!("http://localhost:{}", listen.port());
     let mut ready = false;
     for _ in 0..200 {
@@ -71,7 +67,10 @@ async fn the_demo_runs_end_to_end() {
         .text()
         .await
         .unwrap();
-    assert!(app_page.contains("Verified against the gateway&#x27;s JWKS") || app_page.contains("Verified against the gateway's JWKS"), "{app_page}");
+    assert!(
+        app_page.contains("Verified against the gateway&#x27;s JWKS") || app_page.contains("Verified against the gateway's JWKS"),
+        "{app_page}"
+    );
     assert!(app_page.contains("demo@example.com"));
     let admin = client.get(format!("{base}/admin/")).send().await.unwrap().text().await.unwrap();
     assert!(admin.contains("Set up a second factor") && admin.contains("Authenticator app"), "{admin}");

@@ -171,7 +171,8 @@ async fn identity_headers_in_any_spelling_never_reach_the_app() {
     assert_eq!(seen.get("HTTP_REMOTE_GROUPS"), Some("staff,admins"));
 
     // Where underscores are allowed, the ones that read as ours are still removed.
-    let forged = "Remote_User: admin\r\nX_Stepgate_Assertion: forged\r\nX_Forwarded_For: 203.0.113.9\r\nX_Real_IP: 203.0.113.9\r\nX_Custom: kept";
+    let forged =
+        "Remote_User: admin\r\nX_Stepgate_Assertion: forged\r\nX_Forwarded_For: 203.0.113.9\r\nX_Real_IP: 203.0.113.9\r\nX_Custom: kept";
     assert_eq!(edge.raw(&format!("GET / HTTP/1.1\r\nHost: lenient.test\r\n{forged}")).await, 200);
     let seen = edge.wsgi.last();
     assert_eq!(seen.get("HTTP_REMOTE_USER"), None);
@@ -280,7 +281,8 @@ async fn the_gateways_cookies_never_reach_the_app() {
         ("[session]\ncookie_name = \"sg\"\n[risk]\ndevice_cookie_name = \"dev\"\n".to_string(), "sg", "dev"),
     ] {
         let wsgi = WsgiUpstream::start().await;
-        let gw = TestGateway::start_with(Setup { extra: setup, apps: APPS.replace("{wsgi}", &wsgi.addr.to_string()), ..Setup::default() }).await;
+        let gw =
+            TestGateway::start_with(Setup { extra: setup, apps: APPS.replace("{wsgi}", &wsgi.addr.to_string()), ..Setup::default() }).await;
         let ours = [
             session.to_string(),
             format!("{session}_pre"),
@@ -370,7 +372,8 @@ async fn over_https_the_session_cookie_is_bound_to_its_host() {
     // plant it, is not a session over https, for the proxy or the portal.
     let id = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_string();
     let planted = browser();
-    let as_planted = |path: &str| planted.get(format!("https://app.test:{port}{path}")).header("cookie", format!("stepgate_session={id}")).send();
+    let as_planted =
+        |path: &str| planted.get(format!("https://app.test:{port}{path}")).header("cookie", format!("stepgate_session={id}")).send();
     assert_eq!(as_planted("/").await.unwrap().status(), 401);
     let settings = as_planted("/.stepgate/settings").await.unwrap();
     assert_eq!(settings.status(), 303);

@@ -108,8 +108,7 @@ fn built_anonymous_database_flags_its_network() {
     let dir = tempfile::tempdir().unwrap();
     let databases = GeoDatabases::open(&write_all_three(dir.path())).unwrap();
     let flags = databases.lookup(ip("::ffff:192.0.2.200")).anonymous;
-    let expected =
-        AnonymousFlags { is_anonymous: true, is_anonymous_vpn: true, is_hosting_provider: true, ..AnonymousFlags::default() };
+    let expected = AnonymousFlags { is_anonymous: true, is_anonymous_vpn: true, is_hosting_provider: true, ..AnonymousFlags::default() };
     assert_eq!(flags, expected);
 }
 
@@ -198,8 +197,7 @@ fn official_anonymous_database_gives_the_known_answers() {
     let config = GeoIpConfig { anonymous_ip: Some(anonymous), ..GeoIpConfig::default() };
     let databases = GeoDatabases::open(&config).unwrap();
     let tor = databases.lookup(ip("1.124.213.1")).anonymous;
-    let expected =
-        AnonymousFlags { is_anonymous: true, is_anonymous_vpn: true, is_tor_exit_node: true, ..AnonymousFlags::default() };
+    let expected = AnonymousFlags { is_anonymous: true, is_anonymous_vpn: true, is_tor_exit_node: true, ..AnonymousFlags::default() };
     assert_eq!(tor, expected);
     let hosting = databases.lookup(ip("71.160.223.10")).anonymous;
     let expected = AnonymousFlags { is_anonymous: true, is_hosting_provider: true, ..AnonymousFlags::default() };

@@ -180,12 +180,8 @@ async fn the_office_network_bypasses_and_everyone_else_needs_two_factors() {
     // A spoofed X-Forwarded-For from an untrusted peer is ignored: the
     // trusted peer here is 127.0.0.1, so use a client that claims the office
     // through a second, untrusted hop.
-    let spoofed = client
-        .get(gw.app("/intranet/wiki"))
-        .header("x-forwarded-for", format!("{ZURICH_OFFICE}, {NEW_YORK}"))
-        .send()
-        .await
-        .unwrap();
+    let spoofed =
+        client.get(gw.app("/intranet/wiki")).header("x-forwarded-for", format!("{ZURICH_OFFICE}, {NEW_YORK}")).send().await.unwrap();
     assert_eq!(spoofed.status(), 401, "only the hop the trusted proxy saw counts");
 }
 
@@ -279,7 +275,8 @@ async fn enroll_totp_from(gw: &TestGateway, client: &reqwest::Client, ip: &str, 
     if remember {
         form.push(("remember", "1"));
     }
-    let response = client.post(gw.app("/.stepgate/second-factor/totp/enroll")).header("x-forwarded-for", ip).form(&form).send().await.unwrap();
+    let response =
+        client.post(gw.app("/.stepgate/second-factor/totp/enroll")).header("x-forwarded-for", ip).form(&form).send().await.unwrap();
     assert_eq!(response.status(), 303);
     secret
 }
@@ -321,7 +318,11 @@ async fn max_age_steps_up_without_signing_in_again() {
     let response = alice
         .post(gw.app("/.stepgate/second-factor/totp"))
         .header("x-forwarded-for", ZURICH)
-        .form(&[("csrf", form_value(&page, "csrf").as_str()), ("code", totp::code(&secret, gw.now()).as_str()), ("rd", "/admin/delete?id=7")])
+        .form(&[
+            ("csrf", form_value(&page, "csrf").as_str()),
+            ("code", totp::code(&secret, gw.now()).as_str()),
+            ("rd", "/admin/delete?id=7"),
+        ])
         .send()
         .await
         .unwrap();

@@ -53,9 +53,7 @@ async fn client_identity_headers_never_reach_the_app() {
         ("remote-groups", "admins"),
         ("remote-name", "Administrator"),
     ];
-    let with_forged = |builder: reqwest::RequestBuilder| {
-        forged.iter().fold(builder, |b, (name, value)| b.header(*name, *value))
-    };
+    let with_forged = |builder: reqwest::RequestBuilder| forged.iter().fold(builder, |b, (name, value)| b.header(*name, *value));
     // On a bypass route, with nobody signed in: all removed.
     with_forged(gw.api_client().get(gw.app("/public/x"))).send().await.unwrap();
     let received = gw.upstream.last();
@@ -95,14 +93,7 @@ async fn the_gateway_cookies_stay_with_the_gateway() {
     let cookie_header = format!("theme=dark; {session}; stepgate_session_pre=abc; lang=en");
     let response = gw.api_client().get(gw.app("/")).header("cookie", cookie_header).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let cookies: Vec<String> = gw
-        .upstream
-        .last()
-        .headers
-        .get_all("cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
+    let cookies: Vec<String> = gw.upstream.last().headers.get_all("cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
     let all = cookies.join("; ");
     assert_eq!(all, "theme=dark; lang=en", "the app's own cookies pass, the gateway's do not");
     assert!(!all.contains("stepgate_session"), "{all}");
@@ -128,11 +119,9 @@ async fn forwarded_headers_are_set_and_spoofing_is_ignored() {
 
 #[tokio::test]
 async fn a_trusted_proxy_may_say_who_the_client_is() {
-    let gw = TestGateway::start_with(Setup {
-        server_extra: "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]".into(),
-        ..Setup::default()
-    })
-    .await;
+    let gw =
+        TestGateway::start_with(Setup { server_extra: "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]".into(), ..Setup::default() })
+            .await;
     gw.api_client()
         .get(gw.app("/public/x"))
         .header("x-forwarded-for", "198.51.100.1, 203.0.113.9, 10.1.2.3")
@@ -172,14 +161,7 @@ async fn return_urls_only_lead_to_configured_hosts() {
         assert_eq!(response.headers()["location"], "/", "rd={evil}");
     }
     let client = gw.browser();
-    let page = client
-        .get(gw.app("/.stepgate/signin?rd=https%3A%2F%2Fevil.example%2F"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = client.get(gw.app("/.stepgate/signin?rd=https%3A%2F%2Fevil.example%2F")).send().await.unwrap().text().await.unwrap();
     assert_eq!(form_value(&page, "rd"), "/");
     let legacy = gw.url("legacy.test", "/reports");
     let response = sign_in(&gw, &client, ALICE, ALICE_PASSWORD, &legacy).await;
@@ -215,12 +197,7 @@ async fn forms_without_the_right_csrf_token_are_refused() {
     sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await;
     let response = client.post(gw.app("/.stepgate/signout")).form(&[("csrf", foreign.as_str())]).send().await.unwrap();
     assert_eq!(response.status(), 403);
-    let response = client
-        .post(gw.app("/.stepgate/second-factor/totp/enroll"))
-        .form(&[("code", "123456")])
-        .send()
-        .await
-        .unwrap();
+    let response = client.post(gw.app("/.stepgate/second-factor/totp/enroll")).form(&[("code", "123456")]).send().await.unwrap();
     assert_eq!(response.status(), 403);
     assert_eq!(client.get(gw.app("/")).send().await.unwrap().status(), 200, "still signed in");
 }
@@ -252,7 +229,8 @@ async fn portal_pages_carry_a_strict_policy_and_assets_are_cacheable() {
 #[tokio::test]
 async fn branding_comes_from_the_configuration() {
     let gw = TestGateway::start_with(Setup {
-        extra: "[branding]\nproduct_name = \"Acme Access\"\nlogo_url = \"https://cdn.acme.example/logo.svg\"\naccent_color = \"#aa0033\"\n".into(),
+        extra: "[branding]\nproduct_name = \"Acme Access\"\nlogo_url = \"https://cdn.acme.example/logo.svg\"\naccent_color = \"#aa0033\"\n"
+            .into(),
         ..Setup::default()
     })
     .await;

@@ -211,12 +211,8 @@ async fn untrusting_a_browser_ends_the_trust_of_its_live_session() {
     pass_totp(&gw, &other, &secret, false).await;
     let settings = page(&gw, &other, "/.stepgate/settings").await;
     let (csrf, device) = (form_value(&settings, "csrf"), form_value(&settings, "device"));
-    let response = other
-        .post(gw.app("/.stepgate/settings/trusted-browsers/revoke"))
-        .form(&[("csrf", csrf), ("device", device)])
-        .send()
-        .await
-        .unwrap();
+    let response =
+        other.post(gw.app("/.stepgate/settings/trusted-browsers/revoke")).form(&[("csrf", csrf), ("device", device)]).send().await.unwrap();
     assert!(response.text().await.unwrap().contains("no longer trusted"));
     let response = trusted.get(gw.app("/.stepgate/settings")).send().await.unwrap();
     assert_eq!(response.status(), 303, "the browser's live session lost the trust");
@@ -304,7 +300,8 @@ async fn two_removals_at_once_leave_a_factor_where_two_are_needed() {
     for round in 0..ROUNDS {
         let key = add_key_row(&gw, round as u8).await;
         let csrf = form_value(&page(&gw, &client, "/.stepgate/settings").await, "csrf");
-        let remove = |factor: String| client.post(gw.app("/.stepgate/settings/factors/remove")).form(&[("csrf", csrf.clone()), ("factor", factor)]);
+        let remove =
+            |factor: String| client.post(gw.app("/.stepgate/settings/factors/remove")).form(&[("csrf", csrf.clone()), ("factor", factor)]);
         let responses = at_once(vec![remove("totp".into()), remove(format!("webauthn:{key}"))]).await;
         let mut removed = 0;
         for response in responses {
@@ -342,7 +339,12 @@ async fn removing_a_factor_ends_the_sessions_that_used_it() {
     assert_eq!(status(&gw, &remover, "/code-only/").await, 200);
 
     let csrf = form_value(&page(&gw, &remover, "/.stepgate/settings").await, "csrf");
-    let removed = remover.post(gw.app("/.stepgate/settings/factors/remove")).form(&[("csrf", csrf.as_str()), ("factor", "totp")]).send().await.unwrap();
+    let removed = remover
+        .post(gw.app("/.stepgate/settings/factors/remove"))
+        .form(&[("csrf", csrf.as_str()), ("factor", "totp")])
+        .send()
+        .await
+        .unwrap();
     assert!(removed.text().await.unwrap().contains("Removed."));
 
     assert_eq!(status(&gw, &used_it, "/").await, 302, "a session that used the app is signed out");
@@ -372,7 +374,12 @@ async fn loading_the_enrolment_page_again_shows_the_same_secret() {
         .unwrap();
     assert_eq!(enrolled.status(), 303);
     let csrf = form_value(&page(&gw, &client, "/.stepgate/settings").await, "csrf");
-    let removed = client.post(gw.app("/.stepgate/settings/factors/remove")).form(&[("csrf", csrf.as_str()), ("factor", "totp")]).send().await.unwrap();
+    let removed = client
+        .post(gw.app("/.stepgate/settings/factors/remove"))
+        .form(&[("csrf", csrf.as_str()), ("factor", "totp")])
+        .send()
+        .await
+        .unwrap();
     assert!(removed.text().await.unwrap().contains("Removed."));
     let next = page(&gw, &client, "/.stepgate/settings/add-totp").await;
     assert_ne!(secret_on(&next), secret_on(&first), "an enrolled secret is never offered again");
@@ -384,7 +391,9 @@ async fn new_recovery_codes_are_shown_until_the_user_has_saved_them() {
     let client = gw.browser();
     sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await;
     enroll_totp(&gw, &client).await;
-    let codes_on = |page: &str| regex::Regex::new(r"<li><code>([0-9a-z-]+)</code></li>").unwrap().captures_iter(page).map(|c| c[1].to_string()).collect::<Vec<_>>();
+    let codes_on = |page: &str| {
+        regex::Regex::new(r"<li><code>([0-9a-z-]+)</code></li>").unwrap().captures_iter(page).map(|c| c[1].to_string()).collect::<Vec<_>>()
+    };
     let first = page(&gw, &client, "/.stepgate/recovery-codes?rd=/").await;
     let again = page(&gw, &client, "/.stepgate/recovery-codes?rd=/").await;
     assert_eq!(codes_on(&first).len(), 10, "{first}");
@@ -402,4 +411,3 @@ async fn new_recovery_codes_are_shown_until_the_user_has_saved_them() {
     let forged = client.post(gw.app("/.stepgate/recovery-codes")).form(&[("csrf", "forged"), ("rd", "/")]).send().await.unwrap();
     assert_eq!(forged.status(), 403);
 }
-

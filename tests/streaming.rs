@@ -25,13 +25,7 @@ async fn a_100_mb_upload_streams_through_with_bounded_memory() {
     let before = peak_rss_kib();
     let chunk = Bytes::from(vec![b'x'; CHUNK]);
     let body = futures_util::stream::iter((0..CHUNKS).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
-    let response = gw
-        .api_client()
-        .post(gw.app("/public/upload"))
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.api_client().post(gw.app("/public/upload")).body(reqwest::Body::wrap_stream(body)).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let counted: serde_json::Value = response.json().await.unwrap();
     assert_eq!(counted["bytes"], (CHUNK * CHUNKS) as u64, "every byte arrived");

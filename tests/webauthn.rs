@@ -6,9 +6,9 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use webauthn_authenticator_rs::error::WebauthnCError;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_authenticator_rs::softtoken::SoftToken;
-use webauthn_authenticator_rs::error::WebauthnCError;
 use webauthn_authenticator_rs::{AuthenticatorBackend, AuthenticatorBackendHashedClientData, WebauthnAuthenticator};
 use webauthn_rs_proto::{
     CreationChallengeResponse, PublicKeyCredential, PublicKeyCredentialCreationOptions, PublicKeyCredentialRequestOptions,
@@ -36,8 +36,7 @@ fn origin() -> url::Url {
 
 /// The CSRF token a page hands its WebAuthn script.
 fn data_csrf(page: &str) -> String {
-    regex::Regex::new(r#"data-csrf="([^"]+)""#).unwrap().captures(page).unwrap_or_else(|| panic!("no data-csrf in:\n{page}"))[1]
-        .to_string()
+    regex::Regex::new(r#"data-csrf="([^"]+)""#).unwrap().captures(page).unwrap_or_else(|| panic!("no data-csrf in:\n{page}"))[1].to_string()
 }
 
 async fn page(gw: &TestGateway, client: &reqwest::Client, path: &str) -> String {
@@ -89,7 +88,12 @@ async fn start_authentication(gw: &TestGateway, client: &reqwest::Client) -> (Re
     (start.json().await.unwrap(), csrf)
 }
 
-async fn finish_authentication(gw: &TestGateway, client: &reqwest::Client, csrf: &str, credential: &impl serde::Serialize) -> reqwest::Response {
+async fn finish_authentication(
+    gw: &TestGateway,
+    client: &reqwest::Client,
+    csrf: &str,
+    credential: &impl serde::Serialize,
+) -> reqwest::Response {
     post_json(gw, client, "/.stepgate/webauthn/authenticate/finish", csrf, &json!({ "credential": credential, "rd": "/admin/" })).await
 }
 
@@ -134,7 +138,11 @@ async fn a_security_key_enrols_then_signs_in_and_satisfies_a_webauthn_route() {
     let admin = client.get(gw.app("/admin/")).send().await.unwrap();
     assert_eq!(admin.status(), 302);
     let location = admin.headers()["location"].to_str().unwrap();
-    assert!(location.starts_with("/.stepgate/second-factor?need=security_key%2Cplatform&rd=") || location.contains("need=security_key,platform"), "{location}");
+    assert!(
+        location.starts_with("/.stepgate/second-factor?need=security_key%2Cplatform&rd=")
+            || location.contains("need=security_key,platform"),
+        "{location}"
+    );
     let second = page(&gw, &client, "/.stepgate/second-factor").await;
     assert!(second.contains("data-webauthn=\"authenticate\""), "WebAuthn is the default method:\n{second}");
     let (options, csrf) = start_authentication(&gw, &client).await;
@@ -386,7 +394,14 @@ async fn malformed_and_oversized_ceremony_requests_are_refused() {
     let csrf = data_csrf(&page(&gw, &client, "/.stepgate/second-factor").await);
     let path = "/.stepgate/webauthn/register/finish";
     for body in ["{", "[]", "{\"credential\": 5}", "{\"credential\": {\"id\": \"x\"}}", "null"] {
-        let response = client.post(gw.app(path)).header("x-csrf-token", &csrf).header("content-type", "application/json").body(body).send().await.unwrap();
+        let response = client
+            .post(gw.app(path))
+            .header("x-csrf-token", &csrf)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400, "{body}");
         let answer: Value = response.json().await.unwrap();
         assert!(answer["error"].is_string());
@@ -394,7 +409,8 @@ async fn malformed_and_oversized_ceremony_requests_are_refused() {
     let not_json = client.post(gw.app(path)).header("x-csrf-token", &csrf).body("credential=1").send().await.unwrap();
     assert_eq!(not_json.status(), 415);
     let huge = format!("{{\"credential\": \"{}\"}}", "a".repeat(200 * 1024));
-    let oversized = client.post(gw.app(path)).header("x-csrf-token", &csrf).header("content-type", "application/json").body(huge).send().await.unwrap();
+    let oversized =
+        client.post(gw.app(path)).header("x-csrf-token", &csrf).header("content-type", "application/json").body(huge).send().await.unwrap();
     assert_eq!(oversized.status(), 413);
     let no_csrf = client.post(gw.app("/.stepgate/webauthn/register/start")).json(&json!({ "kind": "security_key" })).send().await.unwrap();
     assert_eq!(no_csrf.status(), 403);
@@ -472,14 +488,16 @@ async fn the_security_page_manages_factors_behind_a_fresh_second_factor() {
 
     // Regenerating codes after five minutes needs the key again.
     gw.clock.advance(301);
-    let regenerate = client.post(gw.app("/.stepgate/settings/recovery-codes/regenerate")).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    let regenerate =
+        client.post(gw.app("/.stepgate/settings/recovery-codes/regenerate")).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
     assert_eq!(regenerate.status(), 303);
     assert!(regenerate.headers()["location"].to_str().unwrap().starts_with("/.stepgate/second-factor?rd="));
     let (options, csrf) = start_authentication(&gw, &client).await;
     let credential = key.do_authentication(origin(), options).unwrap();
     assert_eq!(finish_authentication(&gw, &client, &csrf, &credential).await.status(), 200);
     let csrf = form_value(&page(&gw, &client, "/.stepgate/settings").await, "csrf");
-    let regenerate = client.post(gw.app("/.stepgate/settings/recovery-codes/regenerate")).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    let regenerate =
+        client.post(gw.app("/.stepgate/settings/recovery-codes/regenerate")).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
     assert_eq!(regenerate.headers()["location"], "/.stepgate/recovery-codes?rd=%2F.stepgate%2Fsettings");
     let codes = page(&gw, &client, "/.stepgate/recovery-codes?rd=/.stepgate/settings").await;
     assert!(codes.contains("Save your recovery codes"));
@@ -487,11 +505,8 @@ async fn the_security_page_manages_factors_behind_a_fresh_second_factor() {
     // Sessions: another browser's session is listed and can be ended.
     let other = password_session(&gw).await;
     let settings = page(&gw, &client, "/.stepgate/settings").await;
-    let handles: Vec<String> = regex::Regex::new(r#"name="session" value="([0-9a-f]{64})""#)
-        .unwrap()
-        .captures_iter(&settings)
-        .map(|c| c[1].to_string())
-        .collect();
+    let handles: Vec<String> =
+        regex::Regex::new(r#"name="session" value="([0-9a-f]{64})""#).unwrap().captures_iter(&settings).map(|c| c[1].to_string()).collect();
     assert!(!handles.is_empty(), "{settings}");
     let csrf = form_value(&settings, "csrf");
     for handle in &handles {
@@ -561,7 +576,8 @@ async fn new_recovery_codes_replace_the_old_ones_and_the_last_method_is_remember
     let first = page(&gw, &client, "/.stepgate/recovery-codes?rd=/").await;
     let old_code = regex::Regex::new(r"<li><code>([0-9a-z-]+)</code></li>").unwrap().captures(&first).unwrap()[1].to_string();
     let csrf = form_value(&page(&gw, &client, "/.stepgate/settings").await, "csrf");
-    let regenerate = client.post(gw.app("/.stepgate/settings/recovery-codes/regenerate")).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    let regenerate =
+        client.post(gw.app("/.stepgate/settings/recovery-codes/regenerate")).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
     assert_eq!(regenerate.status(), 303);
     assert!(page(&gw, &client, "/.stepgate/recovery-codes?rd=/").await.contains("Save your recovery codes"));
 
@@ -672,7 +688,12 @@ async fn removing_a_key_ends_the_sessions_that_used_that_key_only() {
     let first_id = gw.gateway().store.webauthn_credentials(ALICE).await.unwrap()[0].id;
     let csrf = form_value(&page(&gw, remover, "/.stepgate/settings").await, "csrf");
     let handle = format!("webauthn:{first_id}");
-    let removed = remover.post(gw.app("/.stepgate/settings/factors/remove")).form(&[("csrf", csrf.as_str()), ("factor", handle.as_str())]).send().await.unwrap();
+    let removed = remover
+        .post(gw.app("/.stepgate/settings/factors/remove"))
+        .form(&[("csrf", csrf.as_str()), ("factor", handle.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert!(removed.text().await.unwrap().contains("Removed."));
     assert_eq!(first_key_session.get(gw.app("/")).send().await.unwrap().status(), 302, "the session that used the removed key ends");
     assert_eq!(other.get(gw.app("/admin/")).send().await.unwrap().status(), 200, "one that used the other key stays");
@@ -722,6 +743,7 @@ async fn a_flood_of_passwordless_challenges_holds_no_one_else_up() {
 
     let client = password_session(&gw).await;
     let csrf = data_csrf(&page(&gw, &client, "/.stepgate/second-factor").await);
-    let start = post_json(&gw, &client, "/.stepgate/webauthn/register/start", &csrf, &json!({ "kind": "security_key", "name": "Key" })).await;
+    let start =
+        post_json(&gw, &client, "/.stepgate/webauthn/register/start", &csrf, &json!({ "kind": "security_key", "name": "Key" })).await;
     assert_eq!(start.status(), 200, "a signed-in user's ceremony still starts");
 }

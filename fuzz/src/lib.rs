@@ -95,12 +95,14 @@ static APPS: LazyLock<Config> = LazyLock::new(|| {
              path_matching = \"{matching}\"\nmethod_override = \"{overrides}\"\nheader_underscores = \"{underscores}\"\n{RULES}"
         )
     };
-    config_with(&[
-        app("exact", "exact", "strip", "refuse"),
-        app("folded", "case_insensitive", "honour", "drop"),
-        app("windows", "windows", "honour", "allow"),
-    ]
-    .concat())
+    config_with(
+        &[
+            app("exact", "exact", "strip", "refuse"),
+            app("folded", "case_insensitive", "honour", "drop"),
+            app("windows", "windows", "honour", "allow"),
+        ]
+        .concat(),
+    )
 });
 
 static GEO: LazyLock<GeoFacts> = LazyLock::new(|| GeoFacts {
@@ -135,16 +137,7 @@ fn assert_index_agrees(app: &AppConfig, settings: &PolicyConfig, request: &Reque
 }
 
 fn request<'a>(method: &'a Method, path: &'a str, headers: &'a HeaderMap) -> Request<'a> {
-    Request {
-        method,
-        method_override: None,
-        path,
-        query: Some("debug=1"),
-        headers,
-        ip: IpAddr::from([192, 0, 2, 7]),
-        geo: &GEO,
-        now: NOW,
-    }
+    Request { method, method_override: None, path, query: Some("debug=1"), headers, ip: IpAddr::from([192, 0, 2, 7]), geo: &GEO, now: NOW }
 }
 
 /// What every canonical path is: absolute, without doubled slashes, dot
@@ -244,8 +237,7 @@ pub fn forwarded_for(data: &[u8]) {
     let Some((first, rest)) = data.split_first() else {
         return;
     };
-    let peers: [IpAddr; 4] =
-        [[10, 0, 0, 1].into(), "fd00::1".parse().unwrap(), [203, 0, 113, 9].into(), "2001:db8::9".parse().unwrap()];
+    let peers: [IpAddr; 4] = [[10, 0, 0, 1].into(), "fd00::1".parse().unwrap(), [203, 0, 113, 9].into(), "2001:db8::9".parse().unwrap()];
     let peer = peers[usize::from(*first) % peers.len()];
     let lines: Vec<HeaderValue> = rest.split(|b| *b == b'\n').filter_map(|line| HeaderValue::from_bytes(line).ok()).collect();
     let client = forwarding::forwarded_client(peer, &lines, trusted);

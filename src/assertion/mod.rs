@@ -91,15 +91,7 @@ pub struct Assertions {
 impl Assertions {
     pub fn new(key_dir: PathBuf, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, issuer: String, lifetime: i64) -> Result<Self, KeyError> {
         let ring = KeyRing::load_or_create(&key_dir, &secrets, clock.now())?;
-        Ok(Self {
-            keys: RwLock::new(Arc::new(ring)),
-            key_dir,
-            secrets,
-            clock,
-            issuer,
-            lifetime,
-            cache: RwLock::new(HashMap::new()),
-        })
+        Ok(Self { keys: RwLock::new(Arc::new(ring)), key_dir, secrets, clock, issuer, lifetime, cache: RwLock::new(HashMap::new()) })
     }
 
     /// The assertion for this session and app, minted only when there is no

@@ -202,15 +202,46 @@ policy = "never"
         let app = &config.apps[0];
         let settings = PolicyConfig::default();
         let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
-        let subject = Subject { username: "u", groups: &[], second_factors: crate::methods::MethodTimes::default(), trusted_browser: false, confidence: Confidence::High };
+        let subject = Subject {
+            username: "u",
+            groups: &[],
+            second_factors: crate::methods::MethodTimes::default(),
+            trusted_browser: false,
+            confidence: Confidence::High,
+        };
         let paths = [
-            "/", "/admin", "/admin/", "/administrator", "/admin/x.php", "/files/a/b.pdf", "/files/b.pdf", "/files/x",
-            "/api/v1/x", "/api/v1", "/api/x", "/public/secret", "/public/x", "/x/secret", "/index.php", "/apix/v1/",
-            "/admin.php", "/adminpanel/users", "/admin-old/",
+            "/",
+            "/admin",
+            "/admin/",
+            "/administrator",
+            "/admin/x.php",
+            "/files/a/b.pdf",
+            "/files/b.pdf",
+            "/files/x",
+            "/api/v1/x",
+            "/api/v1",
+            "/api/x",
+            "/public/secret",
+            "/public/x",
+            "/x/secret",
+            "/index.php",
+            "/apix/v1/",
+            "/admin.php",
+            "/adminpanel/users",
+            "/admin-old/",
         ];
         for path in paths {
             for method in [http::Method::GET, http::Method::POST] {
-                let request = Request { method: &method, method_override: None, path, query: None, headers: &headers, ip: [192, 0, 2, 1].into(), geo: &geo, now: 0 };
+                let request = Request {
+                    method: &method,
+                    method_override: None,
+                    path,
+                    query: None,
+                    headers: &headers,
+                    ip: [192, 0, 2, 1].into(),
+                    geo: &geo,
+                    now: 0,
+                };
                 for subject in [None, Some(&subject)] {
                     let fast = decide(app, &settings, &request, subject);
                     let full = explain(app, &settings, &request, subject).outcome;
@@ -220,4 +251,3 @@ policy = "never"
         }
     }
 }
-

@@ -174,12 +174,7 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self {
-            cookie_name: values::CookieName("stepgate_session".into()),
-            cookie_domain: None,
-            inactivity: 30 * 60,
-            absolute: 12 * 3600,
-        }
+        Self { cookie_name: values::CookieName("stepgate_session".into()), cookie_domain: None, inactivity: 30 * 60, absolute: 12 * 3600 }
     }
 }
 
@@ -342,11 +337,7 @@ pub struct Branding {
 
 impl Default for Branding {
     fn default() -> Self {
-        Self {
-            product_name: "stepgate".into(),
-            logo_url: None,
-            accent_color: values::CssColor("#2f5bea".into()),
-        }
+        Self { product_name: "stepgate".into(), logo_url: None, accent_color: values::CssColor("#2f5bea".into()) }
     }
 }
 
@@ -460,8 +451,7 @@ fn default_assertion_header() -> values::HeaderName {
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text, path)
     }
 
@@ -469,8 +459,7 @@ impl Config {
     /// relative paths inside it.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::from_toml(text, &shown, e))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::from_toml(text, &shown, e))?;
         config.build_rules(text, &shown)?;
         config.check_apps(text, &shown)?;
         config.check_risk(&shown)?;

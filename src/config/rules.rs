@@ -199,13 +199,7 @@ impl From<String> for RuleError {
 impl RawRule {
     /// Checks the rule and resolves its named networks. `text` is the file,
     /// for the place of an error in the `when` expression.
-    pub(super) fn build(
-        mut self,
-        networks: &BTreeMap<String, Vec<IpNet>>,
-        fold: bool,
-        line: usize,
-        text: &str,
-    ) -> Result<Rule, RuleError> {
+    pub(super) fn build(mut self, networks: &BTreeMap<String, Vec<IpNet>>, fold: bool, line: usize, text: &str) -> Result<Rule, RuleError> {
         let when = match self.when.take() {
             None => None,
             Some(when) => Some(self.compile_when(&when, text)?),

@@ -22,8 +22,7 @@ fn config_with(top: &str, server: &str, app: &str) -> String {
 
 /// The 1-based lines that carry the marker: where the error may point.
 fn marked_lines(text: &str) -> Vec<usize> {
-    let lines: Vec<usize> =
-        text.lines().enumerate().filter(|(_, line)| line.contains(MARK)).map(|(i, _)| i + 1).collect();
+    let lines: Vec<usize> = text.lines().enumerate().filter(|(_, line)| line.contains(MARK)).map(|(i, _)| i + 1).collect();
     assert!(!lines.is_empty(), "no marker in:\n{text}");
     lines
 }
@@ -58,8 +57,7 @@ fn refused_at_mark(name: &str, text: &str, needles: &[&str]) -> Result<(), Strin
 
 /// Runs every case and reports all the failures at once.
 fn assert_all_refused_at_mark(cases: &[(&str, String, &[&str])]) {
-    let failures: Vec<String> =
-        cases.iter().filter_map(|(name, text, needles)| refused_at_mark(name, text, needles).err()).collect();
+    let failures: Vec<String> = cases.iter().filter_map(|(name, text, needles)| refused_at_mark(name, text, needles).err()).collect();
     assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), cases.len(), failures.join("\n\n"));
 }
 
@@ -390,11 +388,7 @@ fn bad_values_are_refused_with_file_and_line() {
         // Unknown keys, at every level.
         ("unknown top-level key", config_with(&format!("colour = \"red\" {MARK}"), "", ""), &["unknown field", "colour"]),
         ("unknown server key", config_with("", &format!("port = 80 {MARK}"), ""), &["unknown field", "port"]),
-        (
-            "unknown session key",
-            config_with(&format!("[session]\ntimeout = \"5m\" {MARK}"), "", ""),
-            &["unknown field", "timeout"],
-        ),
+        ("unknown session key", config_with(&format!("[session]\ntimeout = \"5m\" {MARK}"), "", ""), &["unknown field", "timeout"]),
         ("unknown app key", config_with("", "", &format!("upstream = \"http://127.0.0.1:1\" {MARK}")), &["unknown field", "upstream"]),
         (
             "unknown tls key",
@@ -402,19 +396,35 @@ fn bad_values_are_refused_with_file_and_line() {
             &["unknown field", "chain"],
         ),
         // Server.
-        ("bad listen address", config_with("", "", "").replace("listen = \"127.0.0.1:8080\"", &format!("listen = \"localhost\" {MARK}")), &["socket address"]),
+        (
+            "bad listen address",
+            config_with("", "", "").replace("listen = \"127.0.0.1:8080\"", &format!("listen = \"localhost\" {MARK}")),
+            &["socket address"],
+        ),
         ("bad CIDR", config_with("", &format!("trusted_proxies = [\"10.0.0.0/33\"] {MARK}"), ""), &["invalid IP address"]),
         ("not an address", config_with("", &format!("trusted_proxies = [\"proxy.local\"] {MARK}"), ""), &["invalid IP address"]),
         ("trust every IPv4 address", config_with("", &format!("trusted_proxies = [\"0.0.0.0/0\"] {MARK}"), ""), &["trusted_proxies", "/0"]),
-        ("trust every IPv6 address", config_with("", &format!("trusted_proxies = [\"10.0.0.1/32\", \"::/0\"] {MARK}"), ""), &["trusted_proxies", "/0"]),
+        (
+            "trust every IPv6 address",
+            config_with("", &format!("trusted_proxies = [\"10.0.0.1/32\", \"::/0\"] {MARK}"), ""),
+            &["trusted_proxies", "/0"],
+        ),
         ("negative threads", config_with("", &format!("threads = -1 {MARK}"), ""), &["-1"]),
         // Session.
-        ("bad duration", config_with(&format!("[session]\ninactivity = \"30 minutes please\" {MARK}"), "", ""), &["invalid duration", "30 minutes please"]),
+        (
+            "bad duration",
+            config_with(&format!("[session]\ninactivity = \"30 minutes please\" {MARK}"), "", ""),
+            &["invalid duration", "30 minutes please"],
+        ),
         ("duration without unit", config_with(&format!("[session]\nabsolute = \"12\" {MARK}"), "", ""), &["invalid duration", "`12`"]),
         ("zero duration", config_with(&format!("[session]\ninactivity = \"0s\" {MARK}"), "", ""), &["between 1s and 366d"]),
         ("duration over a year", config_with(&format!("[session]\nabsolute = \"400d\" {MARK}"), "", ""), &["between 1s and 366d"]),
         ("duration as a number", config_with(&format!("[session]\ninactivity = 1800 {MARK}"), "", ""), &["string"]),
-        ("bad cookie name", config_with(&format!("[session]\ncookie_name = \"my session\" {MARK}"), "", ""), &["invalid cookie name", "my session"]),
+        (
+            "bad cookie name",
+            config_with(&format!("[session]\ncookie_name = \"my session\" {MARK}"), "", ""),
+            &["invalid cookie name", "my session"],
+        ),
         // TOTP.
         ("TOTP digits 9", config_with(&format!("[totp]\ndigits = 9 {MARK}"), "", ""), &["totp.digits", "between 6 and 8", "not 9"]),
         ("TOTP digits 5", config_with(&format!("[totp]\ndigits = 5 {MARK}"), "", ""), &["totp.digits", "not 5"]),
@@ -422,9 +432,17 @@ fn bad_values_are_refused_with_file_and_line() {
         ("TOTP skew 3", config_with(&format!("[totp]\nskew = 3 {MARK}"), "", ""), &["totp.skew", "not 3"]),
         ("TOTP algorithm", config_with(&format!("[totp]\nalgorithm = \"MD5\" {MARK}"), "", ""), &["MD5"]),
         // Assertion.
-        ("lifetime over 5 minutes", config_with(&format!("[assertion]\nlifetime = \"6m\" {MARK}"), "", ""), &["assertion.lifetime", "6m", "5m"]),
+        (
+            "lifetime over 5 minutes",
+            config_with(&format!("[assertion]\nlifetime = \"6m\" {MARK}"), "", ""),
+            &["assertion.lifetime", "6m", "5m"],
+        ),
         ("lifetime of an hour", config_with(&format!("[assertion]\nlifetime = \"1h\" {MARK}"), "", ""), &["assertion.lifetime", "1h"]),
-        ("lifetime under 30 seconds", config_with(&format!("[assertion]\nlifetime = \"10s\" {MARK}"), "", ""), &["assertion.lifetime", "30s"]),
+        (
+            "lifetime under 30 seconds",
+            config_with(&format!("[assertion]\nlifetime = \"10s\" {MARK}"), "", ""),
+            &["assertion.lifetime", "30s"],
+        ),
         // Branding and logging.
         ("colour name", config_with(&format!("[branding]\naccent_color = \"red\" {MARK}"), "", ""), &["invalid colour", "red"]),
         ("colour with CSS", config_with(&format!("[branding]\naccent_color = \"#fff;}}body{{x:y\" {MARK}"), "", ""), &["invalid colour"]),
@@ -432,9 +450,17 @@ fn bad_values_are_refused_with_file_and_line() {
         ("http logo", config_with(&format!("[branding]\nlogo_url = \"http://example.com/l.png\" {MARK}"), "", ""), &["https"]),
         ("relative logo", config_with(&format!("[branding]\nlogo_url = \"/logo.png\" {MARK}"), "", ""), &["https"]),
         ("log format", config_with(&format!("[logging]\nformat = \"xml\" {MARK}"), "", ""), &["xml"]),
-        ("log level", config_with(&format!("[logging]\nlevel = \"stepgate=loud\" {MARK}"), "", ""), &["invalid logging.level", "stepgate=loud"]),
+        (
+            "log level",
+            config_with(&format!("[logging]\nlevel = \"stepgate=loud\" {MARK}"), "", ""),
+            &["invalid logging.level", "stepgate=loud"],
+        ),
         // Limits.
-        ("header limit too small", config_with("", &format!("max_header_bytes = 1024 {MARK}"), ""), &["server.max_header_bytes", "not 1024"]),
+        (
+            "header limit too small",
+            config_with("", &format!("max_header_bytes = 1024 {MARK}"), ""),
+            &["server.max_header_bytes", "not 1024"],
+        ),
         ("header limit too large", config_with("", &format!("max_header_bytes = 2097152 {MARK}"), ""), &["server.max_header_bytes"]),
         ("keep-alive of a day", config_with("", &format!("keepalive_timeout = \"1d\" {MARK}"), ""), &["connection timeout", "1d", "1h"]),
         ("header timeout of zero", config_with("", &format!("header_timeout = \"0s\" {MARK}"), ""), &["0s", "1s"]),
@@ -442,23 +468,75 @@ fn bad_values_are_refused_with_file_and_line() {
         ("no connections", config_with("", &format!("max_connections = 0 {MARK}"), ""), &["server.max_connections", "not 0"]),
         ("no password failures allowed", config_with(&format!("[limits]\npassword_failures = 0 {MARK}"), "", ""), &["limits", "not 0"]),
         ("too many code failures allowed", config_with(&format!("[limits]\ncode_failures = 5000 {MARK}"), "", ""), &["limits", "not 5000"]),
-        ("too many password hashes", config_with(&format!("[limits]\npassword_hashes = 65 {MARK}"), "", ""), &["limits.password_hashes", "not 65"]),
-        ("negative password queue", config_with(&format!("[limits]\npassword_queue = -1 {MARK}"), "", ""), &["limits.password_queue", "not -1"]),
+        (
+            "too many password hashes",
+            config_with(&format!("[limits]\npassword_hashes = 65 {MARK}"), "", ""),
+            &["limits.password_hashes", "not 65"],
+        ),
+        (
+            "negative password queue",
+            config_with(&format!("[limits]\npassword_queue = -1 {MARK}"), "", ""),
+            &["limits.password_queue", "not -1"],
+        ),
         ("bad limits window", config_with(&format!("[limits]\nwindow = \"soon\" {MARK}"), "", ""), &["invalid duration", "soon"]),
         ("unknown limits key", config_with(&format!("[limits]\nattempts = 3 {MARK}"), "", ""), &["unknown field", "attempts"]),
         // Apps.
         ("bad app id", config_with("", "", "").replace("id = \"app\"", &format!("id = \"my app\" {MARK}")), &["invalid app id", "my app"]),
         ("empty app id", config_with("", "", "").replace("id = \"app\"", &format!("id = \"\" {MARK}")), &["invalid app id"]),
-        ("host with scheme", config_with("", "", "").replace("hosts = [\"app.example.com\"]", &format!("hosts = [\"https://app.example.com\"] {MARK}")), &["invalid host name"]),
-        ("host with port", config_with("", "", "").replace("hosts = [\"app.example.com\"]", &format!("hosts = [\"app.example.com:8080\"] {MARK}")), &["invalid host name"]),
-        ("no hosts", config_with("", "", "").replace("id = \"app\"", &format!("id = \"app\" {MARK}")).replace("[\"app.example.com\"]", "[]"), &["app", "no hosts"]),
-        ("no upstreams", config_with("", "", "").replace("id = \"app\"", &format!("id = \"app\" {MARK}")).replace("[\"http://127.0.0.1:3000\"]", "[]"), &["app", "no upstreams"]),
-        ("upstream with a path", config_with("", "", "").replace("upstreams = [\"http://127.0.0.1:3000\"]", &format!("upstreams = [\"http://127.0.0.1:3000/app\"] {MARK}")), &["invalid upstream", "/app"]),
-        ("upstream with a query", config_with("", "", "").replace("upstreams = [\"http://127.0.0.1:3000\"]", &format!("upstreams = [\"http://127.0.0.1:3000?x=1\"] {MARK}")), &["invalid upstream"]),
-        ("upstream with credentials", config_with("", "", "").replace("upstreams = [\"http://127.0.0.1:3000\"]", &format!("upstreams = [\"http://u:p@127.0.0.1:3000\"] {MARK}")), &["invalid upstream"]),
-        ("upstream without scheme", config_with("", "", "").replace("upstreams = [\"http://127.0.0.1:3000\"]", &format!("upstreams = [\"127.0.0.1:3000\"] {MARK}")), &["upstream", "127.0.0.1:3000"]),
-        ("upstream with another scheme", config_with("", "", "").replace("upstreams = [\"http://127.0.0.1:3000\"]", &format!("upstreams = [\"ftp://127.0.0.1:21\"] {MARK}")), &["invalid upstream", "ftp"]),
-        ("invalid header name", config_with("", "", &format!("assertion_header = \"X Assertion\" {MARK}")), &["invalid header name", "X Assertion"]),
+        (
+            "host with scheme",
+            config_with("", "", "").replace("hosts = [\"app.example.com\"]", &format!("hosts = [\"https://app.example.com\"] {MARK}")),
+            &["invalid host name"],
+        ),
+        (
+            "host with port",
+            config_with("", "", "").replace("hosts = [\"app.example.com\"]", &format!("hosts = [\"app.example.com:8080\"] {MARK}")),
+            &["invalid host name"],
+        ),
+        (
+            "no hosts",
+            config_with("", "", "").replace("id = \"app\"", &format!("id = \"app\" {MARK}")).replace("[\"app.example.com\"]", "[]"),
+            &["app", "no hosts"],
+        ),
+        (
+            "no upstreams",
+            config_with("", "", "").replace("id = \"app\"", &format!("id = \"app\" {MARK}")).replace("[\"http://127.0.0.1:3000\"]", "[]"),
+            &["app", "no upstreams"],
+        ),
+        (
+            "upstream with a path",
+            config_with("", "", "")
+                .replace("upstreams = [\"http://127.0.0.1:3000\"]", &format!("upstreams = [\"http://127.0.0.1:3000/app\"] {MARK}")),
+            &["invalid upstream", "/app"],
+        ),
+        (
+            "upstream with a query",
+            config_with("", "", "")
+                .replace("upstreams = [\"http://127.0.0.1:3000\"]", &format!("upstreams = [\"http://127.0.0.1:3000?x=1\"] {MARK}")),
+            &["invalid upstream"],
+        ),
+        (
+            "upstream with credentials",
+            config_with("", "", "")
+                .replace("upstreams = [\"http://127.0.0.1:3000\"]", &format!("upstreams = [\"http://u:p@127.0.0.1:3000\"] {MARK}")),
+            &["invalid upstream"],
+        ),
+        (
+            "upstream without scheme",
+            config_with("", "", "").replace("upstreams = [\"http://127.0.0.1:3000\"]", &format!("upstreams = [\"127.0.0.1:3000\"] {MARK}")),
+            &["upstream", "127.0.0.1:3000"],
+        ),
+        (
+            "upstream with another scheme",
+            config_with("", "", "")
+                .replace("upstreams = [\"http://127.0.0.1:3000\"]", &format!("upstreams = [\"ftp://127.0.0.1:21\"] {MARK}")),
+            &["invalid upstream", "ftp"],
+        ),
+        (
+            "invalid header name",
+            config_with("", "", &format!("assertion_header = \"X Assertion\" {MARK}")),
+            &["invalid header name", "X Assertion"],
+        ),
         ("header name with a colon", config_with("", "", &format!("assertion_header = \"x-assertion:\" {MARK}")), &["invalid header name"]),
         ("legacy_headers not a boolean", config_with("", "", &format!("legacy_headers = \"yes\" {MARK}")), &["yes"]),
     ];
@@ -482,14 +560,34 @@ fn bad_rules_are_refused_with_file_and_line() {
         ("bad glob", rule_or_header(&format!("glob = \"/files/[a-\" {MARK}\npolicy = \"deny\"")), &["invalid glob"]),
         ("relative glob", rule_or_header(&format!("glob = \"files/*\" {MARK}\npolicy = \"deny\"")), &["glob", "must start with `/`"]),
         ("relative path", rule_or_header(&format!("path = \"admin/\" {MARK}\npolicy = \"deny\"")), &["path", "must start with `/`"]),
-        ("bad method", rule(&format!("path = \"/\"\nmethods = [\"GET\", \"FETCH ME\"] {MARK}\npolicy = \"deny\"")), &["invalid HTTP method", "FETCH ME"]),
-        ("method with digits", rule(&format!("path = \"/\"\nmethods = [\"G3T\"] {MARK}\npolicy = \"deny\"")), &["invalid HTTP method", "G3T"]),
+        (
+            "bad method",
+            rule(&format!("path = \"/\"\nmethods = [\"GET\", \"FETCH ME\"] {MARK}\npolicy = \"deny\"")),
+            &["invalid HTTP method", "FETCH ME"],
+        ),
+        (
+            "method with digits",
+            rule(&format!("path = \"/\"\nmethods = [\"G3T\"] {MARK}\npolicy = \"deny\"")),
+            &["invalid HTTP method", "G3T"],
+        ),
         ("bad policy", rule(&format!("path = \"/\"\npolicy = \"allow\" {MARK}")), &["allow"]),
         ("unknown rule key", rule(&format!("path = \"/\"\npolicy = \"deny\"\nhost = \"x\" {MARK}")), &["host"]),
-        ("path and regex", rule_or_header(&format!("path = \"/\" {MARK}\nregex = \"^/\"\npolicy = \"deny\"")), &["at most one of `path`, `glob` or `regex`"]),
-        ("path and glob", rule_or_header(&format!("path = \"/\" {MARK}\nglob = \"/*\"\npolicy = \"deny\"")), &["at most one of `path`, `glob` or `regex`"]),
+        (
+            "path and regex",
+            rule_or_header(&format!("path = \"/\" {MARK}\nregex = \"^/\"\npolicy = \"deny\"")),
+            &["at most one of `path`, `glob` or `regex`"],
+        ),
+        (
+            "path and glob",
+            rule_or_header(&format!("path = \"/\" {MARK}\nglob = \"/*\"\npolicy = \"deny\"")),
+            &["at most one of `path`, `glob` or `regex`"],
+        ),
         ("unknown network", rule_or_header(&format!("networks = [\"nowhere\"] {MARK}\npolicy = \"deny\"")), &["unknown network `nowhere`"]),
-        ("max_age without a second factor", rule_or_header(&format!("max_age = \"5m\" {MARK}\npolicy = \"never\"")), &["`max_age` needs policy"]),
+        (
+            "max_age without a second factor",
+            rule_or_header(&format!("max_age = \"5m\" {MARK}\npolicy = \"never\"")),
+            &["`max_age` needs policy"],
+        ),
         ("no policy", rule_or_header("path = \"/\""), &["policy"]),
     ];
     assert_all_refused_at_mark(&cases);
@@ -596,7 +694,11 @@ fn rule_conditions_are_read_and_checked() {
                       asns = [3303]\nanonymous = [\"tor\", \"vpn\"]\ngroups = [\"admins\"]\nquery = { debug = \"1\" }\n\
                       headers = { \"X-Env\" = \"prod\" }\nhours = \"22:00-06:00\"\ndays = [\"mon\", \"friday\"]\n\
                       countries_deny = [\"KP\"]\npolicy = \"adaptive\"\nmax_age = \"5m\"\n";
-    let text = config_with("[networks]\noffice = [\"192.0.2.0/24\"]\n[policy]\ntime_zone = \"Europe/Zurich\"\nadaptive_minimum = \"medium\"\n", "", conditions);
+    let text = config_with(
+        "[networks]\noffice = [\"192.0.2.0/24\"]\n[policy]\ntime_zone = \"Europe/Zurich\"\nadaptive_minimum = \"medium\"\n",
+        "",
+        conditions,
+    );
     let config = Config::parse(&text, Path::new("/etc/stepgate/test.toml")).unwrap_or_else(|e| panic!("{e}"));
     let rule = &config.apps[0].rules[0];
     let c = &rule.conditions;
@@ -648,9 +750,7 @@ fn a_when_expression_is_compiled_with_the_rule() {
 /// the expression and saying where inside it the problem is.
 #[test]
 fn bad_when_expressions_are_refused_with_file_line_and_position() {
-    let rule = |when: &str| {
-        config_with("", "", &format!("[[apps.rules]]\npath = \"/x/\"\nwhen = '{when}' {MARK}\npolicy = \"deny\"\n"))
-    };
+    let rule = |when: &str| config_with("", "", &format!("[[apps.rules]]\npath = \"/x/\"\nwhen = '{when}' {MARK}\npolicy = \"deny\"\n"));
     let escaped = config_with(
         "",
         "",
@@ -660,23 +760,19 @@ fn bad_when_expressions_are_refused_with_file_line_and_position() {
         (
             "syntax error",
             rule(r#"request.geo.country = "CH""#),
-            &[
-                "the rule for path `/x/`",
-                r#"invalid `when` expression `request.geo.country = "CH"`"#,
-                "syntax error at line 1, column 21",
-            ],
+            &["the rule for path `/x/`", r#"invalid `when` expression `request.geo.country = "CH"`"#, "syntax error at line 1, column 21"],
         ),
         ("incomplete", rule("request.path == "), &["`request.path == `", "syntax error at line 1, column 17"]),
         ("unknown variable", rule(r#"req.path == "/""#), &["at line 1, column 1: unknown variable `req`"]),
         ("unknown field", rule(r#"request.geo.contry == "CH""#), &["column 13: `request.geo` has no field `contry`"]),
-        (
-            "unknown field as a key",
-            rule(r#"request["geo"]["contry"] == "CH""#),
-            &["column 16: `request[\"geo\"]` has no field `contry`"],
-        ),
+        ("unknown field as a key", rule(r#"request["geo"]["contry"] == "CH""#), &["column 16: `request[\"geo\"]` has no field `contry`"]),
         ("unknown function", rule(r#"request.path.beginsWith("/x")"#), &["unknown function `beginsWith`"]),
         ("with escapes", escaped.clone(), &["column 24: unknown function `nope`"]),
-        ("not a string", config_with("", "", &format!("[[apps.rules]]\npath = \"/x/\"\nwhen = true {MARK}\npolicy = \"deny\"\n")), &["invalid type"]),
+        (
+            "not a string",
+            config_with("", "", &format!("[[apps.rules]]\npath = \"/x/\"\nwhen = true {MARK}\npolicy = \"deny\"\n")),
+            &["invalid type"],
+        ),
     ];
     assert_all_refused_at_mark(&cases);
 

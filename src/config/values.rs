@@ -112,9 +112,7 @@ impl<'de> Deserialize<'de> for TrustedProxies {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let nets = Vec::<ipnet::IpNet>::deserialize(d)?;
         if let Some(all) = nets.iter().find(|net| net.prefix_len() == 0) {
-            return Err(serde::de::Error::custom(format!(
-                "server.trusted_proxies must not trust every address ({all})"
-            )));
+            return Err(serde::de::Error::custom(format!("server.trusted_proxies must not trust every address ({all})")));
         }
         Ok(TrustedProxies(nets))
     }
@@ -153,9 +151,9 @@ pub struct Hours(pub super::HourRange);
 impl<'de> Deserialize<'de> for Hours {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        parse_hours(&raw).map(Hours).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid hours `{raw}`: use HH:MM-HH:MM, e.g. 08:00-18:00"))
-        })
+        parse_hours(&raw)
+            .map(Hours)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid hours `{raw}`: use HH:MM-HH:MM, e.g. 08:00-18:00")))
     }
 }
 
@@ -258,10 +256,7 @@ macro_rules! bounded_number {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let n = i64::deserialize(d)?;
                 if !($min..=$max).contains(&n) {
-                    return Err(serde::de::Error::custom(format!(
-                        "{} must be between {} and {}, not {n}",
-                        $what, $min, $max
-                    )));
+                    return Err(serde::de::Error::custom(format!("{} must be between {} and {}, not {n}", $what, $min, $max)));
                 }
                 Ok($name(n as $ty))
             }
@@ -301,8 +296,7 @@ pub mod duration {
     }
 
     pub fn parse(raw: &str) -> Result<i64, String> {
-        let parsed = humantime::parse_duration(raw)
-            .map_err(|e| format!("invalid duration `{raw}`: {e} (examples: 90s, 30m, 12h)"))?;
+        let parsed = humantime::parse_duration(raw).map_err(|e| format!("invalid duration `{raw}`: {e} (examples: 90s, 30m, 12h)"))?;
         let secs = parsed.as_secs();
         if secs == 0 || secs > 366 * 24 * 3600 {
             return Err(format!("duration `{raw}` must be between 1s and 366d"));
@@ -331,9 +325,7 @@ pub mod connection_timeout {
         let raw = String::deserialize(d)?;
         let secs = super::duration::parse(&raw).map_err(serde::de::Error::custom)?;
         if secs > 3600 {
-            return Err(serde::de::Error::custom(format!(
-                "connection timeout `{raw}` must be between 1s and 1h"
-            )));
+            return Err(serde::de::Error::custom(format!("connection timeout `{raw}` must be between 1s and 1h")));
         }
         Ok(std::time::Duration::from_secs(secs as u64))
     }
@@ -347,9 +339,7 @@ pub mod assertion_lifetime {
         let raw = String::deserialize(d)?;
         let secs = super::duration::parse(&raw).map_err(serde::de::Error::custom)?;
         if !(30..=crate::config::MAX_ASSERTION_LIFETIME_SECS).contains(&secs) {
-            return Err(serde::de::Error::custom(format!(
-                "assertion.lifetime `{raw}` must be between 30s and 5m"
-            )));
+            return Err(serde::de::Error::custom(format!("assertion.lifetime `{raw}` must be between 30s and 5m")));
         }
         Ok(secs)
     }

@@ -51,13 +51,7 @@ pub struct TotpFactor {
 }
 
 impl TotpFactor {
-    pub fn new(
-        store: Arc<dyn Store>,
-        secrets: Arc<Secrets>,
-        clock: Arc<dyn Clock>,
-        config: TotpConfig,
-        issuer: String,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, config: TotpConfig, issuer: String) -> Self {
         // The otpauth URI format uses `:` to separate issuer and account.
         let issuer = issuer.replace(':', " ");
         Self { store, secrets, clock, config, issuer }

@@ -216,7 +216,13 @@ fn address_key(ip: IpAddr) -> AddressKey {
 }
 
 impl WebauthnFactor {
-    pub fn new(store: Arc<dyn Store>, sessions: Arc<Sessions>, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, config: WebauthnConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sessions: Arc<Sessions>,
+        secrets: Arc<Secrets>,
+        clock: Arc<dyn Clock>,
+        config: WebauthnConfig,
+    ) -> Self {
         let (signed_in, anonymous) = (Mutex::new(Pool::new(MAX_PENDING_SIGNED_IN)), Mutex::new(Pool::new(MAX_PENDING_ANONYMOUS)));
         Self { store, sessions, secrets, clock, config, signed_in, anonymous }
     }
@@ -259,10 +265,8 @@ impl WebauthnFactor {
         let user_id = self.user_handle(username);
         let (mut options, state) = match kind {
             Method::Platform => {
-                let (options, state) = rp
-                    .webauthn
-                    .start_passkey_registration(user_id, username, username, exclude)
-                    .map_err(WebauthnFailure::Rejected)?;
+                let (options, state) =
+                    rp.webauthn.start_passkey_registration(user_id, username, username, exclude).map_err(WebauthnFailure::Rejected)?;
                 (options, State::RegisterPlatform(state))
             }
             _ => {
@@ -276,7 +280,11 @@ impl WebauthnFactor {
         };
         self.shape_registration(&mut options, kind);
         let name = clean_name(name, kind);
-        self.keep(owner, Purpose::Register, Pending { state, address: None, rp_id: rp.id.clone(), username: Some(username.into()), name, expires: 0 })?;
+        self.keep(
+            owner,
+            Purpose::Register,
+            Pending { state, address: None, rp_id: rp.id.clone(), username: Some(username.into()), name, expires: 0 },
+        )?;
         Ok(options)
     }
 
@@ -388,8 +396,14 @@ impl WebauthnFactor {
         // when the answer comes back.
         let (mut options, state) = rp.webauthn.start_securitykey_authentication(&keys).map_err(WebauthnFailure::Rejected)?;
         options.public_key.hints = None;
-        let pending =
-            Pending { state: State::Authenticate(state), address: None, rp_id: rp.id.clone(), username: Some(username.into()), name: String::new(), expires: 0 };
+        let pending = Pending {
+            state: State::Authenticate(state),
+            address: None,
+            rp_id: rp.id.clone(),
+            username: Some(username.into()),
+            name: String::new(),
+            expires: 0,
+        };
         self.keep(owner, Purpose::Authenticate, pending)?;
         Ok(options)
     }
@@ -445,9 +459,8 @@ impl WebauthnFactor {
         };
         let (handle, credential_id) = rp.webauthn.identify_discoverable_authentication(answer).map_err(WebauthnFailure::Rejected)?;
         let row = self.store.webauthn_credential(credential_id).await?;
-        let row = row
-            .filter(|row| row.discoverable && self.user_handle(&row.username) == handle)
-            .ok_or(WebauthnFailure::UnknownCredential)?;
+        let row =
+            row.filter(|row| row.discoverable && self.user_handle(&row.username) == handle).ok_or(WebauthnFailure::UnknownCredential)?;
         let credential: Credential = serde_json::from_str(&row.credential).map_err(|_| WebauthnFailure::UnknownCredential)?;
         let key = DiscoverableKey::from(Passkey::from(credential));
         let result = rp.webauthn.finish_discoverable_authentication(answer, state, &[key]);
@@ -478,7 +491,8 @@ impl WebauthnFactor {
         if self.must_verify(kind) && !result.user_verified() {
             return Err(WebauthnFailure::NotVerified);
         }
-        let mut key = SecurityKey::from(serde_json::from_str::<Credential>(&row.credential).map_err(|_| WebauthnFailure::UnknownCredential)?);
+        let mut key =
+            SecurityKey::from(serde_json::from_str::<Credential>(&row.credential).map_err(|_| WebauthnFailure::UnknownCredential)?);
         key.update_credential(&result);
         let updated = serde_json::to_string(&Credential::from(key)).map_err(|_| WebauthnFailure::UnknownCredential)?;
         if !self.store.claim_webauthn_use(row.id, i64::from(result.counter()), &updated, now).await? {

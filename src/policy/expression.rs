@@ -215,12 +215,7 @@ impl Expression {
     }
 
     /// Evaluates the expression for `request` and `subject`.
-    pub(crate) fn evaluate(
-        &self,
-        request: &Request,
-        settings: &PolicyConfig,
-        subject: Option<&Subject>,
-    ) -> Result<bool, Failure> {
+    pub(crate) fn evaluate(&self, request: &Request, settings: &PolicyConfig, subject: Option<&Subject>) -> Result<bool, Failure> {
         let reads = self.inner.reads;
         let mut context = scope();
         context.add_variable_as_val("request", values::request(request, settings, reads));
@@ -230,9 +225,7 @@ impl Expression {
         match Value::resolve(&self.inner.tree, &context) {
             Ok(Value::Bool(value)) => Ok(value),
             Ok(other) => Err(Failure::Error(format!("the result is {}, not a bool", other.type_of()))),
-            Err(ExecutionError::UndeclaredReference(name)) if subject.is_none() && name.as_str() == "user" => {
-                Err(Failure::NeedsIdentity)
-            }
+            Err(ExecutionError::UndeclaredReference(name)) if subject.is_none() && name.as_str() == "user" => Err(Failure::NeedsIdentity),
             Err(error) => Err(Failure::Error(describe(&error))),
         }
     }
@@ -257,11 +250,8 @@ fn on_parser_thread<T: Send>(parse: impl FnOnce() -> Result<T, CompileError> + S
 }
 
 fn parse_and_check(source: &str) -> Result<(IdedExpr, Reads), CompileError> {
-    let (tree, places) = ENV
-        .parser()
-        .max_recursion_depth(MAX_NESTING)
-        .parse_with_source_info(source)
-        .map_err(|errors| syntax_error(source, &errors))?;
+    let (tree, places) =
+        ENV.parser().max_recursion_depth(MAX_NESTING).parse_with_source_info(source).map_err(|errors| syntax_error(source, &errors))?;
     let reads = check::check(&tree, &places, source)?;
     Ok((tree, reads))
 }

@@ -15,9 +15,9 @@ pub use expression::{CompileError, Expression};
 pub use path::{canonical_path, normalize_path, PathError};
 
 use crate::clock::UnixTime;
-use crate::methods::{MethodSet, MethodTimes};
 use crate::config::{AppConfig, Confidence, Policy, PolicyConfig, Rule};
 use crate::geo::GeoFacts;
+use crate::methods::{MethodSet, MethodTimes};
 
 /// The request as the policy sees it.
 #[derive(Clone, Copy)]
@@ -50,7 +50,9 @@ pub struct Subject<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Pass to the app; `with_identity` when there is a user to assert.
-    Allow { with_identity: bool },
+    Allow {
+        with_identity: bool,
+    },
     /// Sign in first.
     SignIn,
     /// Signed in, but a (fresh) second factor is needed.

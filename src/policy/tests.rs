@@ -20,7 +20,16 @@ const NOW: i64 = 864_000;
 /// facts, by a user who is in no group.
 fn decide(app: &AppConfig, method: &Method, path: &str, proof: Proof) -> Outcome {
     let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
-    let request = Request { method, method_override: None, path, query: None, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
+    let request = Request {
+        method,
+        method_override: None,
+        path,
+        query: None,
+        headers: &headers,
+        ip: "192.0.2.10".parse().unwrap(),
+        geo: &geo,
+        now: NOW,
+    };
     let subject = proof.signed_in.then(|| Subject {
         username: "alice",
         groups: &[],
@@ -34,8 +43,7 @@ fn decide(app: &AppConfig, method: &Method, path: &str, proof: Proof) -> Outcome
 /// The first rule whose method and path match, ignoring other conditions.
 fn match_rule<'a>(rules: &'a [Rule], method: &Method, path: &str) -> Option<(usize, &'a Rule)> {
     rules.iter().enumerate().find(|(_, rule)| {
-        (rule.methods.is_empty() || rule.methods.iter().any(|m| m.0 == *method))
-            && rule.pattern.as_ref().is_none_or(|p| p.matches(path))
+        (rule.methods.is_empty() || rule.methods.iter().any(|m| m.0 == *method)) && rule.pattern.as_ref().is_none_or(|p| p.matches(path))
     })
 }
 
@@ -255,14 +263,23 @@ fn a_catch_all_rule_ends_the_default_deny() {
   { path = "/admin/", policy = "two_factor" },
   { path = "/", policy = "one_factor" },
 ]"#);
-    assert_eq!(decide(&last, &Method::GET, "/anything", PASSWORD), Outcome { rule: Some(1), decision: ALLOW_USER, condition_failed: false });
-    assert_eq!(decide(&last, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: Decision::SecondFactor(StepUp::Required), condition_failed: false });
+    assert_eq!(
+        decide(&last, &Method::GET, "/anything", PASSWORD),
+        Outcome { rule: Some(1), decision: ALLOW_USER, condition_failed: false }
+    );
+    assert_eq!(
+        decide(&last, &Method::GET, "/admin/x", PASSWORD),
+        Outcome { rule: Some(0), decision: Decision::SecondFactor(StepUp::Required), condition_failed: false }
+    );
     // A catch-all placed first shadows everything after it.
     let first = app(r#"rules = [
   { path = "/", policy = "one_factor" },
   { path = "/admin/", policy = "two_factor" },
 ]"#);
-    assert_eq!(decide(&first, &Method::GET, "/admin/x", PASSWORD), Outcome { rule: Some(0), decision: ALLOW_USER, condition_failed: false });
+    assert_eq!(
+        decide(&first, &Method::GET, "/admin/x", PASSWORD),
+        Outcome { rule: Some(0), decision: ALLOW_USER, condition_failed: false }
+    );
 }
 
 #[test]
@@ -424,9 +441,15 @@ fn normalized_paths_are_what_rules_see() {
     let app = app(RULES);
     let decide_raw = |raw: &str, proof: Proof| normalize_path(raw).map(|path| decide(&app, &Method::GET, &path, proof));
     // An encoded name matches the rule for the plain name.
-    assert_eq!(decide_raw("/%61dmin/", PASSWORD), Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor(StepUp::Required), condition_failed: false }));
+    assert_eq!(
+        decide_raw("/%61dmin/", PASSWORD),
+        Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor(StepUp::Required), condition_failed: false })
+    );
     // A doubled slash does not slip past a prefix rule.
-    assert_eq!(decide_raw("//admin/", PASSWORD), Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor(StepUp::Required), condition_failed: false }));
+    assert_eq!(
+        decide_raw("//admin/", PASSWORD),
+        Ok(Outcome { rule: Some(ADMIN), decision: Decision::SecondFactor(StepUp::Required), condition_failed: false })
+    );
     // A way out of a bypass rule is refused before any rule is consulted.
     assert_eq!(decide_raw("/public/%2e%2e/admin/", ANONYMOUS), Err(PathError::DotSegment));
     assert_eq!(decide_raw("/public/..%5cadmin/", ANONYMOUS), Err(PathError::Backslash));
@@ -598,24 +621,51 @@ fn when_expressions_decide_with_the_request_and_the_user() {
 
 #[test]
 fn an_expression_on_the_user_asks_an_anonymous_visitor_to_sign_in() {
-    let config = configured("", r#"rules = [
+    let config = configured(
+        "",
+        r#"rules = [
   { path = "/admin/", when = '"admins" in user.groups', policy = "always" },
   { path = "/", policy = "bypass" },
-]"#);
-    assert_eq!(visit(&config, Visit { path: "/admin/x", ..VISIT }), Outcome { rule: Some(0), decision: Decision::SignIn, condition_failed: false });
-    assert_eq!(visit(&config, Visit { path: "/admin/x", who: Who::Bob, ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_USER, condition_failed: false });
-    assert_eq!(visit(&config, Visit { path: "/other", ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_ANONYMOUS, condition_failed: false });
+]"#,
+    );
+    assert_eq!(
+        visit(&config, Visit { path: "/admin/x", ..VISIT }),
+        Outcome { rule: Some(0), decision: Decision::SignIn, condition_failed: false }
+    );
+    assert_eq!(
+        visit(&config, Visit { path: "/admin/x", who: Who::Bob, ..VISIT }),
+        Outcome { rule: Some(1), decision: ALLOW_USER, condition_failed: false }
+    );
+    assert_eq!(
+        visit(&config, Visit { path: "/other", ..VISIT }),
+        Outcome { rule: Some(1), decision: ALLOW_ANONYMOUS, condition_failed: false }
+    );
 
     // With a `groups` condition too, an expression false for anyone spares
     // the sign-in.
-    let config = configured("", r#"rules = [
+    let config = configured(
+        "",
+        r#"rules = [
   { path = "/", groups = ["finance"], when = 'request.geo.country == "CH"', policy = "never" },
   { path = "/", policy = "bypass" },
-]"#);
-    assert_eq!(visit(&config, Visit { country: Some("US"), ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_ANONYMOUS, condition_failed: false });
-    assert_eq!(visit(&config, Visit { country: Some("CH"), ..VISIT }), Outcome { rule: Some(0), decision: Decision::SignIn, condition_failed: false });
-    assert_eq!(visit(&config, Visit { country: Some("CH"), who: Who::Bob, ..VISIT }), Outcome { rule: Some(1), decision: ALLOW_USER, condition_failed: false });
-    assert_eq!(visit(&config, Visit { country: Some("CH"), who: Who::Fin, ..VISIT }), Outcome { rule: Some(0), decision: ALLOW_USER, condition_failed: false });
+]"#,
+    );
+    assert_eq!(
+        visit(&config, Visit { country: Some("US"), ..VISIT }),
+        Outcome { rule: Some(1), decision: ALLOW_ANONYMOUS, condition_failed: false }
+    );
+    assert_eq!(
+        visit(&config, Visit { country: Some("CH"), ..VISIT }),
+        Outcome { rule: Some(0), decision: Decision::SignIn, condition_failed: false }
+    );
+    assert_eq!(
+        visit(&config, Visit { country: Some("CH"), who: Who::Bob, ..VISIT }),
+        Outcome { rule: Some(1), decision: ALLOW_USER, condition_failed: false }
+    );
+    assert_eq!(
+        visit(&config, Visit { country: Some("CH"), who: Who::Fin, ..VISIT }),
+        Outcome { rule: Some(0), decision: ALLOW_USER, condition_failed: false }
+    );
 }
 
 /// A `bypass` rule whose expression fails (not a bool, or an evaluation
@@ -661,8 +711,23 @@ fn a_bypass_rule_whose_expression_fails_never_matches() {
             assert_eq!(got, expected, "{expression} for {who:?}");
         }
         let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
-        let request = Request { method: &Method::GET, method_override: None, path: "/", query, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
-        let subject = Subject { username: "bob", groups: &[], second_factors: crate::methods::MethodTimes::default(), trusted_browser: false, confidence: Confidence::High };
+        let request = Request {
+            method: &Method::GET,
+            method_override: None,
+            path: "/",
+            query,
+            headers: &headers,
+            ip: "192.0.2.10".parse().unwrap(),
+            geo: &geo,
+            now: NOW,
+        };
+        let subject = Subject {
+            username: "bob",
+            groups: &[],
+            second_factors: crate::methods::MethodTimes::default(),
+            trusted_browser: false,
+            confidence: Confidence::High,
+        };
         let explanation = explain(&config.apps[0], &config.policy, &request, Some(&subject));
         assert_eq!(explanation.skipped, [RuleTrace { index: 0, why_not: Mismatch::ExpressionFailed }], "{expression}");
         let rendered = explanation.render(&config.apps[0]);
@@ -675,14 +740,17 @@ fn a_bypass_rule_whose_expression_fails_never_matches() {
 /// factor (they fail closed); the others do not match.
 #[test]
 fn a_failing_expression_fails_closed_on_deny_and_always_rules() {
-    let config = configured("", r#"rules = [
+    let config = configured(
+        "",
+        r#"rules = [
   { path = "/deny/", when = 'request.headers["x-env"] == "prod"', policy = "deny" },
   { path = "/always/", when = 'request.headers["x-env"] == "prod"', policy = "always" },
   { path = "/never/", when = 'request.headers["x-env"] == "prod"', policy = "never" },
   { path = "/adaptive/", when = 'request.headers["x-env"] == "prod"', policy = "adaptive" },
   { path = "/bypass/", when = 'request.headers["x-env"] == "prod"', policy = "bypass" },
   { path = "/", policy = "never" },
-]"#);
+]"#,
+    );
     let (failed, held) = (true, false);
     let second_factor = Decision::SecondFactor(StepUp::Required);
     // Path, headers, who asks; the rule that decides, how, and whether its
@@ -709,11 +777,23 @@ fn a_failing_expression_fails_closed_on_deny_and_always_rules() {
 
     let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
     let explained = |path| {
-        let request = Request { method: &Method::GET, method_override: None, path, query: None, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
+        let request = Request {
+            method: &Method::GET,
+            method_override: None,
+            path,
+            query: None,
+            headers: &headers,
+            ip: "192.0.2.10".parse().unwrap(),
+            geo: &geo,
+            now: NOW,
+        };
         explain(&config.apps[0], &config.policy, &request, None).render(&config.apps[0])
     };
     let deny = explained("/deny/");
-    assert!(deny.contains("rule 1 (line 11): matches, policy deny: its `when` expression failed to evaluate: counted as matched (fail closed)"), "{deny}");
+    assert!(
+        deny.contains("rule 1 (line 11): matches, policy deny: its `when` expression failed to evaluate: counted as matched (fail closed)"),
+        "{deny}"
+    );
     let never = explained("/never/");
     assert!(never.contains("rule 3 (line 13): no match, its `when` expression failed to evaluate: counted as no match"), "{never}");
 }
@@ -723,8 +803,14 @@ fn a_failing_expression_fails_closed_on_deny_and_always_rules() {
 /// when_expression_cost -- --nocapture`).
 #[test]
 fn when_expression_cost() {
-    let with = configured("", r#"rules = [{ path = "/", when = 'request.geo.country != "CH" && !("finance" in user.groups)', policy = "never" }]"#);
-    let with_headers = configured("", r#"rules = [{ path = "/", when = 'request.headers["x-env"] == "prod" && request.time.hour >= 8', policy = "never" }]"#);
+    let with = configured(
+        "",
+        r#"rules = [{ path = "/", when = 'request.geo.country != "CH" && !("finance" in user.groups)', policy = "never" }]"#,
+    );
+    let with_headers = configured(
+        "",
+        r#"rules = [{ path = "/", when = 'request.headers["x-env"] == "prod" && request.time.hour >= 8', policy = "never" }]"#,
+    );
     let without = configured("", r#"rules = [{ path = "/", countries = ["US"], policy = "never" }]"#);
     let headers: &[(&str, &str)] = &[("accept", "text/html"), ("user-agent", "Mozilla/5.0"), ("cookie", "a=b"), ("x-env", "prod")];
     let v = Visit { path: "/x", country: Some("US"), headers, who: Who::Bob, ..VISIT };
@@ -776,7 +862,11 @@ mod index_is_a_superset {
         let segment = proptest::sample::select(SEGMENTS.to_vec());
         (proptest::collection::vec(segment, 0..4), any::<bool>()).prop_map(|(segments, slash)| {
             let path = format!("/{}", segments.join("/"));
-            if slash && path != "/" { format!("{path}/") } else { path }
+            if slash && path != "/" {
+                format!("{path}/")
+            } else {
+                path
+            }
         })
     }
 
@@ -814,7 +904,16 @@ mod index_is_a_superset {
 fn adaptive_rules_weigh_risk_first_and_factors_when_one_is_demanded() {
     let app = app("[[apps.rules]]\npath = \"/\"\npolicy = \"adaptive\"\nfactors = [\"webauthn\"]\n");
     let (geo, headers) = (GeoFacts::default(), http::HeaderMap::new());
-    let request = Request { method: &Method::GET, method_override: None, path: "/", query: None, headers: &headers, ip: "192.0.2.10".parse().unwrap(), geo: &geo, now: NOW };
+    let request = Request {
+        method: &Method::GET,
+        method_override: None,
+        path: "/",
+        query: None,
+        headers: &headers,
+        ip: "192.0.2.10".parse().unwrap(),
+        geo: &geo,
+        now: NOW,
+    };
     let mut key = crate::methods::MethodTimes::default();
     key.record(crate::methods::Method::SecurityKey, NOW - 60);
     let totp = crate::methods::MethodTimes::totp_at(Some(NOW - 60));

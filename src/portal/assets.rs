@@ -18,10 +18,7 @@ pub async fn serve(Extension(gateway): Extension<PortalState>, Path(name): Path<
         "style.css" => (STYLE.to_string(), "text/css; charset=utf-8"),
         "stepgate.js" => (SCRIPT.to_string(), "text/javascript; charset=utf-8"),
         "webauthn.js" => (WEBAUTHN_SCRIPT.to_string(), "text/javascript; charset=utf-8"),
-        "theme.css" => (
-            format!(":root {{ --accent: {}; }}\n", gateway.config.branding.accent_color.0),
-            "text/css; charset=utf-8",
-        ),
+        "theme.css" => (format!(":root {{ --accent: {}; }}\n", gateway.config.branding.accent_color.0), "text/css; charset=utf-8"),
         _ => return error_page(&gateway, StatusCode::NOT_FOUND, "Not found", "There is no such file."),
     };
     let etag = format!("\"{}\"", hex(&sha256(body.as_bytes())[..8]));

@@ -208,12 +208,7 @@ fn bad_form(gateway: &Gateway) -> Response {
 }
 
 fn csrf_refused(gateway: &Gateway) -> Response {
-    error_page(
-        gateway,
-        StatusCode::FORBIDDEN,
-        "Form expired",
-        "This form is no longer valid. Go back, reload the page and try again.",
-    )
+    error_page(gateway, StatusCode::FORBIDDEN, "Form expired", "This form is no longer valid. Go back, reload the page and try again.")
 }
 
 /// An attempt refused before it was checked.

@@ -7,9 +7,7 @@ const MAX_RETURN_URL: usize = 4096;
 /// `rd` if it points at one of the gateway's own hosts (absolute http(s)
 /// URL, or a path on the current host); otherwise `/`.
 pub fn safe_return_to(gateway: &Gateway, rd: Option<&str>) -> String {
-    rd.filter(|rd| rd.len() <= MAX_RETURN_URL && is_safe(gateway, rd))
-        .map(str::to_string)
-        .unwrap_or_else(|| "/".to_string())
+    rd.filter(|rd| rd.len() <= MAX_RETURN_URL && is_safe(gateway, rd)).map(str::to_string).unwrap_or_else(|| "/".to_string())
 }
 
 fn is_safe(gateway: &Gateway, rd: &str) -> bool {

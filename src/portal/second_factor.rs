@@ -17,8 +17,8 @@ use super::csrf::{self, Binding};
 use super::pages::{html, NoFactorPage, OtherMethod, SecondFactorPage, TotpEnrollPage, TotpView, WebauthnKind};
 use super::redirect::{query_param, rd_param, safe_return_to};
 use super::{
-    bad_form, csrf_refused, current_session, error_page, see_other, with_return_to, Failure, PortalError, PortalRequest,
-    PortalState, Refused,
+    bad_form, csrf_refused, current_session, error_page, see_other, with_return_to, Failure, PortalError, PortalRequest, PortalState,
+    Refused,
 };
 use crate::factors::totp::Verdict;
 use crate::gateway::Gateway;
@@ -107,9 +107,8 @@ pub struct Enrolled {
 impl Enrolled {
     pub async fn of(gateway: &Gateway, username: &str) -> Result<Self, PortalError> {
         let credentials = gateway.webauthn.credentials(username).await?;
-        let usable = |kind: Method| {
-            credentials.iter().filter(|c| c.kind == kind.name()).count() * usize::from(gateway.webauthn.allows(kind))
-        };
+        let usable =
+            |kind: Method| credentials.iter().filter(|c| c.kind == kind.name()).count() * usize::from(gateway.webauthn.allows(kind));
         Ok(Self {
             totp: gateway.totp.is_enrolled(username).await?,
             security_keys: usable(Method::SecurityKey),
@@ -148,11 +147,7 @@ impl Enrolled {
     }
 }
 
-pub async fn show(
-    Extension(gateway): Extension<PortalState>,
-    jar: CookieJar,
-    uri: Uri,
-) -> Result<Response, Failure> {
+pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, uri: Uri) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
     let rd = safe_return_to(&gateway, rd_param(&uri).as_deref());
     let need = query_param(&uri, "need").map_or(MethodSet::ANY, |n| MethodSet::from_query(&n));
@@ -375,7 +370,9 @@ pub async fn enroll_totp(
         }
         // Someone enrolled this user meanwhile: the new secret was not stored.
         Verdict::Replayed | Verdict::NotEnrolled => Ok(see_other(&with_return_to(PAGE, &rd))),
-        Verdict::Wrong => enroll_page(&gateway, &session, rd, Some("That code is not right. Check the app and try again."), StatusCode::UNAUTHORIZED),
+        Verdict::Wrong => {
+            enroll_page(&gateway, &session, rd, Some("That code is not right. Check the app and try again."), StatusCode::UNAUTHORIZED)
+        }
     }
 }
 
@@ -525,7 +522,13 @@ async fn retry_page(gateway: &Gateway, session: &Session, method: Choice, rd: St
     Ok(render_challenge(gateway, session, rd, view, StatusCode::UNAUTHORIZED))
 }
 
-fn enroll_page(gateway: &Arc<Gateway>, session: &Session, rd: String, error: Option<&str>, status: StatusCode) -> Result<Response, Failure> {
+fn enroll_page(
+    gateway: &Arc<Gateway>,
+    session: &Session,
+    rd: String,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Result<Response, Failure> {
     let Some(pending) = &session.pending_totp else {
         return Ok(see_other(&with_return_to(PAGE, &rd)));
     };

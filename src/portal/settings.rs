@@ -150,7 +150,9 @@ pub async fn add_totp(Extension(gateway): Extension<PortalState>, jar: CookieJar
         return Ok(step_up);
     }
     if gateway.totp.is_enrolled(&session.username).await.map_err(|e| fail(e.into()))? {
-        return render(&gateway, &session, &jar, Message::error("You already have an authenticator app. Remove it first to add another.")).await.map_err(fail);
+        return render(&gateway, &session, &jar, Message::error("You already have an authenticator app. Remove it first to add another."))
+            .await
+            .map_err(fail);
     }
     let Some(session) = pending_totp(&gateway, &session).await.map_err(fail)? else {
         return Ok(sign_in_first());
@@ -465,13 +467,5 @@ async fn browsers(gateway: &Gateway, jar: &CookieJar, username: &str, now: i64) 
 /// A date as users read it, in the policy's time zone.
 fn date(gateway: &Gateway, at: i64) -> String {
     use chrono::TimeZone;
-    gateway
-        .config
-        .policy
-        .time_zone
-        .0
-        .timestamp_opt(at, 0)
-        .single()
-        .map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string())
-        .unwrap_or_default()
+    gateway.config.policy.time_zone.0.timestamp_opt(at, 0).single().map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string()).unwrap_or_default()
 }

@@ -20,8 +20,8 @@ use super::csrf::{self, Binding};
 use super::pages::{html, SigninPage};
 use super::redirect::{rd_param, safe_return_to};
 use super::{
-    address_key, bad_form, csrf_refused, current_session, device, logged_user, returning, see_other, Failure, PortalError,
-    PortalRequest, PortalState, Refused,
+    address_key, bad_form, csrf_refused, current_session, device, logged_user, returning, see_other, Failure, PortalError, PortalRequest,
+    PortalState, Refused,
 };
 use crate::gateway::Gateway;
 use crate::hash_gate::Admission;
@@ -135,7 +135,12 @@ fn attempt_keys(gateway: &Gateway, jar: &CookieJar, request: &PortalRequest, use
 }
 
 /// Checks the password when the hash gate gives it a turn.
-async fn check_password(gateway: &Arc<Gateway>, admission: Admission, username: &str, password: String) -> Result<Option<Arc<User>>, PortalError> {
+async fn check_password(
+    gateway: &Arc<Gateway>,
+    admission: Admission,
+    username: &str,
+    password: String,
+) -> Result<Option<Arc<User>>, PortalError> {
     if password.len() > MAX_PASSWORD {
         return Ok(None);
     }

@@ -199,7 +199,15 @@ pub async fn register_finish(
         .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
     tracing::info!(event = "factor_added", method = registered.kind.name(), user = %session.username, name = ?registered.name, "security");
     let rd = safe_return_to(&gateway, Some(&body.rd));
-    let (jar, location) = complete(&gateway, &session, &request, jar, Passed { proof: registered.proof, remember: body.remember, enrolment: Some(enrolment) }, &rd).await?;
+    let (jar, location) = complete(
+        &gateway,
+        &session,
+        &request,
+        jar,
+        Passed { proof: registered.proof, remember: body.remember, enrolment: Some(enrolment) },
+        &rd,
+    )
+    .await?;
     Ok((jar, Json(json!({ "redirect": location }))).into_response())
 }
 
@@ -240,7 +248,8 @@ pub async fn authenticate_finish(
     forget_attempts(&gateway, &session.username);
     tracing::info!(event = "webauthn", outcome = "success", user = %session.username, ip = %request.client_ip, "authentication");
     let rd = safe_return_to(&gateway, Some(&body.rd));
-    let (jar, location) = complete(&gateway, &session, &request, jar, Passed { proof: proved.proof, remember: body.remember, enrolment: None }, &rd).await?;
+    let (jar, location) =
+        complete(&gateway, &session, &request, jar, Passed { proof: proved.proof, remember: body.remember, enrolment: None }, &rd).await?;
     Ok((jar, Json(json!({ "redirect": location }))).into_response())
 }
 
@@ -248,7 +257,8 @@ pub async fn authenticate_finish(
 /// token checked, as the key ceremonies are kept under.
 fn pre_session_owner(gateway: &Gateway, jar: &CookieJar, headers: &HeaderMap) -> Result<[u8; 32], Refusal> {
     let pre = csrf::pre_session(gateway, jar).filter(|pre| csrf::is_valid(gateway, Binding::PreSession(pre), csrf_header(headers)));
-    pre.map(|pre| sha256(pre.as_bytes())).ok_or_else(|| Refusal::new(StatusCode::FORBIDDEN, "This page has expired. Reload it and try again."))
+    pre.map(|pre| sha256(pre.as_bytes()))
+        .ok_or_else(|| Refusal::new(StatusCode::FORBIDDEN, "This page has expired. Reload it and try again."))
 }
 
 pub async fn passwordless_start(
@@ -261,7 +271,8 @@ pub async fn passwordless_start(
     let _ = body.map_err(bad_json)?;
     let owner = pre_session_owner(&gateway, &jar, &headers)?;
     let rp = relying_party(&request)?;
-    let options = gateway.webauthn.start_passwordless(rp, owner, request.client_ip).map_err(|f| Refusal::from_failure(f, None, &request))?;
+    let options =
+        gateway.webauthn.start_passwordless(rp, owner, request.client_ip).map_err(|f| Refusal::from_failure(f, None, &request))?;
     Ok(Json(options).into_response())
 }
 
@@ -286,11 +297,8 @@ pub async fn passwordless_finish(
     let owner = pre_session_owner(&gateway, &jar, &headers)?;
     let rp = relying_party(&request)?;
     reserve_passkey_attempt(&gateway, &request)?;
-    let proved = gateway
-        .webauthn
-        .finish_passwordless(rp, owner, &body.credential)
-        .await
-        .map_err(|f| Refusal::from_failure(f, None, &request))?;
+    let proved =
+        gateway.webauthn.finish_passwordless(rp, owner, &body.credential).await.map_err(|f| Refusal::from_failure(f, None, &request))?;
     let Some(user) = gateway.users.get(&proved.username).cloned() else {
         return Err(Refusal::new(StatusCode::FORBIDDEN, "This account can no longer sign in."));
     };

@@ -192,8 +192,7 @@ impl Connections {
             None
         };
         table.open += 1;
-        let connection =
-            Arc::new(Connection { connections: self.clone(), state: Mutex::default(), changed: Notify::new() });
+        let connection = Arc::new(Connection { connections: self.clone(), state: Mutex::default(), changed: Notify::new() });
         let mut state = lock(&connection.state);
         state.ticket = Some(table.enqueue(&connection));
         state.deadline = Some(Instant::now() + self.limits.header_timeout);

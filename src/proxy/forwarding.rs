@@ -28,11 +28,7 @@ pub fn header_bytes(session: &Session) -> usize {
 /// The client's address: the peer, or, when the peer is a trusted proxy,
 /// the right-most address in `X-Forwarded-For` that is not a trusted proxy.
 pub fn client_ip(session: &Session, gateway: &Gateway) -> IpAddr {
-    let peer = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| canonical_ip(a.ip()))
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| canonical_ip(a.ip())).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let forwarded = session.req_header().headers.get_all("x-forwarded-for");
     forwarded_client(peer, forwarded, |ip| gateway.is_trusted_proxy(ip))
 }
@@ -95,7 +91,12 @@ pub fn is_public_https(session: &Session, gateway: &Gateway, app: &App) -> bool 
     }
     let header = session.req_header();
     is_from_trusted_proxy(session, gateway)
-        && header.headers.get_all("x-forwarded-proto").iter().next_back().is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
+        && header
+            .headers
+            .get_all("x-forwarded-proto")
+            .iter()
+            .next_back()
+            .is_some_and(|proto| proto.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
 fn is_from_trusted_proxy(session: &Session, gateway: &Gateway) -> bool {

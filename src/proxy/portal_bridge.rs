@@ -34,9 +34,7 @@ pub async fn serve(
         *headers = head.headers.clone();
         present_session_cookie(headers, gateway, ctx.tls);
     }
-    let mut request = request
-        .body(Body::from(body))
-        .map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e.to_string()))?;
+    let mut request = request.body(Body::from(body)).map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e.to_string()))?;
     request.extensions_mut().insert(PortalRequest { app, host, tls: ctx.tls, client_ip: ctx.client_ip });
     request.extensions_mut().insert(gateway.clone());
 
@@ -45,9 +43,8 @@ pub async fn serve(
         Err(never) => match never {},
     };
     let (parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, MAX_PORTAL_RESPONSE)
-        .await
-        .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+    let body =
+        axum::body::to_bytes(body, MAX_PORTAL_RESPONSE).await.map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
     let mut header = ResponseHeader::build(parts.status, Some(parts.headers.len() + 1))?;
     for (name, value) in &parts.headers {
         header.append_header(name.clone(), value.clone())?;
@@ -90,12 +87,8 @@ fn present_session_cookie(headers: &mut http::HeaderMap, gateway: &Gateway, http
 
 /// The request body, or None when it is larger than any portal form.
 async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        session.req_header().headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > MAX_FORM_BYTES) {
         return Ok(None);
     }

@@ -29,8 +29,7 @@ async fn html(session: &mut Session, status: u16, body: String) -> Result<()> {
 /// it gets a page that explains and leads back to the page it came from.
 pub async fn challenge(session: &mut Session, gateway: &Gateway, target: &str, error: &str, tls: bool) -> Result<()> {
     let request = session.req_header();
-    let wants_html =
-        request.headers.get_all(http::header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")));
+    let wants_html = request.headers.get_all(http::header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")));
     let safe_method = matches!(request.method, http::Method::GET | http::Method::HEAD);
     let come_back_to = match safe_method {
         true => original_url(session, tls),

@@ -349,7 +349,12 @@ impl Sessions {
     }
 
     /// Starts a session after the first factor. Returns the new id.
-    pub async fn create(&self, username: &str, proof: impl Into<Proof>, context: SignInContext) -> Result<(String, Arc<Session>), StoreError> {
+    pub async fn create(
+        &self,
+        username: &str,
+        proof: impl Into<Proof>,
+        context: SignInContext,
+    ) -> Result<(String, Arc<Session>), StoreError> {
         let now = self.clock.now();
         let parts = SessionParts {
             username: username.to_string(),

@@ -8,8 +8,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    DeviceRow, FactorRef, FactorStore, RecoveryStore, Removal, RiskStore, SessionChange, SessionRow, SessionStore, SignInRow, StoreError, TotpRow, TotpStore, WebauthnRow,
-    WebauthnStore,
+    DeviceRow, FactorRef, FactorStore, RecoveryStore, Removal, RiskStore, SessionChange, SessionRow, SessionStore, SignInRow, StoreError,
+    TotpRow, TotpStore, WebauthnRow, WebauthnStore,
 };
 
 pub struct SqliteStore {
@@ -49,18 +49,16 @@ fn session_row(r: &sqlx::sqlite::SqliteRow) -> Option<SessionRow> {
 }
 
 async fn insert_session<'c>(executor: impl sqlx::SqliteExecutor<'c>, row: &SessionRow) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO sessions (key, username, factors, created, last_seen, pending_totp, context) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&row.key[..])
-    .bind(&row.username)
-    .bind(&row.factors)
-    .bind(row.created)
-    .bind(row.last_seen)
-    .bind(row.pending_totp.as_deref())
-    .bind(&row.context)
-    .execute(executor)
-    .await?;
+    sqlx::query("INSERT INTO sessions (key, username, factors, created, last_seen, pending_totp, context) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(&row.key[..])
+        .bind(&row.username)
+        .bind(&row.factors)
+        .bind(row.created)
+        .bind(row.last_seen)
+        .bind(row.pending_totp.as_deref())
+        .bind(&row.context)
+        .execute(executor)
+        .await?;
     Ok(())
 }
 
@@ -179,9 +177,7 @@ impl TotpStore for SqliteStore {
 
     async fn claim_totp_step(&self, username: &str, step: i64, now: i64) -> Result<bool, StoreError> {
         // One conditional UPDATE, so two concurrent uses of a code cannot both win.
-        let done = sqlx::query(
-            "UPDATE totp_credentials SET last_step = ?, last_used = ? WHERE username = ? AND last_step < ?",
-        )
+        let done = sqlx::query("UPDATE totp_credentials SET last_step = ?, last_used = ? WHERE username = ? AND last_step < ?")
             .bind(step)
             .bind(now)
             .bind(username)
@@ -192,11 +188,8 @@ impl TotpStore for SqliteStore {
     }
 
     async fn rename_totp(&self, username: &str, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE totp_credentials SET name = ? WHERE username = ?")
-            .bind(name)
-            .bind(username)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE totp_credentials SET name = ? WHERE username = ?").bind(name).bind(username).execute(&self.pool).await?;
         Ok(done.rows_affected() == 1)
     }
 }
@@ -275,11 +268,7 @@ impl WebauthnStore for SqliteStore {
     }
 
     async fn flag_possible_clone(&self, id: i64, now: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE webauthn_credentials SET possible_clone_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("UPDATE webauthn_credentials SET possible_clone_at = ? WHERE id = ?").bind(now).bind(id).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -332,12 +321,10 @@ impl RecoveryStore for SqliteStore {
     }
 
     async fn recovery_codes_left(&self, username: &str) -> Result<(u32, Option<i64>), StoreError> {
-        let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE used_at IS NULL), max(created) FROM recovery_codes WHERE username = ?",
-        )
-        .bind(username)
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT count(*) FILTER (WHERE used_at IS NULL), max(created) FROM recovery_codes WHERE username = ?")
+            .bind(username)
+            .fetch_one(&self.pool)
+            .await?;
         let left: i64 = row.get(0);
         Ok((u32::try_from(left).unwrap_or(0), row.get(1)))
     }

@@ -194,10 +194,7 @@ impl TestGateway {
 
     /// A browser-like client: cookie jar, no automatic redirects, HTML accepted.
     pub fn browser(&self) -> reqwest::Client {
-        self.client_builder()
-            .default_headers(browser_headers())
-            .build()
-            .expect("client")
+        self.client_builder().default_headers(browser_headers()).build().expect("client")
     }
 
     /// A non-browser client (no `Accept: text/html`), with a cookie jar.
@@ -206,10 +203,8 @@ impl TestGateway {
     }
 
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
-        let mut builder = reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30));
+        let mut builder =
+            reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(30));
         for host in ["app.test", "legacy.test", "strict.test", "unknown.test"] {
             builder = builder.resolve(host, self.addr);
         }

@@ -5,9 +5,7 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
 pub fn code(secret_base32: &str, unix_time: i64) -> String {
-    let key = data_encoding::BASE32_NOPAD
-        .decode(secret_base32.trim_end_matches('=').as_bytes())
-        .expect("base32 secret");
+    let key = data_encoding::BASE32_NOPAD.decode(secret_base32.trim_end_matches('=').as_bytes()).expect("base32 secret");
     let counter = (unix_time / 30) as u64;
     let mut mac = Hmac::<Sha1>::new_from_slice(&key).unwrap();
     mac.update(&counter.to_be_bytes());

@@ -33,8 +33,7 @@ pub fn origin() -> url::Url {
 
 /// The CSRF token a page hands its WebAuthn script.
 pub fn data_csrf(page: &str) -> String {
-    regex::Regex::new(r#"data-csrf="([^"]+)""#).unwrap().captures(page).unwrap_or_else(|| panic!("no data-csrf in:\n{page}"))[1]
-        .to_string()
+    regex::Regex::new(r#"data-csrf="([^"]+)""#).unwrap().captures(page).unwrap_or_else(|| panic!("no data-csrf in:\n{page}"))[1].to_string()
 }
 
 pub async fn page(gw: &TestGateway, client: &reqwest::Client, path: &str) -> String {
@@ -74,7 +73,12 @@ pub async fn start_authentication(gw: &TestGateway, client: &reqwest::Client) ->
     (start.json().await.unwrap(), csrf)
 }
 
-pub async fn finish_authentication(gw: &TestGateway, client: &reqwest::Client, csrf: &str, credential: &PublicKeyCredential) -> reqwest::Response {
+pub async fn finish_authentication(
+    gw: &TestGateway,
+    client: &reqwest::Client,
+    csrf: &str,
+    credential: &PublicKeyCredential,
+) -> reqwest::Response {
     post_json(gw, client, "/.stepgate/webauthn/authenticate/finish", csrf, &json!({ "credential": credential, "rd": "/" })).await
 }
 

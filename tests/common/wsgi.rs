@@ -76,10 +76,8 @@ async fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<Environ>>>) {
     }
     seen.lock().unwrap().push(environ.clone());
     let json = serde_json::json!({ "method": environ.method, "path": environ.path, "environ": environ.vars }).to_string();
-    let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
-        json.len()
-    );
+    let response =
+        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}", json.len());
     let _ = stream.write_all(response.as_bytes()).await;
 }
 

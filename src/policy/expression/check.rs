@@ -174,11 +174,9 @@ impl<'t> Walk<'t> {
                 // The interpreter panics on these; the parser makes none.
                 EntryExpr::StructField(_) => Err(self.error(entry.id, "a field entry in a map literal")),
             }),
-            Expr::Struct(message) => Err(self.error_at_name(
-                expr.id,
-                &message.type_name,
-                "message literals (`Name{...}`) are not supported",
-            )),
+            Expr::Struct(message) => {
+                Err(self.error_at_name(expr.id, &message.type_name, "message literals (`Name{...}`) are not supported"))
+            }
             // The interpreter panics on these; the parser makes none.
             Expr::Unspecified => Err(self.error(expr.id, "an incomplete expression")),
         }

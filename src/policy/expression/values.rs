@@ -46,11 +46,7 @@ pub(super) fn request<'v>(request: &Request<'v>, settings: &PolicyConfig, reads:
 pub(super) fn user<'v>(subject: &Subject<'v>, now: i64) -> Boxed<'v> {
     let groups: Vec<Boxed<'v>> = subject.groups.iter().map(|group| text(group)).collect();
     let age = subject.second_factors.latest(MethodSet::ANY).map_or(-1, |at| (now - at).max(0));
-    record([
-        ("name", text(subject.username)),
-        ("groups", Box::new(CelList::from(groups))),
-        ("second_factor_age", int(age)),
-    ])
+    record([("name", text(subject.username)), ("groups", Box::new(CelList::from(groups))), ("second_factor_age", int(age))])
 }
 
 fn text(s: &str) -> Boxed<'_> {
@@ -62,8 +58,7 @@ fn int<'v>(value: i64) -> Boxed<'v> {
 }
 
 fn record<'v>(fields: impl IntoIterator<Item = (&'static str, Boxed<'v>)>) -> Boxed<'v> {
-    let entries: HashMap<CelMapKey<'v>, Boxed<'v>> =
-        fields.into_iter().map(|(name, value)| (CelMapKey::from(name), value)).collect();
+    let entries: HashMap<CelMapKey<'v>, Boxed<'v>> = fields.into_iter().map(|(name, value)| (CelMapKey::from(name), value)).collect();
     Box::new(CelMap::from(entries))
 }
 
@@ -104,8 +99,7 @@ fn geo<'v>(request: &Request<'v>) -> Boxed<'v> {
 
 fn time<'v>(now: i64, settings: &PolicyConfig) -> Boxed<'v> {
     let local = chrono::DateTime::from_timestamp(now, 0).map(|t| t.with_timezone(&settings.time_zone.0));
-    let (hour, minute, weekday) = local.map_or((-1, -1, -1), |t| {
-        (i64::from(t.hour()), i64::from(t.minute()), i64::from(t.weekday().num_days_from_sunday()))
-    });
+    let (hour, minute, weekday) =
+        local.map_or((-1, -1, -1), |t| (i64::from(t.hour()), i64::from(t.minute()), i64::from(t.weekday().num_days_from_sunday())));
     record([("hour", int(hour)), ("minute", int(minute)), ("weekday", int(weekday))])
 }
