@@ -379,3 +379,27 @@ async fn over_https_the_session_cookie_is_bound_to_its_host() {
     assert_eq!(settings.status(), 303);
     assert!(settings.headers()["location"].to_str().unwrap().starts_with("/.stepgate/signin"), "asked to sign in");
 }
+
+#[tokio::test]
+async fn the_proxy_and_the_portal_read_the_same_session_cookie() {
+    let gw = TestGateway::start().await;
+    let alice = session_cookie(&sign_in(&gw, &gw.browser(), ALICE, ALICE_PASSWORD, "/").await);
+    let bob = session_cookie(&sign_in(&gw, &gw.browser(), BOB, BOB_PASSWORD, "/").await);
+    let bob_id = bob.split_once('=').unwrap().1;
+    for cookies in
+        [format!("{alice}; {bob}"), format!("{alice}; stepgate%5Fsession={bob_id}"), format!("{alice}; stepgate%5fsession={bob_id}")]
+    {
+        let client = gw.browser();
+        let settings = client.get(gw.app("/.stepgate/settings")).header("cookie", &cookies).send().await.unwrap();
+        let page = settings.text().await.unwrap();
+        assert!(
+            page.contains("<strong>alice</strong>") && !page.contains("<strong>bob</strong>"),
+            "{cookies}: the portal acted for another user"
+        );
+        let app = client.get(gw.app("/")).header("cookie", &cookies).send().await.unwrap();
+        assert_eq!(app.status(), 200);
+        let claims = gw.upstream.last().headers["x-stepgate-assertion"].to_str().unwrap().split('.').nth(1).unwrap().to_string();
+        let claims = String::from_utf8(data_encoding::BASE64URL_NOPAD.decode(claims.as_bytes()).unwrap()).unwrap();
+        assert!(claims.contains("\"sub\":\"alice\""), "the app was told {claims}");
+    }
+}

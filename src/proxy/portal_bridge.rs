@@ -62,6 +62,12 @@ fn present_session_cookie(headers: &mut http::HeaderMap, gateway: &Gateway, http
     if !headers.contains_key(http::header::COOKIE) {
         return;
     }
+    let host_prefixed = format!("{}{plain}", crate::session::HOST_PREFIX);
+    let is_ours = |name: &str| name == plain || name == host_prefixed;
+    // The proxy decided on the first session cookie, as sent: the portal
+    // must act on that one too, not a later one, nor one whose name only
+    // reads as ours once percent-decoded (as the portal's cookie jar does).
+    let mut presented = false;
     let pairs: Vec<String> = headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -70,11 +76,12 @@ fn present_session_cookie(headers: &mut http::HeaderMap, gateway: &Gateway, http
         .map(str::trim)
         .filter_map(|pair| {
             let name = pair.split('=').next().unwrap_or("");
-            match (name == held, name == plain || name == format!("{}{plain}", crate::session::HOST_PREFIX)) {
-                (true, _) => Some(format!("{plain}{}", &pair[name.len()..])),
-                (false, true) => None,
-                (false, false) => Some(pair.to_string()),
+            if name == held && !presented {
+                presented = true;
+                return Some(format!("{plain}{}", &pair[name.len()..]));
             }
+            let decoded: String = url::form_urlencoded::parse(name.as_bytes()).map(|(k, _)| k.into_owned()).collect();
+            (!is_ours(name) && !is_ours(&decoded)).then(|| pair.to_string())
         })
         .collect();
     headers.remove(http::header::COOKIE);
