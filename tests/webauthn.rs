@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::webauthn::{data_csrf, origin, page, password_session, post_json, start_authentication};
 use common::*;
 use serde_json::{json, Value};
 use webauthn_authenticator_rs::error::WebauthnCError;
@@ -12,10 +13,8 @@ use webauthn_authenticator_rs::softtoken::SoftToken;
 use webauthn_authenticator_rs::{AuthenticatorBackend, AuthenticatorBackendHashedClientData, WebauthnAuthenticator};
 use webauthn_rs_proto::{
     CreationChallengeResponse, PublicKeyCredential, PublicKeyCredentialCreationOptions, PublicKeyCredentialRequestOptions,
-    RegisterPublicKeyCredential, RequestChallengeResponse,
+    RegisterPublicKeyCredential,
 };
-
-const ORIGIN: &str = "https://app.test";
 
 /// The default apps, with `/admin/` needing WebAuthn and the relying
 /// party fixed to the origin the software authenticators present.
@@ -28,31 +27,6 @@ fn setup(extra: &str) -> Setup {
         )
         .replacen("path = \"/admin/\"\npolicy = \"two_factor\"", "path = \"/admin/\"\npolicy = \"two_factor\"\nfactors = [\"webauthn\"]", 1);
     Setup { apps, extra: extra.to_string(), ..Setup::default() }
-}
-
-fn origin() -> url::Url {
-    url::Url::parse(ORIGIN).unwrap()
-}
-
-/// The CSRF token a page hands its WebAuthn script.
-fn data_csrf(page: &str) -> String {
-    regex::Regex::new(r#"data-csrf="([^"]+)""#).unwrap().captures(page).unwrap_or_else(|| panic!("no data-csrf in:\n{page}"))[1].to_string()
-}
-
-async fn page(gw: &TestGateway, client: &reqwest::Client, path: &str) -> String {
-    client.get(gw.app(path)).send().await.unwrap().text().await.unwrap()
-}
-
-async fn post_json(gw: &TestGateway, client: &reqwest::Client, path: &str, csrf: &str, body: &Value) -> reqwest::Response {
-    client.post(gw.app(path)).header("x-csrf-token", csrf).json(body).send().await.unwrap()
-}
-
-/// Signs in with the password; the session then has no second factor.
-async fn password_session(gw: &TestGateway) -> reqwest::Client {
-    let client = gw.browser();
-    let response = sign_in(gw, &client, ALICE, ALICE_PASSWORD, "/").await;
-    assert_eq!(response.status(), 303);
-    client
 }
 
 /// Registers an authenticator from a page showing the register buttons;
@@ -79,15 +53,7 @@ async fn register<T: AuthenticatorBackend>(
     post_json(gw, client, "/.stepgate/webauthn/register/finish", csrf, &json!({ "credential": credential, "rd": "/admin/" })).await
 }
 
-/// Starts an authentication from the second-factor page; returns the
-/// options and the page's CSRF token.
-async fn start_authentication(gw: &TestGateway, client: &reqwest::Client) -> (RequestChallengeResponse, String) {
-    let csrf = data_csrf(&page(gw, client, "/.stepgate/second-factor?method=webauthn").await);
-    let start = post_json(gw, client, "/.stepgate/webauthn/authenticate/start", &csrf, &json!({})).await;
-    assert_eq!(start.status(), 200, "{}", start.text().await.unwrap());
-    (start.json().await.unwrap(), csrf)
-}
-
+/// Answers the authentication challenge; the sign-in returns to `/admin/`.
 async fn finish_authentication(
     gw: &TestGateway,
     client: &reqwest::Client,
