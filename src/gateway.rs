@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::assertion::{Assertions, KeyError};
+use crate::cache::{Cache, CacheError, MemoryCache};
 use crate::clock::Clock;
 use crate::config::{AppConfig, Config, ConfigError, Upstream};
 use crate::crypto::{CryptoError, Secrets};
@@ -17,6 +18,7 @@ use crate::factors::totp::TotpFactor;
 use crate::factors::webauthn::{RelyingParty, WebauthnFactor};
 use crate::geo::{Geo, GeoDatabases, GeoError, GeoFacts};
 use crate::hash_gate::HashGate;
+use crate::health::Reachability;
 use crate::session::Sessions;
 use crate::store::{SqliteStore, Store, StoreError};
 use crate::throttle::{Scope, Throttle, KEYS_PER_SCOPE};
@@ -34,6 +36,8 @@ pub enum StartError {
     Secrets(#[from] CryptoError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
     #[error("signing keys: {0}")]
     Keys(#[from] KeyError),
     #[error("TLS: {0}")]
@@ -112,6 +116,10 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     pub secrets: Arc<Secrets>,
     pub store: Arc<dyn Store>,
+    /// Shared short-lived state and the channel every instance listens on.
+    pub cache: Arc<dyn Cache>,
+    /// Whether the store and the cache answer.
+    pub reachability: Arc<Reachability>,
     pub sessions: Arc<Sessions>,
     pub totp: Arc<TotpFactor>,
     pub webauthn: Arc<WebauthnFactor>,
@@ -137,13 +145,24 @@ impl Gateway {
         Self::build_with_store(config, clock, Some(secrets), store).await
     }
 
-    /// Assembles the gateway around a store already open (another backend,
-    /// or one that fails on demand in tests).
+    /// Assembles the gateway around a store already open (one that fails
+    /// on demand in tests), with the embedded cache.
     pub async fn build_with_store(
         config: Config,
         clock: Arc<dyn Clock>,
         secrets: Option<Secrets>,
         store: Arc<dyn Store>,
+    ) -> Result<Arc<Self>, StartError> {
+        Self::build_with_backends(config, clock, secrets, store, Arc::new(MemoryCache::default())).await
+    }
+
+    /// Assembles the gateway around a store and a cache already open.
+    pub async fn build_with_backends(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        secrets: Option<Secrets>,
+        store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
     ) -> Result<Arc<Self>, StartError> {
         let secrets = Arc::new(match secrets {
             Some(s) => s,
@@ -152,7 +171,10 @@ impl Gateway {
         check_tls_files(&config)?;
         let users = Directory::load(&config.users_file)?;
         let geo = Arc::new(Geo::new(GeoDatabases::open(&config.geoip)?));
-        let sessions = Arc::new(Sessions::new(store.clone(), clock.clone(), config.session.clone()));
+        let reachability = Reachability::new(clock.clone());
+        reachability.spawn_probe(store.clone(), cache.clone());
+        let sessions = Arc::new(Sessions::new(store.clone(), cache.clone(), reachability.clone(), clock.clone(), config.session.clone()));
+        sessions.listen();
         sessions.set_password_fingerprints(users.password_fingerprints(&secrets));
         let totp = Arc::new(TotpFactor::new(
             store.clone(),
@@ -190,6 +212,8 @@ impl Gateway {
             clock,
             secrets,
             store,
+            cache,
+            reachability,
             sessions,
             totp,
             webauthn,
@@ -221,6 +245,8 @@ impl Gateway {
             clock: self.clock.clone(),
             secrets: self.secrets.clone(),
             store: self.store.clone(),
+            cache: self.cache.clone(),
+            reachability: self.reachability.clone(),
             sessions: self.sessions.clone(),
             totp: self.totp.clone(),
             webauthn: self.webauthn.clone(),
@@ -287,6 +313,8 @@ fn keep_start_up_settings(running: &Config, reloaded: &mut Config) {
     }
     keep!(server);
     keep!(secrets);
+    keep!(store);
+    keep!(cache);
     keep!(session);
     keep!(totp);
     keep!(webauthn);

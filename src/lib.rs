@@ -3,6 +3,7 @@
 //! hands apps a signed assertion of who is calling.
 
 pub mod assertion;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -12,6 +13,7 @@ pub mod factors;
 pub mod gateway;
 pub mod geo;
 pub mod hash_gate;
+pub mod health;
 pub mod inspect;
 pub mod live;
 pub mod logging;

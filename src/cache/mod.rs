@@ -7,6 +7,10 @@
 //! instances share it in Redis (`redis`). The rest of the gateway holds an
 //! `Arc<dyn Cache>` and never sees a backend type.
 
+mod memory;
+
+pub use memory::MemoryCache;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;

@@ -4,6 +4,7 @@
 //! file, the line and what is wrong. The rest of the gateway only ever sees
 //! the typed structs below.
 
+mod backends;
 mod edge;
 mod factors;
 mod index;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use backends::{CacheBackend, CacheConfig, DuringOutage, InlineUrl, StoreBackend, StoreConfig, UrlSource};
 pub use edge::{HeaderUnderscores, MethodOverride, PathMatching, WatchedQuery};
 pub use factors::{AppWebauthn, Attestation, RecoveryCodesConfig, SecurityPageConfig, UserVerification, WebauthnConfig};
 pub use index::RuleIndex;
@@ -54,6 +56,10 @@ pub struct Config {
     pub users_file: PathBuf,
     #[serde(default)]
     pub secrets: SecretsConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
     #[serde(default)]
     pub session: SessionConfig,
     #[serde(default)]
@@ -170,11 +176,25 @@ pub struct SessionConfig {
     pub inactivity: i64,
     #[serde(with = "values::duration")]
     pub absolute: i64,
+    /// What requests of signed-in users get while the store or the shared
+    /// cache is unreachable.
+    pub during_outage: DuringOutage,
+    /// With `during_outage = "serve_cached"`: how long after an outage
+    /// began cached sessions are still served.
+    #[serde(with = "values::duration")]
+    pub outage_grace: i64,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { cookie_name: values::CookieName("stepgate_session".into()), cookie_domain: None, inactivity: 30 * 60, absolute: 12 * 3600 }
+        Self {
+            cookie_name: values::CookieName("stepgate_session".into()),
+            cookie_domain: None,
+            inactivity: 30 * 60,
+            absolute: 12 * 3600,
+            during_outage: DuringOutage::Refuse,
+            outage_grace: 60,
+        }
     }
 }
 
@@ -567,8 +587,14 @@ impl Config {
     }
 
     fn check_files(&self, shown: &str) -> Result<(), ConfigError> {
+        let other = |message: String| ConfigError::Other { path: shown.to_string(), message };
         if self.apps.is_empty() {
-            return Err(ConfigError::Other { path: shown.into(), message: "no [[apps]] configured".into() });
+            return Err(other("no [[apps]] configured".into()));
+        }
+        self.store.check("store").map_err(other)?;
+        self.cache.check("cache").map_err(other)?;
+        if self.session.outage_grace > 3600 {
+            return Err(other("session.outage_grace must be at most 1h".into()));
         }
         Ok(())
     }
@@ -581,6 +607,8 @@ impl Config {
         };
         resolve(&mut self.users_file);
         resolve(&mut self.server.data_dir);
+        self.store.resolve_paths(base);
+        self.cache.resolve_paths(base);
         if let Some(tls) = &mut self.server.tls {
             resolve(&mut tls.cert);
             resolve(&mut tls.key);

@@ -69,6 +69,7 @@ pub type PortalState = Arc<Gateway>;
 pub fn router() -> Router {
     Router::new()
         .route("/.stepgate/healthz", get(healthz))
+        .route("/.stepgate/readyz", get(readyz))
         .route("/.stepgate/jwks.json", get(jwks))
         .route("/.stepgate/static/{name}", get(assets::serve))
         .route("/.stepgate/signin", get(signin::show).post(signin::submit))
@@ -92,11 +93,49 @@ pub fn router() -> Router {
         .route("/.stepgate/settings/sessions/revoke", post(settings::revoke_session))
         .route("/.stepgate/settings/trusted-browsers/revoke", post(settings::revoke))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(problems_for_api_clients))
         .layer(axum::middleware::from_fn(security_headers))
 }
 
+/// Liveness: the process answers.
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// Readiness, for load balancers: 200 while the store and the shared cache
+/// answer, 503 (with which one does not) while either is unreachable.
+async fn readyz(Extension(gateway): Extension<PortalState>) -> Response {
+    let readiness = gateway.reachability.readiness();
+    let status = match readiness.store && readiness.cache {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(readiness)).into_response()
+}
+
+/// An error page becomes an RFC 9457 problem for a client that asked for
+/// JSON and not for HTML (a script, the WebAuthn pages' fetches).
+async fn problems_for_api_clients(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let wants_json = accepts(request.headers(), "application/json") && !accepts(request.headers(), "text/html");
+    let response = next.run(request).await;
+    let is_page = response.headers().get(header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"text/html"));
+    if !wants_json || !is_page || !(response.status().is_client_error() || response.status().is_server_error()) {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let status = parts.status;
+    let problem = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+    });
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(problem.to_string()))
+}
+
+fn accepts(headers: &http::HeaderMap, media_type: &str) -> bool {
+    headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains(media_type)))
 }
 
 async fn jwks(Extension(gateway): Extension<PortalState>) -> Response {
@@ -167,7 +206,11 @@ pub struct Failure(pub Arc<Gateway>, pub PortalError);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        tracing::error!(error = %self.1, "portal request failed");
+        // An outage is logged once, when it begins.
+        match self.0.reachability.readiness() {
+            crate::health::Readiness { store: true, cache: true } => tracing::error!(error = %self.1, "portal request failed"),
+            _ => tracing::debug!(error = %self.1, "portal request failed"),
+        }
         let page = error_page(
             &self.0,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -184,7 +227,7 @@ async fn current_session(
     jar: &axum_extra::extract::CookieJar,
 ) -> Result<Option<Arc<crate::session::Session>>, PortalError> {
     match jar.get(gateway.sessions.cookie_name()) {
-        Some(cookie) => Ok(gateway.sessions.lookup(cookie.value()).await?),
+        Some(cookie) => Ok(gateway.sessions.lookup_fresh(cookie.value()).await?),
         None => Ok(None),
     }
 }

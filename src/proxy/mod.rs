@@ -188,9 +188,13 @@ impl GatewayProxy {
         let signed_in = match Self::signed_in_user(gateway, session, ctx.tls).await {
             Ok(found) => found,
             Err(e) => {
-                tracing::error!(error = %e, "session store unavailable");
+                // An outage is logged once, when it begins.
+                match gateway.reachability.readiness().store {
+                    true => tracing::error!(error = %e, "session store unavailable"),
+                    false => tracing::debug!(error = %e, "session store unavailable"),
+                }
                 ctx.decision = "store_unavailable";
-                responses::page(session, gateway, 503, "Temporarily unavailable", "Please try again shortly.").await?;
+                responses::unavailable(session, gateway).await?;
                 return Ok(true);
             }
         };

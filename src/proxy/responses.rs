@@ -15,6 +15,33 @@ pub async fn page(session: &mut Session, gateway: &Gateway, status: u16, title: 
     html(session, status, crate::portal::error_html(gateway, title, message)).await
 }
 
+/// 503 while something the request needs (the store, the shared cache) is
+/// unreachable: the branded page for browsers, a problem (RFC 9457) for
+/// API clients, both with `Retry-After`.
+pub async fn unavailable(session: &mut Session, gateway: &Gateway) -> Result<()> {
+    const RETRY_AFTER: &str = "5";
+    let accepts = |media_type: &str| {
+        let accept = session.req_header().headers.get_all(http::header::ACCEPT);
+        accept.iter().any(|v| v.to_str().is_ok_and(|v| v.contains(media_type)))
+    };
+    let (content_type, body) = match accepts("application/json") && !accepts("text/html") {
+        true => {
+            let problem = serde_json::json!({ "type": "about:blank", "title": "Service Unavailable", "status": 503 });
+            ("application/problem+json", problem.to_string())
+        }
+        false => {
+            let page = crate::portal::error_html(gateway, "Temporarily unavailable", "Please try again shortly.");
+            ("text/html; charset=utf-8", page)
+        }
+    };
+    let mut header = ResponseHeader::build(503, Some(5))?;
+    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    header.insert_header(http::header::RETRY_AFTER, RETRY_AFTER)?;
+    header.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
+    write(session, header, Bytes::from(body)).await
+}
+
 async fn html(session: &mut Session, status: u16, body: String) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(5))?;
     header.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;

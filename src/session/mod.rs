@@ -10,9 +10,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 use cookie::{Cookie, SameSite};
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{Cache, CacheEvent, Invalidation};
 use crate::clock::{Clock, UnixTime};
-use crate::config::{Confidence, SessionConfig};
+use crate::config::{Confidence, DuringOutage, SessionConfig};
 use crate::crypto::{random_token, sha256};
+use crate::health::Reachability;
 use crate::methods::{Method, MethodTimes};
 use crate::policy::risk::Assessment;
 use crate::store::{SessionChange, SessionRow, Store, StoreError};
@@ -207,15 +209,30 @@ impl Session {
 }
 
 /// Creates, finds, renews and ends sessions.
+///
+/// A signed-in request is answered from this instance's cache, without a
+/// round trip to the store, while that cache can be trusted: the store
+/// answers and this instance hears every other instance's changes (see
+/// [`Sessions::listen`]). Otherwise sessions are read from the store.
 pub struct Sessions {
     store: Arc<dyn Store>,
+    /// Where changes are announced to every instance.
+    shared: Arc<dyn Cache>,
+    reachability: Arc<Reachability>,
     clock: Arc<dyn Clock>,
     config: SessionConfig,
-    cache: RwLock<Cache>,
+    cache: RwLock<SessionCache>,
     /// Keys the store did not have, and when it said so.
     unknown: RwLock<HashMap<SessionKey, UnixTime>>,
     /// Each user's password fingerprint in the users file now in force.
     password_fingerprints: RwLock<HashMap<String, String>>,
+}
+
+/// Whether a lookup may be answered from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Cached,
+    Fresh,
 }
 
 /// Sessions as last read from the store. Only reads fill it, and every
@@ -223,18 +240,26 @@ pub struct Sessions {
 /// that a write overtook does not fill it, so no cached copy is older than
 /// the store, and a deleted session is never cached again.
 #[derive(Default)]
-struct Cache {
+struct SessionCache {
     sessions: HashMap<SessionKey, Arc<Session>>,
     writes: u64,
 }
 
 impl Sessions {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: SessionConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        shared: Arc<dyn Cache>,
+        reachability: Arc<Reachability>,
+        clock: Arc<dyn Clock>,
+        config: SessionConfig,
+    ) -> Self {
         Self {
             store,
+            shared,
+            reachability,
             clock,
             config,
-            cache: RwLock::new(Cache::default()),
+            cache: RwLock::new(SessionCache::default()),
             unknown: RwLock::new(HashMap::new()),
             password_fingerprints: RwLock::new(HashMap::new()),
         }
@@ -264,16 +289,34 @@ impl Sessions {
 
     /// The live session for a cookie value, or None when the value is
     /// malformed, unknown or expired, or its user's password changed.
-    /// Marks the session as seen.
+    /// Marks the session as seen. Answered from the cache when it is
+    /// current: for the requests proxied to apps.
     pub async fn lookup(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        self.find(id, Read::Cached).await
+    }
+
+    /// As [`Sessions::lookup`], always as the store has the session now:
+    /// for the portal, whose pages act on the session's latest state even
+    /// when the change that made it, on another instance, was announced a
+    /// moment ago.
+    pub async fn lookup_fresh(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        self.find(id, Read::Fresh).await
+    }
+
+    async fn find(&self, id: &str, read: Read) -> Result<Option<Arc<Session>>, StoreError> {
         if id.len() != SESSION_ID_LEN || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Ok(None);
         }
         let key = sha256(id.as_bytes());
-        let cached = self.cache.read().ok().and_then(|cache| cache.sessions.get(&key).cloned());
         let now = self.clock.now();
-        let session = match cached {
-            Some(session) => session,
+        let session = match self.cached(&key) {
+            Some(session) if read == Read::Cached && self.cache_is_current() && !self.is_expired(&session, now) => session,
+            // Another instance may have seen the session since, or ended it.
+            Some(cached) => match self.load(&key).await {
+                Ok(Some(loaded)) => loaded,
+                Ok(None) => return Ok(None),
+                Err(e) => self.during_outage(cached, now, e)?,
+            },
             None if self.recently_unknown(&key, now) => return Ok(None),
             None => match self.load(&key).await? {
                 Some(loaded) => loaded,
@@ -287,8 +330,40 @@ impl Sessions {
             self.delete(&session.key).await?;
             return Ok(None);
         }
+        self.refuse_during_cache_outage(now)?;
         self.mark_seen(&session, now);
         Ok(Some(session))
+    }
+
+    /// While the shared cache is down, a session ended on another instance
+    /// may not have been announced: signed-in requests are refused unless
+    /// `session.during_outage` allows a grace.
+    fn refuse_during_cache_outage(&self, now: UnixTime) -> Result<(), StoreError> {
+        let Some(since) = self.reachability.cache.since() else { return Ok(()) };
+        match self.config.during_outage {
+            DuringOutage::ServeCached if now - since <= self.config.outage_grace => Ok(()),
+            _ => Err(StoreError::Outage("the shared cache is unreachable")),
+        }
+    }
+
+    fn cached(&self, key: &SessionKey) -> Option<Arc<Session>> {
+        self.cache.read().ok().and_then(|cache| cache.sessions.get(key).cloned())
+    }
+
+    /// Whether cached sessions are as the store has them: the store
+    /// answers, and every change made elsewhere reaches this instance.
+    fn cache_is_current(&self) -> bool {
+        self.shared.is_listening() && self.reachability.store.since().is_none() && self.reachability.cache.since().is_none()
+    }
+
+    /// A cached session while the store cannot be read: served only when
+    /// `session.during_outage` says so, and only for `outage_grace`.
+    fn during_outage(&self, cached: Arc<Session>, now: UnixTime, error: StoreError) -> Result<Arc<Session>, StoreError> {
+        let since = [self.reachability.store.since(), self.reachability.cache.since()].into_iter().flatten().min().unwrap_or(now);
+        match self.config.during_outage {
+            DuringOutage::ServeCached if now - since <= self.config.outage_grace => Ok(cached),
+            _ => Err(error),
+        }
     }
 
     /// The session as the store has it now (for a handler that wrote to
@@ -300,7 +375,15 @@ impl Sessions {
     /// Reads a session from the store into the cache.
     async fn load(&self, key: &SessionKey) -> Result<Option<Arc<Session>>, StoreError> {
         let writes_before = self.writes_so_far();
-        let Some(loaded) = self.store.get_session(key).await?.and_then(Session::from_row) else {
+        let row = match self.store.get_session(key).await {
+            Ok(row) => row,
+            Err(e) => {
+                self.reachability.store_failed(&e);
+                return Err(e);
+            }
+        };
+        self.reachability.store_answered();
+        let Some(loaded) = row.and_then(Session::from_row) else {
             return Ok(None);
         };
         let loaded = Arc::new(loaded);
@@ -342,7 +425,7 @@ impl Sessions {
             let key = session.key;
             tokio::spawn(async move {
                 if let Err(e) = store.touch_session(&key, now).await {
-                    tracing::warn!(error = %e, "could not record session activity");
+                    tracing::debug!(error = %e, "could not record session activity");
                 }
             });
         }
@@ -386,7 +469,7 @@ impl Sessions {
         let parts = SessionParts { username: old.username.clone(), factors, created: old.created, pending_totp: None, context };
         let (id, renewed) = new_session(parts, now);
         let still_live = self.store.renew_session(&old.key, &renewed.to_row()).await?;
-        self.evict(&old.key);
+        self.evict_everywhere(&old.key).await;
         if !still_live {
             return Ok(None);
         }
@@ -462,13 +545,13 @@ impl Sessions {
     /// session no longer exists.
     async fn change(&self, key: &SessionKey, change: SessionChange<'_>) -> Result<Option<Arc<Session>>, StoreError> {
         let row = self.store.update_session(key, change).await?;
-        self.evict(key);
+        self.evict_everywhere(key).await;
         Ok(row.and_then(Session::from_row).map(Arc::new))
     }
 
     pub async fn delete(&self, key: &SessionKey) -> Result<(), StoreError> {
         self.store.delete_session(key).await?;
-        self.evict(key);
+        self.evict_everywhere(key).await;
         Ok(())
     }
 
@@ -517,11 +600,44 @@ impl Sessions {
         }
     }
 
-    /// Called after every write to a stored session, once the write is done.
-    fn evict(&self, key: &SessionKey) {
+    /// Called after every write to a stored session, once the write is
+    /// done: no instance may keep serving its earlier copy.
+    async fn evict_everywhere(&self, key: &SessionKey) {
+        self.evict(|cached| cached.key == *key);
+        // When the message cannot be sent, the other instances have lost
+        // the channel too, and read sessions from the store meanwhile.
+        if let Err(e) = self.shared.publish(&Invalidation::Session(*key)).await {
+            tracing::debug!(error = %e, "could not announce a session change");
+        }
+    }
+
+    /// Drops this instance's cached sessions that `matches`.
+    fn evict(&self, matches: impl Fn(&Session) -> bool) {
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         cache.writes += 1;
-        cache.sessions.remove(key);
+        cache.sessions.retain(|_, cached| !matches(cached));
+    }
+
+    /// Applies the changes every instance announces (this one's included)
+    /// to this instance's cache, until the sessions are dropped.
+    pub fn listen(self: &Arc<Self>) {
+        let mut events = self.shared.subscribe();
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => CacheEvent::MaybeMissed,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(sessions) = this.upgrade() else { return };
+                match event {
+                    CacheEvent::Invalidated(Invalidation::Session(key)) => sessions.evict(|cached| cached.key == key),
+                    CacheEvent::Invalidated(Invalidation::User(name)) => sessions.evict(|cached| cached.username == name),
+                    CacheEvent::MaybeMissed => sessions.evict(|_| true),
+                }
+            }
+        });
     }
 }
 

@@ -18,6 +18,9 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(String, std::io::Error),
+    /// Refused without trying: a backend the answer depends on is down.
+    #[error("refused during an outage: {0}")]
+    Outage(&'static str),
 }
 
 /// A session as stored. `key` is the SHA-256 of the session id, so a copy

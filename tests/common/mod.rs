@@ -2,7 +2,9 @@
 //! driven by a real HTTP client with a cookie jar.
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod failing_store;
+pub mod servers;
 pub mod totp;
 pub mod upstream;
 pub mod webauthn;
@@ -127,43 +129,24 @@ impl TestGateway {
     /// A gateway on a store made from the SQLite one opened in its data
     /// directory (to wrap it, for example).
     pub async fn start_with_store(setup: Setup, store: impl FnOnce(SqliteStore) -> Arc<dyn Store>) -> Self {
-        let upstream = Upstream::start().await;
-        let dir = tempfile::tempdir().expect("temp dir");
-        write_users(&dir.path().join("users.toml"));
-        let addr = free_port();
-        let tls_addr = setup.tls.then(free_port);
-        let tls_section = match tls_addr {
-            Some(tls) => {
-                write_certificate(dir.path());
-                format!("[server.tls]\nlisten = \"{tls}\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n")
-            }
-            None => String::new(),
-        };
-        let text = format!(
-            "users_file = \"users.toml\"\n{extra}\n[server]\nlisten = \"{addr}\"\ndata_dir = \"data\"\nthreads = 2\n{server_extra}\n{tls_section}\n{apps}",
-            extra = setup.extra,
-            server_extra = setup.server_extra,
-            apps = setup.apps.replace("{upstream}", &upstream.addr.to_string()).replace("{port}", &addr.port().to_string()),
-        );
-        let config_path = dir.path().join("stepgate.toml");
-        std::fs::write(&config_path, &text).expect("write config");
-        let config = Config::load(&config_path).unwrap_or_else(|e| panic!("test config: {e}"));
-        if std::env::var_os("RUST_LOG").is_some() {
-            // Logs of a failing test are worth more than the last few lines.
-            std::mem::forget(stepgate::logging::init(&config.logging));
-        }
+        let prepared = Prepared::new(setup).await;
         let clock = ManualClock::new();
-        let sqlite = SqliteStore::open(&config.server.data_dir).await.unwrap_or_else(|e| panic!("store: {e}"));
-        let gateway = Gateway::build_with_store(config, Arc::new(clock.clone()), Some(Secrets::from_master(&MASTER_KEY)), store(sqlite))
+        let sqlite = SqliteStore::open(&prepared.config.server.data_dir).await.unwrap_or_else(|e| panic!("store: {e}"));
+        let secrets = Some(Secrets::from_master(&MASTER_KEY));
+        let gateway = Gateway::build_with_store(prepared.config.clone(), Arc::new(clock.clone()), secrets, store(sqlite))
             .await
             .unwrap_or_else(|e| panic!("gateway: {e}"));
-        let live = LiveGateway::new(gateway, Some(config_path.clone()));
-        let running = RunningGateway::start(live).expect("start");
-        wait_for_port(addr).await;
-        if let Some(tls) = tls_addr {
-            wait_for_port(tls).await;
-        }
-        Self { running, addr, tls_addr, clock, upstream, dir }
+        prepared.launch(gateway, clock).await
+    }
+
+    /// A gateway on the backends its configuration names (`[store]` and
+    /// `[cache]` in `setup.extra`), on a clock it may share with others.
+    pub async fn start_on_backends(setup: Setup, clock: ManualClock) -> Self {
+        let prepared = Prepared::new(setup).await;
+        let secrets = Some(Secrets::from_master(&MASTER_KEY));
+        let gateway =
+            Gateway::build(prepared.config.clone(), Arc::new(clock.clone()), secrets).await.unwrap_or_else(|e| panic!("gateway: {e}"));
+        prepared.launch(gateway, clock).await
     }
 
     /// The gateway serving requests now.
@@ -209,6 +192,57 @@ impl TestGateway {
             builder = builder.resolve(host, self.addr);
         }
         builder
+    }
+}
+
+/// A test gateway's upstream, directory and configuration, before start.
+struct Prepared {
+    upstream: Upstream,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    config_path: PathBuf,
+    config: Config,
+}
+
+impl Prepared {
+    async fn new(setup: Setup) -> Self {
+        let upstream = Upstream::start().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        write_users(&dir.path().join("users.toml"));
+        let addr = free_port();
+        let tls_addr = setup.tls.then(free_port);
+        let tls_section = match tls_addr {
+            Some(tls) => {
+                write_certificate(dir.path());
+                format!("[server.tls]\nlisten = \"{tls}\"\ncert = \"cert.pem\"\nkey = \"key.pem\"\n")
+            }
+            None => String::new(),
+        };
+        let text = format!(
+            "users_file = \"users.toml\"\n{extra}\n[server]\nlisten = \"{addr}\"\ndata_dir = \"data\"\nthreads = 2\n{server_extra}\n{tls_section}\n{apps}",
+            extra = setup.extra,
+            server_extra = setup.server_extra,
+            apps = setup.apps.replace("{upstream}", &upstream.addr.to_string()).replace("{port}", &addr.port().to_string()),
+        );
+        let config_path = dir.path().join("stepgate.toml");
+        std::fs::write(&config_path, &text).expect("write config");
+        let config = Config::load(&config_path).unwrap_or_else(|e| panic!("test config: {e}"));
+        if std::env::var_os("RUST_LOG").is_some() {
+            // Logs of a failing test are worth more than the last few lines.
+            std::mem::forget(stepgate::logging::init(&config.logging));
+        }
+        Self { upstream, dir, addr, tls_addr, config_path, config }
+    }
+
+    async fn launch(self, gateway: Arc<Gateway>, clock: ManualClock) -> TestGateway {
+        let live = LiveGateway::new(gateway, Some(self.config_path.clone()));
+        let running = RunningGateway::start(live).expect("start");
+        wait_for_port(self.addr).await;
+        if let Some(tls) = self.tls_addr {
+            wait_for_port(tls).await;
+        }
+        TestGateway { running, addr: self.addr, tls_addr: self.tls_addr, clock, upstream: self.upstream, dir: self.dir }
     }
 }
 

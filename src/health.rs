@@ -1,0 +1,137 @@
+//! Whether the store and the shared cache answer: probed once a second,
+//! so that an outage is noticed even by requests that would not reach
+//! them (a signed-in request served from the session cache), reported to
+//! load balancers at `/.stepgate/readyz`, and logged once when a backend
+//! goes away and once when it is back, never once a request.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::clock::{Clock, UnixTime};
+use crate::store::Store;
+
+/// How often the backends are probed.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The longest a probe may take before its backend counts as down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Since when a backend is unreachable, if it is.
+#[derive(Default)]
+pub struct Outage {
+    /// Unix time of the first failure seen; 0 while the backend answers.
+    since: AtomicI64,
+}
+
+impl Outage {
+    pub fn since(&self) -> Option<UnixTime> {
+        Some(self.since.load(Ordering::Relaxed)).filter(|since| *since != 0)
+    }
+
+    /// Records a failure; true when it starts an outage.
+    pub fn failed(&self, now: UnixTime) -> bool {
+        self.since.compare_exchange(0, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// Records a success; true when it ends an outage.
+    pub fn answered(&self) -> bool {
+        self.since.swap(0, Ordering::Relaxed) != 0
+    }
+}
+
+/// The reachability of the gateway's two backends.
+pub struct Reachability {
+    pub store: Outage,
+    pub cache: Outage,
+    clock: Arc<dyn Clock>,
+}
+
+/// What `/.stepgate/readyz` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Readiness {
+    pub store: bool,
+    pub cache: bool,
+}
+
+impl Reachability {
+    pub fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(Self { store: Outage::default(), cache: Outage::default(), clock })
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        Readiness { store: self.store.since().is_none(), cache: self.cache.since().is_none() }
+    }
+
+    /// Records what a request found out about the store, logging only a
+    /// change.
+    pub fn store_failed(&self, error: &dyn std::fmt::Display) {
+        if self.store.failed(self.clock.now()) {
+            tracing::error!(error = %error, "the store is unreachable: refusing what needs it until it is back");
+        }
+    }
+
+    pub fn store_answered(&self) {
+        if self.store.answered() {
+            tracing::info!("the store is reachable again");
+        }
+    }
+
+    fn cache_failed(&self, error: &dyn std::fmt::Display) {
+        if self.cache.failed(self.clock.now()) {
+            tracing::error!(error = %error, "the shared cache is unreachable: refusing what needs it until it is back");
+        }
+    }
+
+    fn cache_answered(&self) {
+        if self.cache.answered() {
+            tracing::info!("the shared cache is reachable again");
+        }
+    }
+
+    /// Probes both backends every [`PROBE_INTERVAL`] until `self` is dropped.
+    pub fn spawn_probe(self: &Arc<Self>, store: Arc<dyn Store>, cache: Arc<dyn Cache>) {
+        let this: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(PROBE_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(reachability) = this.upgrade() else { return };
+                reachability.probe(store.as_ref(), cache.as_ref()).await;
+            }
+        });
+    }
+
+    async fn probe(&self, store: &dyn Store, cache: &dyn Cache) {
+        // Any query is a round trip; a key no session can have finds nothing.
+        match tokio::time::timeout(PROBE_TIMEOUT, store.get_session(&[0; 32])).await {
+            Ok(Ok(_)) => self.store_answered(),
+            Ok(Err(e)) => self.store_failed(&e),
+            Err(_) => self.store_failed(&"no answer in time"),
+        }
+        match tokio::time::timeout(PROBE_TIMEOUT, cache.ping()).await {
+            Ok(Ok(())) => self.cache_answered(),
+            Ok(Err(e)) => self.cache_failed(&e),
+            Err(_) => self.cache_failed(&"no answer in time"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_starts_once_and_ends_once() {
+        let outage = Outage::default();
+        assert_eq!(outage.since(), None);
+        assert!(outage.failed(100));
+        assert!(!outage.failed(105), "a second failure does not start another outage");
+        assert_eq!(outage.since(), Some(100));
+        assert!(outage.answered());
+        assert!(!outage.answered());
+        assert_eq!(outage.since(), None);
+    }
+}
