@@ -164,13 +164,16 @@ impl Gateway {
         let webauthn =
             Arc::new(WebauthnFactor::new(store.clone(), sessions.clone(), secrets.clone(), clock.clone(), config.webauthn.clone()));
         let recovery = Arc::new(RecoveryCodes::new(store.clone(), secrets.clone(), clock.clone(), config.recovery_codes.clone()));
-        let assertions = Arc::new(Assertions::new(
-            config.server.data_dir.clone(),
-            secrets.clone(),
-            clock.clone(),
-            config.assertion.issuer.clone(),
-            config.assertion.lifetime,
-        )?);
+        let assertions = Arc::new(
+            Assertions::new(
+                crate::store::key_store(store.clone()),
+                secrets.clone(),
+                clock.clone(),
+                config.assertion.issuer.clone(),
+                config.assertion.lifetime,
+            )
+            .await?,
+        );
         let limits = &config.limits;
         let attempts = Arc::new(Throttle::new(clock.clone(), limits.window, KEYS_PER_SCOPE, |scope| match scope {
             Scope::User | Scope::UserOnBrowser => limits.password_failures.0,

@@ -7,13 +7,16 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::key_file::KeyFile;
 use super::{
-    DeviceRow, FactorRef, FactorStore, RecoveryStore, Removal, RiskStore, SessionChange, SessionRow, SessionStore, SignInRow, StoreError,
-    TotpRow, TotpStore, WebauthnRow, WebauthnStore,
+    DeviceRow, FactorRef, FactorStore, KeyStore, KnownDeviceRow, RecoveryCodeRow, RecoveryStore, Removal, RiskStore, SessionChange,
+    SessionRow, SessionStore, SignInRow, Snapshot, SnapshotStore, StoreError, StoredSigningKeys, TotpRow, TotpStore, WebauthnRow,
+    WebauthnStore,
 };
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    keys: KeyFile,
 }
 
 impl SqliteStore {
@@ -27,8 +30,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("src/store/migrations").run(&pool).await?;
-        Ok(Self { pool })
+        sqlx::migrate!("src/store/migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool, keys: KeyFile::in_dir(data_dir) })
     }
 }
 
@@ -480,6 +483,182 @@ impl RiskStore for SqliteStore {
         let done = sqlx::query("DELETE FROM sign_ins WHERE at < ?").bind(before).execute(&self.pool).await?;
         Ok(done.rows_affected())
     }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn signing_keys(&self) -> Result<Option<StoredSigningKeys>, StoreError> {
+        self.keys.read()
+    }
+
+    async fn signing_keys_version(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.keys.read()?.map(|keys| keys.version))
+    }
+
+    async fn save_signing_keys(&self, expected_version: Option<i64>, json: &str) -> Result<bool, StoreError> {
+        self.keys.save(expected_version, json)
+    }
+}
+
+/// The tables a snapshot holds, in the order they are emptied.
+const SNAPSHOT_TABLES: [&str; 5] = ["totp_credentials", "webauthn_credentials", "recovery_codes", "known_devices", "sign_ins"];
+
+#[async_trait]
+impl SnapshotStore for SqliteStore {
+    async fn export_snapshot(&self) -> Result<Snapshot, StoreError> {
+        let totp = sqlx::query("SELECT username, sealed_secret, algorithm, digits, period, created, last_step, name, last_used FROM totp_credentials ORDER BY username")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| TotpRow {
+                username: r.get(0),
+                sealed_secret: r.get(1),
+                algorithm: r.get(2),
+                digits: r.get(3),
+                period: r.get(4),
+                created: r.get(5),
+                last_step: r.get(6),
+                name: r.get(7),
+                last_used: r.get(8),
+            })
+            .collect();
+        let query = format!("SELECT {WEBAUTHN_COLUMNS} FROM webauthn_credentials ORDER BY id");
+        let webauthn = sqlx::query(&query).fetch_all(&self.pool).await?.iter().map(webauthn_row).collect();
+        let recovery_codes = sqlx::query("SELECT username, hash, created, used_at FROM recovery_codes ORDER BY username, hash")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| RecoveryCodeRow { username: r.get(0), hash: r.get(1), created: r.get(2), used_at: r.get(3) })
+            .collect();
+        let devices =
+            sqlx::query("SELECT username, device_id, first_seen, last_seen, trusted_until FROM known_devices ORDER BY username, device_id")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| KnownDeviceRow {
+                    username: r.get(0),
+                    device: DeviceRow { device_id: r.get(1), first_seen: r.get(2), last_seen: r.get(3), trusted_until: r.get(4) },
+                })
+                .collect();
+        let sign_ins = sqlx::query("SELECT username, at, ip, country, latitude, longitude, confidence, signals FROM sign_ins ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| SignInRow {
+                username: r.get(0),
+                at: r.get(1),
+                ip: r.get(2),
+                country: r.get(3),
+                latitude: r.get(4),
+                longitude: r.get(5),
+                confidence: r.get(6),
+                signals: r.get(7),
+            })
+            .collect();
+        let signing_keys = self.keys.read()?.map(|keys| keys.json);
+        Ok(Snapshot { totp, webauthn, recovery_codes, devices, sign_ins, signing_keys })
+    }
+
+    /// The rows are written in one transaction; the signing keys file is
+    /// written after its commit (it is not in the database).
+    async fn import_snapshot(&self, snapshot: &Snapshot, overwrite: bool) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !overwrite && (holds_data(&mut tx).await? || self.keys.read()?.is_some()) {
+            return Ok(false);
+        }
+        // Sessions go too: nobody stays signed in on data that was replaced.
+        for table in SNAPSHOT_TABLES.iter().chain(&["sessions"]) {
+            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+        }
+        import_rows(&mut tx, snapshot).await?;
+        tx.commit().await?;
+        if let Some(json) = &snapshot.signing_keys {
+            self.keys.write(json)?;
+        }
+        Ok(true)
+    }
+}
+
+async fn holds_data(tx: &mut sqlx::SqliteConnection) -> Result<bool, StoreError> {
+    for table in SNAPSHOT_TABLES {
+        if sqlx::query(&format!("SELECT 1 FROM {table} LIMIT 1")).fetch_optional(&mut *tx).await?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn import_rows(tx: &mut sqlx::SqliteConnection, snapshot: &Snapshot) -> Result<(), StoreError> {
+    for row in &snapshot.totp {
+        sqlx::query(
+            "INSERT INTO totp_credentials (username, sealed_secret, algorithm, digits, period, created, last_step, name, last_used)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.username)
+        .bind(&row.sealed_secret)
+        .bind(&row.algorithm)
+        .bind(row.digits)
+        .bind(row.period)
+        .bind(row.created)
+        .bind(row.last_step)
+        .bind(&row.name)
+        .bind(row.last_used)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for row in &snapshot.webauthn {
+        sqlx::query(&format!("INSERT INTO webauthn_credentials ({WEBAUTHN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            .bind(row.id)
+            .bind(&row.username)
+            .bind(&row.credential_id)
+            .bind(&row.kind)
+            .bind(&row.name)
+            .bind(&row.credential)
+            .bind(row.counter)
+            .bind(&row.aaguid)
+            .bind(row.discoverable)
+            .bind(row.created)
+            .bind(row.last_used)
+            .bind(row.possible_clone_at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for row in &snapshot.recovery_codes {
+        sqlx::query("INSERT INTO recovery_codes (username, hash, created, used_at) VALUES (?, ?, ?, ?)")
+            .bind(&row.username)
+            .bind(&row.hash)
+            .bind(row.created)
+            .bind(row.used_at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for row in &snapshot.devices {
+        let device = &row.device;
+        sqlx::query("INSERT INTO known_devices (username, device_id, first_seen, last_seen, trusted_until) VALUES (?, ?, ?, ?, ?)")
+            .bind(&row.username)
+            .bind(&device.device_id)
+            .bind(device.first_seen)
+            .bind(device.last_seen)
+            .bind(device.trusted_until)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for row in &snapshot.sign_ins {
+        sqlx::query(
+            "INSERT INTO sign_ins (username, at, ip, country, latitude, longitude, confidence, signals) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.username)
+        .bind(row.at)
+        .bind(&row.ip)
+        .bind(&row.country)
+        .bind(row.latitude)
+        .bind(row.longitude)
+        .bind(&row.confidence)
+        .bind(&row.signals)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
