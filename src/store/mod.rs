@@ -333,3 +333,22 @@ impl KeyStore for KeysOf {
         self.0.save_signing_keys(expected_version, json).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_locations() {
+        let sqlite = StoreChoice::parse_location("sqlite:/var/lib/stepgate").unwrap();
+        assert!(matches!(sqlite, StoreChoice::Sqlite { data_dir } if data_dir == std::path::Path::new("/var/lib/stepgate")));
+        for url in ["postgres://u@h/db", "postgresql://u@h/db", "postgres:postgres://u@h/db"] {
+            let choice = StoreChoice::parse_location(url).unwrap();
+            assert!(
+                matches!(&choice, StoreChoice::Postgres(o) if o.url.ends_with("u@h/db") && !o.url.starts_with("postgres:postgres")),
+                "{url}"
+            );
+        }
+        assert!(StoreChoice::parse_location("mysql://u@h/db").is_err());
+    }
+}

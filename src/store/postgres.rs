@@ -762,3 +762,23 @@ async fn import_webauthn(tx: &mut PgConnection, rows: &[WebauthnRow]) -> Result<
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_removes_the_url_and_the_password_as_written_and_decoded() {
+        let url = "postgres://app:p%40ss@db.example/stepgate";
+        let shown = redact(&format!("bad {url}; password p%40ss or p@ss"), url);
+        assert_eq!(shown, "bad (database URL); password *** or ***");
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(checked_schema("stepgate_1").is_ok());
+        for bad in ["", "Public", "a b", "x;drop", "1abc", &"a".repeat(64)] {
+            assert!(checked_schema(bad).is_err(), "{bad}");
+        }
+    }
+}

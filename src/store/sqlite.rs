@@ -663,106 +663,9 @@ async fn import_rows(tx: &mut sqlx::SqliteConnection, snapshot: &Snapshot) -> Re
 
 #[cfg(test)]
 mod tests {
+    //! The behaviour shared with PostgreSQL is tested on both backends in
+    //! tests/store_backends.rs; here, what is SQLite's own.
     use super::*;
-    use crate::store::SignInRow;
-
-    fn session(key: u8) -> SessionRow {
-        SessionRow {
-            key: [key; 32],
-            username: "alice".into(),
-            factors: "[]".into(),
-            created: 100,
-            last_seen: 100,
-            pending_totp: None,
-            context: "{}".into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn sessions_round_trip_and_expire() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        store.insert_session(&session(1)).await.unwrap();
-        store.touch_session(&[1; 32], 150).await.unwrap();
-        let got = store.get_session(&[1; 32]).await.unwrap().unwrap();
-        assert_eq!(got.last_seen, 150);
-        assert_eq!(store.delete_expired_sessions(151, 0).await.unwrap(), 1);
-        assert!(store.get_session(&[1; 32]).await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_deleted_session_is_neither_changed_nor_renewed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        store.insert_session(&session(1)).await.unwrap();
-        let changed = store.update_session(&[1; 32], SessionChange::Context("{\"country\":\"CH\"}")).await.unwrap();
-        assert_eq!(changed.unwrap().context, "{\"country\":\"CH\"}");
-        assert!(store.renew_session(&[1; 32], &session(2)).await.unwrap());
-        assert!(store.get_session(&[1; 32]).await.unwrap().is_none(), "the old key is gone");
-        store.delete_session(&[2; 32]).await.unwrap();
-        assert!(store.update_session(&[2; 32], SessionChange::PendingTotp(Some(b"x"))).await.unwrap().is_none());
-        assert!(!store.renew_session(&[2; 32], &session(3)).await.unwrap());
-        assert!(store.get_session(&[2; 32]).await.unwrap().is_none(), "a write does not bring it back");
-        assert!(store.get_session(&[3; 32]).await.unwrap().is_none(), "nor does a renewal");
-    }
-
-    #[tokio::test]
-    async fn a_totp_step_is_claimed_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        let row = TotpRow {
-            username: "alice".into(),
-            sealed_secret: vec![1, 2, 3],
-            algorithm: "SHA1".into(),
-            digits: 6,
-            period: 30,
-            created: 0,
-            last_step: -1,
-            name: "Phone".into(),
-            last_used: None,
-        };
-        assert!(store.insert_totp(&row).await.unwrap());
-        assert!(!store.insert_totp(&row).await.unwrap());
-        assert!(store.claim_totp_step("alice", 10, 0).await.unwrap());
-        assert!(!store.claim_totp_step("alice", 10, 0).await.unwrap());
-        assert!(!store.claim_totp_step("alice", 9, 0).await.unwrap());
-        assert!(store.claim_totp_step("alice", 11, 0).await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn devices_and_sign_in_history() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        assert!(!store.is_known_device("alice", "d1").await.unwrap());
-        store.remember_device("alice", "d1", 100, Some(500)).await.unwrap();
-        store.remember_device("alice", "d1", 200, None).await.unwrap();
-        assert!(store.is_known_device("alice", "d1").await.unwrap());
-        assert!(!store.is_known_device("bob", "d1").await.unwrap());
-        assert_eq!(store.device_trusted_until("alice", "d1").await.unwrap(), Some(500), "a later plain visit keeps the trust");
-        assert_eq!(store.trusted_devices("alice", 400).await.unwrap().len(), 1);
-        assert!(store.trusted_devices("alice", 500).await.unwrap().is_empty(), "expired trust is not listed");
-        store.untrust_device("alice", "d1").await.unwrap();
-        assert!(store.trusted_devices("alice", 0).await.unwrap().is_empty());
-        assert!(store.is_known_device("alice", "d1").await.unwrap(), "an untrusted device stays known");
-
-        let sign_in = |at: i64, country: &str| SignInRow {
-            username: "alice".into(),
-            at,
-            ip: "192.0.2.1".into(),
-            country: Some(country.into()),
-            latitude: Some(47.0),
-            longitude: Some(8.0),
-            confidence: "high".into(),
-            signals: "[]".into(),
-        };
-        store.record_sign_in(&sign_in(100, "CH")).await.unwrap();
-        store.record_sign_in(&sign_in(200, "DE")).await.unwrap();
-        assert_eq!(store.last_sign_in("alice").await.unwrap().unwrap().country.as_deref(), Some("DE"));
-        assert!(store.has_signed_in_from("alice", "CH").await.unwrap());
-        assert!(!store.has_signed_in_from("alice", "US").await.unwrap());
-        assert_eq!(store.forget_sign_ins_before(150).await.unwrap(), 1);
-        assert!(!store.has_signed_in_from("alice", "CH").await.unwrap());
-    }
 
     #[tokio::test]
     async fn a_file_that_is_not_a_database_is_a_clear_error() {
@@ -770,5 +673,17 @@ mod tests {
         std::fs::write(dir.path().join("stepgate.db"), vec![0x42; 4096]).unwrap();
         let err = SqliteStore::open(dir.path()).await.err().expect("must refuse").to_string();
         assert!(err.contains("not a database"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn signing_keys_stay_in_the_data_directory_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        assert!(store.save_signing_keys(None, "{\"keys\":[]}").await.unwrap());
+        let on_disk = std::fs::read_to_string(dir.path().join("signing-keys.json")).unwrap();
+        assert_eq!(on_disk, "{\"keys\":[]}");
+        let version = store.signing_keys_version().await.unwrap();
+        std::fs::write(dir.path().join("signing-keys.json"), "{\"keys\":[1]}").unwrap();
+        assert_ne!(store.signing_keys_version().await.unwrap(), version, "an edit by hand is a new version");
     }
 }
