@@ -117,7 +117,7 @@ async fn a_copy_to_postgres_keeps_every_row_and_refuses_to_overwrite_unasked() {
     let new_id = target.webauthn_credential(b"cred-new").await.unwrap().unwrap().id;
     assert!(ids.iter().all(|id| *id < new_id), "{new_id} after {ids:?}");
 
-    let refused = copy(&source, &target, false).await.err().expect("a target with data is refused");
+    let refused = copy(&source, &target, false).await.expect_err("a target with data is refused");
     assert!(matches!(refused, CopyError::TargetNotEmpty), "{refused}");
     assert!(target.webauthn_credential(b"cred-new").await.unwrap().is_some(), "nothing was written");
     assert_eq!(copy(&source, &target, true).await.unwrap(), expected);
