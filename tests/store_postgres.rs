@@ -156,6 +156,13 @@ async fn the_store_copy_command_reads_the_url_from_the_environment() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(run(&["--overwrite"]).status.success());
+
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(["store", "copy", "--from", "sqlite:/nonexistent/stepgate-data", "--to-env", "STEPGATE_COPY_TARGET"])
+        .env("STEPGATE_COPY_TARGET", &url)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no stepgate.db"), "a mistyped source is not an empty one");
 }
 
 #[tokio::test]

@@ -100,7 +100,15 @@ pub async fn copy(from: &dyn Store, to: &dyn Store, overwrite: bool) -> Result<C
 
 /// Opens both stores (migrating them) and copies from one to the other:
 /// what `stepgate store copy` does.
+/// A SQLite source must exist: opening a mistyped directory would create
+/// an empty store and copy nothing, successfully.
 pub async fn copy_between(from: &super::StoreChoice, to: &super::StoreChoice, overwrite: bool) -> Result<CopyReport, CopyError> {
+    if let super::StoreChoice::Sqlite { data_dir } = from {
+        if !data_dir.join(super::sqlite::DATABASE_FILE).exists() {
+            let missing = format!("there is no {} in {}", super::sqlite::DATABASE_FILE, data_dir.display());
+            return Err(CopyError::Source(StoreError::Config(missing)));
+        }
+    }
     let source = super::open(from).await.map_err(CopyError::Source)?;
     let target = super::open(to).await.map_err(CopyError::Target)?;
     copy(source.as_ref(), target.as_ref(), overwrite).await

@@ -14,6 +14,9 @@ use super::{
     WebauthnStore,
 };
 
+/// The database's name in the data directory.
+pub(super) const DATABASE_FILE: &str = "stepgate.db";
+
 pub struct SqliteStore {
     pool: SqlitePool,
     keys: KeyFile,
@@ -24,7 +27,7 @@ impl SqliteStore {
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir(data_dir.display().to_string(), e))?;
         let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("stepgate.db"))
+            .filename(data_dir.join(DATABASE_FILE))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
