@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use crate::assertion::{Assertions, KeyError};
 use crate::cache::{Cache, CacheError, MemoryCache};
 use crate::clock::Clock;
-use crate::config::{AppConfig, Config, ConfigError, Upstream};
+use crate::config::{AppConfig, Config, ConfigError, StoreBackend, Upstream};
 use crate::crypto::{CryptoError, Secrets};
 use crate::factors::recovery::RecoveryCodes;
 use crate::factors::totp::TotpFactor;
@@ -20,7 +20,7 @@ use crate::geo::{Geo, GeoDatabases, GeoError, GeoFacts};
 use crate::hash_gate::HashGate;
 use crate::health::Reachability;
 use crate::session::Sessions;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PostgresOptions, Store, StoreChoice, StoreError};
 use crate::throttle::{Scope, Throttle, KEYS_PER_SCOPE};
 use crate::users::Directory;
 
@@ -141,7 +141,7 @@ impl Gateway {
             Some(secrets) => secrets,
             None => Secrets::load(config.secrets.encryption_key_file.as_deref())?,
         };
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.server.data_dir).await?);
+        let store = crate::store::open(&store_choice(&config)?).await?;
         Self::build_with_store(config, clock, Some(secrets), store).await
     }
 
@@ -186,13 +186,16 @@ impl Gateway {
         let webauthn =
             Arc::new(WebauthnFactor::new(store.clone(), sessions.clone(), secrets.clone(), clock.clone(), config.webauthn.clone()));
         let recovery = Arc::new(RecoveryCodes::new(store.clone(), secrets.clone(), clock.clone(), config.recovery_codes.clone()));
-        let assertions = Arc::new(Assertions::new(
-            config.server.data_dir.clone(),
-            secrets.clone(),
-            clock.clone(),
-            config.assertion.issuer.clone(),
-            config.assertion.lifetime,
-        )?);
+        let assertions = Arc::new(
+            Assertions::new(
+                crate::store::key_store(store.clone()),
+                secrets.clone(),
+                clock.clone(),
+                config.assertion.issuer.clone(),
+                config.assertion.lifetime,
+            )
+            .await?,
+        );
         let limits = &config.limits;
         let attempts = Arc::new(Throttle::new(clock.clone(), limits.window, KEYS_PER_SCOPE, |scope| match scope {
             Scope::User | Scope::UserOnBrowser => limits.password_failures.0,
@@ -278,6 +281,20 @@ impl Gateway {
         let anonymous_untrusted = self.config.risk.anonymous_ip_untrusted;
         crate::policy::risk::is_untrusted_ip(&self.untrusted_networks, anonymous_untrusted, canonical_ip(ip), geo)
     }
+}
+
+/// The store `[store]` names, with its connection string read.
+pub fn store_choice(config: &Config) -> Result<StoreChoice, StartError> {
+    let store = &config.store;
+    Ok(match store.backend {
+        StoreBackend::Sqlite => StoreChoice::Sqlite { data_dir: config.server.data_dir.clone() },
+        StoreBackend::Postgres => StoreChoice::Postgres(PostgresOptions {
+            url: store.connection().resolve("store").map_err(StartError::Io)?,
+            pool_size: store.pool_size,
+            connect_timeout: store.connect_timeout,
+            schema: store.schema.clone(),
+        }),
+    })
 }
 
 /// The apps by host name, and every header name an assertion may use.

@@ -113,7 +113,7 @@ impl LiveGateway {
 
 /// Signing keys every time; sweeps of expired state when `sweep`.
 async fn upkeep(gateway: &Gateway, sweep: bool) {
-    match gateway.assertions.reload_keys() {
+    match gateway.assertions.reload_keys().await {
         Ok(true) => tracing::info!("signing keys reloaded"),
         Ok(false) => {}
         Err(e) => tracing::error!(error = %e, "cannot reload signing keys; keeping the current ones"),

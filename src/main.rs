@@ -13,6 +13,7 @@ use stepgate::config::Config;
 use stepgate::crypto::Secrets;
 use stepgate::gateway::Gateway;
 use stepgate::live::LiveGateway;
+use stepgate::store::StoreChoice;
 
 #[derive(Parser)]
 #[command(name = "stepgate", version, about = "An MFA gateway in front of apps that know nothing about MFA")]
@@ -46,6 +47,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Manage the durable store (SQLite or PostgreSQL).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
     },
     /// Inspect the access policy.
     Policy {
@@ -101,6 +107,34 @@ enum KeysCommand {
     Rotate {
         #[arg(long, short)]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Bring the configured store's schema up to date (every start does it too).
+    Migrate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Copy enrolments, recovery codes, known browsers, sign-in history and
+    /// signing keys (not sessions) from one store to another. A store is
+    /// `sqlite:DATA_DIR` or a `postgres://` URL.
+    Copy {
+        #[arg(long, required_unless_present = "from_env")]
+        from: Option<String>,
+        /// Read the source location from this environment variable instead.
+        #[arg(long, conflicts_with = "from")]
+        from_env: Option<String>,
+        #[arg(long, required_unless_present = "to_env")]
+        to: Option<String>,
+        /// Read the target location from this environment variable instead,
+        /// so a password need not be on the command line.
+        #[arg(long, conflicts_with = "to")]
+        to_env: Option<String>,
+        /// Replace whatever the target holds.
+        #[arg(long)]
+        overwrite: bool,
     },
 }
 
@@ -162,12 +196,54 @@ fn run(command: Command) -> Result<(), String> {
         Command::Keys { command: KeysCommand::Rotate { config } } => {
             let config = Config::load(&config).map_err(|e| e.to_string())?;
             let secrets = Secrets::load(config.secrets.encryption_key_file.as_deref()).map_err(|e| e.to_string())?;
-            let kid = stepgate::assertion::rotate_keys(&config.server.data_dir, &secrets, SystemClock.now(), config.assertion.lifetime)
-                .map_err(|e| e.to_string())?;
+            let kid = block_on(async {
+                let store = stepgate::store::open(&store_choice(&config)?).await.map_err(|e| e.to_string())?;
+                stepgate::assertion::rotate_keys(
+                    stepgate::store::key_store(store).as_ref(),
+                    &secrets,
+                    SystemClock.now(),
+                    config.assertion.lifetime,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            })?;
             println!("new signing key {kid}; running gateways pick it up within seconds");
             Ok(())
         }
+        Command::Store { command: StoreCommand::Migrate { config } } => {
+            let config = Config::load(&config).map_err(|e| e.to_string())?;
+            let store = store_choice(&config)?;
+            block_on(stepgate::store::migrate(&store))?;
+            println!("the store is up to date");
+            Ok(())
+        }
+        Command::Store { command: StoreCommand::Copy { from, from_env, to, to_env, overwrite } } => {
+            let from = store_location(from, from_env)?;
+            let to = store_location(to, to_env)?;
+            let report = block_on(stepgate::store::copy_between(&from, &to, overwrite))?;
+            println!("copied:\n{report}");
+            Ok(())
+        }
     }
+}
+
+/// The store the configuration's `[store]` names.
+fn store_choice(config: &Config) -> Result<StoreChoice, String> {
+    stepgate::gateway::store_choice(config).map_err(|e| e.to_string())
+}
+
+/// A store location given on the command line or in an environment variable.
+fn store_location(given: Option<String>, env: Option<String>) -> Result<StoreChoice, String> {
+    let location = match (given, env) {
+        (Some(location), _) => location,
+        (None, Some(var)) => std::env::var(&var).map_err(|_| format!("the environment variable {var} is not set"))?,
+        (None, None) => return Err("a store location is missing".into()),
+    };
+    StoreChoice::parse_location(&location).map_err(|e| e.to_string())
+}
+
+fn block_on<T, E: std::fmt::Display>(work: impl std::future::Future<Output = Result<T, E>>) -> Result<T, String> {
+    tokio::runtime::Runtime::new().map_err(|e| e.to_string())?.block_on(work).map_err(|e| e.to_string())
 }
 
 fn serve(config_path: &std::path::Path) -> Result<(), String> {

@@ -220,7 +220,7 @@ async fn a_request_whose_assertion_cannot_be_signed_is_refused() {
         key["retired_at"] = json!(gw.now());
     }
     std::fs::write(&path, keys.to_string()).unwrap();
-    assert!(gw.gateway().assertions.reload_keys().unwrap());
+    assert!(gw.gateway().assertions.reload_keys().await.unwrap());
 
     assert_branded_refusal(client.get(gw.app("/")).send().await.unwrap(), 503).await;
     assert_eq!(gw.upstream.count(), 0, "the app saw no request without its assertion");

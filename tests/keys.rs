@@ -30,8 +30,9 @@ async fn rotation_keeps_live_assertions_verifiable() {
     assert_eq!(fetch_jwks(&gw).await.keys.len(), 1);
 
     let secrets = Secrets::from_master(&MASTER_KEY);
-    let new_kid = stepgate::assertion::rotate_keys(&gw.data_dir(), &secrets, gw.now(), 300).unwrap();
-    assert!(gw.gateway().assertions.reload_keys().unwrap(), "the gateway sees the new key");
+    let store = stepgate::store::key_store(gw.gateway().store.clone());
+    let new_kid = stepgate::assertion::rotate_keys(store.as_ref(), &secrets, gw.now(), 300).await.unwrap();
+    assert!(gw.gateway().assertions.reload_keys().await.unwrap(), "the gateway sees the new key");
     let jwks = fetch_jwks(&gw).await;
     assert_eq!(jwks.keys.len(), 2, "old and new key are published");
     assert!(verifies(&old_token, &jwks), "a token signed before the rotation still verifies");
@@ -55,9 +56,10 @@ async fn keys_survive_a_restart_and_are_sealed_at_rest() {
     let jwks = fetch_jwks(&gw).await;
     let stored = std::fs::read_to_string(gw.data_dir().join("signing-keys.json")).unwrap();
     assert!(!stored.contains("PRIVATE KEY"), "the private key is not stored in the clear");
-    let ring = stepgate::assertion::KeyRing::load_or_create(&gw.data_dir(), &Secrets::from_master(&MASTER_KEY), gw.now()).unwrap();
+    let store = stepgate::store::key_store(gw.gateway().store.clone());
+    let ring = stepgate::assertion::KeyRing::load_or_create(store.as_ref(), &Secrets::from_master(&MASTER_KEY), gw.now()).await.unwrap();
     assert_eq!(ring.jwks(gw.now(), 300)["keys"][0]["kid"], jwks.keys[0].common.key_id.clone().unwrap().as_str());
-    let wrong_key = stepgate::assertion::KeyRing::load_or_create(&gw.data_dir(), &Secrets::from_master(&[1; 32]), gw.now());
+    let wrong_key = stepgate::assertion::KeyRing::load_or_create(store.as_ref(), &Secrets::from_master(&[1; 32]), gw.now()).await;
     let error = wrong_key.err().expect("another master key cannot open the keys").to_string();
     assert!(error.contains("damaged") || error.contains("another key"), "{error}");
 }

@@ -1,8 +1,7 @@
-//! Signing keys: created on first start, sealed at rest in the data
-//! directory, rotated on demand.
-
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+//! Signing keys: created on first start, sealed at rest in the store,
+//! rotated on demand. The store keeps them as opaque JSON with a version;
+//! which backend holds them (a file beside SQLite, a PostgreSQL row) is
+//! none of this module's business.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -14,18 +13,25 @@ use serde_json::json;
 
 use crate::clock::UnixTime;
 use crate::crypto::{sha256, Secrets};
+use crate::store::{KeyStore, StoreError, StoredSigningKeys};
 
-const KEYS_FILE: &str = "signing-keys.json";
 const SEAL_CONTEXT: &[u8] = b"assertion signing key";
 /// Extra time a retired key stays published, for clocks that drift.
 const RETIRED_GRACE_SECS: i64 = 60;
+/// Compare-and-swap attempts before giving up on a store that keeps
+/// changing under us (another instance rotating in a loop, say).
+const WRITE_ATTEMPTS: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read or write {0}: {1}")]
-    Io(String, std::io::Error),
-    #[error("{0} is damaged: {1}")]
-    Corrupt(String, String),
+    #[error("signing keys: {0}")]
+    Store(#[from] StoreError),
+    #[error("the signing keys are damaged: {0}")]
+    Corrupt(String),
+    #[error("the signing keys are gone from the store")]
+    Missing,
+    #[error("the signing keys kept changing while being written; try again")]
+    Contended,
     #[error("no signing key is active")]
     NoActiveKey,
     #[error("signing failed: {0}")]
@@ -46,6 +52,16 @@ struct KeysFile {
     keys: Vec<StoredKey>,
 }
 
+impl KeysFile {
+    fn parse(json: &str) -> Result<Self, KeyError> {
+        serde_json::from_str(json).map_err(|e| KeyError::Corrupt(e.to_string()))
+    }
+
+    fn to_json(&self) -> Result<String, KeyError> {
+        serde_json::to_string_pretty(self).map_err(|e| KeyError::Corrupt(e.to_string()))
+    }
+}
+
 pub struct SigningKey {
     pub kid: String,
     pub encoding: EncodingKey,
@@ -57,57 +73,53 @@ pub struct SigningKey {
 pub struct KeyRing {
     /// The active key first, then retired ones.
     keys: Vec<SigningKey>,
-    modified: Option<SystemTime>,
+    /// The store's version of what this ring was read from.
+    version: i64,
 }
 
 impl KeyRing {
-    pub fn load_or_create(dir: &Path, secrets: &Secrets, now: UnixTime) -> Result<Self, KeyError> {
-        let path = dir.join(KEYS_FILE);
-        if !path.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| KeyError::Io(dir.display().to_string(), e))?;
-            let mut file = KeysFile::default();
-            file.keys.push(new_key(secrets, now));
-            write_file(&path, &file)?;
-        }
-        Self::read(&path, secrets)
+    /// The stored keys, after creating a first one if there are none.
+    pub async fn load_or_create(store: &dyn KeyStore, secrets: &Secrets, now: UnixTime) -> Result<Self, KeyError> {
+        let stored = stored_or_created(store, secrets, now).await?;
+        Self::open(&stored, secrets)
     }
 
-    pub fn reload_if_changed(dir: &Path, secrets: &Secrets, current: &KeyRing) -> Result<Option<Self>, KeyError> {
-        let path = dir.join(KEYS_FILE);
-        if modified(&path) == current.modified {
+    /// The keys again if their version in the store changed: one cheap
+    /// read when nothing did.
+    pub async fn reload_if_changed(store: &dyn KeyStore, secrets: &Secrets, current: &KeyRing) -> Result<Option<Self>, KeyError> {
+        if store.signing_keys_version().await? == Some(current.version) {
             return Ok(None);
         }
-        Self::read(&path, secrets).map(Some)
+        let stored = store.signing_keys().await?.ok_or(KeyError::Missing)?;
+        Self::open(&stored, secrets).map(Some)
     }
 
-    pub fn rotate(dir: &Path, secrets: &Secrets, now: UnixTime, lifetime: i64) -> Result<String, KeyError> {
-        let path = dir.join(KEYS_FILE);
-        Self::load_or_create(dir, secrets, now)?;
-        let mut file = read_file(&path)?;
-        // Keys retired long enough ago that no token they signed is alive go.
-        file.keys.retain(|k| k.retired_at.is_none_or(|at| now - at <= lifetime + RETIRED_GRACE_SECS));
-        for key in &mut file.keys {
-            key.retired_at.get_or_insert(now);
+    /// Adds a key and retires the others, with a compare-and-swap so that
+    /// a concurrent rotation is not lost. Returns the new key id.
+    pub async fn rotate(store: &dyn KeyStore, secrets: &Secrets, now: UnixTime, lifetime: i64) -> Result<String, KeyError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let stored = stored_or_created(store, secrets, now).await?;
+            let mut file = KeysFile::parse(&stored.json)?;
+            // Keys retired long enough ago that no token they signed is alive go.
+            file.keys.retain(|k| k.retired_at.is_none_or(|at| now - at <= lifetime + RETIRED_GRACE_SECS));
+            for key in &mut file.keys {
+                key.retired_at.get_or_insert(now);
+            }
+            let fresh = new_key(secrets, now);
+            let kid = fresh.kid.clone();
+            file.keys.insert(0, fresh);
+            if store.save_signing_keys(Some(stored.version), &file.to_json()?).await? {
+                return Ok(kid);
+            }
         }
-        let fresh = new_key(secrets, now);
-        let kid = fresh.kid.clone();
-        file.keys.insert(0, fresh);
-        write_file(&path, &file)?;
-        Ok(kid)
+        Err(KeyError::Contended)
     }
 
-    fn read(path: &Path, secrets: &Secrets) -> Result<Self, KeyError> {
-        let modified = modified(path);
-        let file = read_file(path)?;
-        let shown = path.display().to_string();
-        let keys = file
-            .keys
-            .iter()
-            .map(|stored| open_key(stored, secrets).map_err(|why| KeyError::Corrupt(shown.clone(), why)))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { keys, modified })
+    fn open(stored: &StoredSigningKeys, secrets: &Secrets) -> Result<Self, KeyError> {
+        let file = KeysFile::parse(&stored.json)?;
+        let keys = file.keys.iter().map(|k| open_key(k, secrets).map_err(KeyError::Corrupt)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { keys, version: stored.version })
     }
-
     pub fn signing_key(&self) -> Result<&SigningKey, KeyError> {
         self.keys.iter().find(|k| k.retired_at.is_none()).ok_or(KeyError::NoActiveKey)
     }
@@ -121,6 +133,20 @@ impl KeyRing {
             .collect();
         json!({ "keys": keys })
     }
+}
+
+/// The stored keys; when there are none, a first key is created with a
+/// compare-and-swap, so of two instances starting at once one key wins and
+/// both use it.
+async fn stored_or_created(store: &dyn KeyStore, secrets: &Secrets, now: UnixTime) -> Result<StoredSigningKeys, KeyError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        if let Some(stored) = store.signing_keys().await? {
+            return Ok(stored);
+        }
+        let first = KeysFile { keys: vec![new_key(secrets, now)] };
+        store.save_signing_keys(None, &first.to_json()?).await?;
+    }
+    Err(KeyError::Contended)
 }
 
 fn new_key(secrets: &Secrets, now: UnixTime) -> StoredKey {
@@ -150,32 +176,4 @@ fn open_key(stored: &StoredKey, secrets: &Secrets) -> Result<SigningKey, String>
         x: URL_SAFE_NO_PAD.encode(x),
         y: URL_SAFE_NO_PAD.encode(y),
     })
-}
-
-fn read_file(path: &Path) -> Result<KeysFile, KeyError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io(shown.clone(), e))?;
-    serde_json::from_str(&text).map_err(|e| KeyError::Corrupt(shown, e.to_string()))
-}
-
-/// Writes through a temporary file and a rename, so a crash never leaves
-/// half a key file.
-fn write_file(path: &Path, file: &KeysFile) -> Result<(), KeyError> {
-    let shown = path.display().to_string();
-    let tmp: PathBuf = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(file).map_err(|e| KeyError::Corrupt(shown.clone(), e.to_string()))?;
-    write_private(&tmp, text.as_bytes()).map_err(|e| KeyError::Io(shown.clone(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| KeyError::Io(shown, e))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }

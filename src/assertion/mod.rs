@@ -5,7 +5,6 @@ mod keys;
 mod verify;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::{Algorithm, Header};
@@ -18,6 +17,7 @@ use crate::clock::{Clock, UnixTime};
 use crate::crypto::{random_token, Secrets};
 use crate::policy::risk::Assessment;
 use crate::session::{FactorUse, Session, SessionKey};
+use crate::store::KeyStore;
 use crate::users::User;
 
 /// The claims an app receives.
@@ -80,7 +80,8 @@ impl MintedFrom {
 /// expiring, so that the request path does not sign.
 pub struct Assertions {
     keys: RwLock<Arc<KeyRing>>,
-    key_dir: PathBuf,
+    /// Where the keys live: shared by every instance on the same store.
+    key_store: Arc<dyn KeyStore>,
     secrets: Arc<Secrets>,
     clock: Arc<dyn Clock>,
     issuer: String,
@@ -89,9 +90,16 @@ pub struct Assertions {
 }
 
 impl Assertions {
-    pub fn new(key_dir: PathBuf, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, issuer: String, lifetime: i64) -> Result<Self, KeyError> {
-        let ring = KeyRing::load_or_create(&key_dir, &secrets, clock.now())?;
-        Ok(Self { keys: RwLock::new(Arc::new(ring)), key_dir, secrets, clock, issuer, lifetime, cache: RwLock::new(HashMap::new()) })
+    /// Loads the signing keys from the store, creating a first one if it has none.
+    pub async fn new(
+        key_store: Arc<dyn KeyStore>,
+        secrets: Arc<Secrets>,
+        clock: Arc<dyn Clock>,
+        issuer: String,
+        lifetime: i64,
+    ) -> Result<Self, KeyError> {
+        let ring = KeyRing::load_or_create(key_store.as_ref(), &secrets, clock.now()).await?;
+        Ok(Self { keys: RwLock::new(Arc::new(ring)), key_store, secrets, clock, issuer, lifetime, cache: RwLock::new(HashMap::new()) })
     }
 
     /// The assertion for this session and app, minted only when there is no
@@ -155,11 +163,13 @@ impl Assertions {
         self.current_ring().jwks(self.clock.now(), self.lifetime)
     }
 
-    /// Picks up keys rotated by `stepgate keys rotate`; cached assertions
-    /// stay valid because the old key stays in the JWKS.
-    pub fn reload_keys(&self) -> Result<bool, KeyError> {
+    /// Picks up keys rotated by `stepgate keys rotate` or by another
+    /// instance; cached assertions stay valid because the old key stays in
+    /// the JWKS. Cheap when nothing changed (one version read), so the
+    /// upkeep loop calls it every few seconds.
+    pub async fn reload_keys(&self) -> Result<bool, KeyError> {
         let current = self.current_ring();
-        let Some(ring) = KeyRing::reload_if_changed(&self.key_dir, &self.secrets, &current)? else {
+        let Some(ring) = KeyRing::reload_if_changed(self.key_store.as_ref(), &self.secrets, &current).await? else {
             return Ok(false);
         };
         if let Ok(mut keys) = self.keys.write() {
@@ -186,6 +196,6 @@ impl Assertions {
 
 /// Adds a signing key and retires the current one (kept in the JWKS for one
 /// assertion lifetime). Returns the new key id.
-pub fn rotate_keys(key_dir: &std::path::Path, secrets: &Secrets, now: UnixTime, lifetime: i64) -> Result<String, KeyError> {
-    KeyRing::rotate(key_dir, secrets, now, lifetime)
+pub async fn rotate_keys(key_store: &dyn KeyStore, secrets: &Secrets, now: UnixTime, lifetime: i64) -> Result<String, KeyError> {
+    KeyRing::rotate(key_store, secrets, now, lifetime).await
 }

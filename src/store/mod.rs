@@ -3,13 +3,27 @@
 //! The rest of the gateway holds an `Arc<dyn Store>` and never sees a
 //! backend type, so PostgreSQL or Redis can follow SQLite without touching
 //! the proxy or the policy.
+//!
+//! Two backends: SQLite, embedded, for a single instance; PostgreSQL for
+//! several instances sharing their durable state. [`open`] picks one from a
+//! [`StoreChoice`]; [`copy()`] moves the durable data from one to the other.
 
+pub mod copy;
+mod key_file;
+mod postgres;
 mod sqlite;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use copy::{copy, copy_between, CopyError, CopyReport, KnownDeviceRow, RecoveryCodeRow, Snapshot};
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 
+/// What went wrong in the store. No variant ever holds a database URL: it
+/// may carry a password, and these messages reach logs and pages.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
@@ -21,6 +35,54 @@ pub enum StoreError {
     /// Refused without trying: a backend the answer depends on is down.
     #[error("refused during an outage: {0}")]
     Outage(&'static str),
+    /// The database cannot be reached or opened; the message is redacted.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The store's settings are unusable (a bad schema name, say).
+    #[error("store settings: {0}")]
+    Config(String),
+    #[error("cannot read or write {0}: {1}")]
+    File(String, std::io::Error),
+}
+
+/// Which backend to open, and where.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    /// `stepgate.db` (and the signing keys file) in this directory.
+    Sqlite {
+        data_dir: PathBuf,
+    },
+    Postgres(PostgresOptions),
+}
+
+impl StoreChoice {
+    /// Reads a store location as the command line gives it: `sqlite:DIR`
+    /// (a data directory), or a PostgreSQL URL, bare (`postgres://...`,
+    /// `postgresql://...`) or prefixed (`postgres:postgres://...`).
+    pub fn parse_location(location: &str) -> Result<Self, StoreError> {
+        if let Some(dir) = location.strip_prefix("sqlite:") {
+            return Ok(Self::Sqlite { data_dir: PathBuf::from(dir) });
+        }
+        let url = location.strip_prefix("postgres:").filter(|rest| rest.contains("://")).unwrap_or(location);
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(PostgresOptions::new(url)));
+        }
+        Err(StoreError::Config("a store location is sqlite:DIR or postgres://USER@HOST/DATABASE".into()))
+    }
+}
+
+/// Brings the chosen store's schema up to date, as every start does; for
+/// operators who migrate before rolling out a new version.
+pub async fn migrate(choice: &StoreChoice) -> Result<(), StoreError> {
+    open(choice).await.map(|_| ())
+}
+
+/// Opens (and migrates) the chosen backend.
+pub async fn open(choice: &StoreChoice) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match choice {
+        StoreChoice::Sqlite { data_dir } => Arc::new(SqliteStore::open(data_dir).await?),
+        StoreChoice::Postgres(options) => Arc::new(PostgresStore::connect(options).await?),
+    })
 }
 
 /// A session as stored. `key` is the SHA-256 of the session id, so a copy
@@ -215,6 +277,81 @@ pub trait RiskStore: Send + Sync {
     async fn forget_sign_ins_before(&self, before: i64) -> Result<u64, StoreError>;
 }
 
-pub trait Store: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore {}
+/// The assertion signing keys, sealed, as JSON the assertion module owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSigningKeys {
+    pub json: String,
+    /// Changes with every write; equal versions mean equal keys.
+    pub version: i64,
+}
 
-impl<T: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore> Store for T {}
+/// Where the signing keys live, so that every instance publishes the same
+/// JWKS and a key rotated on one is used by all.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn signing_keys(&self) -> Result<Option<StoredSigningKeys>, StoreError>;
+    /// The version of the stored keys alone: a cheap check before a reload.
+    async fn signing_keys_version(&self) -> Result<Option<i64>, StoreError>;
+    /// Writes the keys if the stored version is still `expected_version`
+    /// (None: no keys stored yet); false, and nothing written, when another
+    /// writer came first, so two instances starting at once cannot both
+    /// create a first key.
+    async fn save_signing_keys(&self, expected_version: Option<i64>, json: &str) -> Result<bool, StoreError>;
+}
+
+/// Bulk export and import of the durable data, for `stepgate store copy`.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// Everything durable but sessions (see [`Snapshot`]).
+    async fn export_snapshot(&self) -> Result<Snapshot, StoreError>;
+    /// Writes a snapshot in one transaction. When the store already holds
+    /// data, false and nothing written unless `overwrite`, which replaces it.
+    async fn import_snapshot(&self, snapshot: &Snapshot, overwrite: bool) -> Result<bool, StoreError>;
+}
+
+pub trait Store: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore + KeyStore + SnapshotStore {}
+
+impl<T: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore + KeyStore + SnapshotStore> Store for T {}
+
+/// A store's signing keys as a [`KeyStore`] of their own, for the
+/// assertion module (an `Arc<dyn Store>` cannot become an `Arc<dyn
+/// KeyStore>` by itself before Rust 1.86, and the crate supports 1.85).
+pub fn key_store(store: Arc<dyn Store>) -> Arc<dyn KeyStore> {
+    Arc::new(KeysOf(store))
+}
+
+struct KeysOf(Arc<dyn Store>);
+
+#[async_trait]
+impl KeyStore for KeysOf {
+    async fn signing_keys(&self) -> Result<Option<StoredSigningKeys>, StoreError> {
+        self.0.signing_keys().await
+    }
+
+    async fn signing_keys_version(&self) -> Result<Option<i64>, StoreError> {
+        self.0.signing_keys_version().await
+    }
+
+    async fn save_signing_keys(&self, expected_version: Option<i64>, json: &str) -> Result<bool, StoreError> {
+        self.0.save_signing_keys(expected_version, json).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_locations() {
+        let sqlite = StoreChoice::parse_location("sqlite:/var/lib/stepgate").unwrap();
+        assert!(matches!(sqlite, StoreChoice::Sqlite { data_dir } if data_dir == std::path::Path::new("/var/lib/stepgate")));
+        for url in ["postgres://u@h/db", "postgresql://u@h/db", "postgres:postgres://u@h/db"] {
+            let choice = StoreChoice::parse_location(url).unwrap();
+            assert!(
+                matches!(&choice, StoreChoice::Postgres(o) if o.url.ends_with("u@h/db") && !o.url.starts_with("postgres:postgres")),
+                "{url}"
+            );
+        }
+        assert!(StoreChoice::parse_location("mysql://u@h/db").is_err());
+    }
+}

@@ -7,13 +7,19 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::key_file::KeyFile;
 use super::{
-    DeviceRow, FactorRef, FactorStore, RecoveryStore, Removal, RiskStore, SessionChange, SessionRow, SessionStore, SignInRow, StoreError,
-    TotpRow, TotpStore, WebauthnRow, WebauthnStore,
+    DeviceRow, FactorRef, FactorStore, KeyStore, KnownDeviceRow, RecoveryCodeRow, RecoveryStore, Removal, RiskStore, SessionChange,
+    SessionRow, SessionStore, SignInRow, Snapshot, SnapshotStore, StoreError, StoredSigningKeys, TotpRow, TotpStore, WebauthnRow,
+    WebauthnStore,
 };
+
+/// The database's name in the data directory.
+pub(super) const DATABASE_FILE: &str = "stepgate.db";
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    keys: KeyFile,
 }
 
 impl SqliteStore {
@@ -21,14 +27,14 @@ impl SqliteStore {
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir(data_dir.display().to_string(), e))?;
         let options = SqliteConnectOptions::new()
-            .filename(data_dir.join("stepgate.db"))
+            .filename(data_dir.join(DATABASE_FILE))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("src/store/migrations").run(&pool).await?;
-        Ok(Self { pool })
+        sqlx::migrate!("src/store/migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool, keys: KeyFile::in_dir(data_dir) })
     }
 }
 
@@ -482,108 +488,187 @@ impl RiskStore for SqliteStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::SignInRow;
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn signing_keys(&self) -> Result<Option<StoredSigningKeys>, StoreError> {
+        self.keys.read()
+    }
 
-    fn session(key: u8) -> SessionRow {
-        SessionRow {
-            key: [key; 32],
-            username: "alice".into(),
-            factors: "[]".into(),
-            created: 100,
-            last_seen: 100,
-            pending_totp: None,
-            context: "{}".into(),
+    async fn signing_keys_version(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.keys.read()?.map(|keys| keys.version))
+    }
+
+    async fn save_signing_keys(&self, expected_version: Option<i64>, json: &str) -> Result<bool, StoreError> {
+        self.keys.save(expected_version, json)
+    }
+}
+
+/// The tables a snapshot holds, in the order they are emptied.
+const SNAPSHOT_TABLES: [&str; 5] = ["totp_credentials", "webauthn_credentials", "recovery_codes", "known_devices", "sign_ins"];
+
+#[async_trait]
+impl SnapshotStore for SqliteStore {
+    async fn export_snapshot(&self) -> Result<Snapshot, StoreError> {
+        let totp = sqlx::query("SELECT username, sealed_secret, algorithm, digits, period, created, last_step, name, last_used FROM totp_credentials ORDER BY username")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| TotpRow {
+                username: r.get(0),
+                sealed_secret: r.get(1),
+                algorithm: r.get(2),
+                digits: r.get(3),
+                period: r.get(4),
+                created: r.get(5),
+                last_step: r.get(6),
+                name: r.get(7),
+                last_used: r.get(8),
+            })
+            .collect();
+        let query = format!("SELECT {WEBAUTHN_COLUMNS} FROM webauthn_credentials ORDER BY id");
+        let webauthn = sqlx::query(&query).fetch_all(&self.pool).await?.iter().map(webauthn_row).collect();
+        let recovery_codes = sqlx::query("SELECT username, hash, created, used_at FROM recovery_codes ORDER BY username, hash")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| RecoveryCodeRow { username: r.get(0), hash: r.get(1), created: r.get(2), used_at: r.get(3) })
+            .collect();
+        let devices =
+            sqlx::query("SELECT username, device_id, first_seen, last_seen, trusted_until FROM known_devices ORDER BY username, device_id")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| KnownDeviceRow {
+                    username: r.get(0),
+                    device: DeviceRow { device_id: r.get(1), first_seen: r.get(2), last_seen: r.get(3), trusted_until: r.get(4) },
+                })
+                .collect();
+        let sign_ins = sqlx::query("SELECT username, at, ip, country, latitude, longitude, confidence, signals FROM sign_ins ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| SignInRow {
+                username: r.get(0),
+                at: r.get(1),
+                ip: r.get(2),
+                country: r.get(3),
+                latitude: r.get(4),
+                longitude: r.get(5),
+                confidence: r.get(6),
+                signals: r.get(7),
+            })
+            .collect();
+        let signing_keys = self.keys.read()?.map(|keys| keys.json);
+        Ok(Snapshot { totp, webauthn, recovery_codes, devices, sign_ins, signing_keys })
+    }
+
+    /// The rows are written in one transaction; the signing keys file is
+    /// written after its commit (it is not in the database).
+    async fn import_snapshot(&self, snapshot: &Snapshot, overwrite: bool) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !overwrite && (holds_data(&mut tx).await? || self.keys.read()?.is_some()) {
+            return Ok(false);
+        }
+        // Sessions go too: nobody stays signed in on data that was replaced.
+        for table in SNAPSHOT_TABLES.iter().chain(&["sessions"]) {
+            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+        }
+        import_rows(&mut tx, snapshot).await?;
+        tx.commit().await?;
+        if let Some(json) = &snapshot.signing_keys {
+            self.keys.write(json)?;
+        }
+        Ok(true)
+    }
+}
+
+async fn holds_data(tx: &mut sqlx::SqliteConnection) -> Result<bool, StoreError> {
+    for table in SNAPSHOT_TABLES {
+        if sqlx::query(&format!("SELECT 1 FROM {table} LIMIT 1")).fetch_optional(&mut *tx).await?.is_some() {
+            return Ok(true);
         }
     }
+    Ok(false)
+}
 
-    #[tokio::test]
-    async fn sessions_round_trip_and_expire() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        store.insert_session(&session(1)).await.unwrap();
-        store.touch_session(&[1; 32], 150).await.unwrap();
-        let got = store.get_session(&[1; 32]).await.unwrap().unwrap();
-        assert_eq!(got.last_seen, 150);
-        assert_eq!(store.delete_expired_sessions(151, 0).await.unwrap(), 1);
-        assert!(store.get_session(&[1; 32]).await.unwrap().is_none());
+async fn import_rows(tx: &mut sqlx::SqliteConnection, snapshot: &Snapshot) -> Result<(), StoreError> {
+    for row in &snapshot.totp {
+        sqlx::query(
+            "INSERT INTO totp_credentials (username, sealed_secret, algorithm, digits, period, created, last_step, name, last_used)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.username)
+        .bind(&row.sealed_secret)
+        .bind(&row.algorithm)
+        .bind(row.digits)
+        .bind(row.period)
+        .bind(row.created)
+        .bind(row.last_step)
+        .bind(&row.name)
+        .bind(row.last_used)
+        .execute(&mut *tx)
+        .await?;
     }
-
-    #[tokio::test]
-    async fn a_deleted_session_is_neither_changed_nor_renewed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        store.insert_session(&session(1)).await.unwrap();
-        let changed = store.update_session(&[1; 32], SessionChange::Context("{\"country\":\"CH\"}")).await.unwrap();
-        assert_eq!(changed.unwrap().context, "{\"country\":\"CH\"}");
-        assert!(store.renew_session(&[1; 32], &session(2)).await.unwrap());
-        assert!(store.get_session(&[1; 32]).await.unwrap().is_none(), "the old key is gone");
-        store.delete_session(&[2; 32]).await.unwrap();
-        assert!(store.update_session(&[2; 32], SessionChange::PendingTotp(Some(b"x"))).await.unwrap().is_none());
-        assert!(!store.renew_session(&[2; 32], &session(3)).await.unwrap());
-        assert!(store.get_session(&[2; 32]).await.unwrap().is_none(), "a write does not bring it back");
-        assert!(store.get_session(&[3; 32]).await.unwrap().is_none(), "nor does a renewal");
+    for row in &snapshot.webauthn {
+        sqlx::query(&format!("INSERT INTO webauthn_credentials ({WEBAUTHN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            .bind(row.id)
+            .bind(&row.username)
+            .bind(&row.credential_id)
+            .bind(&row.kind)
+            .bind(&row.name)
+            .bind(&row.credential)
+            .bind(row.counter)
+            .bind(&row.aaguid)
+            .bind(row.discoverable)
+            .bind(row.created)
+            .bind(row.last_used)
+            .bind(row.possible_clone_at)
+            .execute(&mut *tx)
+            .await?;
     }
-
-    #[tokio::test]
-    async fn a_totp_step_is_claimed_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        let row = TotpRow {
-            username: "alice".into(),
-            sealed_secret: vec![1, 2, 3],
-            algorithm: "SHA1".into(),
-            digits: 6,
-            period: 30,
-            created: 0,
-            last_step: -1,
-            name: "Phone".into(),
-            last_used: None,
-        };
-        assert!(store.insert_totp(&row).await.unwrap());
-        assert!(!store.insert_totp(&row).await.unwrap());
-        assert!(store.claim_totp_step("alice", 10, 0).await.unwrap());
-        assert!(!store.claim_totp_step("alice", 10, 0).await.unwrap());
-        assert!(!store.claim_totp_step("alice", 9, 0).await.unwrap());
-        assert!(store.claim_totp_step("alice", 11, 0).await.unwrap());
+    for row in &snapshot.recovery_codes {
+        sqlx::query("INSERT INTO recovery_codes (username, hash, created, used_at) VALUES (?, ?, ?, ?)")
+            .bind(&row.username)
+            .bind(&row.hash)
+            .bind(row.created)
+            .bind(row.used_at)
+            .execute(&mut *tx)
+            .await?;
     }
-
-    #[tokio::test]
-    async fn devices_and_sign_in_history() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).await.unwrap();
-        assert!(!store.is_known_device("alice", "d1").await.unwrap());
-        store.remember_device("alice", "d1", 100, Some(500)).await.unwrap();
-        store.remember_device("alice", "d1", 200, None).await.unwrap();
-        assert!(store.is_known_device("alice", "d1").await.unwrap());
-        assert!(!store.is_known_device("bob", "d1").await.unwrap());
-        assert_eq!(store.device_trusted_until("alice", "d1").await.unwrap(), Some(500), "a later plain visit keeps the trust");
-        assert_eq!(store.trusted_devices("alice", 400).await.unwrap().len(), 1);
-        assert!(store.trusted_devices("alice", 500).await.unwrap().is_empty(), "expired trust is not listed");
-        store.untrust_device("alice", "d1").await.unwrap();
-        assert!(store.trusted_devices("alice", 0).await.unwrap().is_empty());
-        assert!(store.is_known_device("alice", "d1").await.unwrap(), "an untrusted device stays known");
-
-        let sign_in = |at: i64, country: &str| SignInRow {
-            username: "alice".into(),
-            at,
-            ip: "192.0.2.1".into(),
-            country: Some(country.into()),
-            latitude: Some(47.0),
-            longitude: Some(8.0),
-            confidence: "high".into(),
-            signals: "[]".into(),
-        };
-        store.record_sign_in(&sign_in(100, "CH")).await.unwrap();
-        store.record_sign_in(&sign_in(200, "DE")).await.unwrap();
-        assert_eq!(store.last_sign_in("alice").await.unwrap().unwrap().country.as_deref(), Some("DE"));
-        assert!(store.has_signed_in_from("alice", "CH").await.unwrap());
-        assert!(!store.has_signed_in_from("alice", "US").await.unwrap());
-        assert_eq!(store.forget_sign_ins_before(150).await.unwrap(), 1);
-        assert!(!store.has_signed_in_from("alice", "CH").await.unwrap());
+    for row in &snapshot.devices {
+        let device = &row.device;
+        sqlx::query("INSERT INTO known_devices (username, device_id, first_seen, last_seen, trusted_until) VALUES (?, ?, ?, ?, ?)")
+            .bind(&row.username)
+            .bind(&device.device_id)
+            .bind(device.first_seen)
+            .bind(device.last_seen)
+            .bind(device.trusted_until)
+            .execute(&mut *tx)
+            .await?;
     }
+    for row in &snapshot.sign_ins {
+        sqlx::query(
+            "INSERT INTO sign_ins (username, at, ip, country, latitude, longitude, confidence, signals) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.username)
+        .bind(row.at)
+        .bind(&row.ip)
+        .bind(&row.country)
+        .bind(row.latitude)
+        .bind(row.longitude)
+        .bind(&row.confidence)
+        .bind(&row.signals)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The behaviour shared with PostgreSQL is tested on both backends in
+    //! tests/store_backends.rs; here, what is SQLite's own.
+    use super::*;
 
     #[tokio::test]
     async fn a_file_that_is_not_a_database_is_a_clear_error() {
@@ -591,5 +676,17 @@ mod tests {
         std::fs::write(dir.path().join("stepgate.db"), vec![0x42; 4096]).unwrap();
         let err = SqliteStore::open(dir.path()).await.err().expect("must refuse").to_string();
         assert!(err.contains("not a database"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn signing_keys_stay_in_the_data_directory_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        assert!(store.save_signing_keys(None, "{\"keys\":[]}").await.unwrap());
+        let on_disk = std::fs::read_to_string(dir.path().join("signing-keys.json")).unwrap();
+        assert_eq!(on_disk, "{\"keys\":[]}");
+        let version = store.signing_keys_version().await.unwrap();
+        std::fs::write(dir.path().join("signing-keys.json"), "{\"keys\":[1]}").unwrap();
+        assert_ne!(store.signing_keys_version().await.unwrap(), version, "an edit by hand is a new version");
     }
 }

@@ -18,12 +18,14 @@ pub struct Switches {
     pub recovery: Arc<AtomicBool>,
     pub factors: Arc<AtomicBool>,
     pub risk: Arc<AtomicBool>,
+    /// Signing keys and snapshots.
+    pub keys: Arc<AtomicBool>,
 }
 
 impl Switches {
     /// Takes the whole store down (true) or brings it back (false).
     pub fn set_all(&self, down: bool) {
-        for switch in [&self.sessions, &self.totp, &self.webauthn, &self.recovery, &self.factors, &self.risk] {
+        for switch in [&self.sessions, &self.totp, &self.webauthn, &self.recovery, &self.factors, &self.risk, &self.keys] {
             switch.store(down, Ordering::SeqCst);
         }
     }
@@ -112,4 +114,15 @@ delegate!(RiskStore, risk {
     fn trusted_devices(&self, username: &str, now: i64) -> Vec<DeviceRow>;
     fn untrust_device(&self, username: &str, device_id: &str) -> ();
     fn forget_sign_ins_before(&self, before: i64) -> u64;
+});
+
+delegate!(KeyStore, keys {
+    fn signing_keys(&self) -> Option<StoredSigningKeys>;
+    fn signing_keys_version(&self) -> Option<i64>;
+    fn save_signing_keys(&self, expected_version: Option<i64>, json: &str) -> bool;
+});
+
+delegate!(SnapshotStore, keys {
+    fn export_snapshot(&self) -> Snapshot;
+    fn import_snapshot(&self, snapshot: &Snapshot, overwrite: bool) -> bool;
 });

@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod failing_store;
+pub mod postgres;
 pub mod servers;
 pub mod totp;
 pub mod upstream;
