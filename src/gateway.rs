@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::assertion::{Assertions, KeyError};
+use crate::cache::{Cache, MemoryCache};
 use crate::clock::Clock;
 use crate::config::{AppConfig, Config, ConfigError, Upstream};
 use crate::crypto::{CryptoError, Secrets};
@@ -19,7 +20,7 @@ use crate::geo::{Geo, GeoDatabases, GeoError, GeoFacts};
 use crate::hash_gate::HashGate;
 use crate::session::Sessions;
 use crate::store::{SqliteStore, Store, StoreError};
-use crate::throttle::{Scope, Throttle, KEYS_PER_SCOPE};
+use crate::throttle::{Scope, Throttle};
 use crate::users::Directory;
 
 /// Identity headers the gateway sets; whatever a client sends under these
@@ -112,6 +113,9 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     pub secrets: Arc<Secrets>,
     pub store: Arc<dyn Store>,
+    /// Shared short-lived state: throttle counts, ceremonies, reveals and
+    /// invalidation messages.
+    pub cache: Arc<dyn Cache>,
     pub sessions: Arc<Sessions>,
     pub totp: Arc<TotpFactor>,
     pub webauthn: Arc<WebauthnFactor>,
@@ -138,12 +142,24 @@ impl Gateway {
     }
 
     /// Assembles the gateway around a store already open (another backend,
-    /// or one that fails on demand in tests).
+    /// or one that fails on demand in tests), with the embedded cache.
     pub async fn build_with_store(
         config: Config,
         clock: Arc<dyn Clock>,
         secrets: Option<Secrets>,
         store: Arc<dyn Store>,
+    ) -> Result<Arc<Self>, StartError> {
+        let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(clock.clone()));
+        Self::build_with_backends(config, clock, secrets, store, cache).await
+    }
+
+    /// Assembles the gateway around a store and a cache already open.
+    pub async fn build_with_backends(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        secrets: Option<Secrets>,
+        store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
     ) -> Result<Arc<Self>, StartError> {
         let secrets = Arc::new(match secrets {
             Some(s) => s,
@@ -161,9 +177,16 @@ impl Gateway {
             config.totp.clone(),
             config.branding.product_name.clone(),
         ));
-        let webauthn =
-            Arc::new(WebauthnFactor::new(store.clone(), sessions.clone(), secrets.clone(), clock.clone(), config.webauthn.clone()));
-        let recovery = Arc::new(RecoveryCodes::new(store.clone(), secrets.clone(), clock.clone(), config.recovery_codes.clone()));
+        let webauthn = Arc::new(WebauthnFactor::new(
+            store.clone(),
+            cache.clone(),
+            sessions.clone(),
+            secrets.clone(),
+            clock.clone(),
+            config.webauthn.clone(),
+        ));
+        let recovery =
+            Arc::new(RecoveryCodes::new(store.clone(), cache.clone(), secrets.clone(), clock.clone(), config.recovery_codes.clone()));
         let assertions = Arc::new(Assertions::new(
             config.server.data_dir.clone(),
             secrets.clone(),
@@ -172,7 +195,7 @@ impl Gateway {
             config.assertion.lifetime,
         )?);
         let limits = &config.limits;
-        let attempts = Arc::new(Throttle::new(clock.clone(), limits.window, KEYS_PER_SCOPE, |scope| match scope {
+        let attempts = Arc::new(Throttle::new(cache.clone(), &secrets, limits.window, |scope| match scope {
             Scope::User | Scope::UserOnBrowser => limits.password_failures.0,
             Scope::Address => limits.password_failures.0 * 3,
             Scope::SecondFactor => limits.code_failures.0,
@@ -190,6 +213,7 @@ impl Gateway {
             clock,
             secrets,
             store,
+            cache,
             sessions,
             totp,
             webauthn,
@@ -221,6 +245,7 @@ impl Gateway {
             clock: self.clock.clone(),
             secrets: self.secrets.clone(),
             store: self.store.clone(),
+            cache: self.cache.clone(),
             sessions: self.sessions.clone(),
             totp: self.totp.clone(),
             webauthn: self.webauthn.clone(),

@@ -3,6 +3,7 @@
 //! hands apps a signed assertion of who is calling.
 
 pub mod assertion;
+pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod crypto;
