@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod failing_store;
+pub mod redis;
 pub mod totp;
 pub mod upstream;
 pub mod webauthn;
