@@ -2,6 +2,7 @@
 //! driven by a real HTTP client with a cookie jar.
 #![allow(dead_code)]
 
+pub mod failing_cache;
 pub mod failing_store;
 pub mod redis;
 pub mod totp;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stepgate::cache::{Cache, MemoryCache};
 use stepgate::clock::{Clock, ManualClock};
 use stepgate::config::Config;
 use stepgate::crypto::Secrets;
@@ -128,6 +130,15 @@ impl TestGateway {
     /// A gateway on a store made from the SQLite one opened in its data
     /// directory (to wrap it, for example).
     pub async fn start_with_store(setup: Setup, store: impl FnOnce(SqliteStore) -> Arc<dyn Store>) -> Self {
+        Self::start_with_backends(setup, store, |clock| Arc::new(MemoryCache::new(clock))).await
+    }
+
+    /// A gateway on a store as above and a cache made with its clock.
+    pub async fn start_with_backends(
+        setup: Setup,
+        store: impl FnOnce(SqliteStore) -> Arc<dyn Store>,
+        cache: impl FnOnce(Arc<dyn Clock>) -> Arc<dyn Cache>,
+    ) -> Self {
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().expect("temp dir");
         write_users(&dir.path().join("users.toml"));
@@ -155,7 +166,9 @@ impl TestGateway {
         }
         let clock = ManualClock::new();
         let sqlite = SqliteStore::open(&config.server.data_dir).await.unwrap_or_else(|e| panic!("store: {e}"));
-        let gateway = Gateway::build_with_store(config, Arc::new(clock.clone()), Some(Secrets::from_master(&MASTER_KEY)), store(sqlite))
+        let cache = cache(Arc::new(clock.clone()));
+        let secrets = Some(Secrets::from_master(&MASTER_KEY));
+        let gateway = Gateway::build_with_backends(config, Arc::new(clock.clone()), secrets, store(sqlite), cache)
             .await
             .unwrap_or_else(|e| panic!("gateway: {e}"));
         let live = LiveGateway::new(gateway, Some(config_path.clone()));
