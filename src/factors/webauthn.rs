@@ -1,8 +1,8 @@
 //! WebAuthn (webauthn-rs): security keys and the device's own biometrics.
 //!
 //! A ceremony (registration or authentication) starts with a challenge
-//! kept here, server side, under the session (or pre-session) that asked
-//! for it. Finishing takes it out, so each challenge is answered at most
+//! kept server side, in the shared cache so that any instance can take the
+//! answer, under the session (or pre-session) that asked for it. Finishing takes it out, so each challenge is answered at most
 //! once, only by the session it was issued to, and only before it expires.
 
 use std::net::IpAddr;
@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
 use webauthn_rs::prelude::{
     AuthenticatorAttachment, CreationChallengeResponse, Credential, DiscoverableAuthentication, DiscoverableKey, Passkey,
     PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, SecurityKey,
