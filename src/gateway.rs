@@ -9,9 +9,9 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::assertion::{Assertions, KeyError};
-use crate::cache::{Cache, CacheError, MemoryCache};
+use crate::cache::{Cache, CacheError, MemoryCache, RedisCache, RedisOptions};
 use crate::clock::Clock;
-use crate::config::{AppConfig, Config, ConfigError, StoreBackend, Upstream};
+use crate::config::{AppConfig, CacheBackend, Config, ConfigError, StoreBackend, Upstream};
 use crate::crypto::{CryptoError, Secrets};
 use crate::factors::recovery::RecoveryCodes;
 use crate::factors::totp::TotpFactor;
@@ -21,7 +21,7 @@ use crate::hash_gate::HashGate;
 use crate::health::Reachability;
 use crate::session::Sessions;
 use crate::store::{PostgresOptions, Store, StoreChoice, StoreError};
-use crate::throttle::{Scope, Throttle, KEYS_PER_SCOPE};
+use crate::throttle::{Scope, Throttle};
 use crate::users::Directory;
 
 /// Identity headers the gateway sets; whatever a client sends under these
@@ -116,7 +116,8 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     pub secrets: Arc<Secrets>,
     pub store: Arc<dyn Store>,
-    /// Shared short-lived state and the channel every instance listens on.
+    /// Shared short-lived state: throttle counts, ceremonies, reveals and
+    /// invalidation messages.
     pub cache: Arc<dyn Cache>,
     /// Whether the store and the cache answer.
     pub reachability: Arc<Reachability>,
@@ -141,8 +142,10 @@ impl Gateway {
             Some(secrets) => secrets,
             None => Secrets::load(config.secrets.encryption_key_file.as_deref())?,
         };
+        let secrets = Arc::new(secrets);
         let store = crate::store::open(&store_choice(&config)?).await?;
-        Self::build_with_store(config, clock, Some(secrets), store).await
+        let cache = open_cache(&config, secrets.clone(), clock.clone()).await?;
+        Self::assemble(config, clock, secrets, store, cache).await
     }
 
     /// Assembles the gateway around a store already open (one that fails
@@ -153,7 +156,8 @@ impl Gateway {
         secrets: Option<Secrets>,
         store: Arc<dyn Store>,
     ) -> Result<Arc<Self>, StartError> {
-        Self::build_with_backends(config, clock, secrets, store, Arc::new(MemoryCache::default())).await
+        let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(clock.clone()));
+        Self::build_with_backends(config, clock, secrets, store, cache).await
     }
 
     /// Assembles the gateway around a store and a cache already open.
@@ -168,6 +172,16 @@ impl Gateway {
             Some(s) => s,
             None => Secrets::load(config.secrets.encryption_key_file.as_deref())?,
         });
+        Self::assemble(config, clock, secrets, store, cache).await
+    }
+
+    async fn assemble(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        secrets: Arc<Secrets>,
+        store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
+    ) -> Result<Arc<Self>, StartError> {
         check_tls_files(&config)?;
         let users = Directory::load(&config.users_file)?;
         let geo = Arc::new(Geo::new(GeoDatabases::open(&config.geoip)?));
@@ -183,9 +197,16 @@ impl Gateway {
             config.totp.clone(),
             config.branding.product_name.clone(),
         ));
-        let webauthn =
-            Arc::new(WebauthnFactor::new(store.clone(), sessions.clone(), secrets.clone(), clock.clone(), config.webauthn.clone()));
-        let recovery = Arc::new(RecoveryCodes::new(store.clone(), secrets.clone(), clock.clone(), config.recovery_codes.clone()));
+        let webauthn = Arc::new(WebauthnFactor::new(
+            store.clone(),
+            cache.clone(),
+            sessions.clone(),
+            secrets.clone(),
+            clock.clone(),
+            config.webauthn.clone(),
+        ));
+        let recovery =
+            Arc::new(RecoveryCodes::new(store.clone(), cache.clone(), secrets.clone(), clock.clone(), config.recovery_codes.clone()));
         let assertions = Arc::new(
             Assertions::new(
                 crate::store::key_store(store.clone()),
@@ -197,7 +218,7 @@ impl Gateway {
             .await?,
         );
         let limits = &config.limits;
-        let attempts = Arc::new(Throttle::new(clock.clone(), limits.window, KEYS_PER_SCOPE, |scope| match scope {
+        let attempts = Arc::new(Throttle::new(cache.clone(), &secrets, limits.window, |scope| match scope {
             Scope::User | Scope::UserOnBrowser => limits.password_failures.0,
             Scope::Address => limits.password_failures.0 * 3,
             Scope::SecondFactor => limits.code_failures.0,
@@ -294,6 +315,22 @@ pub fn store_choice(config: &Config) -> Result<StoreChoice, StartError> {
             connect_timeout: store.connect_timeout,
             schema: store.schema.clone(),
         }),
+    })
+}
+
+/// The cache `[cache]` names, connected.
+async fn open_cache(config: &Config, secrets: Arc<Secrets>, clock: Arc<dyn Clock>) -> Result<Arc<dyn Cache>, StartError> {
+    let cache = &config.cache;
+    Ok(match cache.backend {
+        CacheBackend::Memory => Arc::new(MemoryCache::new(clock)),
+        CacheBackend::Redis => {
+            let options = RedisOptions {
+                url: cache.connection().resolve("cache").map_err(StartError::Io)?,
+                key_prefix: cache.key_prefix.clone(),
+                timeout: cache.timeout,
+            };
+            Arc::new(RedisCache::connect(&options, secrets, clock).await?)
+        }
     })
 }
 

@@ -241,7 +241,7 @@ async fn over_long_user_names_are_refused_before_anything_is_counted_or_hashed()
     assert_eq!(refused.status(), 400, "one byte over");
     let gateway = gw.gateway();
     assert_eq!(gateway.password_hashing.started(), 0);
-    assert_eq!((gateway.attempts.keys_in(Scope::User), gateway.attempts.keys_in(Scope::Address)), (0, 0));
+    assert_eq!((gateway.attempts.keys_in(Scope::User).await.unwrap(), gateway.attempts.keys_in(Scope::Address).await.unwrap()), (0, 0));
     let longest = signin_post(&gw, &client, &csrf, &"n".repeat(128), "guess").send().await.unwrap();
     assert_eq!(longest.status(), 401, "the longest possible name is checked, the address not blocked");
 }

@@ -226,3 +226,71 @@ async fn a_request_whose_assertion_cannot_be_signed_is_refused() {
     assert_eq!(gw.upstream.count(), 0, "the app saw no request without its assertion");
     assert_still_answers(&gw).await;
 }
+
+/// A gateway whose shared cache (throttle counts, ceremonies, reveals) can
+/// be switched off.
+async fn start_with_cache() -> (TestGateway, Arc<std::sync::atomic::AtomicBool>) {
+    let mut switch = None;
+    let gw = TestGateway::start_with_backends(
+        Setup::default(),
+        |sqlite| Arc::new(sqlite),
+        |clock| {
+            let (cache, down) = common::failing_cache::FailingCache::new(clock);
+            switch = Some(down);
+            Arc::new(cache)
+        },
+    )
+    .await;
+    (gw, switch.expect("the cache was made"))
+}
+
+#[tokio::test]
+async fn a_password_the_throttle_cannot_count_is_not_checked() {
+    let (gw, cache_down) = start_with_cache().await;
+    let client = gw.browser();
+    let form = page(&gw, &client, "/.stepgate/signin").await;
+    let csrf = form_value(&form, "csrf");
+
+    cache_down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let response = client
+        .post(gw.app("/.stepgate/signin"))
+        .form(&[("csrf", csrf.as_str()), ("username", ALICE), ("password", ALICE_PASSWORD), ("rd", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_branded_refusal(response, 503).await;
+    assert_eq!(gw.gateway().password_hashing.started(), 0, "the password was not even hashed");
+    assert_still_answers(&gw).await;
+
+    cache_down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/").await.status(), 303, "signing in works again");
+}
+
+#[tokio::test]
+async fn a_code_the_throttle_cannot_count_does_not_pass() {
+    let (gw, cache_down) = start_with_cache().await;
+    let enroller = gw.browser();
+    sign_in(&gw, &enroller, ALICE, ALICE_PASSWORD, "/").await;
+    let secret = enroll_totp(&gw, &enroller).await;
+
+    let client = gw.browser();
+    sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/admin/").await;
+    gw.clock.advance(30);
+    let challenge = page(&gw, &client, "/.stepgate/second-factor?method=totp").await;
+    let csrf = form_value(&challenge, "csrf");
+    let code = totp::code(&secret, gw.now());
+    let submit = || {
+        client
+            .post(gw.app("/.stepgate/second-factor/totp"))
+            .form(&[("csrf", csrf.as_str()), ("code", code.as_str()), ("rd", "/admin/")])
+            .send()
+    };
+
+    cache_down.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_branded_refusal(submit().await.unwrap(), 503).await;
+    assert_eq!(client.get(gw.app("/admin/")).send().await.unwrap().status(), 302, "the second factor is still asked for");
+    assert_eq!(gw.upstream.count(), 0, "the app saw nothing");
+
+    cache_down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(submit().await.unwrap().status(), 303, "the same code passes once the cache is back");
+}

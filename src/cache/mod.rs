@@ -7,13 +7,15 @@
 //! instances share it in Redis (`redis`). The rest of the gateway holds an
 //! `Arc<dyn Cache>` and never sees a backend type.
 
-mod memory;
-
-pub use memory::MemoryCache;
+pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+
+pub use memory::MemoryCache;
+pub use redis::{RedisCache, RedisOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -43,10 +45,10 @@ pub enum CacheEvent {
     MaybeMissed,
 }
 
-/// The invalidation channel. Counters and one-time values are the
-/// concern of the backends' other traits.
+/// The invalidation channel, with the counters and one-time values every
+/// backend also keeps.
 #[async_trait]
-pub trait Cache: Send + Sync {
+pub trait Cache: Counters + OneTimeValues + Send + Sync {
     /// Tells every instance, this one included.
     async fn publish(&self, message: &Invalidation) -> Result<(), CacheError>;
     /// A receiver of every message published from now on.
@@ -56,4 +58,65 @@ pub trait Cache: Send + Sync {
     fn is_listening(&self) -> bool;
     /// A round trip to the backend.
     async fn ping(&self) -> Result<(), CacheError>;
+}
+
+/// A counted key: its bucket (keys of a bucket share the memory backend's
+/// capacity), a fixed-size digest naming it, and the count it may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub bucket: &'static str,
+    pub digest: [u8; 16],
+    pub limit: u32,
+}
+
+/// Why a count was refused, and in how many seconds to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A key is at its limit.
+    Limit { retry_after: i64 },
+    /// A bucket has no room for a new key.
+    Full { retry_after: i64 },
+}
+
+/// Counts within a window of seconds that starts at a key's first count.
+#[async_trait]
+pub trait Counters: Send + Sync {
+    /// Counts one against every counter if all of them are under their
+    /// limit, otherwise counts nothing and says why: all or nothing, and
+    /// atomic, so that parallel callers (on any instance) never pass a
+    /// limit together.
+    async fn count_all(&self, counters: &[Counter], window: i64) -> Result<Result<(), Refusal>, CacheError>;
+    /// Forgets a counter's counts.
+    async fn reset(&self, counter: &Counter) -> Result<(), CacheError>;
+    /// How many keys a bucket holds now.
+    async fn keys_in(&self, bucket: &'static str) -> Result<usize, CacheError>;
+}
+
+/// Where a bounded value counts: a pool with a capacity and, optionally, a
+/// group within it (a client address) with a smaller one, so that neither
+/// a burst nor one client can grow the cache without limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound<'a> {
+    pub pool: &'static str,
+    pub capacity: usize,
+    pub group: Option<(&'a str, usize)>,
+}
+
+/// Values that expire, by key. Callers seal what is secret before it gets
+/// here: the cache may be another machine.
+#[async_trait]
+pub trait OneTimeValues: Send + Sync {
+    /// Keeps `value` under `key` for `ttl` seconds, replacing any earlier one.
+    async fn put(&self, key: &str, value: Vec<u8>, ttl: i64) -> Result<(), CacheError>;
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError>;
+    /// Removes and returns the value: of parallel takers, one gets it.
+    async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError>;
+    async fn remove(&self, key: &str) -> Result<(), CacheError>;
+    /// [`OneTimeValues::put`] counted in `bound`'s pool and group; false,
+    /// with nothing kept, when either is full of unexpired values. A value
+    /// replacing one of its key does not count twice.
+    async fn put_bounded(&self, key: &str, value: Vec<u8>, ttl: i64, bound: &Bound<'_>) -> Result<bool, CacheError>;
+    /// [`OneTimeValues::take`] for a value put with `put_bounded`: frees
+    /// its place in the pool and group.
+    async fn take_bounded(&self, key: &str, pool: &'static str) -> Result<Option<Vec<u8>>, CacheError>;
 }

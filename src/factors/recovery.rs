@@ -4,11 +4,12 @@
 //! with dashes for reading. Only a keyed hash of each is stored; with 50
 //! or more bits per code and throttled guesses, a fast hash is enough.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::cache::{Cache, CacheError};
 use crate::clock::Clock;
 use crate::config::RecoveryCodesConfig;
 use crate::crypto::{random_bytes, sha256, Secrets};
@@ -21,11 +22,18 @@ const GROUP: usize = 5;
 /// until the user says they saved them.
 const REVEAL_SECS: i64 = 600;
 
-/// A new set waiting to be shown: to which session, the codes, until when.
+/// A new set waiting to be shown: to which session, and the codes. Kept in
+/// the shared cache (sealed there), so that every instance can show it.
+#[derive(Serialize, Deserialize)]
 struct Reveal {
     session: [u8; 32],
-    codes: Vec<Zeroizing<String>>,
-    until: i64,
+    codes: Vec<String>,
+}
+
+impl Drop for Reveal {
+    fn drop(&mut self) {
+        self.codes.iter_mut().for_each(zeroize::Zeroize::zeroize);
+    }
 }
 
 pub struct RecoveryCodes {
@@ -33,39 +41,59 @@ pub struct RecoveryCodes {
     secrets: Arc<Secrets>,
     clock: Arc<dyn Clock>,
     config: RecoveryCodesConfig,
-    /// By user name: a new set makes the user's older one worthless, so
-    /// only the newest waits, and there are never more than users.
-    reveals: Mutex<HashMap<String, Reveal>>,
+    /// The reveals, by user name: a new set makes the user's older one
+    /// worthless, so only the newest waits, and there are never more than
+    /// users.
+    cache: Arc<dyn Cache>,
 }
 
 impl RecoveryCodes {
-    pub fn new(store: Arc<dyn Store>, secrets: Arc<Secrets>, clock: Arc<dyn Clock>, config: RecoveryCodesConfig) -> Self {
-        Self { store, secrets, clock, config, reveals: Mutex::new(HashMap::new()) }
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
+        secrets: Arc<Secrets>,
+        clock: Arc<dyn Clock>,
+        config: RecoveryCodesConfig,
+    ) -> Self {
+        Self { store, secrets, clock, config, cache }
     }
 
     /// Keeps the user's new set for the session (by key) to be shown.
-    pub fn hold_for_reveal(&self, session: [u8; 32], username: &str, codes: Vec<String>) {
-        let now = self.clock.now();
-        let mut reveals = self.reveals.lock().unwrap_or_else(PoisonError::into_inner);
-        reveals.retain(|_, r| r.until > now);
-        let codes = codes.into_iter().map(Zeroizing::new).collect();
-        reveals.insert(username.to_string(), Reveal { session, codes, until: now + REVEAL_SECS });
+    pub async fn hold_for_reveal(&self, session: [u8; 32], username: &str, codes: Vec<String>) -> Result<(), CacheError> {
+        let reveal = Reveal { session, codes };
+        let value = serde_json::to_vec(&reveal).map_err(|e| CacheError::Corrupt(e.to_string()))?;
+        self.cache.put(&self.reveal_key(username), value, REVEAL_SECS).await
     }
 
     /// The user's new set, if it waits to be shown to this session. Showing
     /// it spends nothing: it stays until [`Self::dismiss_reveal`] or expiry.
-    pub fn reveal(&self, session: [u8; 32], username: &str) -> Option<Vec<Zeroizing<String>>> {
-        let reveals = self.reveals.lock().unwrap_or_else(PoisonError::into_inner);
-        let reveal = reveals.get(username).filter(|r| r.session == session && r.until > self.clock.now())?;
-        Some(reveal.codes.clone())
+    pub async fn reveal(&self, session: [u8; 32], username: &str) -> Result<Option<Vec<Zeroizing<String>>>, CacheError> {
+        let reveal = self.waiting(username).await?.filter(|reveal| reveal.session == session);
+        Ok(reveal.map(|reveal| reveal.codes.iter().map(|code| Zeroizing::new(code.clone())).collect()))
     }
 
     /// Forgets the set shown to this session: the user saved it.
-    pub fn dismiss_reveal(&self, session: [u8; 32], username: &str) {
-        let mut reveals = self.reveals.lock().unwrap_or_else(PoisonError::into_inner);
-        if reveals.get(username).is_some_and(|r| r.session == session) {
-            reveals.remove(username);
+    pub async fn dismiss_reveal(&self, session: [u8; 32], username: &str) -> Result<(), CacheError> {
+        if self.waiting(username).await?.is_some_and(|reveal| reveal.session == session) {
+            self.cache.remove(&self.reveal_key(username)).await?;
         }
+        Ok(())
+    }
+
+    async fn waiting(&self, username: &str) -> Result<Option<Reveal>, CacheError> {
+        let Some(value) = self.cache.get(&self.reveal_key(username)).await? else {
+            return Ok(None);
+        };
+        let value = Zeroizing::new(value);
+        serde_json::from_slice(&value).map(Some).map_err(|e| CacheError::Corrupt(format!("a recovery-code reveal: {e}")))
+    }
+
+    /// The cache key of a user's reveal: a keyed hash, so that user names
+    /// never appear in the shared cache.
+    fn reveal_key(&self, username: &str) -> String {
+        let digest = sha256(self.secrets.mac("recovery-code reveal", username).as_bytes());
+        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        format!("recovery-reveal:{hex}")
     }
 
     /// A new set for the user, replacing (and so invalidating) any old
@@ -149,31 +177,34 @@ mod tests {
         assert_eq!(normalize("oil"), "011");
     }
 
-    fn recovery_codes(dir: &std::path::Path) -> RecoveryCodes {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let store = runtime.block_on(crate::store::SqliteStore::open(dir)).unwrap();
+    async fn recovery_codes(dir: &std::path::Path) -> RecoveryCodes {
+        let store = crate::store::SqliteStore::open(dir).await.unwrap();
         let secrets = Arc::new(Secrets::from_master(&[1; 32]));
-        RecoveryCodes::new(Arc::new(store), secrets, Arc::new(crate::clock::ManualClock::new()), RecoveryCodesConfig::default())
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::new());
+        let cache = Arc::new(crate::cache::MemoryCache::new(clock.clone()));
+        RecoveryCodes::new(Arc::new(store), cache, secrets, clock, RecoveryCodesConfig::default())
     }
 
-    #[test]
-    fn a_reveal_is_never_crowded_out() {
+    #[tokio::test]
+    async fn a_reveal_is_never_crowded_out() {
         let dir = tempfile::tempdir().unwrap();
-        let recovery = recovery_codes(dir.path());
+        let recovery = recovery_codes(dir.path()).await;
         // More users than the old fixed limit, each with a set waiting.
         for n in 0..10_001u32 {
-            recovery.hold_for_reveal([0; 32], &format!("user{n}"), vec![format!("code{n}")]);
+            recovery.hold_for_reveal([0; 32], &format!("user{n}"), vec![format!("code{n}")]).await.unwrap();
         }
-        let shown = recovery.reveal([0; 32], "user10000").expect("the newest set is shown");
+        let shown = recovery.reveal([0; 32], "user10000").await.unwrap().expect("the newest set is shown");
         assert_eq!(shown[0].as_str(), "code10000");
         // One user's sets replace each other: only the newest is worth showing.
-        recovery.hold_for_reveal([1; 32], "alice", vec!["old".into()]);
-        recovery.hold_for_reveal([2; 32], "alice", vec!["new".into()]);
-        assert!(recovery.reveal([1; 32], "alice").is_none());
-        assert_eq!(recovery.reveal([2; 32], "alice").unwrap()[0].as_str(), "new");
-        assert!(recovery.reveal([2; 32], "bob").is_none(), "only to the user it was made for");
-        recovery.dismiss_reveal([2; 32], "alice");
-        assert!(recovery.reveal([2; 32], "alice").is_none());
+        recovery.hold_for_reveal([1; 32], "alice", vec!["old".into()]).await.unwrap();
+        recovery.hold_for_reveal([2; 32], "alice", vec!["new".into()]).await.unwrap();
+        assert!(recovery.reveal([1; 32], "alice").await.unwrap().is_none());
+        assert_eq!(recovery.reveal([2; 32], "alice").await.unwrap().unwrap()[0].as_str(), "new");
+        assert!(recovery.reveal([2; 32], "bob").await.unwrap().is_none(), "only to the user it was made for");
+        recovery.dismiss_reveal([1; 32], "alice").await.unwrap();
+        assert!(recovery.reveal([2; 32], "alice").await.unwrap().is_some(), "another session cannot dismiss it");
+        recovery.dismiss_reveal([2; 32], "alice").await.unwrap();
+        assert!(recovery.reveal([2; 32], "alice").await.unwrap().is_none());
     }
 
     #[test]

@@ -1,15 +1,15 @@
 //! WebAuthn (webauthn-rs): security keys and the device's own biometrics.
 //!
 //! A ceremony (registration or authentication) starts with a challenge
-//! kept here, server side, under the session (or pre-session) that asked
-//! for it. Finishing takes it out, so each challenge is answered at most
+//! kept server side, in the shared cache so that any instance can take the
+//! answer, under the session (or pre-session) that asked for it. Finishing takes it out, so each challenge is answered at most
 //! once, only by the session it was issued to, and only before it expires.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
     AuthenticatorAttachment, CreationChallengeResponse, Credential, DiscoverableAuthentication, DiscoverableKey, Passkey,
     PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, SecurityKey,
@@ -17,6 +17,7 @@ use webauthn_rs::prelude::{
 };
 use webauthn_rs_proto::{AttestationConveyancePreference, ResidentKeyRequirement, UserVerificationPolicy};
 
+use crate::cache::{Bound, Cache, CacheError};
 use crate::clock::{Clock, UnixTime};
 use crate::config::{Attestation, UserVerification, WebauthnConfig};
 use crate::crypto::{sha256, Secrets};
@@ -62,12 +63,14 @@ pub enum WebauthnFailure {
     Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 impl WebauthnFailure {
     /// Whether the failure is the gateway's, not the client's.
     pub fn is_server_error(&self) -> bool {
-        matches!(self, WebauthnFailure::Store(_) | WebauthnFailure::Busy)
+        matches!(self, WebauthnFailure::Store(_) | WebauthnFailure::Cache(_) | WebauthnFailure::Busy)
     }
 }
 
@@ -118,6 +121,36 @@ enum Purpose {
     Passwordless,
 }
 
+impl Purpose {
+    fn name(self) -> &'static str {
+        match self {
+            Purpose::Register => "register",
+            Purpose::Authenticate => "authenticate",
+            Purpose::Passwordless => "passwordless",
+        }
+    }
+
+    /// The pool its ceremonies count in: passwordless ones, which anyone
+    /// may start, apart, so that a flood of them never refuses a signed-in
+    /// user's ceremony.
+    fn pool(self) -> &'static str {
+        match self {
+            Purpose::Passwordless => "webauthn-anonymous",
+            Purpose::Register | Purpose::Authenticate => "webauthn-signed-in",
+        }
+    }
+
+    fn capacity(self) -> usize {
+        match self {
+            Purpose::Passwordless => MAX_PENDING_ANONYMOUS,
+            Purpose::Register | Purpose::Authenticate => MAX_PENDING_SIGNED_IN,
+        }
+    }
+}
+
+/// A ceremony's state, as webauthn-rs gives it: kept in the shared cache
+/// (sealed there) between the challenge and the answer.
+#[derive(Serialize, Deserialize)]
 enum State {
     RegisterSecurityKey(SecurityKeyRegistration),
     RegisterPlatform(PasskeyRegistration),
@@ -125,6 +158,7 @@ enum State {
     Passwordless(DiscoverableAuthentication),
 }
 
+#[derive(Serialize, Deserialize)]
 struct Pending {
     state: State,
     /// The client that asked, for passwordless ceremonies.
@@ -142,66 +176,16 @@ pub type Owner = [u8; 32];
 
 pub struct WebauthnFactor {
     store: Arc<dyn Store>,
+    /// The ceremonies in flight, bounded in all and per client address.
+    cache: Arc<dyn Cache>,
     sessions: Arc<Sessions>,
     secrets: Arc<Secrets>,
     clock: Arc<dyn Clock>,
     config: WebauthnConfig,
-    signed_in: Mutex<Pool>,
-    anonymous: Mutex<Pool>,
 }
 
 /// A client address as the per-address limit counts it.
 type AddressKey = IpAddr;
-
-/// Pending ceremonies, bounded in all and per client address.
-struct Pool {
-    entries: HashMap<(Owner, Purpose), Pending>,
-    per_address: HashMap<AddressKey, usize>,
-    capacity: usize,
-}
-
-impl Pool {
-    fn new(capacity: usize) -> Self {
-        Self { entries: HashMap::new(), per_address: HashMap::new(), capacity }
-    }
-
-    fn insert(&mut self, key: (Owner, Purpose), pending: Pending, now: UnixTime) -> Result<(), WebauthnFailure> {
-        // A new challenge replaces the owner's earlier one of this purpose.
-        self.remove(&key);
-        if self.entries.len() >= self.capacity {
-            self.sweep(now);
-        }
-        let from_address = pending.address.map_or(0, |address| self.per_address.get(&address).copied().unwrap_or(0));
-        if self.entries.len() >= self.capacity || from_address >= MAX_PENDING_PER_ADDRESS {
-            return Err(WebauthnFailure::Busy);
-        }
-        if let Some(address) = pending.address {
-            *self.per_address.entry(address).or_default() += 1;
-        }
-        self.entries.insert(key, pending);
-        Ok(())
-    }
-
-    fn remove(&mut self, key: &(Owner, Purpose)) -> Option<Pending> {
-        let pending = self.entries.remove(key)?;
-        if let Some(address) = pending.address {
-            if let Some(count) = self.per_address.get_mut(&address) {
-                *count -= 1;
-                if *count == 0 {
-                    self.per_address.remove(&address);
-                }
-            }
-        }
-        Some(pending)
-    }
-
-    fn sweep(&mut self, now: UnixTime) {
-        let expired: Vec<(Owner, Purpose)> = self.entries.iter().filter(|(_, p)| p.expires <= now).map(|(k, _)| *k).collect();
-        for key in expired {
-            self.remove(&key);
-        }
-    }
-}
 
 /// IPv6 clients usually hold a whole /64: count them by it.
 fn address_key(ip: IpAddr) -> AddressKey {
@@ -218,13 +202,13 @@ fn address_key(ip: IpAddr) -> AddressKey {
 impl WebauthnFactor {
     pub fn new(
         store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
         sessions: Arc<Sessions>,
         secrets: Arc<Secrets>,
         clock: Arc<dyn Clock>,
         config: WebauthnConfig,
     ) -> Self {
-        let (signed_in, anonymous) = (Mutex::new(Pool::new(MAX_PENDING_SIGNED_IN)), Mutex::new(Pool::new(MAX_PENDING_ANONYMOUS)));
-        Self { store, sessions, secrets, clock, config, signed_in, anonymous }
+        Self { store, cache, sessions, secrets, clock, config }
     }
 
     pub fn config(&self) -> &WebauthnConfig {
@@ -284,7 +268,8 @@ impl WebauthnFactor {
             owner,
             Purpose::Register,
             Pending { state, address: None, rp_id: rp.id.clone(), username: Some(username.into()), name, expires: 0 },
-        )?;
+        )
+        .await?;
         Ok(options)
     }
 
@@ -328,7 +313,7 @@ impl WebauthnFactor {
         username: &str,
         answer: &RegisterPublicKeyCredential,
     ) -> Result<Registered, WebauthnFailure> {
-        let pending = self.take(owner, Purpose::Register, rp, Some(username))?;
+        let pending = self.take(owner, Purpose::Register, rp, Some(username)).await?;
         let (kind, credential): (Method, Credential) = match &pending.state {
             State::RegisterPlatform(state) => {
                 let passkey = rp.webauthn.finish_passkey_registration(answer, state).map_err(WebauthnFailure::Rejected)?;
@@ -404,7 +389,7 @@ impl WebauthnFactor {
             name: String::new(),
             expires: 0,
         };
-        self.keep(owner, Purpose::Authenticate, pending)?;
+        self.keep(owner, Purpose::Authenticate, pending).await?;
         Ok(options)
     }
 
@@ -415,7 +400,7 @@ impl WebauthnFactor {
         username: &str,
         answer: &PublicKeyCredential,
     ) -> Result<Authenticated, WebauthnFailure> {
-        let pending = self.take(owner, Purpose::Authenticate, rp, Some(username))?;
+        let pending = self.take(owner, Purpose::Authenticate, rp, Some(username)).await?;
         let State::Authenticate(state) = &pending.state else {
             return Err(WebauthnFailure::NoCeremony);
         };
@@ -426,7 +411,12 @@ impl WebauthnFactor {
     }
 
     /// A challenge any discoverable credential of this site may answer.
-    pub fn start_passwordless(&self, rp: &RelyingParty, owner: Owner, client: IpAddr) -> Result<RequestChallengeResponse, WebauthnFailure> {
+    pub async fn start_passwordless(
+        &self,
+        rp: &RelyingParty,
+        owner: Owner,
+        client: IpAddr,
+    ) -> Result<RequestChallengeResponse, WebauthnFailure> {
         if !self.passwordless_offered() {
             return Err(WebauthnFailure::KindDisabled);
         }
@@ -441,7 +431,7 @@ impl WebauthnFactor {
             name: String::new(),
             expires: 0,
         };
-        self.keep(owner, Purpose::Passwordless, pending)?;
+        self.keep(owner, Purpose::Passwordless, pending).await?;
         Ok(options)
     }
 
@@ -453,7 +443,7 @@ impl WebauthnFactor {
         owner: Owner,
         answer: &PublicKeyCredential,
     ) -> Result<Authenticated, WebauthnFailure> {
-        let pending = self.take(owner, Purpose::Passwordless, rp, None)?;
+        let pending = self.take(owner, Purpose::Passwordless, rp, None).await?;
         let State::Passwordless(state) = pending.state else {
             return Err(WebauthnFailure::NoCeremony);
         };
@@ -530,38 +520,38 @@ impl WebauthnFactor {
         Uuid::from_bytes(bytes)
     }
 
-    fn pool(&self, purpose: Purpose) -> &Mutex<Pool> {
-        match purpose {
-            Purpose::Passwordless => &self.anonymous,
-            Purpose::Register | Purpose::Authenticate => &self.signed_in,
+    /// Keeps the ceremony for its answer, replacing the owner's earlier one
+    /// of this purpose; busy when its pool, or its client's share of it, is
+    /// full.
+    async fn keep(&self, owner: Owner, purpose: Purpose, mut pending: Pending) -> Result<(), WebauthnFailure> {
+        pending.expires = self.clock.now() + self.config.timeout;
+        let value = serde_json::to_vec(&pending).map_err(|e| CacheError::Corrupt(format!("a WebAuthn ceremony: {e}")))?;
+        let group = pending.address.map(|address| address.to_string());
+        let group = group.as_deref().map(|address| (address, MAX_PENDING_PER_ADDRESS));
+        let bound = Bound { pool: purpose.pool(), capacity: purpose.capacity(), group };
+        match self.cache.put_bounded(&ceremony_key(owner, purpose), value, self.config.timeout, &bound).await? {
+            true => Ok(()),
+            false => Err(WebauthnFailure::Busy),
         }
     }
 
-    fn keep(&self, owner: Owner, purpose: Purpose, mut pending: Pending) -> Result<(), WebauthnFailure> {
-        let now = self.clock.now();
-        pending.expires = now + self.config.timeout;
-        let mut pool = self.pool(purpose).lock().map_err(|_| WebauthnFailure::Busy)?;
-        pool.insert((owner, purpose), pending, now)
-    }
-
-    /// The owner's pending ceremony, taken out so it cannot be answered
-    /// again, if it is unexpired, for this site and for this user.
-    fn take(&self, owner: Owner, purpose: Purpose, rp: &RelyingParty, username: Option<&str>) -> Result<Pending, WebauthnFailure> {
-        let pending = self.pool(purpose).lock().map_err(|_| WebauthnFailure::Busy)?.remove(&(owner, purpose));
-        pending
+    /// The owner's pending ceremony, taken out (on every instance at once)
+    /// so it cannot be answered again, if it is unexpired, for this site
+    /// and for this user.
+    async fn take(&self, owner: Owner, purpose: Purpose, rp: &RelyingParty, username: Option<&str>) -> Result<Pending, WebauthnFailure> {
+        let value = self.cache.take_bounded(&ceremony_key(owner, purpose), purpose.pool()).await?;
+        let value = zeroize::Zeroizing::new(value.ok_or(WebauthnFailure::NoCeremony)?);
+        let pending: Pending = serde_json::from_slice(&value).map_err(|e| CacheError::Corrupt(format!("a WebAuthn ceremony: {e}")))?;
+        Some(pending)
             .filter(|p| p.expires > self.clock.now() && p.rp_id == rp.id && p.username.as_deref() == username)
             .ok_or(WebauthnFailure::NoCeremony)
     }
+}
 
-    /// Forgets challenges nobody answered in time.
-    pub fn sweep(&self) {
-        let now = self.clock.now();
-        for pool in [&self.signed_in, &self.anonymous] {
-            if let Ok(mut pool) = pool.lock() {
-                pool.sweep(now);
-            }
-        }
-    }
+/// Where a ceremony is kept: by purpose and owner (a hash already).
+fn ceremony_key(owner: Owner, purpose: Purpose) -> String {
+    let hex: String = owner.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("webauthn:{}:{hex}", purpose.name())
 }
 
 /// Whether a session's factor was done with the credential `id`. Sessions

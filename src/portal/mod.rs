@@ -199,6 +199,8 @@ pub enum PortalError {
     Webauthn(#[from] crate::factors::webauthn::WebauthnFailure),
     #[error("password check did not complete: {0}")]
     Hashing(#[from] crate::hash_gate::Stopped),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
 }
 
 /// Carries the gateway so the error can be rendered with its branding.

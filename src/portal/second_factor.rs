@@ -24,7 +24,7 @@ use crate::factors::totp::Verdict;
 use crate::gateway::Gateway;
 use crate::methods::{Method, MethodSet};
 use crate::session::{Factor, Proof, Session};
-use crate::throttle::{Key, Scope};
+use crate::throttle::{Key, Scope, ThrottleError};
 
 const PAGE: &str = "/.stepgate/second-factor";
 /// Remembers the method that last worked in this browser.
@@ -304,11 +304,11 @@ pub async fn verify_totp(
         Ok(valid) => valid,
         Err(refusal) => return Ok(refusal),
     };
-    if let Err(refused) = reserve_attempt(&gateway, &session.username, &request) {
+    if let Err(refused) = reserve_attempt(&gateway, &session.username, &request).await.map_err(fail)? {
         return Ok(refused.page(&gateway));
     }
     let verdict = gateway.totp.verify(&session.username, &form.code).await.map_err(|e| fail(e.into()))?;
-    record_verdict("totp", &gateway, &session.username, &request, verdict);
+    record_verdict("totp", &gateway, &session.username, &request, verdict).await;
     let retry = |message| retry_page(&gateway, &session, Choice::Totp, rd.clone(), message);
     match verdict {
         Verdict::Accepted => form_done(&gateway, &session, &request, jar, form.passed(Factor::Otp, None), &rd).await,
@@ -329,12 +329,12 @@ pub async fn verify_recovery(
         Ok(valid) => valid,
         Err(refusal) => return Ok(refusal),
     };
-    if let Err(refused) = reserve_attempt(&gateway, &session.username, &request) {
+    if let Err(refused) = reserve_attempt(&gateway, &session.username, &request).await.map_err(fail)? {
         return Ok(refused.page(&gateway));
     }
     let accepted = gateway.recovery.redeem(&session.username, &form.code).await.map_err(|e| fail(e.into()))?;
     let verdict = if accepted { Verdict::Accepted } else { Verdict::Wrong };
-    record_verdict("recovery_code", &gateway, &session.username, &request, verdict);
+    record_verdict("recovery_code", &gateway, &session.username, &request, verdict).await;
     if !accepted {
         return retry_page(&gateway, &session, Choice::Recovery, rd, "That is not one of your unused recovery codes.").await;
     }
@@ -358,11 +358,11 @@ pub async fn enroll_totp(
     let Some(enrolment) = may_enrol(&gateway, &session).await.map_err(fail)? else {
         return Ok(see_other(&with_return_to(PAGE, &rd)));
     };
-    if let Err(refused) = reserve_attempt(&gateway, &session.username, &request) {
+    if let Err(refused) = reserve_attempt(&gateway, &session.username, &request).await.map_err(fail)? {
         return Ok(refused.page(&gateway));
     }
     let verdict = gateway.totp.confirm_enrollment(&session.username, pending, &form.code).await.map_err(|e| fail(e.into()))?;
-    record_verdict("totp_enrollment", &gateway, &session.username, &request, verdict);
+    record_verdict("totp_enrollment", &gateway, &session.username, &request, verdict).await;
     match verdict {
         Verdict::Accepted => {
             tracing::info!(event = "factor_added", method = "totp", user = %session.username, "security");
@@ -483,7 +483,7 @@ pub async fn complete(
     }
     if enrolment == Some(Enrolment::First) && !gateway.recovery.has_set(&session.username).await? {
         let codes = gateway.recovery.generate(&session.username).await?;
-        gateway.recovery.hold_for_reveal(renewed.key, &session.username, codes);
+        gateway.recovery.hold_for_reveal(renewed.key, &session.username, codes).await?;
         return Ok((jar, with_return_to("/.stepgate/recovery-codes", rd)));
     }
     if factor == Factor::Recovery {
@@ -547,17 +547,24 @@ fn enroll_page(
 
 /// Counts an attempt at the user's second factor (a code or a WebAuthn
 /// answer) before it is checked, or says why it may not be made now.
-pub fn reserve_attempt(gateway: &Gateway, username: &str, request: &PortalRequest) -> Result<(), Refused> {
-    gateway.attempts.reserve(&[attempts_key(gateway, username)]).map_err(|refusal| {
-        let refused = Refused::from(refusal);
-        tracing::warn!(event = "second_factor", outcome = refused.outcome(), user = %username, ip = %request.client_ip, "authentication");
-        refused
-    })
+/// An error when the attempts cannot be counted: the attempt is not made.
+pub async fn reserve_attempt(gateway: &Gateway, username: &str, request: &PortalRequest) -> Result<Result<(), Refused>, PortalError> {
+    let refusal = match gateway.attempts.reserve(&[attempts_key(gateway, username)]).await {
+        Ok(()) => return Ok(Ok(())),
+        Err(ThrottleError::Refusal(refusal)) => refusal,
+        Err(ThrottleError::Cache(e)) => return Err(e.into()),
+    };
+    let refused = Refused::from(refusal);
+    tracing::warn!(event = "second_factor", outcome = refused.outcome(), user = %username, ip = %request.client_ip, "authentication");
+    Ok(Err(refused))
 }
 
-/// Forgets the user's second-factor attempts after one passed.
-pub fn forget_attempts(gateway: &Gateway, username: &str) {
-    gateway.attempts.reset(&attempts_key(gateway, username));
+/// Forgets the user's second-factor attempts after one passed. Failing to
+/// only leaves the earlier attempts counted until their window ends.
+pub async fn forget_attempts(gateway: &Gateway, username: &str) {
+    if let Err(e) = gateway.attempts.reset(&attempts_key(gateway, username)).await {
+        tracing::warn!(error = %e, "could not forget the second-factor attempts after a success");
+    }
 }
 
 fn attempts_key(gateway: &Gateway, username: &str) -> Key {
@@ -565,9 +572,9 @@ fn attempts_key(gateway: &Gateway, username: &str) -> Key {
 }
 
 /// Logs the verdict; a success forgets the attempts before it.
-fn record_verdict(method: &str, gateway: &Gateway, username: &str, request: &PortalRequest, verdict: Verdict) {
+async fn record_verdict(method: &str, gateway: &Gateway, username: &str, request: &PortalRequest, verdict: Verdict) {
     if verdict == Verdict::Accepted {
-        forget_attempts(gateway, username);
+        forget_attempts(gateway, username).await;
     }
     let outcome = match verdict {
         Verdict::Accepted => "success",

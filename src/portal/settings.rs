@@ -107,7 +107,8 @@ pub async fn recovery_codes(Extension(gateway): Extension<PortalState>, jar: Coo
         return Ok(sign_in_first());
     };
     let rd = safe_return_to(&gateway, rd_param(&uri).as_deref());
-    let Some(codes) = gateway.recovery.reveal(session.key, &session.username) else {
+    let revealed = gateway.recovery.reveal(session.key, &session.username).await.map_err(|e| Failure(gateway.clone(), e.into()))?;
+    let Some(codes) = revealed else {
         return Ok(see_other(&rd));
     };
     let page = RecoveryCodesPage {
@@ -134,7 +135,7 @@ pub async fn recovery_codes_saved(
     if !csrf::is_valid(&gateway, Binding::Session(&session), &form.csrf) {
         return Ok(csrf_refused(&gateway));
     }
-    gateway.recovery.dismiss_reveal(session.key, &session.username);
+    gateway.recovery.dismiss_reveal(session.key, &session.username).await.map_err(|e| Failure(gateway.clone(), e.into()))?;
     Ok(see_other(&safe_return_to(&gateway, Some(&form.rd))))
 }
 
@@ -270,7 +271,7 @@ pub async fn regenerate_codes(
     }
     let codes = gateway.recovery.generate(&session.username).await.map_err(|e| fail(e.into()))?;
     tracing::info!(event = "recovery_codes_regenerated", user = %session.username, "security");
-    gateway.recovery.hold_for_reveal(session.key, &session.username, codes);
+    gateway.recovery.hold_for_reveal(session.key, &session.username, codes).await.map_err(|e| fail(e.into()))?;
     Ok(see_other(&with_return_to("/.stepgate/recovery-codes", PAGE)))
 }
 

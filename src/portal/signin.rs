@@ -26,7 +26,7 @@ use super::{
 use crate::gateway::Gateway;
 use crate::hash_gate::Admission;
 use crate::session::Factor;
-use crate::throttle::{Key, Scope};
+use crate::throttle::{Key, Scope, ThrottleError};
 use crate::users::{User, MAX_USERNAME_BYTES};
 
 /// A longer password is wrong without the (deliberately slow) hash.
@@ -91,7 +91,7 @@ pub async fn submit(
     if username.len() > MAX_USERNAME_BYTES {
         return Ok(signin_page(&gateway, &pre, rd, String::new(), Some("That user name is too long."), StatusCode::BAD_REQUEST));
     }
-    let attempt = match begin_attempt(&gateway, &jar, &request, username) {
+    let attempt = match begin_attempt(&gateway, &jar, &request, username).await.map_err(fail)? {
         Ok(attempt) => attempt,
         Err(refused) => {
             let user = logged_user(&gateway, username);
@@ -105,7 +105,9 @@ pub async fn submit(
         let error = Some("Wrong user name or password.");
         return Ok(signin_page(&gateway, &pre, rd, username.to_string(), error, StatusCode::UNAUTHORIZED));
     };
-    gateway.attempts.reset(&attempt.counted_for_user);
+    if let Err(e) = gateway.attempts.reset(&attempt.counted_for_user).await {
+        tracing::warn!(error = %e, "could not forget the password attempts after a success");
+    }
     signed_in(&gateway, &request, jar, &user, &rd).await.map_err(fail)
 }
 
@@ -116,12 +118,24 @@ struct Attempt {
     counted_for_user: Key,
 }
 
-fn begin_attempt(gateway: &Gateway, jar: &CookieJar, request: &PortalRequest, username: &str) -> Result<Attempt, Refused> {
-    let admission = gateway.password_hashing.try_admit().ok_or(Refused::Busy { retry_after: BUSY_RETRY_AFTER })?;
+/// Refused when the gateway or the user's budget says no; an error when the
+/// attempts cannot be counted (so the attempt is not made either).
+async fn begin_attempt(
+    gateway: &Gateway,
+    jar: &CookieJar,
+    request: &PortalRequest,
+    username: &str,
+) -> Result<Result<Attempt, Refused>, PortalError> {
+    let Some(admission) = gateway.password_hashing.try_admit() else {
+        return Ok(Err(Refused::Busy { retry_after: BUSY_RETRY_AFTER }));
+    };
     let (for_user, for_address) = attempt_keys(gateway, jar, request, username);
     let keys: Vec<Key> = std::iter::once(for_user).chain(for_address).collect();
-    gateway.attempts.reserve(&keys)?;
-    Ok(Attempt { admission, counted_for_user: for_user })
+    match gateway.attempts.reserve(&keys).await {
+        Ok(()) => Ok(Ok(Attempt { admission, counted_for_user: for_user })),
+        Err(ThrottleError::Refusal(refusal)) => Ok(Err(refusal.into())),
+        Err(ThrottleError::Cache(e)) => Err(e.into()),
+    }
 }
 
 /// What a password attempt counts against: the browser's own budget when

@@ -30,6 +30,7 @@ use crate::factors::webauthn::{RelyingParty, WebauthnFailure};
 use crate::gateway::Gateway;
 use crate::methods::Method;
 use crate::session::Session;
+use crate::throttle::ThrottleError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,13 +240,13 @@ pub async fn authenticate_finish(
     let Json(body) = body.map_err(bad_json)?;
     let session = session_for(&gateway, &jar, &headers).await?;
     let rp = relying_party(&request)?;
-    reserve_attempt(&gateway, &session.username, &request)?;
+    reserve_attempt(&gateway, &session.username, &request).await??;
     let proved = gateway
         .webauthn
         .finish_authentication(rp, session.key, &session.username, &body.credential)
         .await
         .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
-    forget_attempts(&gateway, &session.username);
+    forget_attempts(&gateway, &session.username).await;
     tracing::info!(event = "webauthn", outcome = "success", user = %session.username, ip = %request.client_ip, "authentication");
     let rd = safe_return_to(&gateway, Some(&body.rd));
     let (jar, location) =
@@ -272,18 +273,21 @@ pub async fn passwordless_start(
     let owner = pre_session_owner(&gateway, &jar, &headers)?;
     let rp = relying_party(&request)?;
     let options =
-        gateway.webauthn.start_passwordless(rp, owner, request.client_ip).map_err(|f| Refusal::from_failure(f, None, &request))?;
+        gateway.webauthn.start_passwordless(rp, owner, request.client_ip).await.map_err(|f| Refusal::from_failure(f, None, &request))?;
     Ok(Json(options).into_response())
 }
 
 /// Counts a passkey sign-in against the client address before it is
 /// checked: whose credential it is shows only once it has been.
-fn reserve_passkey_attempt(gateway: &Gateway, request: &PortalRequest) -> Result<(), Refused> {
-    gateway.attempts.reserve(&[address_key(gateway, request.client_ip)]).map_err(|refusal| {
-        let refused = Refused::from(refusal);
-        tracing::warn!(event = "passkey", outcome = refused.outcome(), ip = %request.client_ip, "authentication");
-        refused
-    })
+async fn reserve_passkey_attempt(gateway: &Gateway, request: &PortalRequest) -> Result<(), Refusal> {
+    let refusal = match gateway.attempts.reserve(&[address_key(gateway, request.client_ip)]).await {
+        Ok(()) => return Ok(()),
+        Err(ThrottleError::Refusal(refusal)) => refusal,
+        Err(ThrottleError::Cache(e)) => return Err(PortalError::from(e).into()),
+    };
+    let refused = Refused::from(refusal);
+    tracing::warn!(event = "passkey", outcome = refused.outcome(), ip = %request.client_ip, "authentication");
+    Err(refused.into())
 }
 
 pub async fn passwordless_finish(
@@ -296,7 +300,7 @@ pub async fn passwordless_finish(
     let Json(body) = body.map_err(bad_json)?;
     let owner = pre_session_owner(&gateway, &jar, &headers)?;
     let rp = relying_party(&request)?;
-    reserve_passkey_attempt(&gateway, &request)?;
+    reserve_passkey_attempt(&gateway, &request).await?;
     let proved =
         gateway.webauthn.finish_passwordless(rp, owner, &body.credential).await.map_err(|f| Refusal::from_failure(f, None, &request))?;
     let Some(user) = gateway.users.get(&proved.username).cloned() else {

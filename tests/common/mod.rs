@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod failing_cache;
 pub mod failing_store;
 pub mod postgres;
+pub mod redis;
 pub mod servers;
 pub mod totp;
 pub mod upstream;
@@ -16,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stepgate::cache::{Cache, MemoryCache};
 use stepgate::clock::{Clock, ManualClock};
 use stepgate::config::Config;
 use stepgate::crypto::Secrets;
@@ -110,11 +113,14 @@ pub struct Setup {
     pub server_extra: String,
     pub apps: String,
     pub tls: bool,
+    /// The users file, when it must be this one (several instances share
+    /// it: a session lives only under the password it was made with).
+    pub users: Option<String>,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { extra: String::new(), server_extra: String::new(), apps: DEFAULT_APPS.into(), tls: false }
+        Self { extra: String::new(), server_extra: String::new(), apps: DEFAULT_APPS.into(), tls: false, users: None }
     }
 }
 
@@ -130,11 +136,21 @@ impl TestGateway {
     /// A gateway on a store made from the SQLite one opened in its data
     /// directory (to wrap it, for example).
     pub async fn start_with_store(setup: Setup, store: impl FnOnce(SqliteStore) -> Arc<dyn Store>) -> Self {
+        Self::start_with_backends(setup, store, |clock| Arc::new(MemoryCache::new(clock))).await
+    }
+
+    /// A gateway on a store as above and a cache made with its clock.
+    pub async fn start_with_backends(
+        setup: Setup,
+        store: impl FnOnce(SqliteStore) -> Arc<dyn Store>,
+        cache: impl FnOnce(Arc<dyn Clock>) -> Arc<dyn Cache>,
+    ) -> Self {
         let prepared = Prepared::new(setup).await;
         let clock = ManualClock::new();
         let sqlite = SqliteStore::open(&prepared.config.server.data_dir).await.unwrap_or_else(|e| panic!("store: {e}"));
+        let cache = cache(Arc::new(clock.clone()));
         let secrets = Some(Secrets::from_master(&MASTER_KEY));
-        let gateway = Gateway::build_with_store(prepared.config.clone(), Arc::new(clock.clone()), secrets, store(sqlite))
+        let gateway = Gateway::build_with_backends(prepared.config.clone(), Arc::new(clock.clone()), secrets, store(sqlite), cache)
             .await
             .unwrap_or_else(|e| panic!("gateway: {e}"));
         prepared.launch(gateway, clock).await
@@ -210,7 +226,8 @@ impl Prepared {
     async fn new(setup: Setup) -> Self {
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().expect("temp dir");
-        write_users(&dir.path().join("users.toml"));
+        let users = setup.users.clone().unwrap_or_else(users_file);
+        std::fs::write(dir.path().join("users.toml"), users).expect("write users");
         let addr = free_port();
         let tls_addr = setup.tls.then(free_port);
         let tls_section = match tls_addr {
@@ -253,15 +270,15 @@ pub fn browser_headers() -> reqwest::header::HeaderMap {
     headers
 }
 
-fn write_users(path: &std::path::Path) {
+/// A users file with Alice and Bob.
+pub fn users_file() -> String {
     let user = |name: &str, display: &str, groups: &str, password: &str| {
         format!(
             "[[users]]\nusername = \"{name}\"\ndisplay_name = \"{display}\"\nemail = \"{name}@example.com\"\ngroups = [{groups}]\npassword = \"{}\"\n\n",
             stepgate::users::hash_password(password)
         )
     };
-    let text = user(ALICE, "Alice Liddell", "\"staff\", \"admins\"", ALICE_PASSWORD) + &user(BOB, "Bob", "", BOB_PASSWORD);
-    std::fs::write(path, text).expect("write users");
+    user(ALICE, "Alice Liddell", "\"staff\", \"admins\"", ALICE_PASSWORD) + &user(BOB, "Bob", "", BOB_PASSWORD)
 }
 
 fn write_certificate(dir: &std::path::Path) {

@@ -1,0 +1,114 @@
+//! The Redis cache's invalidation listener losing its connection and
+//! finding it again, and a Redis that stops answering. One test, run
+//! alone in its own binary: it kills a connection and pauses Redis.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stepgate::cache::{Cache, CacheEvent, Invalidation, RedisCache};
+use stepgate::clock::SystemClock;
+use stepgate::crypto::Secrets;
+
+use common::redis::TestRedis;
+
+#[tokio::test]
+async fn the_listener_reconnects_says_so_once_and_ends_with_the_cache() {
+    let logs = Logs::default();
+    let _logging = tracing::subscriber::set_default(logs.subscriber());
+    let redis = TestRedis::new();
+    let before = pubsub_clients(&redis);
+    let cache = redis.cache().await;
+    let listener_id = only_new(&before, &pubsub_clients(&redis));
+    let other = redis.cache().await;
+    let mut heard = cache.subscribe();
+
+    admin::<()>(&redis, redis::cmd("CLIENT").arg("KILL").arg("ID").arg(listener_id));
+    wait_for("the listener to notice", || !cache.is_listening()).await;
+    let event = tokio::time::timeout(Duration::from_secs(5), heard.recv()).await.expect("it reconnects").unwrap();
+    assert_eq!(event, CacheEvent::MaybeMissed, "subscribers learn that messages may be lost");
+    assert!(cache.is_listening());
+    let message = Invalidation::Session([9; 32]);
+    other.publish(&message).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), heard.recv()).await.expect("messages arrive again").unwrap();
+    assert_eq!(event, CacheEvent::Invalidated(message));
+    assert_eq!(logs.count("shared cache unreachable"), 1, "{}", logs.text());
+    assert_eq!(logs.count("shared cache reachable again"), 1, "{}", logs.text());
+
+    let listeners = pubsub_clients(&redis);
+    drop(cache);
+    wait_for("the listener to end with its cache", || pubsub_clients(&redis).len() < listeners.len()).await;
+
+    a_paused_redis_is_an_error_within_the_timeout(&redis).await;
+}
+
+/// Checked after the rest: pausing Redis would disturb it.
+async fn a_paused_redis_is_an_error_within_the_timeout(redis: &TestRedis) {
+    let mut options = redis.options.clone();
+    options.timeout = Duration::from_millis(300);
+    let cache = RedisCache::connect(&options, Arc::new(Secrets::from_master(&[1; 32])), Arc::new(SystemClock)).await.unwrap();
+    admin::<()>(redis, redis::cmd("CLIENT").arg("PAUSE").arg(1000).arg("ALL"));
+    let started = Instant::now();
+    assert!(cache.ping().await.is_err(), "a Redis that does not answer is an error");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_millis(900), "{waited:?}");
+    admin::<()>(redis, redis::cmd("CLIENT").arg("UNPAUSE"));
+}
+
+fn admin<T: redis::FromRedisValue>(redis: &TestRedis, command: &redis::Cmd) -> T {
+    let mut connection = redis::Client::open(redis.options.url.as_str()).unwrap().get_connection().unwrap();
+    command.query(&mut connection).unwrap()
+}
+
+/// The ids of the connections in subscriber mode.
+fn pubsub_clients(redis: &TestRedis) -> BTreeSet<u64> {
+    let text: String = admin(redis, redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub"));
+    text.lines().filter_map(|line| line.strip_prefix("id=")?.split(' ').next()?.parse().ok()).collect()
+}
+
+fn only_new(before: &BTreeSet<u64>, after: &BTreeSet<u64>) -> u64 {
+    let new: Vec<u64> = after.difference(before).copied().collect();
+    assert_eq!(new.len(), 1, "one new subscriber expected (is another test using Redis?): {new:?}");
+    new[0]
+}
+
+async fn wait_for(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(Instant::now() < deadline, "waited too long for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The log lines written while the test runs (its runtime is on this thread).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let logs = self.clone();
+        tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_ansi(false).with_writer(move || logs.clone()).finish()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    fn count(&self, message: &str) -> usize {
+        self.text().lines().filter(|line| line.contains(message)).count()
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
