@@ -225,3 +225,64 @@ impl CacheConfig {
         UrlSource { url: self.url.as_ref(), url_env: self.url_env.as_deref(), url_file: self.url_file.as_deref() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn parse(sections: &str) -> Result<Config, String> {
+        let text = format!(
+            "users_file = \"users.toml\"\n{sections}\n[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"data\"\n\
+             [[apps]]\nid = \"app\"\nhosts = [\"app.example.com\"]\nupstreams = [\"http://127.0.0.1:3000\"]\n"
+        );
+        Config::parse(&text, Path::new("/etc/stepgate/test.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_embedded_backends_are_the_default() {
+        let config = parse("").unwrap();
+        assert_eq!((config.store.backend, config.cache.backend), (super::StoreBackend::Sqlite, super::CacheBackend::Memory));
+    }
+
+    #[test]
+    fn a_connection_string_is_needed_once_and_only_where_it_is_used() {
+        let cases = [
+            ("[store]\nbackend = \"postgres\"", "needs a connection string"),
+            ("[cache]\nbackend = \"redis\"", "needs a connection string"),
+            ("[store]\nbackend = \"postgres\"\nurl = \"postgres://db/x\"\nurl_env = \"PG\"", "only one of"),
+            ("[store]\nurl = \"postgres://db/x\"", "for backend = \"postgres\""),
+            ("[cache]\nurl_env = \"REDIS\"", "for backend = \"redis\""),
+            ("[store]\nbackend = \"postgres\"\nurl_env = \"PG\"\nschema = \"Bad-Name\"", "schema `Bad-Name`"),
+            ("[store]\nbackend = \"postgres\"\nurl_env = \"PG\"\npool_size = 0", "pool_size"),
+            ("[cache]\nbackend = \"redis\"\nurl_env = \"R\"\nkey_prefix = \"\"", "key_prefix"),
+            ("[store]\nbackend = \"mysql\"", "unknown variant `mysql`"),
+            ("[session]\nduring_outage = \"serve_cached\"\noutage_grace = \"2h\"", "outage_grace"),
+        ];
+        for (sections, expected) in cases {
+            let error = parse(sections).expect_err(sections);
+            assert!(error.contains(expected), "{sections}: `{error}` should mention `{expected}`");
+        }
+    }
+
+    #[test]
+    fn a_connection_string_never_shows_in_a_debug_print_or_an_error() {
+        let config = parse("[store]\nbackend = \"postgres\"\nurl = \"postgres://u:hunter2@db/x\"").unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let missing = parse("[cache]\nbackend = \"redis\"\nurl_env = \"STEPGATE_TEST_UNSET_VARIABLE\"").unwrap();
+        let error = missing.cache.connection().resolve("cache").unwrap_err();
+        assert!(error.contains("STEPGATE_TEST_UNSET_VARIABLE is not set"), "{error}");
+    }
+
+    #[test]
+    fn a_url_file_is_read_relative_to_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pg.url"), "postgres://u:secret@db/x\n").unwrap();
+        let text = "users_file = \"users.toml\"\n[store]\nbackend = \"postgres\"\nurl_file = \"pg.url\"\n\
+                    [server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"data\"\n\
+                    [[apps]]\nid = \"app\"\nhosts = [\"a.example\"]\nupstreams = [\"http://127.0.0.1:3000\"]\n";
+        let config = Config::parse(text, &dir.path().join("stepgate.toml")).unwrap();
+        assert_eq!(config.store.connection().resolve("store").unwrap(), "postgres://u:secret@db/x");
+    }
+}

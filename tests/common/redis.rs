@@ -27,7 +27,11 @@ pub struct TestRedis {
 impl TestRedis {
     /// Panics, saying how to start Redis, when it cannot be reached.
     pub fn new() -> Self {
-        let url = url();
+        Self::at(url())
+    }
+
+    /// A prefix on the Redis at `url`.
+    pub fn at(url: String) -> Self {
         if let Err(e) = connection(&url) {
             panic!(
                 "these tests need Redis at {url} ({e}): start it with `service redis-server start`, \
