@@ -3,8 +3,12 @@
 //! them (a signed-in request served from the session cache), reported to
 //! load balancers at `/.stepgate/readyz`, and logged once when a backend
 //! goes away and once when it is back, never once a request.
+//!
+//! Requests that meet a failure or a success record it at once (so cached
+//! sessions stop being trusted without waiting for the probe); only the
+//! probe logs, so every outage is told once, from one place.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -23,6 +27,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Outage {
     /// Unix time of the first failure seen; 0 while the backend answers.
     since: AtomicI64,
+    /// Whether the log says the backend is away.
+    announced: AtomicBool,
 }
 
 impl Outage {
@@ -38,6 +44,13 @@ impl Outage {
     /// Records a success; true when it ends an outage.
     pub fn answered(&self) -> bool {
         self.since.swap(0, Ordering::Relaxed) != 0
+    }
+
+    /// Whether the log must now say the backend went away (`Some(true)`)
+    /// or is back (`Some(false)`); each is said once.
+    fn news(&self) -> Option<bool> {
+        let down = self.since().is_some();
+        (self.announced.swap(down, Ordering::Relaxed) != down).then_some(down)
     }
 }
 
@@ -64,30 +77,13 @@ impl Reachability {
         Readiness { store: self.store.since().is_none(), cache: self.cache.since().is_none() }
     }
 
-    /// Records what a request found out about the store, logging only a
-    /// change.
-    pub fn store_failed(&self, error: &dyn std::fmt::Display) {
-        if self.store.failed(self.clock.now()) {
-            tracing::error!(error = %error, "the store is unreachable: refusing what needs it until it is back");
-        }
+    /// Records what a request found out about the store.
+    pub fn store_failed(&self) {
+        self.store.failed(self.clock.now());
     }
 
     pub fn store_answered(&self) {
-        if self.store.answered() {
-            tracing::info!("the store is reachable again");
-        }
-    }
-
-    fn cache_failed(&self, error: &dyn std::fmt::Display) {
-        if self.cache.failed(self.clock.now()) {
-            tracing::error!(error = %error, "the shared cache is unreachable: refusing what needs it until it is back");
-        }
-    }
-
-    fn cache_answered(&self) {
-        if self.cache.answered() {
-            tracing::info!("the shared cache is reachable again");
-        }
+        self.store.answered();
     }
 
     /// Probes both backends every [`PROBE_INTERVAL`] until `self` is dropped.
@@ -106,16 +102,33 @@ impl Reachability {
 
     async fn probe(&self, store: &dyn Store, cache: &dyn Cache) {
         // Any query is a round trip; a key no session can have finds nothing.
-        match tokio::time::timeout(PROBE_TIMEOUT, store.get_session(&[0; 32])).await {
-            Ok(Ok(_)) => self.store_answered(),
-            Ok(Err(e)) => self.store_failed(&e),
-            Err(_) => self.store_failed(&"no answer in time"),
+        let store_error = match tokio::time::timeout(PROBE_TIMEOUT, store.get_session(&[0; 32])).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("no answer in time".to_string()),
+        };
+        let cache_error = match tokio::time::timeout(PROBE_TIMEOUT, cache.ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("no answer in time".to_string()),
+        };
+        let now = self.clock.now();
+        for (name, outage, error) in [("the store", &self.store, store_error), ("the shared cache", &self.cache, cache_error)] {
+            match &error {
+                Some(_) => outage.failed(now),
+                None => outage.answered(),
+            };
+            announce(name, outage, error.as_deref());
         }
-        match tokio::time::timeout(PROBE_TIMEOUT, cache.ping()).await {
-            Ok(Ok(())) => self.cache_answered(),
-            Ok(Err(e)) => self.cache_failed(&e),
-            Err(_) => self.cache_failed(&"no answer in time"),
-        }
+    }
+}
+
+/// Logs a change in a backend's reachability, once.
+fn announce(name: &str, outage: &Outage, error: Option<&str>) {
+    match outage.news() {
+        Some(true) => tracing::error!(error = error.unwrap_or("-"), "{name} is unreachable: refusing what needs it until it is back"),
+        Some(false) => tracing::info!("{name} is reachable again"),
+        None => {}
     }
 }
 
@@ -130,8 +143,20 @@ mod tests {
         assert!(outage.failed(100));
         assert!(!outage.failed(105), "a second failure does not start another outage");
         assert_eq!(outage.since(), Some(100));
+        assert_eq!(outage.news(), Some(true), "the log says it went away");
+        assert_eq!(outage.news(), None, "once");
         assert!(outage.answered());
         assert!(!outage.answered());
         assert_eq!(outage.since(), None);
+        assert_eq!(outage.news(), Some(false), "the log says it is back");
+        assert_eq!(outage.news(), None, "once");
+    }
+
+    #[test]
+    fn an_outage_over_before_the_probe_looked_is_not_told() {
+        let outage = Outage::default();
+        outage.failed(100);
+        outage.answered();
+        assert_eq!(outage.news(), None);
     }
 }

@@ -116,9 +116,11 @@ async fn upkeep(gateway: &Gateway, sweep: bool) {
     match gateway.assertions.reload_keys().await {
         Ok(true) => tracing::info!("signing keys reloaded"),
         Ok(false) => {}
+        // An outage is logged once, by the backend probe.
+        Err(crate::assertion::KeyError::Store(e)) if e.is_outage() => tracing::debug!(error = %e, "cannot reload signing keys"),
         Err(e) => tracing::error!(error = %e, "cannot reload signing keys; keeping the current ones"),
     }
-    if !sweep {
+    if !sweep || gateway.reachability.readiness() != (crate::health::Readiness { store: true, cache: true }) {
         return;
     }
     gateway.assertions.sweep();

@@ -5,14 +5,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stepgate::cache::{Cache, CacheEvent, Invalidation, RedisCache};
 use stepgate::clock::SystemClock;
 use stepgate::crypto::Secrets;
 
+use common::captured_logs::Logs;
 use common::redis::TestRedis;
 use common::servers::PrivateRedis;
 
@@ -37,8 +37,8 @@ async fn the_listener_reconnects_says_so_once_and_ends_with_the_cache() {
     other.publish(&message).await.unwrap();
     let event = tokio::time::timeout(Duration::from_secs(5), heard.recv()).await.expect("messages arrive again").unwrap();
     assert_eq!(event, CacheEvent::Invalidated(message));
-    assert_eq!(logs.count("shared cache unreachable"), 1, "{}", logs.text());
-    assert_eq!(logs.count("shared cache reachable again"), 1, "{}", logs.text());
+    assert_eq!(logs.count("invalidation channel lost"), 1, "{}", logs.text());
+    assert_eq!(logs.count("invalidation channel back"), 1, "{}", logs.text());
 
     let listeners = pubsub_clients(&redis);
     drop(cache);
@@ -81,35 +81,5 @@ async fn wait_for(what: &str, condition: impl Fn() -> bool) {
     while !condition() {
         assert!(Instant::now() < deadline, "waited too long for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The log lines written while the test runs (its runtime is on this thread).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
-        let logs = self.clone();
-        tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_ansi(false).with_writer(move || logs.clone()).finish()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    fn count(&self, message: &str) -> usize {
-        self.text().lines().filter(|line| line.contains(message)).count()
-    }
-}
-
-impl Write for Logs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

@@ -11,6 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::captured_logs::Logs;
 use common::servers::{PrivatePostgres, PrivateRedis};
 use common::*;
 use stepgate::clock::ManualClock;
@@ -91,8 +92,16 @@ impl Outage {
     }
 }
 
+/// The backend probe runs on the test's runtime, so its lines land here.
+fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let guard = tracing::subscriber::set_default(logs.subscriber());
+    (logs, guard)
+}
+
 #[tokio::test]
 async fn postgres_going_away_is_refused_and_recovered_from() {
+    let (logs, _guard) = capture_logs();
     let outage = Outage::start("").await;
     let browser = outage.signed_in_browser().await;
     assert_eq!(outage.readiness().await.0, 200);
@@ -105,10 +114,13 @@ async fn postgres_going_away_is_refused_and_recovered_from() {
 
     outage.postgres.resume();
     outage.assert_recovered(&browser).await;
+    assert_eq!(logs.count("the store is unreachable"), 1, "said once, not once a request:\n{}", logs.text());
+    assert_eq!(logs.count("the store is reachable again"), 1, "{}", logs.text());
 }
 
 #[tokio::test]
 async fn redis_going_away_is_refused_and_recovered_from() {
+    let (logs, _guard) = capture_logs();
     let outage = Outage::start("").await;
     let browser = outage.signed_in_browser().await;
 
@@ -120,6 +132,8 @@ async fn redis_going_away_is_refused_and_recovered_from() {
 
     outage.redis.resume();
     outage.assert_recovered(&browser).await;
+    assert_eq!(logs.count("the shared cache is unreachable"), 1, "said once, not once a request:\n{}", logs.text());
+    assert_eq!(logs.count("the shared cache is reachable again"), 1, "{}", logs.text());
 }
 
 /// With `during_outage = "serve_cached"`, a signed-in browser keeps being

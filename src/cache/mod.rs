@@ -25,6 +25,14 @@ pub enum CacheError {
     Corrupt(String),
 }
 
+impl CacheError {
+    /// Whether the error is the cache being unreachable: an outage the
+    /// probe logs once, not once a request.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, CacheError::Unavailable(_))
+    }
+}
+
 /// A change every instance must hear of, so that none keeps serving a
 /// copy that is no longer true.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

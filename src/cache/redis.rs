@@ -231,15 +231,15 @@ impl Listener {
                 let _ = self.events.send(CacheEvent::MaybeMissed);
                 self.relay(connected).await;
                 listening.store(false, Ordering::SeqCst);
-                tracing::warn!("shared cache unreachable");
+                tracing::warn!("invalidation channel lost: sessions are read from the store until it is back");
             }
             tokio::time::sleep(RECONNECT_EVERY).await;
             match within(self.timeout, &self.redact, subscribe(&self.client, &self.channel)).await {
                 Ok(connected) => {
-                    tracing::info!("shared cache reachable again");
+                    tracing::info!("invalidation channel back");
                     pubsub = Some(connected);
                 }
-                Err(e) => tracing::debug!(error = %e, "shared cache still unreachable"),
+                Err(e) => tracing::debug!(error = %e, "invalidation channel still lost"),
             }
         }
     }

@@ -72,6 +72,15 @@ impl WebauthnFailure {
     pub fn is_server_error(&self) -> bool {
         matches!(self, WebauthnFailure::Store(_) | WebauthnFailure::Cache(_) | WebauthnFailure::Busy)
     }
+
+    /// Whether the failure is a backend being unreachable.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            WebauthnFailure::Store(e) => e.is_outage(),
+            WebauthnFailure::Cache(e) => e.is_outage(),
+            _ => false,
+        }
+    }
 }
 
 /// The site credentials are bound to: an RP id and the origins its pages

@@ -208,11 +208,7 @@ pub struct Failure(pub Arc<Gateway>, pub PortalError);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        // An outage is logged once, when it begins.
-        match self.0.reachability.readiness() {
-            crate::health::Readiness { store: true, cache: true } => tracing::error!(error = %self.1, "portal request failed"),
-            _ => tracing::debug!(error = %self.1, "portal request failed"),
-        }
+        self.1.log("portal request failed");
         let page = error_page(
             &self.0,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -220,6 +216,27 @@ impl IntoResponse for Failure {
             "The sign-in service could not complete this request. Please try again shortly.",
         );
         with_retry_after(page, UNAVAILABLE_RETRY_AFTER)
+    }
+}
+
+impl PortalError {
+    /// Whether the failure is a backend being unreachable.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            PortalError::Store(e) => e.is_outage(),
+            PortalError::Cache(e) => e.is_outage(),
+            PortalError::Webauthn(e) => e.is_outage(),
+            _ => false,
+        }
+    }
+
+    /// Logs the failure; an outage only at debug level, since the backend
+    /// probe logs it once when it begins and once when it ends.
+    pub fn log(&self, what: &str) {
+        match self.is_outage() {
+            true => tracing::debug!(error = %self, "{what}"),
+            false => tracing::error!(error = %self, "{what}"),
+        }
     }
 }
 

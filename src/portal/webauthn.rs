@@ -93,7 +93,7 @@ impl Refusal {
 
     fn from_failure(failure: WebauthnFailure, username: Option<&str>, request: &PortalRequest) -> Self {
         if failure.is_server_error() {
-            tracing::error!(error = %failure, "WebAuthn request failed");
+            PortalError::Webauthn(failure).log("WebAuthn request failed");
             return Refusal::unavailable();
         }
         tracing::info!(event = "webauthn", outcome = "failure", user = username.unwrap_or("-"), ip = %request.client_ip, reason = ?failure, "authentication");
@@ -107,7 +107,7 @@ impl Refusal {
 
 impl From<PortalError> for Refusal {
     fn from(error: PortalError) -> Self {
-        tracing::error!(error = %error, "WebAuthn request failed");
+        error.log("WebAuthn request failed");
         Refusal::unavailable()
     }
 }

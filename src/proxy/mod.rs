@@ -188,10 +188,10 @@ impl GatewayProxy {
         let signed_in = match Self::signed_in_user(gateway, session, ctx.tls).await {
             Ok(found) => found,
             Err(e) => {
-                // An outage is logged once, when it begins.
-                match gateway.reachability.readiness().store {
-                    true => tracing::error!(error = %e, "session store unavailable"),
-                    false => tracing::debug!(error = %e, "session store unavailable"),
+                // An outage is logged once, by the backend probe.
+                match e.is_outage() {
+                    true => tracing::debug!(error = %e, "session store unavailable"),
+                    false => tracing::error!(error = %e, "session store unavailable"),
                 }
                 ctx.decision = "store_unavailable";
                 responses::unavailable(session, gateway).await?;

@@ -378,7 +378,9 @@ impl Sessions {
         let row = match self.store.get_session(key).await {
             Ok(row) => row,
             Err(e) => {
-                self.reachability.store_failed(&e);
+                if e.is_outage() {
+                    self.reachability.store_failed();
+                }
                 return Err(e);
             }
         };

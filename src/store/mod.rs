@@ -45,6 +45,33 @@ pub enum StoreError {
     File(String, std::io::Error),
 }
 
+impl StoreError {
+    /// Whether the error says the database cannot be reached (rather than
+    /// that it refused or could not answer one query).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the error is, or follows from, a backend being unreachable:
+    /// an outage the probe logs once, not once a request.
+    pub fn is_outage(&self) -> bool {
+        self.is_unreachable() || matches!(self, StoreError::Outage(_))
+    }
+}
+
 /// Which backend to open, and where.
 #[derive(Debug, Clone)]
 pub enum StoreChoice {
