@@ -158,3 +158,23 @@ async fn serve_cached_serves_signed_in_browsers_for_the_grace_only() {
     outage.postgres.resume();
     outage.assert_recovered(&browser).await;
 }
+
+/// An enrolment cut by an outage is not lost: the code the user typed is
+/// refused with a 503, and the same form sent again once the store is back
+/// completes it.
+#[tokio::test]
+async fn an_enrolment_interrupted_by_an_outage_completes_afterwards() {
+    let outage = Outage::start("").await;
+    let browser = outage.signed_in_browser().await;
+    let page = browser.get(outage.gw.app("/.stepgate/second-factor")).send().await.unwrap().text().await.unwrap();
+    let secret = regex::Regex::new(r#"id="secret">([A-Z2-7=]+)<"#).unwrap().captures(&page).expect("an enrolment page")[1].to_string();
+    let form = [("csrf", form_value(&page, "csrf")), ("code", totp::code(&secret, outage.gw.now())), ("rd", "/admin/".to_string())];
+    let enrol = || browser.post(outage.gw.app("/.stepgate/second-factor/totp/enroll")).form(&form);
+
+    outage.postgres.stop();
+    assert_eq!(enrol().send().await.unwrap().status(), 503);
+    outage.postgres.resume();
+    assert_eq!(outage.becomes(&browser, "/", 200).await, 200);
+    assert_eq!(enrol().send().await.unwrap().status(), 303, "the enrolment completes");
+    assert_eq!(outage.status(&browser, "/admin/").await, 200, "with its second factor done");
+}
