@@ -60,10 +60,11 @@ impl Cluster {
         Browser { a: client(&self.a), b: client(&self.b) }
     }
 
+    /// Stops both instances before their backends are removed.
     async fn stop(self) {
         drop(self.a);
         drop(self.b);
-        self.backends.remove().await;
+        drop(self.backends);
     }
 }
 
