@@ -19,7 +19,9 @@ use crate::store::Store;
 /// How often the backends are probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The longest a probe may take before its backend counts as down.
+/// The longest a probe may take. An error counts at once; a slow answer
+/// only when the probe before was slow too, since on a saturated machine
+/// the probe itself may wait its turn for a second or two.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Since when a backend is unreachable, if it is.
@@ -29,6 +31,10 @@ pub struct Outage {
     since: AtomicI64,
     /// Whether the log says the backend is away.
     announced: AtomicBool,
+    /// Whether the last probe went unanswered in time.
+    last_probe_slow: AtomicBool,
+    /// What the probe that found the backend away was told.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Outage {
@@ -102,31 +108,48 @@ impl Reachability {
 
     async fn probe(&self, store: &dyn Store, cache: &dyn Cache) {
         // Any query is a round trip; a key no session can have finds nothing.
-        let store_error = match tokio::time::timeout(PROBE_TIMEOUT, store.get_session(&[0; 32])).await {
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("no answer in time".to_string()),
-        };
-        let cache_error = match tokio::time::timeout(PROBE_TIMEOUT, cache.ping()).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("no answer in time".to_string()),
-        };
+        let store_answer = tokio::time::timeout(PROBE_TIMEOUT, store.get_session(&[0; 32])).await;
+        let store_answer = store_answer.map(|answer| answer.map(|_| ()).map_err(|e| e.to_string()));
+        let cache_answer = tokio::time::timeout(PROBE_TIMEOUT, cache.ping()).await;
+        let cache_answer = cache_answer.map(|answer| answer.map_err(|e| e.to_string()));
         let now = self.clock.now();
-        for (name, outage, error) in [("the store", &self.store, store_error), ("the shared cache", &self.cache, cache_error)] {
-            match &error {
-                Some(_) => outage.failed(now),
-                None => outage.answered(),
-            };
-            announce(name, outage, error.as_deref());
+        self.store.record_probe(now, store_answer);
+        announce("the store", &self.store);
+        self.cache.record_probe(now, cache_answer);
+        announce("the shared cache", &self.cache);
+    }
+}
+
+/// What a probe got: an answer (fine or an error), or nothing in time.
+type ProbeAnswer = Result<Result<(), String>, tokio::time::error::Elapsed>;
+
+impl Outage {
+    fn record_probe(&self, now: UnixTime, answer: ProbeAnswer) {
+        let slow = answer.is_err();
+        let slow_before = self.last_probe_slow.swap(slow, Ordering::Relaxed);
+        match answer {
+            Ok(Ok(())) => {
+                self.answered();
+            }
+            Ok(Err(error)) => self.failed_with(now, error),
+            Err(_) if slow_before => self.failed_with(now, "no answer in time, twice".into()),
+            Err(_) => {}
         }
+    }
+
+    fn failed_with(&self, now: UnixTime, error: String) {
+        self.failed(now);
+        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
     }
 }
 
 /// Logs a change in a backend's reachability, once.
-fn announce(name: &str, outage: &Outage, error: Option<&str>) {
+fn announce(name: &str, outage: &Outage) {
     match outage.news() {
-        Some(true) => tracing::error!(error = error.unwrap_or("-"), "{name} is unreachable: refusing what needs it until it is back"),
+        Some(true) => {
+            let error = outage.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            tracing::error!(error = error.as_deref().unwrap_or("-"), "{name} is unreachable: refusing what needs it until it is back")
+        }
         Some(false) => tracing::info!("{name} is reachable again"),
         None => {}
     }
@@ -150,6 +173,31 @@ mod tests {
         assert_eq!(outage.since(), None);
         assert_eq!(outage.news(), Some(false), "the log says it is back");
         assert_eq!(outage.news(), None, "once");
+    }
+
+    async fn no_answer() -> ProbeAnswer {
+        tokio::time::timeout(Duration::ZERO, std::future::pending()).await
+    }
+
+    #[tokio::test]
+    async fn one_slow_probe_is_not_an_outage_but_two_are() {
+        let outage = Outage::default();
+        outage.record_probe(100, no_answer().await);
+        assert_eq!(outage.since(), None, "a saturated machine may delay one probe");
+        outage.record_probe(101, Ok(Ok(())));
+        outage.record_probe(102, no_answer().await);
+        assert_eq!(outage.since(), None, "slow probes must follow each other");
+        outage.record_probe(103, no_answer().await);
+        assert_eq!(outage.since(), Some(103));
+    }
+
+    #[test]
+    fn an_error_is_an_outage_at_once() {
+        let outage = Outage::default();
+        outage.record_probe(100, Ok(Err("connection refused".into())));
+        assert_eq!(outage.since(), Some(100));
+        outage.record_probe(101, Ok(Ok(())));
+        assert_eq!(outage.since(), None);
     }
 
     #[test]
