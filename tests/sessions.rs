@@ -411,3 +411,30 @@ async fn new_recovery_codes_are_shown_until_the_user_has_saved_them() {
     let forged = client.post(gw.app("/.stepgate/recovery-codes")).form(&[("csrf", "forged"), ("rd", "/")]).send().await.unwrap();
     assert_eq!(forged.status(), 403);
 }
+
+/// The hot path: once a session is cached, requests proxied to the app do
+/// not reach the store at all (the cache is kept current by the change
+/// announcements), while the portal's pages read it fresh every time.
+#[tokio::test]
+async fn a_signed_in_request_makes_no_store_round_trip() {
+    let mut switches = None;
+    let gw = TestGateway::start_with_store(Setup::default(), |sqlite| {
+        let (store, made) = common::failing_store::FailingStore::new(sqlite);
+        switches = Some(made);
+        Arc::new(store)
+    })
+    .await;
+    let reads = switches.expect("the store was made").session_reads;
+    let reads = || reads.load(std::sync::atomic::Ordering::SeqCst);
+    let browser = gw.browser();
+    assert_eq!(sign_in(&gw, &browser, ALICE, ALICE_PASSWORD, "/").await.status(), 303);
+    assert_eq!(status(&gw, &browser, "/").await, 200, "the first request reads the session once");
+
+    let before = reads();
+    for _ in 0..20 {
+        assert_eq!(status(&gw, &browser, "/").await, 200);
+    }
+    assert_eq!(reads(), before, "twenty signed-in requests, no session read from the store");
+    assert_eq!(status(&gw, &browser, "/.stepgate/settings").await, 200);
+    assert_eq!(reads(), before + 1, "a portal page reads the session fresh");
+}

@@ -336,9 +336,22 @@ pub trait SnapshotStore: Send + Sync {
     async fn import_snapshot(&self, snapshot: &Snapshot, overwrite: bool) -> Result<bool, StoreError>;
 }
 
-pub trait Store: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore + KeyStore + SnapshotStore {}
+/// Whether the database answers, for the backend probe.
+#[async_trait]
+pub trait Reachable: Send + Sync {
+    /// One round trip that reads nothing.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
 
-impl<T: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore + KeyStore + SnapshotStore> Store for T {}
+pub trait Store:
+    SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore + KeyStore + SnapshotStore + Reachable
+{
+}
+
+impl<T: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore + KeyStore + SnapshotStore + Reachable> Store
+    for T
+{
+}
 
 /// A store's signing keys as a [`KeyStore`] of their own, for the
 /// assertion module (an `Arc<dyn Store>` cannot become an `Arc<dyn

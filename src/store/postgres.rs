@@ -17,9 +17,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::{
-    DeviceRow, FactorRef, FactorStore, KeyStore, KnownDeviceRow, RecoveryCodeRow, RecoveryStore, Removal, RiskStore, SessionChange,
-    SessionRow, SessionStore, SignInRow, Snapshot, SnapshotStore, StoreError, StoredSigningKeys, TotpRow, TotpStore, WebauthnRow,
-    WebauthnStore,
+    DeviceRow, FactorRef, FactorStore, KeyStore, KnownDeviceRow, Reachable, RecoveryCodeRow, RecoveryStore, Removal, RiskStore,
+    SessionChange, SessionRow, SessionStore, SignInRow, Snapshot, SnapshotStore, StoreError, StoredSigningKeys, TotpRow, TotpStore,
+    WebauthnRow, WebauthnStore,
 };
 
 /// How to reach the database.
@@ -91,9 +91,11 @@ impl PostgresStore {
         sqlx::migrate!("src/store/migrations/postgres").run(&self.pool).await?;
         Ok(())
     }
+}
 
-    /// One round trip, for health checks.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+#[async_trait]
+impl Reachable for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }

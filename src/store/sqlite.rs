@@ -9,9 +9,9 @@ use sqlx::{Row, SqlitePool};
 
 use super::key_file::KeyFile;
 use super::{
-    DeviceRow, FactorRef, FactorStore, KeyStore, KnownDeviceRow, RecoveryCodeRow, RecoveryStore, Removal, RiskStore, SessionChange,
-    SessionRow, SessionStore, SignInRow, Snapshot, SnapshotStore, StoreError, StoredSigningKeys, TotpRow, TotpStore, WebauthnRow,
-    WebauthnStore,
+    DeviceRow, FactorRef, FactorStore, KeyStore, KnownDeviceRow, Reachable, RecoveryCodeRow, RecoveryStore, Removal, RiskStore,
+    SessionChange, SessionRow, SessionStore, SignInRow, Snapshot, SnapshotStore, StoreError, StoredSigningKeys, TotpRow, TotpStore,
+    WebauthnRow, WebauthnStore,
 };
 
 /// The database's name in the data directory.
@@ -20,6 +20,14 @@ pub(super) const DATABASE_FILE: &str = "stepgate.db";
 pub struct SqliteStore {
     pool: SqlitePool,
     keys: KeyFile,
+}
+
+#[async_trait]
+impl Reachable for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
 }
 
 impl SqliteStore {

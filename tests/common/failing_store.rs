@@ -2,7 +2,7 @@
 //! a switch is on, every call it covers fails with a `StoreError`, as a
 //! database that went away would.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,6 +12,8 @@ use stepgate::store::*;
 /// keep the rest (a signed-in user's session, say) working.
 #[derive(Clone, Default)]
 pub struct Switches {
+    /// How many times a session was read from the store.
+    pub session_reads: Arc<AtomicUsize>,
     pub sessions: Arc<AtomicBool>,
     pub totp: Arc<AtomicBool>,
     pub webauthn: Arc<AtomicBool>,
@@ -58,6 +60,9 @@ macro_rules! delegate {
         impl $trait for FailingStore {
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                    if stringify!($name) == "get_session" {
+                        self.switches.session_reads.fetch_add(1, Ordering::SeqCst);
+                    }
                     check(&self.switches.$switch)?;
                     self.inner.$name($($arg),*).await
                 }
@@ -75,6 +80,10 @@ delegate!(SessionStore, sessions {
     fn delete_session(&self, key: &[u8; 32]) -> ();
     fn delete_expired_sessions(&self, idle_before: i64, created_before: i64) -> u64;
     fn sessions_of(&self, username: &str) -> Vec<SessionRow>;
+});
+
+delegate!(Reachable, sessions {
+    fn ping(&self) -> ();
 });
 
 delegate!(TotpStore, totp {
