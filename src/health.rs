@@ -107,9 +107,10 @@ impl Reachability {
     }
 
     async fn probe(&self, store: &dyn Store, cache: &dyn Cache) {
-        let store_answer = tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await;
+        // Side by side, so that a hanging one does not delay the other.
+        let (store_answer, cache_answer) =
+            tokio::join!(tokio::time::timeout(PROBE_TIMEOUT, store.ping()), tokio::time::timeout(PROBE_TIMEOUT, cache.ping()));
         let store_answer = store_answer.map(|answer| answer.map_err(|e| e.to_string()));
-        let cache_answer = tokio::time::timeout(PROBE_TIMEOUT, cache.ping()).await;
         let cache_answer = cache_answer.map(|answer| answer.map_err(|e| e.to_string()));
         let now = self.clock.now();
         self.store.record_probe(now, store_answer);

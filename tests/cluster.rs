@@ -249,3 +249,21 @@ async fn revoking_a_trusted_browser_on_one_instance_holds_on_the_other() {
     assert_eq!(status_within_bound(b, &trusted.b, "/.stepgate/settings", 303).await, 303, "B asks for the second factor again");
     cluster.stop().await;
 }
+
+/// Even when the announcement of a session's end is lost, no instance
+/// serves its cached copy for longer than the revalidation bound.
+#[tokio::test]
+async fn a_lost_announcement_is_caught_by_the_revalidation_bound() {
+    let cluster = Cluster::start().await;
+    let (a, b) = (&cluster.a, &cluster.b);
+    let browser = cluster.browser();
+    assert_eq!(sign_in_across((a, &browser.a), (b, &browser.b), ALICE_PASSWORD).await, 303);
+    assert_eq!(status(b, &browser.b, "/").await, 200);
+    assert_eq!(status(b, &browser.b, "/").await, 200, "served from B's cache");
+
+    cluster.backends.delete_sessions_unannounced().await;
+    assert_eq!(status(b, &browser.b, "/").await, 200, "within the bound, B's copy stands: nothing told B");
+    a.clock.advance(stepgate::session::REVALIDATE_SECS);
+    assert_eq!(status(b, &browser.b, "/").await, 302, "B read the session again and found it gone");
+    cluster.stop().await;
+}

@@ -30,6 +30,11 @@ pub const HOST_PREFIX: &str = "__Host-";
 
 /// Last-seen times reach the store at most this often per session.
 const TOUCH_INTERVAL_SECS: i64 = 60;
+
+/// A cached session older than this is read again before it is served:
+/// whatever happens to the announcements (a message lost, a channel that
+/// died without closing), no instance serves a copy older than this.
+pub const REVALIDATE_SECS: i64 = 2;
 /// A session id is 32 random bytes in unpadded base64url.
 const SESSION_ID_LEN: usize = 43;
 
@@ -147,6 +152,14 @@ pub struct Session {
 }
 
 impl Session {
+    /// This copy, having been seen no earlier than `earlier`, a copy of
+    /// the same session this instance served: the store records activity
+    /// only once a minute, so its copy may lag.
+    fn seen_no_earlier_than(self: Arc<Self>, earlier: &Session) -> Arc<Self> {
+        self.last_seen.fetch_max(earlier.last_seen(), Ordering::Relaxed);
+        self
+    }
+
     pub fn last_seen(&self) -> UnixTime {
         self.last_seen.load(Ordering::Relaxed)
     }
@@ -241,7 +254,8 @@ enum Read {
 /// the store, and a deleted session is never cached again.
 #[derive(Default)]
 struct SessionCache {
-    sessions: HashMap<SessionKey, Arc<Session>>,
+    /// Each session with when it was read from the store.
+    sessions: HashMap<SessionKey, (Arc<Session>, UnixTime)>,
     writes: u64,
 }
 
@@ -310,11 +324,14 @@ impl Sessions {
         let key = sha256(id.as_bytes());
         let now = self.clock.now();
         let session = match self.cached(&key) {
-            Some(session) if read == Read::Cached && self.cache_is_current() && !self.is_expired(&session, now) => session,
+            Some((session, read_at)) if read == Read::Cached && self.may_serve(&session, read_at, now) => session,
             // Another instance may have seen the session since, or ended it.
-            Some(cached) => match self.load(&key).await {
-                Ok(Some(loaded)) => loaded,
-                Ok(None) => return Ok(None),
+            Some((cached, _)) => match self.load(&key).await {
+                Ok(Some(loaded)) => loaded.seen_no_earlier_than(&cached),
+                Ok(None) => {
+                    self.evict(|session| session.key == key);
+                    return Ok(None);
+                }
                 Err(e) => self.during_outage(cached, now, e)?,
             },
             None if self.recently_unknown(&key, now) => return Ok(None),
@@ -326,8 +343,14 @@ impl Sessions {
                 }
             },
         };
-        if self.is_expired(&session, now) || !self.password_unchanged(&session) {
+        if self.is_expired(&session, now) {
             self.delete(&session.key).await?;
+            return Ok(None);
+        }
+        if !self.password_unchanged(&session) {
+            // Not deleted: while a new users file rolls out, another
+            // instance may still be right to accept the session.
+            self.evict(|cached| cached.key == key);
             return Ok(None);
         }
         self.refuse_during_cache_outage(now)?;
@@ -346,8 +369,13 @@ impl Sessions {
         }
     }
 
-    fn cached(&self, key: &SessionKey) -> Option<Arc<Session>> {
+    fn cached(&self, key: &SessionKey) -> Option<(Arc<Session>, UnixTime)> {
         self.cache.read().ok().and_then(|cache| cache.sessions.get(key).cloned())
+    }
+
+    /// Whether a cached copy may be served without asking the store.
+    fn may_serve(&self, session: &Session, read_at: UnixTime, now: UnixTime) -> bool {
+        now - read_at < REVALIDATE_SECS && self.cache_is_current() && !self.is_expired(session, now)
     }
 
     /// Whether cached sessions are as the store has them: the store
@@ -389,7 +417,7 @@ impl Sessions {
             return Ok(None);
         };
         let loaded = Arc::new(loaded);
-        self.cache_fill(loaded.clone(), writes_before);
+        self.cache_fill(loaded.clone(), writes_before, self.clock.now());
         Ok(Some(loaded))
     }
 
@@ -560,10 +588,13 @@ impl Sessions {
     /// Drops expired sessions from the cache and the store.
     pub async fn sweep(&self) -> Result<u64, StoreError> {
         let now = self.clock.now();
-        let swept = self.store.delete_expired_sessions(now - self.config.inactivity, now - self.config.absolute).await?;
+        // Activity reaches the store once a minute: a session another
+        // instance served within that minute may look idle here.
+        let idle_before = now - self.config.inactivity - TOUCH_INTERVAL_SECS;
+        let swept = self.store.delete_expired_sessions(idle_before, now - self.config.absolute).await?;
         if let Ok(mut cache) = self.cache.write() {
             cache.writes += 1;
-            cache.sessions.retain(|_, s| !self.is_expired(s, now));
+            cache.sessions.retain(|_, (s, _)| !self.is_expired(s, now));
         }
         Ok(swept)
     }
@@ -595,11 +626,13 @@ impl Sessions {
 
     /// Caches a session read from the store, unless a write to the store
     /// finished since the read began.
-    fn cache_fill(&self, session: Arc<Session>, writes_before: u64) {
+    fn cache_fill(&self, session: Arc<Session>, writes_before: u64, now: UnixTime) {
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
-        if cache.writes == writes_before {
-            cache.sessions.insert(session.key, session);
-        }
+        match cache.writes == writes_before {
+            true => cache.sessions.insert(session.key, (session, now)),
+            // A write overtook the read: neither copy is known to be current.
+            false => cache.sessions.remove(&session.key),
+        };
     }
 
     /// Called after every write to a stored session, once the write is
@@ -617,7 +650,7 @@ impl Sessions {
     fn evict(&self, matches: impl Fn(&Session) -> bool) {
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         cache.writes += 1;
-        cache.sessions.retain(|_, cached| !matches(cached));
+        cache.sessions.retain(|_, (cached, _)| !matches(cached));
     }
 
     /// Applies the changes every instance announces (this one's included)

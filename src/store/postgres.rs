@@ -60,6 +60,9 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
+/// The longest one statement may run.
+const STATEMENT_TIMEOUT: &str = "10s";
+
 impl PostgresStore {
     /// Connects and runs the migrations. The pool tests a connection before
     /// handing it out, so after a PostgreSQL restart the dead connections
@@ -67,6 +70,9 @@ impl PostgresStore {
     pub async fn connect(options: &PostgresOptions) -> Result<Self, StoreError> {
         let schema = options.schema.as_deref().map(checked_schema).transpose()?;
         let mut connect = PgConnectOptions::from_str(&options.url).map_err(|e| unavailable(&options.url, &e))?;
+        // A query that hangs (a lock, a server that stopped answering on an
+        // open connection) fails rather than holding its request forever.
+        connect = connect.options([("statement_timeout", STATEMENT_TIMEOUT)]);
         if let Some(schema) = schema {
             connect = connect.options([("search_path", schema)]);
         }

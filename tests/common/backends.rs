@@ -17,6 +17,13 @@ impl SharedBackends {
         Self { schema: postgres::schema().await, redis: TestRedis::new() }
     }
 
+    /// Deletes every session behind the gateways' backs: as if the
+    /// announcement of their end had been lost.
+    pub async fn delete_sessions_unannounced(&self) {
+        let pool = sqlx::PgPool::connect(&self.schema.options.url).await.expect("PostgreSQL");
+        sqlx::query(&format!("DELETE FROM {}.sessions", self.schema.name())).execute(&pool).await.expect("delete the sessions");
+    }
+
     /// The `[store]` and `[cache]` sections that use them.
     pub fn config(&self) -> String {
         format!(
