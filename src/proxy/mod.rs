@@ -13,7 +13,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::edge::{self, Canonical, EdgeError};
 use crate::gateway::{App, Gateway};
@@ -149,6 +149,19 @@ impl ProxyHttp for GatewayProxy {
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
         *error.esource() == ErrorSource::Downstream
             && matches!(error.etype(), ErrorType::ConnectionClosed | ErrorType::ReadTimedout | ErrorType::WriteTimedout)
+    }
+
+    /// A request that could not be proxied gets the gateway's own page (or
+    /// problem document), never pingora's bare one with its `Server` header.
+    async fn fail_to_proxy(&self, session: &mut Session, error: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let status = responses::status_for_failure(error);
+        if status > 0 && session.response_written().is_none() {
+            let gateway = ctx.gateway.clone().unwrap_or_else(|| self.live.current());
+            if let Err(e) = responses::proxy_failure(session, &gateway, status).await {
+                tracing::debug!(error = %e, "could not answer a failed request");
+            }
+        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {

@@ -16,30 +16,69 @@ pub async fn page(session: &mut Session, gateway: &Gateway, status: u16, title: 
 }
 
 /// 503 while something the request needs (the store, the shared cache) is
-/// unreachable: the branded page for browsers, a problem (RFC 9457) for
-/// API clients, both with `Retry-After`.
+/// unreachable, with `Retry-After`.
 pub async fn unavailable(session: &mut Session, gateway: &Gateway) -> Result<()> {
-    const RETRY_AFTER: &str = "5";
+    let retry_after = Some(5);
+    page_or_problem(session, gateway, 503, "Temporarily unavailable", "Please try again shortly.", retry_after).await
+}
+
+/// An error answered by the gateway itself: the branded page for
+/// browsers, a problem document (RFC 9457) for API clients.
+pub async fn page_or_problem(
+    session: &mut Session,
+    gateway: &Gateway,
+    status: u16,
+    title: &str,
+    message: &str,
+    retry_after: Option<u32>,
+) -> Result<()> {
     let accepts = |media_type: &str| {
         let accept = session.req_header().headers.get_all(http::header::ACCEPT);
         accept.iter().any(|v| v.to_str().is_ok_and(|v| v.contains(media_type)))
     };
     let (content_type, body) = match accepts("application/json") && !accepts("text/html") {
         true => {
-            let problem = serde_json::json!({ "type": "about:blank", "title": "Service Unavailable", "status": 503 });
+            let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or(title);
+            let problem = serde_json::json!({ "type": "about:blank", "title": reason, "status": status });
             ("application/problem+json", problem.to_string())
         }
-        false => {
-            let page = crate::portal::error_html(gateway, "Temporarily unavailable", "Please try again shortly.");
-            ("text/html; charset=utf-8", page)
-        }
+        false => ("text/html; charset=utf-8", crate::portal::error_html(gateway, title, message)),
     };
-    let mut header = ResponseHeader::build(503, Some(5))?;
+    let mut header = ResponseHeader::build(status, Some(5))?;
     header.insert_header(http::header::CONTENT_TYPE, content_type)?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header(http::header::RETRY_AFTER, RETRY_AFTER)?;
+    if let Some(seconds) = retry_after {
+        header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
+    }
     header.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
     write(session, header, Bytes::from(body)).await
+}
+
+/// The status for a request that could not be proxied, as pingora would
+/// choose it, except that an upstream that timed out is a 504; 0 when the
+/// client's connection is gone and nothing can be answered.
+pub fn status_for_failure(error: &Error) -> u16 {
+    use pingora::ErrorSource;
+    match (error.etype(), error.esource()) {
+        (ErrorType::HTTPStatus(code), _) => *code,
+        (ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout, ErrorSource::Upstream) => 504,
+        (_, ErrorSource::Upstream) => 502,
+        (ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => 0,
+        (_, ErrorSource::Downstream) => 400,
+        (_, ErrorSource::Internal | ErrorSource::Unset) => 500,
+    }
+}
+
+/// The branded answer to a request that could not be proxied.
+pub async fn proxy_failure(session: &mut Session, gateway: &Gateway, status: u16) -> Result<()> {
+    let (title, message) = match status {
+        502 => ("Application unreachable", "The application behind this address could not be reached. Please try again shortly."),
+        504 => ("Application too slow", "The application behind this address did not answer in time. Please try again shortly."),
+        400..=499 => ("Bad request", "This request is malformed."),
+        _ => ("Something went wrong", "The gateway could not complete this request. Please try again shortly."),
+    };
+    let retry_after = matches!(status, 502 | 504).then_some(5);
+    page_or_problem(session, gateway, status, title, message, retry_after).await
 }
 
 async fn html(session: &mut Session, status: u16, body: String) -> Result<()> {
@@ -105,4 +144,22 @@ pub async fn write(session: &mut Session, mut header: ResponseHeader, body: Byte
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timed_out_upstream_is_a_504_and_a_gone_client_gets_nothing() {
+        let upstream = |kind| *Error::new(kind).into_up();
+        let downstream = |kind| *Error::new(kind).into_down();
+        assert_eq!(status_for_failure(&upstream(ErrorType::ConnectTimedout)), 504);
+        assert_eq!(status_for_failure(&upstream(ErrorType::ReadTimedout)), 504);
+        assert_eq!(status_for_failure(&upstream(ErrorType::ConnectRefused)), 502);
+        assert_eq!(status_for_failure(&downstream(ErrorType::ReadError)), 0);
+        assert_eq!(status_for_failure(&downstream(ErrorType::InvalidHTTPHeader)), 400);
+        assert_eq!(status_for_failure(&Error::new(ErrorType::HTTPStatus(413))), 413);
+        assert_eq!(status_for_failure(&Error::new(ErrorType::InternalError)), 500);
+    }
 }

@@ -1,0 +1,39 @@
+//! A request the gateway lets through but cannot deliver gets the
+//! gateway's own answer: the branded page for browsers, a problem document
+//! for API clients, with `Retry-After`, and never pingora's bare page or
+//! its `Server` header.
+
+mod common;
+
+use common::*;
+
+/// An app whose only upstream listens nowhere.
+async fn start_with_dead_upstream() -> TestGateway {
+    let dead = free_port();
+    let apps = format!(
+        "[[apps]]\nid = \"app\"\nhosts = [\"app.test\"]\nupstreams = [\"http://{dead}\"]\n\n\
+         [[apps.rules]]\npath = \"/public/\"\npolicy = \"bypass\"\n"
+    );
+    TestGateway::start_with(Setup { apps, ..Setup::default() }).await
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_branded_502() {
+    let gw = start_with_dead_upstream().await;
+
+    let page = gw.browser().get(gw.app("/public/x")).send().await.unwrap();
+    assert_eq!(page.status(), 502);
+    assert!(page.headers().get("server").is_none(), "no Server header: {:?}", page.headers());
+    assert_eq!(page.headers()["retry-after"], "5");
+    assert!(page.text().await.unwrap().contains(r#"<span class="product">stepgate</span>"#), "the branded page");
+
+    let problem = gw.api_client().get(gw.app("/public/x")).header("accept", "application/json").send().await.unwrap();
+    assert_eq!(problem.status(), 502);
+    assert!(problem.headers().get("server").is_none());
+    assert_eq!(problem.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = problem.json().await.unwrap();
+    assert_eq!((body["status"].as_u64(), body["title"].as_str()), (Some(502), Some("Bad Gateway")));
+
+    let next = gw.browser().get(gw.app("/public/y")).send().await.unwrap();
+    assert_eq!(next.status(), 502, "and again: the gateway keeps answering");
+}
