@@ -37,3 +37,19 @@ async fn an_unreachable_upstream_is_a_branded_502() {
     let next = gw.browser().get(gw.app("/public/y")).send().await.unwrap();
     assert_eq!(next.status(), 502, "and again: the gateway keeps answering");
 }
+
+/// An upstream slower than `timeouts.read` is a 504, not a wait.
+#[tokio::test]
+async fn an_upstream_slower_than_its_read_timeout_is_a_branded_504() {
+    let apps = DEFAULT_APPS.replacen(
+        "hosts = [\"app.test\"]\nupstreams = [\"http://{upstream}\"]\n",
+        "hosts = [\"app.test\"]\nupstreams = [\"http://{upstream}\"]\ntimeouts = { read = \"1s\" }\n",
+        1,
+    );
+    let gw = TestGateway::start_with(Setup { apps, ..Setup::default() }).await;
+    let page = gw.browser().get(gw.app("/public/slow")).send().await.unwrap();
+    assert_eq!(page.status(), 504);
+    assert!(page.headers().get("server").is_none());
+    assert!(page.text().await.unwrap().contains("did not answer in time"));
+    assert_eq!(gw.browser().get(gw.app("/public/fast")).send().await.unwrap().status(), 200, "other requests go through");
+}

@@ -410,6 +410,9 @@ pub struct AppConfig {
     pub webauthn: AppWebauthn,
     /// How the app's server compares paths: `exact`, `case_insensitive`
     /// or `windows`.
+    /// How long the gateway waits for the app's upstreams.
+    #[serde(default)]
+    pub timeouts: UpstreamTimeouts,
     #[serde(default)]
     pub path_matching: PathMatching,
     /// `strip` or `honour` the method-override headers of clients.
@@ -466,6 +469,31 @@ fn default_app_policy() -> Policy {
 
 fn default_assertion_header() -> values::HeaderName {
     values::HeaderName("x-stepgate-assertion".into())
+}
+
+/// `[apps.timeouts]`: beyond them the request is answered 504.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTimeouts {
+    /// Opening a connection (TCP and TLS).
+    #[serde(with = "values::connection_timeout")]
+    pub connect: std::time::Duration,
+    /// Waiting for the response to start, and between two reads of it.
+    #[serde(with = "values::connection_timeout")]
+    pub read: std::time::Duration,
+    /// Between two writes of the request.
+    #[serde(with = "values::connection_timeout")]
+    pub write: std::time::Duration,
+    /// How long an unused upstream connection is kept for the next request.
+    #[serde(with = "values::connection_timeout")]
+    pub idle: std::time::Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        let secs = std::time::Duration::from_secs;
+        Self { connect: secs(5), read: secs(60), write: secs(60), idle: secs(60) }
+    }
 }
 
 impl Config {

@@ -120,7 +120,13 @@ impl ProxyHttp for GatewayProxy {
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let app = ctx.app.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no app chosen"))?;
         let upstream = app.upstream();
-        Ok(Box::new(HttpPeer::new(upstream.addr, upstream.tls, upstream.host.clone())))
+        let mut peer = HttpPeer::new(upstream.addr, upstream.tls, upstream.host.clone());
+        let timeouts = &app.config.timeouts;
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.read_timeout = Some(timeouts.read);
+        peer.options.write_timeout = Some(timeouts.write);
+        peer.options.idle_timeout = Some(timeouts.idle);
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(

@@ -31,6 +31,7 @@ impl Upstream {
         let router = axum::Router::new()
             .route("/public/upload", post(upload))
             .route("/public/ws", any(websocket))
+            .route("/public/slow", any(slow))
             .route("/admin/ws", any(websocket))
             .fallback(echo)
             .with_state(received.clone());
@@ -55,6 +56,12 @@ async fn echo(State(received): State<Arc<Mutex<Vec<Received>>>>, uri: Uri, heade
     let seen: Vec<(String, String)> =
         headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
     Json(serde_json::json!({ "path": uri.path(), "headers": seen })).into_response()
+}
+
+/// Answers after three seconds: longer than a test's read timeout.
+async fn slow() -> &'static str {
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    "late\n"
 }
 
 async fn upload(body: Body) -> Json<serde_json::Value> {
