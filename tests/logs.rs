@@ -149,3 +149,22 @@ async fn a_possibly_cloned_authenticator_is_a_warning_with_a_stable_event_name()
     assert_eq!(finish_authentication(&gw, &client, &csrf, &answer).await.status(), 403);
     log_with(1, &["WARN", "event=\"webauthn_possible_clone\"", "user=alice"]).await;
 }
+
+/// The id on the gateway's error page is the one in the access log line,
+/// so a user's report leads to the request.
+#[tokio::test]
+async fn the_request_id_on_an_error_page_stands_in_the_access_log() {
+    captured();
+    let dead = free_port();
+    let apps = format!(
+        "[[apps]]\nid = \"app\"\nhosts = [\"app.test\"]\nupstreams = [\"http://{dead}\"]\n\n\
+         [[apps.rules]]\npath = \"/public/\"\npolicy = \"bypass\"\n"
+    );
+    let gw = TestGateway::start_with(Setup { apps, ..Setup::default() }).await;
+    let page = gw.browser().get(gw.app("/public/report")).send().await.unwrap();
+    assert_eq!(page.status(), 502);
+    let id = page.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    assert!(page.text().await.unwrap().contains(&format!("Reference: {id}.")), "the page shows it");
+    log_with(1, &[&format!("request_id={id}"), "status=502", "/public/report"]).await;
+}

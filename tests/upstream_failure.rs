@@ -31,8 +31,10 @@ async fn an_unreachable_upstream_is_a_branded_502() {
     assert_eq!(problem.status(), 502);
     assert!(problem.headers().get("server").is_none());
     assert_eq!(problem.headers()["content-type"], "application/problem+json");
+    let id = problem.headers()["x-request-id"].to_str().unwrap().to_string();
     let body: serde_json::Value = problem.json().await.unwrap();
     assert_eq!((body["status"].as_u64(), body["title"].as_str()), (Some(502), Some("Bad Gateway")));
+    assert_eq!(body["request_id"], id, "the problem names the request");
 
     let next = gw.browser().get(gw.app("/public/y")).send().await.unwrap();
     assert_eq!(next.status(), 502, "and again: the gateway keeps answering");

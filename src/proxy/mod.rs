@@ -37,6 +37,9 @@ impl GatewayProxy {
 /// What one request has learned on its way through the phases.
 pub struct RequestCtx {
     started: Instant,
+    /// Names the request in the access log and on the gateway's error pages,
+    /// so a user's report can be matched with its log line.
+    id: responses::RequestId,
     /// The gateway as it was when the request arrived, for all its phases.
     gateway: Option<Arc<Gateway>>,
     app: Option<Arc<App>>,
@@ -56,6 +59,7 @@ impl ProxyHttp for GatewayProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            id: responses::RequestId::new(),
             gateway: None,
             app: None,
             rule: None,
@@ -163,7 +167,7 @@ impl ProxyHttp for GatewayProxy {
         let status = responses::status_for_failure(error);
         if status > 0 && session.response_written().is_none() {
             let gateway = ctx.gateway.clone().unwrap_or_else(|| self.live.current());
-            if let Err(e) = responses::proxy_failure(session, &gateway, status).await {
+            if let Err(e) = responses::proxy_failure(session, &gateway, status, &ctx.id).await {
                 tracing::debug!(error = %e, "could not answer a failed request");
             }
         }
@@ -176,6 +180,7 @@ impl ProxyHttp for GatewayProxy {
         let user = ctx.identity.as_ref().map(|(u, _)| u.username.as_str()).unwrap_or("-");
         tracing::info!(
             target: "stepgate::access",
+            request_id = %ctx.id,
             app,
             rule = ctx.rule.map(|r| r as i64).unwrap_or(-1),
             decision = ctx.decision,
@@ -213,7 +218,7 @@ impl GatewayProxy {
                     false => tracing::error!(error = %e, "session store unavailable"),
                 }
                 ctx.decision = "store_unavailable";
-                responses::unavailable(session, gateway).await?;
+                responses::unavailable(session, gateway, &ctx.id).await?;
                 return Ok(true);
             }
         };

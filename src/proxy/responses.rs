@@ -17,9 +17,31 @@ pub async fn page(session: &mut Session, gateway: &Gateway, status: u16, title: 
 
 /// 503 while something the request needs (the store, the shared cache) is
 /// unreachable, with `Retry-After`.
-pub async fn unavailable(session: &mut Session, gateway: &Gateway) -> Result<()> {
+pub async fn unavailable(session: &mut Session, gateway: &Gateway, id: &RequestId) -> Result<()> {
     let retry_after = Some(5);
-    page_or_problem(session, gateway, 503, "Temporarily unavailable", "Please try again shortly.", retry_after).await
+    page_or_problem(session, gateway, 503, "Temporarily unavailable", "Please try again shortly.", retry_after, id).await
+}
+
+/// A request's id: 64 random bits, shown as 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    pub fn new() -> Self {
+        Self(rand::random())
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
 }
 
 /// An error answered by the gateway itself: the branded page for
@@ -31,6 +53,7 @@ pub async fn page_or_problem(
     title: &str,
     message: &str,
     retry_after: Option<u32>,
+    id: &RequestId,
 ) -> Result<()> {
     let accepts = |media_type: &str| {
         let accept = session.req_header().headers.get_all(http::header::ACCEPT);
@@ -39,14 +62,15 @@ pub async fn page_or_problem(
     let (content_type, body) = match accepts("application/json") && !accepts("text/html") {
         true => {
             let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or(title);
-            let problem = serde_json::json!({ "type": "about:blank", "title": reason, "status": status });
+            let problem = serde_json::json!({ "type": "about:blank", "title": reason, "status": status, "request_id": id.to_string() });
             ("application/problem+json", problem.to_string())
         }
-        false => ("text/html; charset=utf-8", crate::portal::error_html(gateway, title, message)),
+        false => ("text/html; charset=utf-8", crate::portal::error_html(gateway, title, &format!("{message} Reference: {id}."))),
     };
     let mut header = ResponseHeader::build(status, Some(5))?;
     header.insert_header(http::header::CONTENT_TYPE, content_type)?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    header.insert_header("x-request-id", id.to_string())?;
     if let Some(seconds) = retry_after {
         header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
     }
@@ -70,7 +94,7 @@ pub fn status_for_failure(error: &Error) -> u16 {
 }
 
 /// The branded answer to a request that could not be proxied.
-pub async fn proxy_failure(session: &mut Session, gateway: &Gateway, status: u16) -> Result<()> {
+pub async fn proxy_failure(session: &mut Session, gateway: &Gateway, status: u16, id: &RequestId) -> Result<()> {
     let (title, message) = match status {
         502 => ("Application unreachable", "The application behind this address could not be reached. Please try again shortly."),
         504 => ("Application too slow", "The application behind this address did not answer in time. Please try again shortly."),
@@ -78,7 +102,7 @@ pub async fn proxy_failure(session: &mut Session, gateway: &Gateway, status: u16
         _ => ("Something went wrong", "The gateway could not complete this request. Please try again shortly."),
     };
     let retry_after = matches!(status, 502 | 504).then_some(5);
-    page_or_problem(session, gateway, status, title, message, retry_after).await
+    page_or_problem(session, gateway, status, title, message, retry_after, id).await
 }
 
 async fn html(session: &mut Session, status: u16, body: String) -> Result<()> {
