@@ -93,19 +93,24 @@ async fn a_sign_in_the_store_cannot_record_creates_no_session() {
     assert_eq!(client.get(gw.app("/")).send().await.unwrap().status(), 200);
 }
 
+/// Alice with an authenticator app, signed in again in a new browser and
+/// at its code page: the browser, the page's CSRF token and a valid code.
+async fn totp_challenge(gw: &TestGateway) -> (reqwest::Client, String, String) {
+    let enroller = gw.browser();
+    sign_in(gw, &enroller, ALICE, ALICE_PASSWORD, "/").await;
+    let secret = enroll_totp(gw, &enroller).await;
+    let client = gw.browser();
+    sign_in(gw, &client, ALICE, ALICE_PASSWORD, "/admin/").await;
+    gw.clock.advance(30);
+    let csrf = form_value(&page(gw, &client, "/.stepgate/second-factor?method=totp").await, "csrf");
+    let code = totp::code(&secret, gw.now());
+    (client, csrf, code)
+}
+
 #[tokio::test]
 async fn a_code_the_store_cannot_check_does_not_pass() {
     let (gw, switches) = start().await;
-    let enroller = gw.browser();
-    sign_in(&gw, &enroller, ALICE, ALICE_PASSWORD, "/").await;
-    let secret = enroll_totp(&gw, &enroller).await;
-
-    let client = gw.browser();
-    sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/admin/").await;
-    gw.clock.advance(30);
-    let challenge = page(&gw, &client, "/.stepgate/second-factor?method=totp").await;
-    let csrf = form_value(&challenge, "csrf");
-    let code = totp::code(&secret, gw.now());
+    let (client, csrf, code) = totp_challenge(&gw).await;
     let submit = || {
         client
             .post(gw.app("/.stepgate/second-factor/totp"))
@@ -269,16 +274,7 @@ async fn a_password_the_throttle_cannot_count_is_not_checked() {
 #[tokio::test]
 async fn a_code_the_throttle_cannot_count_does_not_pass() {
     let (gw, cache_down) = start_with_cache().await;
-    let enroller = gw.browser();
-    sign_in(&gw, &enroller, ALICE, ALICE_PASSWORD, "/").await;
-    let secret = enroll_totp(&gw, &enroller).await;
-
-    let client = gw.browser();
-    sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/admin/").await;
-    gw.clock.advance(30);
-    let challenge = page(&gw, &client, "/.stepgate/second-factor?method=totp").await;
-    let csrf = form_value(&challenge, "csrf");
-    let code = totp::code(&secret, gw.now());
+    let (client, csrf, code) = totp_challenge(&gw).await;
     let submit = || {
         client
             .post(gw.app("/.stepgate/second-factor/totp"))

@@ -155,12 +155,7 @@ async fn a_possibly_cloned_authenticator_is_a_warning_with_a_stable_event_name()
 #[tokio::test]
 async fn the_request_id_on_an_error_page_stands_in_the_access_log() {
     captured();
-    let dead = free_port();
-    let apps = format!(
-        "[[apps]]\nid = \"app\"\nhosts = [\"app.test\"]\nupstreams = [\"http://{dead}\"]\n\n\
-         [[apps.rules]]\npath = \"/public/\"\npolicy = \"bypass\"\n"
-    );
-    let gw = TestGateway::start_with(Setup { apps, ..Setup::default() }).await;
+    let gw = TestGateway::start_with(Setup { apps: apps_with_dead_upstream(), ..Setup::default() }).await;
     let page = gw.browser().get(gw.app("/public/report")).send().await.unwrap();
     assert_eq!(page.status(), 502);
     let id = page.headers()["x-request-id"].to_str().unwrap().to_string();

@@ -9,12 +9,7 @@ use common::*;
 
 /// An app whose only upstream listens nowhere.
 async fn start_with_dead_upstream() -> TestGateway {
-    let dead = free_port();
-    let apps = format!(
-        "[[apps]]\nid = \"app\"\nhosts = [\"app.test\"]\nupstreams = [\"http://{dead}\"]\n\n\
-         [[apps.rules]]\npath = \"/public/\"\npolicy = \"bypass\"\n"
-    );
-    TestGateway::start_with(Setup { apps, ..Setup::default() }).await
+    TestGateway::start_with(Setup { apps: apps_with_dead_upstream(), ..Setup::default() }).await
 }
 
 #[tokio::test]

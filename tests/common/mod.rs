@@ -271,6 +271,15 @@ pub fn browser_headers() -> reqwest::header::HeaderMap {
     headers
 }
 
+/// One app whose only upstream listens nowhere, with `/public/` open.
+pub fn apps_with_dead_upstream() -> String {
+    let dead = free_port();
+    format!(
+        "[[apps]]\nid = \"app\"\nhosts = [\"app.test\"]\nupstreams = [\"http://{dead}\"]\n\n\
+         [[apps.rules]]\npath = \"/public/\"\npolicy = \"bypass\"\n"
+    )
+}
+
 /// A users file with Alice and Bob.
 pub fn users_file() -> String {
     let user = |name: &str, display: &str, groups: &str, password: &str| {
