@@ -18,8 +18,7 @@ use common::servers::PrivateRedis;
 
 #[tokio::test]
 async fn the_listener_reconnects_says_so_once_and_ends_with_the_cache() {
-    let logs = Logs::default();
-    let _logging = tracing::subscriber::set_default(logs.subscriber());
+    let (logs, _capture) = Logs::capture();
     let server = PrivateRedis::start();
     let redis = TestRedis::at(server.url());
     let before = pubsub_clients(&redis);

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::captured_logs::Logs;
+use common::captured_logs::{Capture, Logs};
 use common::servers::{PrivatePostgres, PrivateRedis};
 use common::*;
 use stepgate::clock::ManualClock;
@@ -93,10 +93,8 @@ impl Outage {
 }
 
 /// The backend probe runs on the test's runtime, so its lines land here.
-fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let guard = tracing::subscriber::set_default(logs.subscriber());
-    (logs, guard)
+fn capture_logs() -> (Logs, Capture) {
+    Logs::capture()
 }
 
 #[tokio::test]
