@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -11,7 +10,7 @@ use ipnet::IpNet;
 use crate::assertion::{Assertions, KeyError};
 use crate::cache::{Cache, CacheError, MemoryCache, RedisCache, RedisOptions};
 use crate::clock::Clock;
-use crate::config::{AppConfig, CacheBackend, Config, ConfigError, StoreBackend, Upstream};
+use crate::config::{AppConfig, CacheBackend, Config, ConfigError, StoreBackend};
 use crate::crypto::{CryptoError, Secrets};
 use crate::factors::recovery::RecoveryCodes;
 use crate::factors::totp::TotpFactor;
@@ -22,6 +21,7 @@ use crate::health::Reachability;
 use crate::session::Sessions;
 use crate::store::{PostgresOptions, Store, StoreChoice, StoreError};
 use crate::throttle::{Scope, Throttle};
+use crate::upstreams::{HealthRegistry, TlsFileError, UpstreamPool};
 use crate::users::Directory;
 
 /// Identity headers the gateway sets; whatever a client sends under these
@@ -43,6 +43,8 @@ pub enum StartError {
     #[error("TLS: {0}")]
     Tls(String),
     #[error(transparent)]
+    UpstreamTls(#[from] TlsFileError),
+    #[error(transparent)]
     Geo(#[from] GeoError),
     #[error("{0}")]
     Io(String),
@@ -52,13 +54,14 @@ pub enum StartError {
 pub struct App {
     pub id: Arc<str>,
     pub config: AppConfig,
-    next_upstream: AtomicUsize,
+    /// Its upstreams, with their health.
+    pub upstreams: Arc<UpstreamPool>,
     /// The WebAuthn relying party of each host.
     relying_parties: HashMap<String, Arc<RelyingParty>>,
 }
 
 impl App {
-    fn new(config: &AppConfig, settings: &Config) -> Self {
+    fn new(config: &AppConfig, settings: &Config, health: &HealthRegistry, clock: &Arc<dyn Clock>) -> Result<Self, StartError> {
         let mut relying_parties = HashMap::new();
         for host in &config.hosts {
             let host = &host.get_ref().0;
@@ -87,18 +90,13 @@ impl App {
             };
             relying_parties.insert(host.clone(), rp);
         }
-        Self { id: config.id().into(), config: config.clone(), next_upstream: AtomicUsize::new(0), relying_parties }
+        let upstreams = UpstreamPool::new(config, health, clock.clone())?;
+        Ok(Self { id: config.id().into(), config: config.clone(), upstreams, relying_parties })
     }
 
     /// The relying party for a host of this app (given without port).
     pub fn relying_party(&self, host: &str) -> Option<&Arc<RelyingParty>> {
         self.relying_parties.get(&host.to_ascii_lowercase())
-    }
-
-    /// The next upstream, round-robin.
-    pub fn upstream(&self) -> &Upstream {
-        let n = self.next_upstream.fetch_add(1, Ordering::Relaxed);
-        &self.config.upstreams[n % self.config.upstreams.len()]
     }
 }
 
@@ -131,6 +129,8 @@ pub struct Gateway {
     pub attempts: Arc<Throttle>,
     /// The password hashes in flight.
     pub password_hashing: Arc<HashGate>,
+    /// The health of every app's upstreams, kept across reloads.
+    upstream_health: Arc<HealthRegistry>,
 }
 
 impl Gateway {
@@ -226,7 +226,8 @@ impl Gateway {
         let password_hashing = HashGate::new(limits.password_hashes.0, limits.password_queue.0)
             .map_err(|e| StartError::Io(format!("cannot start the password hashing threads: {e}")))?;
         let password_hashing = Arc::new(password_hashing);
-        let (apps_by_host, identity_headers) = route_apps(&config);
+        let upstream_health = Arc::new(HealthRegistry::default());
+        let (apps_by_host, identity_headers) = route_apps(&config, &upstream_health, &clock)?;
         Ok(Arc::new(Self {
             untrusted_networks: config.untrusted_networks(),
             apps_by_host,
@@ -246,6 +247,7 @@ impl Gateway {
             geo,
             attempts,
             password_hashing,
+            upstream_health,
         }))
     }
 
@@ -256,7 +258,7 @@ impl Gateway {
     pub fn reconfigure(&self, mut config: Config) -> Result<Arc<Self>, StartError> {
         keep_start_up_settings(&self.config, &mut config);
         let users = Directory::load(&config.users_file)?;
-        let (apps_by_host, identity_headers) = route_apps(&config);
+        let (apps_by_host, identity_headers) = route_apps(&config, &self.upstream_health, &self.clock)?;
         // Last, because they swap shared state: nothing after them may fail.
         self.geo.reload(&config.geoip)?;
         self.sessions.set_password_fingerprints(users.password_fingerprints(&self.secrets));
@@ -279,6 +281,7 @@ impl Gateway {
             geo: self.geo.clone(),
             attempts: self.attempts.clone(),
             password_hashing: self.password_hashing.clone(),
+            upstream_health: self.upstream_health.clone(),
         }))
     }
 
@@ -335,12 +338,16 @@ async fn open_cache(config: &Config, secrets: Arc<Secrets>, clock: Arc<dyn Clock
 }
 
 /// The apps by host name, and every header name an assertion may use.
-fn route_apps(config: &Config) -> (HashMap<String, Arc<App>>, Vec<http::HeaderName>) {
+/// The apps by host name, and the header names assertions may use.
+type Routes = (HashMap<String, Arc<App>>, Vec<http::HeaderName>);
+
+/// Builds the apps from the configuration.
+fn route_apps(config: &Config, health: &HealthRegistry, clock: &Arc<dyn Clock>) -> Result<Routes, StartError> {
     let mut apps_by_host = HashMap::new();
     let mut identity_headers: Vec<http::HeaderName> = LEGACY_IDENTITY_HEADERS.iter().map(|h| http::HeaderName::from_static(h)).collect();
     identity_headers.push(http::HeaderName::from_static("x-stepgate-assertion"));
     for app_config in &config.apps {
-        let app = Arc::new(App::new(app_config, config));
+        let app = Arc::new(App::new(app_config, config, health, clock)?);
         for host in &app_config.hosts {
             apps_by_host.insert(host.get_ref().0.clone(), app.clone());
         }
@@ -351,7 +358,7 @@ fn route_apps(config: &Config) -> (HashMap<String, Arc<App>>, Vec<http::HeaderNa
             }
         }
     }
-    (apps_by_host, identity_headers)
+    Ok((apps_by_host, identity_headers))
 }
 
 /// Copies the settings that only apply at start from the running

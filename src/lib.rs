@@ -25,4 +25,5 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod throttle;
+pub mod upstreams;
 pub mod users;

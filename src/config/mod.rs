@@ -10,6 +10,7 @@ mod factors;
 mod index;
 mod pattern;
 mod rules;
+mod upstreams;
 mod values;
 
 use std::collections::HashSet;
@@ -25,6 +26,7 @@ pub use factors::{AppWebauthn, Attestation, RecoveryCodesConfig, SecurityPageCon
 pub use index::RuleIndex;
 pub use pattern::{fold_case, PathPattern};
 pub use rules::{Anonymity, Conditions, GeoFence, HourRange, Policy, Rule};
+pub use upstreams::{HealthCheck, HealthPath, PassiveHealth, UpstreamTimeouts, UpstreamTls};
 pub use values::{Method, Upstream};
 
 /// The longest an assertion may live: apps rely on it being short.
@@ -408,11 +410,20 @@ pub struct AppConfig {
     /// The WebAuthn relying party of this app's hosts.
     #[serde(default)]
     pub webauthn: AppWebauthn,
-    /// How the app's server compares paths: `exact`, `case_insensitive`
-    /// or `windows`.
     /// How long the gateway waits for the app's upstreams.
     #[serde(default)]
     pub timeouts: UpstreamTimeouts,
+    /// Active checks of the upstreams; none by default.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// What failed connections do to an upstream.
+    #[serde(default)]
+    pub passive_health: PassiveHealth,
+    /// How `https://` upstreams are verified.
+    #[serde(default)]
+    pub upstream_tls: UpstreamTls,
+    /// How the app's server compares paths: `exact`, `case_insensitive`
+    /// or `windows`.
     #[serde(default)]
     pub path_matching: PathMatching,
     /// `strip` or `honour` the method-override headers of clients.
@@ -463,37 +474,15 @@ impl AppConfig {
     }
 }
 
+/// Upstreams one app may have: a request remembers which it tried in 64 bits.
+const MAX_UPSTREAMS: usize = 64;
+
 fn default_app_policy() -> Policy {
     Policy::Deny
 }
 
 fn default_assertion_header() -> values::HeaderName {
     values::HeaderName("x-stepgate-assertion".into())
-}
-
-/// `[apps.timeouts]`: beyond them the request is answered 504.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UpstreamTimeouts {
-    /// Opening a connection (TCP and TLS).
-    #[serde(with = "values::connection_timeout")]
-    pub connect: std::time::Duration,
-    /// Waiting for the response to start, and between two reads of it.
-    #[serde(with = "values::connection_timeout")]
-    pub read: std::time::Duration,
-    /// Between two writes of the request.
-    #[serde(with = "values::connection_timeout")]
-    pub write: std::time::Duration,
-    /// How long an unused upstream connection is kept for the next request.
-    #[serde(with = "values::connection_timeout")]
-    pub idle: std::time::Duration,
-}
-
-impl Default for UpstreamTimeouts {
-    fn default() -> Self {
-        let secs = std::time::Duration::from_secs;
-        Self { connect: secs(5), read: secs(60), write: secs(60), idle: secs(60) }
-    }
 }
 
 impl Config {
@@ -604,6 +593,10 @@ impl Config {
             if app.upstreams.is_empty() {
                 return Err(invalid(app.id.span(), format!("app `{}` has no upstreams", app.id())));
             }
+            if app.upstreams.len() > MAX_UPSTREAMS {
+                return Err(invalid(app.id.span(), format!("app `{}` has more than {MAX_UPSTREAMS} upstreams", app.id())));
+            }
+            app.upstream_tls.check(app.id()).map_err(|message| invalid(app.id.span(), message))?;
             for host in &app.hosts {
                 if !hosts.insert(host.get_ref().0.as_str()) {
                     let message = format!("host `{}` is served by two apps", host.get_ref().0);
@@ -640,6 +633,9 @@ impl Config {
         if let Some(tls) = &mut self.server.tls {
             resolve(&mut tls.cert);
             resolve(&mut tls.key);
+        }
+        for app in &mut self.apps {
+            app.upstream_tls.resolve_paths(base);
         }
         if let Some(file) = &mut self.secrets.encryption_key_file {
             resolve(file);

@@ -211,7 +211,7 @@ impl<'de> Deserialize<'de> for Method {
 
 /// One upstream peer, resolved when the configuration loads so that the
 /// request path never waits on DNS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Upstream {
     pub addr: SocketAddr,
     pub tls: bool,
@@ -266,6 +266,7 @@ macro_rules! bounded_number {
 
 bounded_number!(MaxHeaderBytes, usize, 4096, 1024 * 1024, "server.max_header_bytes");
 bounded_number!(MaxConnections, usize, 1, 1_000_000, "server.max_connections");
+bounded_number!(CheckThreshold, u32, 1, 100, "health_check thresholds");
 bounded_number!(FailureLimit, u32, 1, 1000, "limits (failures)");
 bounded_number!(HashWorkers, usize, 0, 64, "limits.password_hashes");
 bounded_number!(HashQueue, usize, 0, 1024, "limits.password_queue");

@@ -20,7 +20,14 @@ use crate::gateway::{App, Gateway};
 use crate::geo::GeoFacts;
 use crate::live::LiveGateway;
 use crate::policy::{self, Decision, DenyReason, StepUp, Subject};
+use crate::upstreams::{Pick, Tried};
 use crate::users::User;
+
+/// How long the rest of a failed request's body is read before closing.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The health checks say no upstream of the app can take a request.
+const ALL_UPSTREAMS_DOWN: ErrorType = ErrorType::HTTPStatus(503);
 
 pub struct GatewayProxy {
     live: Arc<LiveGateway>,
@@ -50,6 +57,9 @@ pub struct RequestCtx {
     client_ip: IpAddr,
     tls: bool,
     identity: Option<(Arc<User>, Arc<str>)>,
+    /// The upstream this attempt goes to, and those tried before it.
+    upstream: Option<usize>,
+    tried: Tried,
 }
 
 #[async_trait]
@@ -68,6 +78,8 @@ impl ProxyHttp for GatewayProxy {
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             tls: false,
             identity: None,
+            upstream: None,
+            tried: Tried::default(),
         }
     }
 
@@ -121,16 +133,76 @@ impl ProxyHttp for GatewayProxy {
         self.apply_policy(session, ctx, &gateway, &app, &canonical, &geo).await
     }
 
+    /// The next healthy upstream this request has not tried yet.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let app = ctx.app.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no app chosen"))?;
-        let upstream = app.upstream();
-        let mut peer = HttpPeer::new(upstream.addr, upstream.tls, upstream.host.clone());
-        let timeouts = &app.config.timeouts;
-        peer.options.connection_timeout = Some(timeouts.connect);
-        peer.options.read_timeout = Some(timeouts.read);
-        peer.options.write_timeout = Some(timeouts.write);
-        peer.options.idle_timeout = Some(timeouts.idle);
-        Ok(Box::new(peer))
+        match app.upstreams.pick(ctx.tried) {
+            Pick::Upstream(index) => {
+                ctx.tried.add(index);
+                ctx.upstream = Some(index);
+                Ok(Box::new(app.upstreams.peer(index)))
+            }
+            Pick::AllDown => Error::e_explain(ALL_UPSTREAMS_DOWN, format!("every upstream of app `{}` is down", app.id)),
+            Pick::NoneLeft => Error::e_explain(ErrorType::HTTPStatus(502), "every upstream has been tried"),
+        }
+    }
+
+    /// A connection that could not be made counts against the upstream,
+    /// and the request goes to the next one: nothing of it was sent yet.
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        if let (Some(app), Some(index)) = (&ctx.app, ctx.upstream) {
+            app.upstreams.connection_failed(index);
+            e.set_retry(app.upstreams.has_untried(ctx.tried));
+        }
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(app), Some(index)) = (&ctx.app, ctx.upstream) {
+            app.upstreams.connected(index);
+        }
+        Ok(())
+    }
+
+    /// A request that reached an upstream is sent again, to the next one,
+    /// only when doing so cannot repeat an effect: a GET, HEAD or OPTIONS
+    /// without a body, whose connection broke before any of the answer
+    /// reached the client. A timed-out upstream is not asked twice.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let resendable = matches!(session.req_header().method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS)
+            && session.as_mut().is_body_empty()
+            && session.response_written().is_none()
+            && !session.as_ref().retry_buffer_truncated();
+        let broken = matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError);
+        let untried = ctx.app.as_ref().is_some_and(|app| app.upstreams.has_untried(ctx.tried));
+        match resendable {
+            // pingora's own rule first: a pooled connection the upstream
+            // had closed is tried again, with a fresh one.
+            true => {
+                e.retry.decide_reuse(client_reused);
+                if !e.retry() && broken && untried {
+                    e.set_retry(true);
+                }
+            }
+            false => e.set_retry(false),
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -156,19 +228,29 @@ impl ProxyHttp for GatewayProxy {
 
     /// A client that hangs up mid-request is routine, not an error; the
     /// access line still records it.
+    /// Every upstream being down is logged once, by its health check.
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        *error.esource() == ErrorSource::Downstream
-            && matches!(error.etype(), ErrorType::ConnectionClosed | ErrorType::ReadTimedout | ErrorType::WriteTimedout)
+        let client_gone = *error.esource() == ErrorSource::Downstream
+            && matches!(error.etype(), ErrorType::ConnectionClosed | ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+        client_gone || *error.etype() == ALL_UPSTREAMS_DOWN
     }
 
     /// A request that could not be proxied gets the gateway's own page (or
     /// problem document), never pingora's bare one with its `Server` header.
+    /// pingora closes the client's connection after a failure, so the answer
+    /// says `Connection: close`, and the rest of the request body is read
+    /// before the close: closing on unread data resets the connection,
+    /// which can destroy the answer before the client reads it.
     async fn fail_to_proxy(&self, session: &mut Session, error: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let status = responses::status_for_failure(error);
         if status > 0 && session.response_written().is_none() {
+            session.set_keepalive(None);
             let gateway = ctx.gateway.clone().unwrap_or_else(|| self.live.current());
             if let Err(e) = responses::proxy_failure(session, &gateway, status, &ctx.id).await {
                 tracing::debug!(error = %e, "could not answer a failed request");
+            }
+            if !session.as_mut().is_body_done() {
+                let _ = tokio::time::timeout(LINGER, session.as_mut().drain_request_body()).await;
             }
         }
         FailToProxy { error_code: status, can_reuse_downstream: false }

@@ -97,11 +97,12 @@ pub fn status_for_failure(error: &Error) -> u16 {
 pub async fn proxy_failure(session: &mut Session, gateway: &Gateway, status: u16, id: &RequestId) -> Result<()> {
     let (title, message) = match status {
         502 => ("Application unreachable", "The application behind this address could not be reached. Please try again shortly."),
+        503 => ("Application unavailable", "The application behind this address is unavailable. Please try again shortly."),
         504 => ("Application too slow", "The application behind this address did not answer in time. Please try again shortly."),
         400..=499 => ("Bad request", "This request is malformed."),
         _ => ("Something went wrong", "The gateway could not complete this request. Please try again shortly."),
     };
-    let retry_after = matches!(status, 502 | 504).then_some(5);
+    let retry_after = matches!(status, 502..=504).then_some(5);
     page_or_problem(session, gateway, status, title, message, retry_after, id).await
 }
 

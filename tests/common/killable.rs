@@ -1,0 +1,136 @@
+//! Upstreams a test can take away and bring back: each runs on a tokio
+//! runtime of its own, so killing it closes its listener and every open
+//! connection at once, as a crashed process would.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::Method;
+use axum::routing::any;
+
+/// An app that answers `from NAME`, counting the requests it sees by method.
+pub struct KillableUpstream {
+    pub addr: SocketAddr,
+    name: &'static str,
+    runtime: Option<tokio::runtime::Runtime>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    gets: AtomicUsize,
+    posts: AtomicUsize,
+}
+
+impl KillableUpstream {
+    pub fn start(name: &'static str) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut upstream = Self { addr, name, runtime: None, counts: Arc::default() };
+        upstream.serve();
+        upstream
+    }
+
+    /// An address where nothing listens until `revive`.
+    pub fn dead(name: &'static str) -> Self {
+        let mut upstream = Self::start(name);
+        upstream.kill();
+        upstream
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    /// Listens again on the same address.
+    pub fn revive(&mut self) {
+        if self.runtime.is_none() {
+            self.serve();
+        }
+    }
+
+    /// Requests other than health checks that reached this upstream.
+    pub fn requests(&self) -> usize {
+        self.counts.gets.load(Ordering::SeqCst) + self.counts.posts.load(Ordering::SeqCst)
+    }
+
+    pub fn posts(&self) -> usize {
+        self.counts.posts.load(Ordering::SeqCst)
+    }
+
+    fn serve(&mut self) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let listener = {
+            let _inside = runtime.enter();
+            // SO_REUSEADDR: the address of a killed upstream may still have
+            // connections in TIME_WAIT.
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_reuseaddr(true).expect("reuseaddr");
+            socket.bind(self.addr).expect("bind");
+            socket.listen(1024).expect("listen")
+        };
+        self.addr = listener.local_addr().expect("address");
+        let router = axum::Router::new()
+            .route("/health", any(|| async { "ok\n" }))
+            .fallback(any(answer))
+            .with_state((self.name, self.counts.clone()));
+        runtime.spawn(async move { axum::serve(listener, router).await });
+        self.runtime = Some(runtime);
+    }
+}
+
+async fn answer(State((name, counts)): State<(&'static str, Arc<Counts>)>, method: Method) -> String {
+    let count = if method == Method::POST { &counts.posts } else { &counts.gets };
+    count.fetch_add(1, Ordering::SeqCst);
+    format!("from {name}")
+}
+
+impl Drop for KillableUpstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An upstream that takes each connection and request, then hangs up
+/// without answering; it counts the requests by method.
+pub struct HangingUpUpstream {
+    pub addr: SocketAddr,
+    counts: Arc<Counts>,
+}
+
+impl HangingUpUpstream {
+    pub async fn start() -> Self {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let counts: Arc<Counts> = Arc::default();
+        let seen = counts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let count = if head.starts_with(b"POST ") { &seen.posts } else { &seen.gets };
+                count.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Self { addr, counts }
+    }
+
+    pub fn gets(&self) -> usize {
+        self.counts.gets.load(Ordering::SeqCst)
+    }
+
+    pub fn posts(&self) -> usize {
+        self.counts.posts.load(Ordering::SeqCst)
+    }
+}
