@@ -50,3 +50,18 @@ async fn an_upstream_slower_than_its_read_timeout_is_a_branded_504() {
     assert!(page.text().await.unwrap().contains("did not answer in time"));
     assert_eq!(gw.browser().get(gw.app("/public/fast")).send().await.unwrap().status(), 200, "other requests go through");
 }
+
+/// `server.server_header` names the gateway on every response: its own
+/// pages and the app's answers alike.
+#[tokio::test]
+async fn a_configured_server_header_is_on_every_response() {
+    let server_extra = "server_header = \"gateway\"".to_string();
+    let gw = TestGateway::start_with(Setup { server_extra, ..Setup::default() }).await;
+    let client = gw.browser();
+    let proxied = client.get(gw.app("/public/x")).send().await.unwrap();
+    assert_eq!((proxied.status().as_u16(), proxied.headers().get("server").map(|v| v.to_str().unwrap())), (200, Some("gateway")));
+    let portal = client.get(gw.app("/.stepgate/signin")).send().await.unwrap();
+    assert_eq!(portal.headers().get("server").map(|v| v.to_str().unwrap()), Some("gateway"));
+    let challenge = client.get(gw.app("/admin/")).send().await.unwrap();
+    assert_eq!((challenge.status().as_u16(), challenge.headers().get("server").map(|v| v.to_str().unwrap())), (302, Some("gateway")));
+}

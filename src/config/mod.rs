@@ -117,6 +117,9 @@ pub struct ServerConfig {
     /// over https.
     #[serde(default = "default_true")]
     pub hsts: bool,
+    /// The `Server` header of every response; none by default.
+    #[serde(default)]
+    pub server_header: Option<values::ServerHeader>,
     /// How long a keep-alive connection may wait for its next request.
     #[serde(default = "default_keepalive_timeout", with = "values::connection_timeout")]
     pub keepalive_timeout: std::time::Duration,

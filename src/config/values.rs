@@ -67,6 +67,15 @@ checked_string!(
 );
 
 checked_string!(
+    /// A `Server` header value: printable ASCII, at most 100 characters.
+    ServerHeader,
+    |s| {
+        let ok = !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if ok { Ok(s) } else { Err(format!("invalid server_header `{s}`: use 1-100 printable ASCII characters")) }
+    }
+);
+
+checked_string!(
     /// A cookie name (an RFC 6265 token).
     CookieName,
     |s| {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
@@ -222,6 +222,14 @@ impl ProxyHttp for GatewayProxy {
         forwarding::set_forwarded(session, upstream_request, &gateway, ctx.client_ip, ctx.tls)?;
         if let Some((user, token)) = &ctx.identity {
             forwarding::add_identity(upstream_request, &app, user, token)?;
+        }
+        Ok(())
+    }
+
+    /// With `server.server_header` set, the app's answers carry it too.
+    async fn response_filter(&self, _session: &mut Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if let Some(server) = ctx.gateway.as_ref().and_then(|g| g.config.server.server_header.as_ref()) {
+            response.insert_header(http::header::SERVER, &server.0)?;
         }
         Ok(())
     }

@@ -49,7 +49,7 @@ pub async fn serve(
     for (name, value) in &parts.headers {
         header.append_header(name.clone(), value.clone())?;
     }
-    responses::write(session, header, body).await
+    responses::write(session, gateway, header, body).await
 }
 
 /// The portal reads the session cookie under its plain name. Over https

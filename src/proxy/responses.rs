@@ -12,7 +12,7 @@ const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' htt
 
 /// A branded HTML page with `status`.
 pub async fn page(session: &mut Session, gateway: &Gateway, status: u16, title: &str, message: &str) -> Result<()> {
-    html(session, status, crate::portal::error_html(gateway, title, message)).await
+    html(session, gateway, status, crate::portal::error_html(gateway, title, message)).await
 }
 
 /// 503 while something the request needs (the store, the shared cache) is
@@ -75,7 +75,7 @@ pub async fn page_or_problem(
         header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
     }
     header.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
-    write(session, header, Bytes::from(body)).await
+    write(session, gateway, header, Bytes::from(body)).await
 }
 
 /// The status for a request that could not be proxied, as pingora would
@@ -106,12 +106,12 @@ pub async fn proxy_failure(session: &mut Session, gateway: &Gateway, status: u16
     page_or_problem(session, gateway, status, title, message, retry_after, id).await
 }
 
-async fn html(session: &mut Session, status: u16, body: String) -> Result<()> {
+async fn html(session: &mut Session, gateway: &Gateway, status: u16, body: String) -> Result<()> {
     let mut header = ResponseHeader::build(status, Some(5))?;
     header.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     header.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
-    write(session, header, Bytes::from(body)).await
+    write(session, gateway, header, Bytes::from(body)).await
 }
 
 /// Sends a browser to `target` (sign-in or second factor) with the URL to
@@ -131,19 +131,19 @@ pub async fn challenge(session: &mut Session, gateway: &Gateway, target: &str, e
         let mut header = ResponseHeader::build(302, Some(3))?;
         header.insert_header(http::header::LOCATION, location)?;
         header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        return write(session, header, Bytes::new()).await;
+        return write(session, gateway, header, Bytes::new()).await;
     }
     if wants_html {
         let message = "This action needs you to confirm who you are first. Nothing was sent: \
                        continue, then submit it again.";
         let body = crate::portal::continue_html(gateway, "Confirm it's you", message, "Continue", &location);
-        return html(session, 401, body).await;
+        return html(session, gateway, 401, body).await;
     }
     let body = serde_json::json!({ "error": error, "location": location }).to_string();
     let mut header = ResponseHeader::build(401, Some(3))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    write(session, header, Bytes::from(body)).await
+    write(session, gateway, header, Bytes::from(body)).await
 }
 
 fn original_url(session: &Session, tls: bool) -> String {
@@ -153,11 +153,14 @@ fn original_url(session: &Session, tls: bool) -> String {
     format!("{scheme}://{authority}{path}")
 }
 
-/// Writes a complete response with its length and the security headers
-/// of every response the gateway writes itself (the portal's own are set
-/// already; these are the same).
-pub async fn write(session: &mut Session, mut header: ResponseHeader, body: Bytes) -> Result<()> {
+/// Writes a complete response with its length, the configured `Server`
+/// header and the security headers of every response the gateway writes
+/// itself (the portal's own are set already; these are the same).
+pub async fn write(session: &mut Session, gateway: &Gateway, mut header: ResponseHeader, body: Bytes) -> Result<()> {
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    if let Some(server) = &gateway.config.server.server_header {
+        header.insert_header(http::header::SERVER, &server.0)?;
+    }
     for (name, value) in crate::portal::COMMON_SECURITY_HEADERS {
         if !header.headers.contains_key(&name) {
             header.insert_header(name, value)?;
