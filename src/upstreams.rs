@@ -27,6 +27,9 @@ mod tls;
 
 pub use tls::{PeerTls, TlsFileError};
 
+/// Beyond any threshold (at most 100): a streak stops counting here.
+const MAX_STREAK: i32 = 1000;
+
 /// How healthy one upstream is; shared by the pools of successive reloads.
 #[derive(Debug, Default)]
 struct Health {
@@ -256,11 +259,13 @@ impl UpstreamPool {
 
     fn record_check(&self, index: usize, result: Result<(), String>, check: &HealthCheck) {
         let health = &self.health[index];
+        // Only this pool's checker writes the streak (a reload's new one
+        // may overlap it for a tick, which at worst counts a check twice).
+        let before = health.check_streak.load(Ordering::Relaxed);
         let streak = match &result {
-            Ok(()) => health.check_streak.fetch_max(0, Ordering::Relaxed).max(0) + 1,
-            Err(_) => health.check_streak.fetch_min(0, Ordering::Relaxed).min(0) - 1,
+            Ok(()) => before.max(0).saturating_add(1).min(MAX_STREAK),
+            Err(_) => before.min(0).saturating_sub(1).max(-MAX_STREAK),
         };
-        let streak = streak.clamp(-1000, 1000);
         health.check_streak.store(streak, Ordering::Relaxed);
         let upstream = self.upstreams[index].addr;
         let down = health.checked_down.load(Ordering::Relaxed);
