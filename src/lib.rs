@@ -24,5 +24,6 @@ pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod systemd;
 pub mod throttle;
 pub mod users;
