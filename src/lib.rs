@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod systemd;
 pub mod throttle;
 pub mod upstreams;
 pub mod users;

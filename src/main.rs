@@ -28,6 +28,10 @@ enum Command {
     Serve {
         #[arg(long, short)]
         config: PathBuf,
+        /// Take the listening sockets over from the running gateway, which
+        /// is then sent SIGQUIT and exits once its requests are done.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Run the gateway in front of a built-in demo app, on loopback only.
     Demo {
@@ -151,7 +155,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config, upgrade } => serve(&config, upgrade),
         Command::Demo { listen, data_dir } => {
             if !listen.ip().is_loopback() {
                 return Err("the demo only listens on loopback addresses".into());
@@ -246,17 +250,19 @@ fn block_on<T, E: std::fmt::Display>(work: impl std::future::Future<Output = Res
     tokio::runtime::Runtime::new().map_err(|e| e.to_string())?.block_on(work).map_err(|e| e.to_string())
 }
 
-fn serve(config_path: &std::path::Path) -> Result<(), String> {
+fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| e.to_string())?;
     let _log_writer = stepgate::logging::init(&config.logging);
+    stepgate::server::check_listeners(&config.server, upgrade).map_err(|e| e.to_string())?;
     // A runtime for start-up and upkeep; pingora runs its own for traffic.
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let gateway = runtime.block_on(Gateway::build(config, Arc::new(SystemClock), None)).map_err(|e| e.to_string())?;
     let live = LiveGateway::new(gateway, Some(config_path.to_path_buf()));
     runtime.spawn(live.clone().maintain());
-    let server = stepgate::server::build_server(live).map_err(|e| e.to_string())?;
-    stepgate::server::run(server, None);
-    Ok(())
+    let served = stepgate::server::serve(live, upgrade);
+    // Upkeep caught in a reload must not hold up the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served.map_err(|e| e.to_string())
 }
 
 fn read_password() -> Result<String, String> {

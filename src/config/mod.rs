@@ -132,6 +132,15 @@ pub struct ServerConfig {
     /// refused when every connection is busy.
     #[serde(default = "default_max_connections")]
     pub max_connections: values::MaxConnections,
+    /// How long requests in flight may take to finish once the gateway
+    /// stops (SIGTERM) or hands its listeners to a new process (SIGQUIT).
+    #[serde(default = "default_shutdown_grace", deserialize_with = "shutdown_grace")]
+    pub shutdown_grace: std::time::Duration,
+    /// The Unix socket on which `serve --upgrade` receives the listening
+    /// sockets of the running gateway. Absolute; whoever binds it first
+    /// gets the listeners, so its directory must be the gateway user's own.
+    #[serde(default = "default_upgrade_socket", deserialize_with = "upgrade_socket")]
+    pub upgrade_socket: PathBuf,
 }
 
 fn default_true() -> bool {
@@ -153,6 +162,46 @@ fn default_header_timeout() -> std::time::Duration {
 
 fn default_max_connections() -> values::MaxConnections {
     values::MaxConnections(10_000)
+}
+
+fn default_shutdown_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
+/// A grace of at most an hour: past that a stop is a hang.
+fn shutdown_grace<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let raw = String::deserialize(d)?;
+    let secs = values::duration::parse(&raw).map_err(serde::de::Error::custom)?;
+    if secs > 3600 {
+        return Err(serde::de::Error::custom(format!("server.shutdown_grace `{raw}` must be between 1s and 1h")));
+    }
+    Ok(std::time::Duration::from_secs(secs as u64))
+}
+
+fn default_upgrade_socket() -> PathBuf {
+    PathBuf::from("/run/stepgate/upgrade.sock")
+}
+
+/// The longest path a Unix socket address holds (`sun_path` less its
+/// terminating zero).
+const MAX_SOCKET_PATH_BYTES: usize = 107;
+
+/// An absolute socket path: relative to which working directory would
+/// the old and the new process meet?
+fn upgrade_socket<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let raw = String::deserialize(d)?;
+    let path = PathBuf::from(&raw);
+    if !path.is_absolute() || path.parent().is_none() {
+        return Err(serde::de::Error::custom(format!(
+            "server.upgrade_socket `{raw}` must be an absolute path, such as /run/stepgate/upgrade.sock"
+        )));
+    }
+    if raw.len() > MAX_SOCKET_PATH_BYTES {
+        return Err(serde::de::Error::custom(format!(
+            "server.upgrade_socket is longer than the {MAX_SOCKET_PATH_BYTES} bytes a socket path may have"
+        )));
+    }
+    Ok(path)
 }
 
 #[derive(Debug, Clone, Deserialize)]

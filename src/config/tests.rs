@@ -826,3 +826,37 @@ fn webauthn_relying_parties_are_checked() {
     let unknown = config_with("", "", "").replace("policy = \"one_factor\"", "policy = \"always\"\nfactors = [\"sms\"]");
     assert!(parse(&unknown).unwrap_err().to_string().contains("unknown factor `sms`"));
 }
+
+#[test]
+fn shutdown_grace_and_upgrade_socket_have_defaults_and_bounds() {
+    let config = parse(&config_with("", "", "")).unwrap();
+    assert_eq!(config.server.shutdown_grace, std::time::Duration::from_secs(30));
+    assert_eq!(config.server.upgrade_socket, Path::new("/run/stepgate/upgrade.sock"));
+
+    let set = config_with("", "shutdown_grace = \"2m\"\nupgrade_socket = \"/run/gw/handover.sock\"", "");
+    let config = parse(&set).unwrap();
+    assert_eq!(config.server.shutdown_grace, std::time::Duration::from_secs(120));
+    assert_eq!(config.server.upgrade_socket, Path::new("/run/gw/handover.sock"), "left as written, not under the config's directory");
+
+    let long = format!("/run/{}/upgrade.sock", "x".repeat(100));
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        ("grace of a day", config_with("", &format!("shutdown_grace = \"1d\" {MARK}"), ""), &["server.shutdown_grace", "1d", "1h"]),
+        ("grace of zero", config_with("", &format!("shutdown_grace = \"0s\" {MARK}"), ""), &["0s", "1s"]),
+        (
+            "relative socket",
+            config_with("", &format!("upgrade_socket = \"run/upgrade.sock\" {MARK}"), ""),
+            &["server.upgrade_socket", "absolute"],
+        ),
+        ("the root as socket", config_with("", &format!("upgrade_socket = \"/\" {MARK}"), ""), &["absolute"]),
+        ("socket path too long", config_with("", &format!("upgrade_socket = \"{long}\" {MARK}"), ""), &["107 bytes"]),
+    ];
+    assert_all_refused_at_mark(&cases);
+}
+
+#[test]
+fn the_example_file_documents_shutdown_and_upgrades() {
+    let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"));
+    for option in ["shutdown_grace = \"30s\"", "upgrade_socket = \"/run/stepgate/upgrade.sock\""] {
+        assert!(text.contains(option), "config/example.toml should document {option}");
+    }
+}

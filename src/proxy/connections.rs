@@ -59,6 +59,12 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// of a request.
 const HEAD_BUFFER: usize = 4096;
 
+/// Once the server is shutting down, how long a connection waiting for a
+/// request may still bring one, which is answered with `Connection: close`.
+/// A client that had a keep-alive response just before may have sent its
+/// next request already: closing the connection at once would lose it.
+const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
+
 /// The `[server]` settings that bound client connections.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -429,7 +435,6 @@ impl GuardedProxy {
 /// holds none; what arrives (usually the whole request head) is copied into
 /// the head buffer pingora parses, which then needs no read of its own.
 async fn next_request(connection: &Connection, stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<BytesMut> {
-    let mut shutdown = shutdown.clone();
     let read = std::future::poll_fn(|cx| {
         let mut buffer = [0u8; HEAD_BUFFER];
         let mut read = ReadBuf::new(&mut buffer);
@@ -447,8 +452,14 @@ async fn next_request(connection: &Connection, stream: &mut Stream, shutdown: &S
     tokio::select! {
         start = read => start,
         () = connection.closing() => None,
-        _ = shutdown.wait_for(|stopping| *stopping) => None,
+        () = lingered_after_shutdown(shutdown.clone()) => None,
     }
+}
+
+/// Resolves [`SHUTDOWN_LINGER`] after the server began shutting down.
+async fn lingered_after_shutdown(mut shutdown: ShutdownWatch) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+    tokio::time::sleep(SHUTDOWN_LINGER).await;
 }
 
 /// Whether a new cleartext connection starts with the HTTP/2 preface,
