@@ -103,21 +103,13 @@ pub struct HangingUpUpstream {
 
 impl HangingUpUpstream {
     pub async fn start() -> Self {
-        use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let counts: Arc<Counts> = Arc::default();
         let seen = counts.clone();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                let mut head = Vec::new();
-                let mut buffer = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buffer[..n]),
-                    }
-                }
+                let head = read_request_head(&mut stream).await.unwrap_or_default();
                 let count = if head.starts_with(b"POST ") { &seen.posts } else { &seen.gets };
                 count.fetch_add(1, Ordering::SeqCst);
                 drop(stream);
@@ -133,4 +125,19 @@ impl HangingUpUpstream {
     pub fn posts(&self) -> usize {
         self.counts.posts.load(Ordering::SeqCst)
     }
+}
+
+/// A request's head (up to its blank line), or None when the connection
+/// ends before it does.
+pub async fn read_request_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+        }
+    }
+    Some(head)
 }
