@@ -192,6 +192,26 @@ fn official_asn_database_gives_the_known_answers() {
 }
 
 #[test]
+fn official_isp_database_serves_as_the_asn_database() {
+    let Some(isp) = official("GeoIP2-ISP-Test.mmdb") else { return };
+    let config = GeoIpConfig { asn: Some(isp), ..GeoIpConfig::default() };
+    let databases = GeoDatabases::open(&config).unwrap();
+    let facts = databases.lookup(ip("1.128.0.0"));
+    assert_eq!((facts.asn, facts.as_org.as_deref()), (Some(1221), Some("Telstra Pty Ltd")));
+    assert_eq!(databases.lookup(ip("1.0.128.1")).asn, None, "an ISP record without an ASN");
+}
+
+#[test]
+fn official_databases_of_other_kinds_are_refused_for_asn_with_the_file_named() {
+    for name in ["GeoIP2-Domain-Test.mmdb", "GeoIP2-Connection-Type-Test.mmdb", "GeoIP2-City-Test.mmdb"] {
+        let Some(path) = official(name) else { return };
+        let config = GeoIpConfig { asn: Some(path), ..GeoIpConfig::default() };
+        let message = GeoDatabases::open(&config).unwrap_err().to_string();
+        assert!(message.contains("geoip.asn") && message.contains(name), "{message}");
+    }
+}
+
+#[test]
 fn official_anonymous_database_gives_the_known_answers() {
     let Some(anonymous) = official("GeoIP2-Anonymous-IP-Test.mmdb") else { return };
     let config = GeoIpConfig { anonymous_ip: Some(anonymous), ..GeoIpConfig::default() };
@@ -244,7 +264,7 @@ fn a_database_in_the_wrong_setting_is_refused() {
     assert!(matches!(error, GeoError::WrongType { slot: Slot::City, .. }), "{error:?}");
     let message = error.to_string();
     assert!(message.contains(&asn.display().to_string()), "{message}");
-    assert!(message.contains("`GeoLite2-ASN`") && message.contains("City or Country"), "{message}");
+    assert!(message.contains("`GeoLite2-ASN`") && message.contains("City, Country or Enterprise"), "{message}");
 
     let city = dir.path().join("city.mmdb");
     std::fs::write(&city, zurich_and_tokyo()).unwrap();

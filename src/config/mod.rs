@@ -364,9 +364,11 @@ pub enum Confidence {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeoIpConfig {
-    /// A City or Country database: country, continent, city, coordinates.
+    /// A City, Country or Enterprise database: country, continent, city,
+    /// coordinates (and, from Enterprise, the ASN when `asn` is not set).
     pub city: Option<PathBuf>,
-    /// An ASN database: autonomous system number and organisation.
+    /// An ASN, ISP or Enterprise database: autonomous system number and
+    /// organisation.
     pub asn: Option<PathBuf>,
     /// An Anonymous-IP database: VPN, Tor exit, hosting, public proxy.
     pub anonymous_ip: Option<PathBuf>,

@@ -9,7 +9,7 @@ use maxminddb::{geoip2, MaxMindDbError, Reader, WithinOptions};
 use serde::Deserialize;
 
 use super::error::{GeoError, Slot};
-use super::records::PlaceRecord;
+use super::records::{NetworkRecord, PlaceRecord};
 
 /// Every MaxMind database ends with its metadata, introduced by this marker.
 const METADATA_MARKER: &[u8] = b"\xab\xcd\xefMaxMind.com";
@@ -51,6 +51,12 @@ impl Database {
         probe(slot, &reader).map_err(|e| damaged(format!("a sample record does not decode: {e}")))?;
         let ipv4_only = reader.metadata().ip_version == 4;
         Ok(Self { slot, path: path.to_owned(), reader, ipv4_only })
+    }
+
+    /// Whether this is a GeoIP2 Enterprise database: a City database that
+    /// also carries the network (ASN, ISP) of each address.
+    pub(super) fn is_enterprise(&self) -> bool {
+        self.reader.metadata().database_type.to_ascii_lowercase().contains("enterprise")
     }
 
     /// The record for `ip`, decoded as `T`. No record, an address the
@@ -118,7 +124,7 @@ fn probe_addresses() -> impl Iterator<Item = IpAddr> {
 fn decode_as(slot: Slot, found: &maxminddb::LookupResult<'_, Vec<u8>>) -> Result<(), MaxMindDbError> {
     match slot {
         Slot::City => found.decode::<PlaceRecord>().map(drop),
-        Slot::Asn => found.decode::<geoip2::Asn>().map(drop),
+        Slot::Asn => found.decode::<NetworkRecord>().map(drop),
         Slot::AnonymousIp => found.decode::<geoip2::AnonymousIp>().map(drop),
     }
 }

@@ -27,21 +27,20 @@ impl Slot {
     /// What the metadata's `database_type` must contain, in words.
     pub fn expected_types(self) -> &'static str {
         match self {
-            Slot::City => "a City or Country database (e.g. GeoLite2-City, GeoIP2-Country)",
-            Slot::Asn => "an ASN database (e.g. GeoLite2-ASN)",
+            Slot::City => "a City, Country or Enterprise database (e.g. GeoLite2-City, GeoIP2-Country, GeoIP2-Enterprise)",
+            Slot::Asn => "an ASN, ISP or Enterprise database (e.g. GeoLite2-ASN, GeoIP2-ISP)",
             Slot::AnonymousIp => "an Anonymous-IP database (GeoIP2-Anonymous-IP)",
         }
     }
 
-    /// Whether a database of `database_type` can fill this slot.
     /// Whether a database of `database_type` (from its metadata, compared
     /// without regard to case: vendors write `GeoIP2-City`, `country ipvAll`)
     /// belongs in this slot.
     pub fn accepts(self, database_type: &str) -> bool {
         let kind = database_type.to_ascii_lowercase();
         match self {
-            Slot::City => kind.contains("city") || kind.contains("country"),
-            Slot::Asn => kind.contains("asn"),
+            Slot::City => kind.contains("city") || kind.contains("country") || kind.contains("enterprise"),
+            Slot::Asn => kind.contains("asn") || kind.contains("isp") || kind.contains("enterprise"),
             Slot::AnonymousIp => kind.contains("anonymous-ip"),
         }
     }

@@ -54,6 +54,12 @@ impl GeoDatabases {
         self.city.is_none() && self.asn.is_none() && self.anonymous_ip.is_none()
     }
 
+    /// Where the ASN comes from: the ASN database, or else an Enterprise
+    /// database in the city slot, which carries it too.
+    fn network_source(&self) -> Option<&Database> {
+        self.asn.as_ref().or(self.city.as_ref().filter(|city| city.is_enterprise()))
+    }
+
     /// What the databases know about `ip`. An IPv4-mapped IPv6 address is
     /// looked up as its IPv4 address. Never fails: no record, or a record
     /// that does not decode, leaves the fields empty.
@@ -63,8 +69,8 @@ impl GeoDatabases {
         if let Some(place) = self.city.as_ref().and_then(|db| db.find::<records::PlaceRecord>(ip)) {
             place.fill(&mut facts);
         }
-        if let Some(asn) = self.asn.as_ref().and_then(|db| db.find::<geoip2::Asn>(ip)) {
-            records::fill_asn(&asn, &mut facts);
+        if let Some(network) = self.network_source().and_then(|db| db.find::<records::NetworkRecord>(ip)) {
+            network.fill(&mut facts);
         }
         if let Some(flags) = self.anonymous_ip.as_ref().and_then(|db| db.find::<geoip2::AnonymousIp>(ip)) {
             records::fill_anonymous(&flags, &mut facts);

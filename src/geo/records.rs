@@ -76,10 +76,33 @@ impl LocationRecord {
     }
 }
 
-/// Copies an ASN record into `facts`.
-pub(super) fn fill_asn(record: &geoip2::Asn<'_>, facts: &mut GeoFacts) {
-    facts.asn = record.autonomous_system_number;
-    facts.as_org = record.autonomous_system_organization.map(str::to_owned);
+/// The network an address belongs to: at the top of an ASN or ISP record,
+/// under `traits` in an Enterprise one.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct NetworkRecord<'a> {
+    #[serde(default)]
+    autonomous_system_number: Option<u32>,
+    #[serde(borrow, default)]
+    autonomous_system_organization: Option<&'a str>,
+    #[serde(borrow, default)]
+    traits: AutonomousSystem<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AutonomousSystem<'a> {
+    #[serde(default)]
+    autonomous_system_number: Option<u32>,
+    #[serde(borrow, default)]
+    autonomous_system_organization: Option<&'a str>,
+}
+
+impl NetworkRecord<'_> {
+    /// Copies the network into `facts`.
+    pub(super) fn fill(&self, facts: &mut GeoFacts) {
+        facts.asn = self.autonomous_system_number.or(self.traits.autonomous_system_number);
+        let organization = self.autonomous_system_organization.or(self.traits.autonomous_system_organization);
+        facts.as_org = organization.map(str::to_owned);
+    }
 }
 
 /// Copies an Anonymous-IP record into `facts`.

@@ -172,15 +172,72 @@ fn coordinates_off_the_globe_are_dropped() {
     assert_eq!((facts.city.as_deref(), facts.location), (Some("Nowhere"), None));
 }
 
+/// The `traits` of a GeoIP2 Enterprise record, with MaxMind's types (the
+/// ASN is a uint32, as in the ASN database).
+#[derive(Serialize)]
+struct EnterpriseTraits {
+    autonomous_system_number: u32,
+    autonomous_system_organization: &'static str,
+    connection_type: &'static str,
+    domain: &'static str,
+    isp: &'static str,
+    organization: &'static str,
+    user_type: &'static str,
+}
+
+#[derive(Serialize)]
+struct EnterpriseRecord {
+    #[serde(flatten)]
+    place: Value,
+    traits: EnterpriseTraits,
+}
+
+/// A GeoIP2 Enterprise database in MaxMind's documented record layout:
+/// a City record whose `traits` carry the network.
+fn enterprise_bytes() -> Vec<u8> {
+    let mut writer = mmdb_writer::Writer::new("GeoIP2-Enterprise");
+    let traits = EnterpriseTraits {
+        autonomous_system_number: 64_501,
+        autonomous_system_organization: "Enterprise Net",
+        connection_type: "Corporate",
+        domain: "example.com",
+        isp: "Example ISP",
+        organization: "Example Org",
+        user_type: "business",
+    };
+    let record = EnterpriseRecord { place: place("GB", "EU", "London", LONDON_LATITUDE, -0.0931), traits };
+    writer.insert(net("81.2.69.0/24"), &record).unwrap();
+    writer.to_bytes().unwrap()
+}
+
+#[test]
+fn an_enterprise_database_gives_the_place_and_the_network() {
+    let databases = only(Slot::City, database(Slot::City, enterprise_bytes()));
+    let facts = databases.lookup(ip("81.2.69.10"));
+    assert_eq!((facts.country.as_deref(), facts.city.as_deref()), (Some("GB"), Some("London")));
+    assert_eq!((facts.asn, facts.as_org.as_deref()), (Some(64_501), Some("Enterprise Net")), "no asn file: from Enterprise");
+
+    let with_asn_file = GeoDatabases {
+        city: Some(database(Slot::City, enterprise_bytes())),
+        asn: Some(database(Slot::Asn, asn_bytes())),
+        ..GeoDatabases::empty()
+    };
+    assert_eq!(with_asn_file.lookup(ip("81.2.69.10")).asn, Some(64_500), "the asn file, when given, is the source");
+
+    let as_asn = only(Slot::Asn, database(Slot::Asn, enterprise_bytes())).lookup(ip("81.2.69.10"));
+    assert_eq!((as_asn.asn, as_asn.country), (Some(64_501), None), "in the asn slot it gives the network only");
+}
+
 #[test]
 fn a_database_of_the_wrong_type_is_refused() {
     let error = refusal(Slot::City, asn_bytes());
     assert!(matches!(&error, GeoError::WrongType { found, .. } if found == "GeoLite2-ASN"), "{error:?}");
     let message = error.to_string();
     assert!(message.contains("geoip.city") && message.contains("/data/geo.mmdb"), "{message}");
-    assert!(message.contains("GeoLite2-ASN") && message.contains("City or Country"), "{message}");
+    assert!(message.contains("GeoLite2-ASN") && message.contains("City, Country or Enterprise"), "{message}");
     assert!(matches!(refusal(Slot::Asn, city_bytes()), GeoError::WrongType { .. }));
     assert!(matches!(refusal(Slot::AnonymousIp, asn_bytes()), GeoError::WrongType { .. }));
+    assert!(matches!(refusal(Slot::AnonymousIp, enterprise_bytes()), GeoError::WrongType { .. }));
 }
 
 #[test]
