@@ -69,12 +69,14 @@ fail() {
   exit 1
 }
 
-# Picks a loopback port nobody answers on (and not already picked).
+# Picks a loopback port nobody answers on (and not already picked), below
+# the ephemeral range (32768 and up by default), where an outgoing
+# connection of any process on the machine can take it first.
 picked=" "
 free_port() { # variable name
   local port
   while :; do
-    port=$((20000 + RANDOM % 40000))
+    port=$((20000 + RANDOM % 12000))
     [[ $picked == *" $port "* ]] && continue
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
     picked+="$port "
