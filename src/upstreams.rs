@@ -83,6 +83,11 @@ impl Tried {
         self.0 |= 1 << index;
     }
 
+    /// Lets the upstream be picked again.
+    pub fn remove(&mut self, index: usize) {
+        self.0 &= !(1 << index);
+    }
+
     fn has(self, index: usize) -> bool {
         self.0 & (1 << index) != 0
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::killable::{HangingUpUpstream, KillableUpstream};
+use common::killable::{ClosesIdleUpstream, HangingUpUpstream, KillableUpstream};
 use common::*;
 use stepgate::upstreams::State;
 
@@ -178,4 +178,21 @@ async fn an_app_whose_upstreams_are_all_down_gets_a_branded_503() {
     assert_eq!(problem.headers()["content-type"], "application/problem+json");
     let body: serde_json::Value = problem.json().await.unwrap();
     assert_eq!(body["title"], "Service Unavailable");
+}
+
+/// A pooled connection the app closed is no sign of a dead app: the request
+/// goes to the same (only) upstream again, on a fresh connection.
+#[tokio::test]
+async fn a_request_on_a_pooled_connection_the_app_closed_is_sent_again_on_a_fresh_one() {
+    let upstream = ClosesIdleUpstream::start().await;
+    let apps = app_with(&[upstream.addr], "");
+    let gw = TestGateway::start_with(Setup { apps, ..Setup::default() }).await;
+    let client = gw.api_client();
+    for round in 1..=3 {
+        let response = client.get(gw.app("/public/x")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "request {round}");
+        assert_eq!(response.text().await.unwrap(), "fresh\n");
+    }
+    assert_eq!(upstream.answered(), 3);
+    assert_eq!(state_of(&gw, upstream.addr), State::Up);
 }

@@ -193,10 +193,15 @@ impl ProxyHttp for GatewayProxy {
         let untried = ctx.app.as_ref().is_some_and(|app| app.upstreams.has_untried(ctx.tried));
         match resendable {
             // pingora's own rule first: a pooled connection the upstream
-            // had closed is tried again, with a fresh one.
+            // had closed is tried again, with a fresh one. That says nothing
+            // about the upstream, which may be asked again.
             true => {
                 e.retry.decide_reuse(client_reused);
-                if !e.retry() && broken && untried {
+                if e.retry() {
+                    if let Some(index) = ctx.upstream {
+                        ctx.tried.remove(index);
+                    }
+                } else if broken && untried {
                     e.set_retry(true);
                 }
             }

@@ -141,3 +141,42 @@ pub async fn read_request_head(stream: &mut (impl tokio::io::AsyncRead + Unpin))
     }
     Some(head)
 }
+
+/// An upstream that answers the first request of each connection, keeps the
+/// connection open, and hangs up on the next request without answering: as
+/// an app does that closes an idle keep-alive connection just as the
+/// gateway sends on it. It counts the requests it answered.
+pub struct ClosesIdleUpstream {
+    pub addr: SocketAddr,
+    answered: Arc<AtomicUsize>,
+}
+
+impl ClosesIdleUpstream {
+    pub async fn start() -> Self {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = answered.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    if read_request_head(&mut stream).await.is_none() {
+                        return;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nfresh\n";
+                    if stream.write_all(answer).await.is_ok() {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let _ = read_request_head(&mut stream).await;
+                });
+            }
+        });
+        Self { addr, answered }
+    }
+
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+}
