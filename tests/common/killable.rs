@@ -15,6 +15,9 @@ pub struct KillableUpstream {
     pub addr: SocketAddr,
     name: &'static str,
     runtime: Option<tokio::runtime::Runtime>,
+    /// A dead upstream's socket: bound (so no other server takes the
+    /// port), not listening (so connections are refused) until revived.
+    held: Option<tokio::net::TcpSocket>,
     counts: Arc<Counts>,
 }
 
@@ -27,16 +30,16 @@ struct Counts {
 impl KillableUpstream {
     pub fn start(name: &'static str) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut upstream = Self { addr, name, runtime: None, counts: Arc::default() };
+        let mut upstream = Self { addr, name, runtime: None, held: None, counts: Arc::default() };
         upstream.serve();
         upstream
     }
 
     /// An address where nothing listens until `revive`.
     pub fn dead(name: &'static str) -> Self {
-        let mut upstream = Self::start(name);
-        upstream.kill();
-        upstream
+        let held = bound_socket(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let addr = held.local_addr().expect("address");
+        Self { addr, name, runtime: None, held: Some(held), counts: Arc::default() }
     }
 
     pub fn kill(&mut self) {
@@ -65,11 +68,7 @@ impl KillableUpstream {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let listener = {
             let _inside = runtime.enter();
-            // SO_REUSEADDR: the address of a killed upstream may still have
-            // connections in TIME_WAIT.
-            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-            socket.set_reuseaddr(true).expect("reuseaddr");
-            socket.bind(self.addr).expect("bind");
+            let socket = self.held.take().unwrap_or_else(|| bound_socket(self.addr));
             socket.listen(1024).expect("listen")
         };
         self.addr = listener.local_addr().expect("address");
@@ -80,6 +79,15 @@ impl KillableUpstream {
         runtime.spawn(async move { axum::serve(listener, router).await });
         self.runtime = Some(runtime);
     }
+}
+
+/// A socket bound to `addr`, not listening yet. SO_REUSEADDR: the address
+/// of a killed upstream may still have connections in TIME_WAIT.
+fn bound_socket(addr: SocketAddr) -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("reuseaddr");
+    socket.bind(addr).expect("bind");
+    socket
 }
 
 async fn answer(State((name, counts)): State<(&'static str, Arc<Counts>)>, method: Method) -> String {

@@ -274,7 +274,7 @@ pub fn browser_headers() -> reqwest::header::HeaderMap {
 
 /// One app whose only upstream listens nowhere, with `/public/` open.
 pub fn apps_with_dead_upstream() -> String {
-    let dead = free_port();
+    let dead = refusing_address();
     format!(
         "[[apps]]\nid = \"app\"\nhosts = [\"app.test\"]\nupstreams = [\"http://{dead}\"]\n\n\
          [[apps.rules]]\npath = \"/public/\"\npolicy = \"bypass\"\n"
@@ -296,6 +296,18 @@ fn write_certificate(dir: &std::path::Path) {
     let cert = rcgen::generate_simple_self_signed(vec!["app.test".into()]).expect("certificate");
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("write cert");
     std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).expect("write key");
+}
+
+/// An address that refuses connections for as long as the test process
+/// runs: a socket bound to it, never listening, is held (leaked) for the
+/// process's life, so no other test's server can take the port and receive
+/// traffic meant for nobody.
+pub fn refusing_address() -> SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let addr = socket.local_addr().expect("address");
+    std::mem::forget(socket);
+    addr
 }
 
 pub fn free_port() -> SocketAddr {
