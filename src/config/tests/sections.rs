@@ -1,0 +1,55 @@
+//! The webauthn and server sections.
+
+use super::*;
+
+#[test]
+fn webauthn_relying_parties_are_checked() {
+    let origins_alone = config_with("", "", "webauthn = { origins = [\"https://app.example.com\"] }");
+    assert!(parse(&origins_alone).unwrap_err().to_string().contains("needs webauthn.rp_id"));
+    let foreign = config_with("", "", "webauthn = { rp_id = \"example.com\", origins = [\"https://evil.test\"] }");
+    assert!(parse(&foreign).unwrap_err().to_string().contains("not an http(s) origin under `example.com`"));
+    let parent = config_with("", "", "webauthn = { rp_id = \"example.com\" }");
+    let config = parse(&parent).unwrap();
+    assert_eq!(config.apps[0].rp_id("app.example.com"), Some("example.com"));
+    assert_eq!(config.apps[0].rp_id("other.test"), None);
+    let bad_aaguid = config_with("[webauthn]\naaguids = [\"not-a-uuid\"]\n", "", "");
+    assert!(parse(&bad_aaguid).unwrap_err().to_string().contains("invalid AAGUID"));
+    let factors = config_with("", "", "").replace("policy = \"one_factor\"", "policy = \"one_factor\"\nfactors = [\"webauthn\"]");
+    assert!(parse(&factors).unwrap_err().to_string().contains("`factors` needs policy"));
+    let unknown = config_with("", "", "").replace("policy = \"one_factor\"", "policy = \"always\"\nfactors = [\"sms\"]");
+    assert!(parse(&unknown).unwrap_err().to_string().contains("unknown factor `sms`"));
+}
+
+#[test]
+fn shutdown_grace_and_upgrade_socket_have_defaults_and_bounds() {
+    let config = parse(&config_with("", "", "")).unwrap();
+    assert_eq!(config.server.shutdown_grace, std::time::Duration::from_secs(30));
+    assert_eq!(config.server.upgrade_socket, Path::new("/run/stepgate/upgrade.sock"));
+
+    let set = config_with("", "shutdown_grace = \"2m\"\nupgrade_socket = \"/run/gw/handover.sock\"", "");
+    let config = parse(&set).unwrap();
+    assert_eq!(config.server.shutdown_grace, std::time::Duration::from_secs(120));
+    assert_eq!(config.server.upgrade_socket, Path::new("/run/gw/handover.sock"), "left as written, not under the config's directory");
+
+    let long = format!("/run/{}/upgrade.sock", "x".repeat(100));
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        ("grace of a day", config_with("", &format!("shutdown_grace = \"1d\" {MARK}"), ""), &["server.shutdown_grace", "1d", "1h"]),
+        ("grace of zero", config_with("", &format!("shutdown_grace = \"0s\" {MARK}"), ""), &["0s", "1s"]),
+        (
+            "relative socket",
+            config_with("", &format!("upgrade_socket = \"run/upgrade.sock\" {MARK}"), ""),
+            &["server.upgrade_socket", "absolute"],
+        ),
+        ("the root as socket", config_with("", &format!("upgrade_socket = \"/\" {MARK}"), ""), &["absolute"]),
+        ("socket path too long", config_with("", &format!("upgrade_socket = \"{long}\" {MARK}"), ""), &["107 bytes"]),
+    ];
+    assert_all_refused_at_mark(&cases);
+}
+
+#[test]
+fn the_example_file_documents_shutdown_and_upgrades() {
+    let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"));
+    for option in ["shutdown_grace = \"30s\"", "upgrade_socket = \"/run/stepgate/upgrade.sock\""] {
+        assert!(text.contains(option), "config/example.toml should document {option}");
+    }
+}
