@@ -184,7 +184,7 @@ impl Gateway {
     ) -> Result<Arc<Self>, StartError> {
         check_tls_files(&config)?;
         let users = Directory::load(&config.users_file)?;
-        let geo = Arc::new(Geo::new(GeoDatabases::open(&config.geoip)?));
+        let geo = Arc::new(Geo::new(GeoDatabases::open_for(&config)?));
         let reachability = Reachability::new(clock.clone());
         reachability.spawn_probe(store.clone(), cache.clone());
         let sessions = Arc::new(Sessions::new(store.clone(), cache.clone(), reachability.clone(), clock.clone(), config.session.clone()));
@@ -260,7 +260,7 @@ impl Gateway {
         let users = Directory::load(&config.users_file)?;
         let (apps_by_host, identity_headers) = route_apps(&config, &self.upstream_health, &self.clock)?;
         // Last, because they swap shared state: nothing after them may fail.
-        self.geo.reload(&config.geoip)?;
+        self.geo.reload(&config)?;
         self.sessions.set_password_fingerprints(users.password_fingerprints(&self.secrets));
         Ok(Arc::new(Self {
             untrusted_networks: config.untrusted_networks(),

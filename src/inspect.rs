@@ -5,9 +5,9 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use crate::clock::UnixTime;
-use crate::config::{Confidence, Config};
+use crate::config::{Confidence, Config, GeoData};
 use crate::gateway::canonical_ip;
-use crate::geo::{GeoDatabases, GeoError};
+use crate::geo::{GeoDatabases, GeoError, GeoFacts};
 use crate::methods::MethodTimes;
 use crate::policy::{self, Request, Subject};
 use crate::users::Directory;
@@ -53,7 +53,8 @@ pub fn explain(config: &Config, question: &Question) -> Result<String, ExplainEr
     let (raw_path, query) = question.path.split_once('?').map_or((question.path.as_str(), None), |(p, q)| (p, Some(q)));
     let path = policy::canonical_path(raw_path, app.path_matching).map_err(ExplainError::BadPath)?;
     let ip = canonical_ip(question.ip);
-    let geo = GeoDatabases::open(&config.geoip)?.lookup(ip);
+    let databases = GeoDatabases::open_for(config)?;
+    let geo = databases.lookup(ip);
     let untrusted = policy::risk::is_untrusted_ip(&config.untrusted_networks(), config.risk.anonymous_ip_untrusted, ip, &geo);
     let users = match &question.user {
         Some(_) => Some(Directory::load(&config.users_file)?),
@@ -88,7 +89,7 @@ pub fn explain(config: &Config, question: &Question) -> Result<String, ExplainEr
     let _ = writeln!(out, "app: {} (host {host})", app.id());
     let _ = writeln!(out, "request: {} {path}{}", question.method, query.map(|q| format!("?{q}")).unwrap_or_default());
     let _ = writeln!(out, "client: {ip}");
-    let _ = writeln!(out, "geo: {}", serde_json::to_string(&geo).unwrap_or_default());
+    out.push_str(&render_geo(&geo, &databases));
     match &user {
         Some(user) => {
             let _ = writeln!(out, "user: {} (groups: {})", user.username, user.groups.join(", "));
@@ -114,5 +115,71 @@ fn trusted_browser_note(confidence: Confidence, low_confidence_ends_trust: bool)
         }
         (Confidence::Low, false) => "browser: trusted, but not at low confidence: adaptive rules ask for the second factor",
         _ => "browser: trusted: adaptive rules skip the second factor",
+    }
+}
+
+/// Every geo fact about the client, a line for each kind of data, with
+/// the file it came from.
+fn render_geo(geo: &GeoFacts, databases: &GeoDatabases) -> String {
+    let mut out = String::from("geo:\n");
+    for data in GeoData::ALL {
+        let source = match databases.source(data) {
+            Some(path) => format!("from {}", path.display()),
+            None => "no database carries it".into(),
+        };
+        let _ = writeln!(out, "  {}: {} ({source})", geo_label(data), geo_value(geo, data));
+    }
+    out
+}
+
+fn geo_label(data: GeoData) -> &'static str {
+    match data {
+        GeoData::Place => "place",
+        GeoData::Network => "asn",
+        GeoData::Isp => "isp",
+        GeoData::ConnectionType => "connection type",
+        GeoData::UserType => "user type",
+        GeoData::Domain => "domain",
+        GeoData::Anonymous => "anonymous",
+    }
+}
+
+fn geo_value(geo: &GeoFacts, data: GeoData) -> String {
+    let known = |value: &Option<String>| value.clone().unwrap_or_else(|| "unknown".into());
+    match data {
+        GeoData::Place => {
+            let location = geo.location.map_or("unknown".into(), |l| match l.accuracy_km {
+                Some(km) => format!("{},{} within {km} km", l.latitude, l.longitude),
+                None => format!("{},{}", l.latitude, l.longitude),
+            });
+            format!("country {}, continent {}, city {}, location {location}", known(&geo.country), known(&geo.continent), known(&geo.city))
+        }
+        GeoData::Network => match geo.asn {
+            Some(asn) => format!("AS{asn} {}", geo.as_org.as_deref().unwrap_or("")).trim_end().to_string(),
+            None => "unknown".into(),
+        },
+        GeoData::Isp => format!("{}, organization {}", known(&geo.isp), known(&geo.organization)),
+        GeoData::ConnectionType => known(&geo.connection_type),
+        GeoData::UserType => known(&geo.user_type),
+        GeoData::Domain => known(&geo.domain),
+        GeoData::Anonymous => anonymous_kinds(geo),
+    }
+}
+
+/// The Anonymous-IP flags set, or `none`.
+fn anonymous_kinds(geo: &GeoFacts) -> String {
+    let flags = &geo.anonymous;
+    let kinds = [
+        (flags.is_anonymous_vpn, "vpn"),
+        (flags.is_tor_exit_node, "tor"),
+        (flags.is_hosting_provider, "hosting"),
+        (flags.is_public_proxy, "public_proxy"),
+        (flags.is_residential_proxy, "residential_proxy"),
+    ];
+    let set: Vec<&str> = kinds.iter().filter(|(set, _)| *set).map(|(_, name)| *name).collect();
+    match (set.is_empty(), flags.is_anonymous) {
+        (false, _) => set.join(", "),
+        (true, true) => "anonymous".into(),
+        (true, false) => "none".into(),
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use stepgate::config::GeoIpConfig;
+use stepgate::config::{Config, GeoData, GeoIpConfig};
 use stepgate::geo::{distance_km, AnonymousFlags, Geo, GeoDatabases, GeoError, GeoFacts, Location, Slot};
 
 fn ip(text: &str) -> IpAddr {
@@ -20,6 +20,17 @@ fn net(text: &str) -> ipnet::IpNet {
 
 fn city_config(path: &Path) -> GeoIpConfig {
     GeoIpConfig { city: Some(path.to_owned()), ..GeoIpConfig::default() }
+}
+
+/// A whole configuration with these databases and these extra lines (apps).
+fn config_with(geoip: GeoIpConfig, extra: &str) -> Config {
+    let text = format!(
+        "users_file = \"users.toml\"\n[server]\nlisten = \"127.0.0.1:1\"\ndata_dir = \"data\"\n\
+         [[apps]]\nid = \"app\"\nhosts = [\"app.test\"]\nupstreams = [\"http://127.0.0.1:1\"]\n{extra}"
+    );
+    let mut config = Config::parse(&text, Path::new("/etc/stepgate/stepgate.toml")).unwrap();
+    config.geoip = geoip;
+    config
 }
 
 // ---- databases built here ----
@@ -80,6 +91,7 @@ fn write_all_three(dir: &Path) -> GeoIpConfig {
         city: write("city.mmdb", zurich_and_tokyo()),
         asn: write("asn.mmdb", asn_database()),
         anonymous_ip: write("anonymous.mmdb", anonymous_database()),
+        ..GeoIpConfig::default()
     }
 }
 
@@ -92,7 +104,7 @@ fn built_databases_answer_ipv4_ipv6_and_mapped_addresses() {
     assert_eq!(zurich.country.as_deref(), Some("CH"));
     assert_eq!(zurich.continent.as_deref(), Some("EU"));
     assert_eq!(zurich.city.as_deref(), Some("Zurich"));
-    assert_eq!(zurich.location, Some(Location { latitude: 47.37, longitude: 8.54 }));
+    assert_eq!(zurich.location, Some(Location { latitude: 47.37, longitude: 8.54, accuracy_km: None }));
     assert_eq!((zurich.asn, zurich.as_org.as_deref()), (Some(64_496), Some("Documentation AS")));
     assert_eq!(zurich.anonymous, AnonymousFlags::default());
 
@@ -202,6 +214,62 @@ fn official_isp_database_serves_as_the_asn_database() {
 }
 
 #[test]
+fn official_isp_database_gives_the_isp_and_organisation() {
+    let Some(isp) = official("GeoIP2-ISP-Test.mmdb") else { return };
+    let databases = GeoDatabases::open(&GeoIpConfig { asn: Some(isp), ..GeoIpConfig::default() }).unwrap();
+    let telstra = databases.lookup(ip("1.128.0.0"));
+    assert_eq!((telstra.isp.as_deref(), telstra.organization.as_deref()), (Some("Telstra Internet"), Some("Telstra Internet")));
+    let co_mo = databases.lookup(ip("8.33.16.1"));
+    assert_eq!((co_mo.isp.as_deref(), co_mo.organization.as_deref()), (Some("Level 3 Communications"), Some("Co-Mo Connect")));
+}
+
+#[test]
+fn official_connection_type_database_gives_the_known_answers() {
+    let Some(path) = official("GeoIP2-Connection-Type-Test.mmdb") else { return };
+    let databases = GeoDatabases::open(&GeoIpConfig { connection_type: Some(path), ..GeoIpConfig::default() }).unwrap();
+    let kind = |address: &str| databases.lookup(ip(address)).connection_type;
+    assert_eq!(kind("1.0.0.1").as_deref(), Some("Cable/DSL"));
+    assert_eq!(kind("1.0.1.1").as_deref(), Some("Cellular"));
+    assert_eq!(kind("201.243.200.1").as_deref(), Some("Corporate"));
+    assert_eq!(kind("::ffff:214.78.120.1").as_deref(), Some("Satellite"));
+    assert_eq!(kind("127.0.0.1"), None);
+}
+
+#[test]
+fn official_domain_database_gives_the_known_answers() {
+    let Some(path) = official("GeoIP2-Domain-Test.mmdb") else { return };
+    let databases = GeoDatabases::open(&GeoIpConfig { domain: Some(path), ..GeoIpConfig::default() }).unwrap();
+    let domain = |address: &str| databases.lookup(ip(address)).domain;
+    assert_eq!(domain("1.2.0.1").as_deref(), Some("maxmind.com"));
+    assert_eq!(domain("71.160.223.9").as_deref(), Some("verizon.net"));
+    assert_eq!(domain("2a02:2770:3::1").as_deref(), Some("sgotti.org"));
+    assert_eq!(domain("127.0.0.1"), None);
+}
+
+#[test]
+fn official_databases_each_in_its_setting_serve_together() {
+    let (Some(city), Some(isp), Some(connection_type), Some(domain)) = (
+        official("GeoIP2-City-Test.mmdb"),
+        official("GeoIP2-ISP-Test.mmdb"),
+        official("GeoIP2-Connection-Type-Test.mmdb"),
+        official("GeoIP2-Domain-Test.mmdb"),
+    ) else {
+        return;
+    };
+    let anonymous_ip = official("GeoIP2-Anonymous-IP-Test.mmdb");
+    let config =
+        GeoIpConfig { city: Some(city), asn: Some(isp), connection_type: Some(connection_type), domain: Some(domain), anonymous_ip };
+    let databases = GeoDatabases::open(&config).unwrap();
+    for data in [GeoData::Place, GeoData::Network, GeoData::Isp, GeoData::ConnectionType, GeoData::Domain] {
+        assert!(databases.provides(data), "{data:?}");
+    }
+    assert!(!databases.provides(GeoData::UserType), "only Enterprise carries user types");
+    let uses = databases.uses();
+    assert_eq!(uses[1].settings, [Slot::Asn]);
+    assert_eq!(uses[1].serves, [GeoData::Network, GeoData::Isp]);
+}
+
+#[test]
 fn official_databases_of_other_kinds_are_refused_for_asn_with_the_file_named() {
     for name in ["GeoIP2-Domain-Test.mmdb", "GeoIP2-Connection-Type-Test.mmdb", "GeoIP2-City-Test.mmdb"] {
         let Some(path) = official(name) else { return };
@@ -244,6 +312,38 @@ fn official_database_with_broken_doubles_is_refused() {
     let message = error.to_string();
     assert!(message.contains("GeoIP2-City-Test-Broken-Double-Format.mmdb"), "{message}");
     assert!(message.contains("double of size"), "{message}");
+}
+
+#[test]
+fn official_databases_are_refused_in_the_settings_they_do_not_fit() {
+    let cases = [
+        ("GeoIP2-Domain-Test.mmdb", Slot::ConnectionType),
+        ("GeoIP2-Connection-Type-Test.mmdb", Slot::Domain),
+        ("GeoIP2-City-Test.mmdb", Slot::ConnectionType),
+        ("GeoIP2-ISP-Test.mmdb", Slot::Domain),
+        ("GeoIP2-Connection-Type-Test.mmdb", Slot::AnonymousIp),
+    ];
+    for (name, slot) in cases {
+        let Some(path) = official(name) else { return };
+        let error = GeoDatabases::open(&naming(slot, path)).unwrap_err();
+        assert!(matches!(error, GeoError::WrongType { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.starts_with(slot.setting()) && message.contains(name), "{message}");
+    }
+}
+
+/// A configuration that names `path` for `slot` only.
+fn naming(slot: Slot, path: PathBuf) -> GeoIpConfig {
+    let mut config = GeoIpConfig::default();
+    let setting = match slot {
+        Slot::City => &mut config.city,
+        Slot::Asn => &mut config.asn,
+        Slot::AnonymousIp => &mut config.anonymous_ip,
+        Slot::ConnectionType => &mut config.connection_type,
+        Slot::Domain => &mut config.domain,
+    };
+    *setting = Some(path);
+    config
 }
 
 #[test]
@@ -319,7 +419,7 @@ fn one_bad_file_refuses_the_whole_set() {
     let mut config = write_all_three(dir.path());
     config.anonymous_ip = Some(dir.path().join("absent.mmdb"));
     let error = GeoDatabases::open(&config).unwrap_err();
-    assert_eq!(error.slot(), Slot::AnonymousIp);
+    assert_eq!(error.slot(), Some(Slot::AnonymousIp));
 }
 
 // ---- hot reload ----
@@ -333,7 +433,7 @@ fn reload_keeps_the_old_databases_when_the_new_file_is_corrupt() {
 
     let good = zurich_and_tokyo();
     std::fs::write(&path, &good[..good.len() / 2]).unwrap();
-    let error = geo.reload(&city_config(&path)).unwrap_err();
+    let error = geo.reload(&config_with(city_config(&path), "")).unwrap_err();
     assert!(error.to_string().contains(&path.display().to_string()), "{error}");
     assert_eq!(geo.current().lookup(ip("192.0.2.10")).city.as_deref(), Some("Zurich"));
 }
@@ -347,8 +447,52 @@ fn reload_swaps_in_a_good_file() {
     let before = geo.current();
 
     std::fs::write(&path, city_database(&[("192.0.2.0/24", place("AT", "EU", "Vienna", 48.21, 16.37))])).unwrap();
-    geo.reload(&city_config(&path)).unwrap();
+    geo.reload(&config_with(city_config(&path), "")).unwrap();
 
     assert_eq!(geo.current().lookup(ip("192.0.2.10")).city.as_deref(), Some("Vienna"));
     assert_eq!(before.lookup(ip("192.0.2.10")).city.as_deref(), Some("Zurich"), "a request keeps the set it took");
+}
+
+// ---- rules that read data no database carries ----
+
+#[test]
+fn a_rule_reading_data_no_database_carries_is_refused_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let geoip = write_all_three(dir.path());
+    let rules = "\n[[apps.rules]]\npath = \"/\"\nconnection_types = [\"cellular\"]\npolicy = \"always\"\n";
+    let error = GeoDatabases::open_for(&config_with(geoip.clone(), rules)).unwrap_err();
+    assert!(matches!(&error, GeoError::NoData(need) if need.data == GeoData::ConnectionType), "{error:?}");
+    let message = error.to_string();
+    assert!(message.starts_with("app `app`, rule 1 (line 10): `connection_types` needs the connection type"), "{message}");
+    assert!(message.contains("set geoip.connection_type to a Connection-Type or Enterprise database"), "{message}");
+
+    let needs = [
+        ("isps = [\"Telstra Internet\"]", GeoData::Isp),
+        ("user_types = [\"business\"]", GeoData::UserType),
+        ("domains = [\"example.com\"]", GeoData::Domain),
+        ("when = 'request.geo.domain.endsWith(\".example.com\")'", GeoData::Domain),
+        ("when = 'request.geo[\"isp\"] == \"x\"'", GeoData::Isp),
+        ("when = 'size(request.geo) > 0'", GeoData::Isp),
+    ];
+    for (condition, data) in needs {
+        let rules = format!("\n[[apps.rules]]\npath = \"/\"\n{condition}\npolicy = \"deny\"\n");
+        let error = GeoDatabases::open_for(&config_with(geoip.clone(), &rules)).unwrap_err();
+        assert!(matches!(&error, GeoError::NoData(need) if need.data == data), "{condition}: {error:?}");
+    }
+}
+
+#[test]
+fn rules_reading_only_the_data_present_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "\n[[apps.rules]]\npath = \"/\"\ncountries = [\"CH\"]\nasns = [64496]\nanonymous = [\"vpn\"]\n\
+                 when = 'request.geo.city == \"Zurich\" && request.geo.asn > 0'\npolicy = \"always\"\n";
+    GeoDatabases::open_for(&config_with(write_all_three(dir.path()), rules)).unwrap();
+
+    let fenced = "countries_deny = [\"KP\"]\n";
+    let error = GeoDatabases::open_for(&config_with(GeoIpConfig::default(), fenced)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "app `app`: its country fence needs the country and place, which no configured database carries: \
+         set geoip.city to a City, Country or Enterprise database"
+    );
 }

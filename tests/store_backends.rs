@@ -119,6 +119,7 @@ fn sign_in(at: i64, country: &str) -> SignInRow {
         country: Some(country.into()),
         latitude: Some(47.0),
         longitude: Some(8.0),
+        accuracy_km: Some(50),
         confidence: "high".into(),
         signals: "[]".into(),
     }

@@ -64,6 +64,7 @@ async fn filled_sqlite(dir: &std::path::Path) -> SqliteStore {
             country: country.map(str::to_string),
             latitude: Some(46.5),
             longitude: None,
+            accuracy_km: Some(20),
             confidence: "medium".into(),
             signals: "[\"new_device\"]".into(),
         };

@@ -7,6 +7,7 @@
 mod backends;
 mod edge;
 mod factors;
+mod geo;
 mod index;
 mod pattern;
 mod rules;
@@ -23,6 +24,7 @@ use toml::Spanned;
 pub use backends::{CacheBackend, CacheConfig, DuringOutage, InlineUrl, StoreBackend, StoreConfig, UrlSource};
 pub use edge::{HeaderUnderscores, MethodOverride, PathMatching, WatchedQuery};
 pub use factors::{AppWebauthn, Attestation, RecoveryCodesConfig, SecurityPageConfig, UserVerification, WebauthnConfig};
+pub use geo::{ConnectionType, GeoData, GeoIpConfig, GeoNeed, UserType};
 pub use index::RuleIndex;
 pub use pattern::{fold_case, PathPattern};
 pub use rules::{Anonymity, Conditions, GeoFence, HourRange, Policy, Rule};
@@ -359,21 +361,6 @@ pub enum Confidence {
     High,
 }
 
-/// MaxMind databases (GeoIP2/GeoLite2 `.mmdb` files), each optional;
-/// paths are relative to this file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GeoIpConfig {
-    /// A City, Country or Enterprise database: country, continent, city,
-    /// coordinates (and, from Enterprise, the ASN when `asn` is not set).
-    pub city: Option<PathBuf>,
-    /// An ASN, ISP or Enterprise database: autonomous system number and
-    /// organisation.
-    pub asn: Option<PathBuf>,
-    /// An Anonymous-IP database: VPN, Tor exit, hosting, public proxy.
-    pub anonymous_ip: Option<PathBuf>,
-}
-
 /// How many wrong guesses are allowed before the gateway stops listening.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -694,7 +681,7 @@ impl Config {
         if let Some(file) = &mut self.secrets.encryption_key_file {
             resolve(file);
         }
-        for file in [&mut self.geoip.city, &mut self.geoip.asn, &mut self.geoip.anonymous_ip].into_iter().flatten() {
+        for file in self.geoip.files_mut() {
             resolve(file);
         }
     }

@@ -7,6 +7,7 @@ use std::ops::Range;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use super::geo::{ConnectionType, UserType};
 use super::values::{self, CountryCode, Method};
 use super::PathPattern;
 use crate::policy::Expression;
@@ -81,6 +82,12 @@ pub struct Conditions {
     pub continents: Vec<String>,
     pub cities: Vec<String>,
     pub asns: Vec<u32>,
+    /// ISP or organisation names, compared without regard to case.
+    pub isps: Vec<String>,
+    pub connection_types: Vec<ConnectionType>,
+    pub user_types: Vec<UserType>,
+    /// Second-level domains, lower case.
+    pub domains: Vec<String>,
     /// Matches when the client IP is in any of these categories.
     pub anonymous: Vec<Anonymity>,
     pub users: Vec<String>,
@@ -162,6 +169,14 @@ pub(super) struct RawRule {
     #[serde(default)]
     asns: Vec<u32>,
     #[serde(default)]
+    isps: Vec<String>,
+    #[serde(default)]
+    connection_types: Vec<ConnectionType>,
+    #[serde(default)]
+    user_types: Vec<UserType>,
+    #[serde(default)]
+    domains: Vec<String>,
+    #[serde(default)]
     anonymous: Vec<Anonymity>,
     #[serde(default)]
     users: Vec<String>,
@@ -242,6 +257,9 @@ impl RawRule {
         if self.max_age.is_some() && !matches!(self.policy, Policy::Always | Policy::Adaptive) {
             return Err("`max_age` needs policy `always` or `adaptive`".into());
         }
+        if self.isps.iter().chain(&self.domains).any(|name| name.trim().is_empty()) {
+            return Err("an empty name in `isps` or `domains` would never match".into());
+        }
         let factors = required_factors(&self.factors)?;
         if !factors.is_any() && !matches!(self.policy, Policy::Always | Policy::Adaptive) {
             return Err("`factors` needs policy `always` or `adaptive`".into());
@@ -252,6 +270,10 @@ impl RawRule {
             continents: self.continents.into_iter().map(|c| c.0).collect(),
             cities: self.cities,
             asns: self.asns,
+            isps: self.isps,
+            connection_types: self.connection_types,
+            user_types: self.user_types,
+            domains: self.domains.iter().map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase()).collect(),
             anonymous: self.anonymous,
             users: self.users,
             groups: self.groups,

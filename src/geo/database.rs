@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use maxminddb::{geoip2, MaxMindDbError, Reader, WithinOptions};
 use serde::Deserialize;
 
-use super::error::{GeoError, Slot};
-use super::records::{NetworkRecord, PlaceRecord};
+use super::error::{GeoError, Kind, Slot};
+use super::facts::GeoFacts;
+use super::records::{self, PlaceRecord, TraitsRecord};
+use super::sources::DataSet;
+use crate::config::GeoData;
 
 /// Every MaxMind database ends with its metadata, introduced by this marker.
 const METADATA_MARKER: &[u8] = b"\xab\xcd\xefMaxMind.com";
@@ -20,7 +23,7 @@ pub(super) const PROBE_RECORDS: usize = 32;
 
 /// An opened database that passed its checks.
 pub(super) struct Database {
-    slot: Slot,
+    kind: Kind,
     path: PathBuf,
     reader: Reader<Vec<u8>>,
     ipv4_only: bool,
@@ -45,34 +48,73 @@ impl Database {
         }
         let reader = Reader::from_source(bytes).map_err(|e| damaged(e.to_string()))?;
         let found = &reader.metadata().database_type;
-        if !slot.accepts(found) {
-            return Err(GeoError::WrongType { slot, path: path.to_owned(), found: found.clone() });
+        let wrong_type = || GeoError::WrongType { slot, path: path.to_owned(), found: found.clone() };
+        let kind = Kind::of(found).ok_or_else(wrong_type)?;
+        let database = Self { kind, path: path.to_owned(), ipv4_only: reader.metadata().ip_version == 4, reader };
+        database.admit(slot)?;
+        probe(kind, &database.reader).map_err(|e| damaged(format!("a sample record does not decode: {e}")))?;
+        Ok(database)
+    }
+
+    /// Checks that the database carries what `slot` needs.
+    pub(super) fn admit(&self, slot: Slot) -> Result<(), GeoError> {
+        if self.kind.carries(slot.data()) {
+            return Ok(());
         }
-        probe(slot, &reader).map_err(|e| damaged(format!("a sample record does not decode: {e}")))?;
-        let ipv4_only = reader.metadata().ip_version == 4;
-        Ok(Self { slot, path: path.to_owned(), reader, ipv4_only })
+        let found = self.database_type().to_owned();
+        Err(GeoError::WrongType { slot, path: self.path.clone(), found })
     }
 
-    /// Whether this is a GeoIP2 Enterprise database: a City database that
-    /// also carries the network (ASN, ISP) of each address.
-    pub(super) fn is_enterprise(&self) -> bool {
-        self.reader.metadata().database_type.to_ascii_lowercase().contains("enterprise")
+    pub(super) fn kind(&self) -> Kind {
+        self.kind
     }
 
-    /// The record for `ip`, decoded as `T`. No record, an address the
-    /// database cannot hold (IPv6 in an IPv4 database) and a damaged record
-    /// all give None; the last is logged at debug level.
-    pub(super) fn find<'a, T: Deserialize<'a>>(&'a self, ip: IpAddr) -> Option<T> {
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn database_type(&self) -> &str {
+        &self.reader.metadata().database_type
+    }
+
+    /// Copies into `facts` what the record for `ip` says of the kinds of
+    /// data in `serves`. No record, an address the database cannot hold
+    /// (IPv6 in an IPv4 database) and a damaged record leave them empty;
+    /// the last is logged at debug level.
+    pub(super) fn fill(&self, ip: IpAddr, serves: DataSet, facts: &mut GeoFacts) {
         if self.ipv4_only && ip.is_ipv6() {
-            return None;
+            return;
         }
-        match self.reader.lookup(ip).and_then(|found| found.decode::<T>()) {
-            Ok(record) => record,
-            Err(error) => {
-                tracing::debug!(database = %self.slot, %error, "geo lookup failed; the address counts as unknown");
-                None
+        let found = match self.reader.lookup(ip) {
+            Ok(found) => found,
+            Err(error) => return self.log_failure(&error),
+        };
+        if serves.contains(GeoData::Place) {
+            if let Some(place) = self.decode::<PlaceRecord>(&found) {
+                place.fill(facts);
             }
         }
+        if serves.has_network_data() {
+            if let Some(network) = self.decode::<TraitsRecord>(&found) {
+                network.fill(serves, facts);
+            }
+        }
+        if serves.contains(GeoData::Anonymous) {
+            if let Some(flags) = self.decode::<geoip2::AnonymousIp>(&found) {
+                records::fill_anonymous(&flags, facts);
+            }
+        }
+    }
+
+    fn decode<'a, T: Deserialize<'a>>(&self, found: &maxminddb::LookupResult<'a, Vec<u8>>) -> Option<T> {
+        found.decode::<T>().unwrap_or_else(|error| {
+            self.log_failure(&error);
+            None
+        })
+    }
+
+    fn log_failure(&self, error: &MaxMindDbError) {
+        tracing::debug!(database = %self.path.display(), %error, "geo lookup failed; the address counts as unknown");
     }
 }
 
@@ -99,14 +141,14 @@ fn has_metadata_marker(bytes: &[u8]) -> bool {
 }
 
 /// Decodes the first records in tree order and the records of addresses
-/// spread over the address space, as the slot's lookups will.
-fn probe(slot: Slot, reader: &Reader<Vec<u8>>) -> Result<(), MaxMindDbError> {
+/// spread over the address space, as lookups will.
+fn probe(kind: Kind, reader: &Reader<Vec<u8>>) -> Result<(), MaxMindDbError> {
     for found in reader.networks(WithinOptions::default())?.take(PROBE_RECORDS) {
-        decode_as(slot, &found?)?;
+        decode_as(kind, &found?)?;
     }
     let ipv6 = reader.metadata().ip_version == 6;
     for ip in probe_addresses().filter(|ip| ipv6 || ip.is_ipv4()) {
-        decode_as(slot, &reader.lookup(ip)?)?;
+        decode_as(kind, &reader.lookup(ip)?)?;
     }
     Ok(())
 }
@@ -121,10 +163,15 @@ fn probe_addresses() -> impl Iterator<Item = IpAddr> {
     ipv4.chain(ipv6)
 }
 
-fn decode_as(slot: Slot, found: &maxminddb::LookupResult<'_, Vec<u8>>) -> Result<(), MaxMindDbError> {
-    match slot {
-        Slot::City => found.decode::<PlaceRecord>().map(drop),
-        Slot::Asn => found.decode::<NetworkRecord>().map(drop),
-        Slot::AnonymousIp => found.decode::<geoip2::AnonymousIp>().map(drop),
+fn decode_as(kind: Kind, found: &maxminddb::LookupResult<'_, Vec<u8>>) -> Result<(), MaxMindDbError> {
+    if kind.carries(GeoData::Place) {
+        found.decode::<PlaceRecord>()?;
     }
+    if kind != Kind::Place && kind != Kind::AnonymousIp {
+        found.decode::<TraitsRecord>()?;
+    }
+    if kind == Kind::AnonymousIp {
+        found.decode::<geoip2::AnonymousIp>()?;
+    }
+    Ok(())
 }

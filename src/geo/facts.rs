@@ -18,6 +18,18 @@ pub struct GeoFacts {
     pub asn: Option<u32>,
     /// The organisation that holds the autonomous system.
     pub as_org: Option<String>,
+    /// The ISP's name (ISP and Enterprise databases).
+    pub isp: Option<String>,
+    /// The organisation the address is assigned to (ISP and Enterprise).
+    pub organization: Option<String>,
+    /// `Cable/DSL`, `Cellular`, `Corporate`, `Dialup` or `Satellite`
+    /// (Connection-Type and Enterprise).
+    pub connection_type: Option<String>,
+    /// `business`, `residential`, `hosting`, ... (Enterprise).
+    pub user_type: Option<String>,
+    /// The second-level domain of the address's reverse DNS name (Domain
+    /// and Enterprise).
+    pub domain: Option<String>,
     /// What the Anonymous-IP database flags; all false without one.
     pub anonymous: AnonymousFlags,
 }
@@ -29,6 +41,9 @@ pub struct Location {
     pub latitude: f64,
     /// Degrees east (negative: west), -180 to 180.
     pub longitude: f64,
+    /// The radius in km around the point within which the address most
+    /// likely is (MaxMind's `accuracy_radius`), when the database says.
+    pub accuracy_km: Option<u16>,
 }
 
 /// The Anonymous-IP database's flags for an address.
@@ -63,12 +78,20 @@ pub fn distance_km(a: Location, b: Location) -> f64 {
     2.0 * EARTH_RADIUS_KM * h.clamp(0.0, 1.0).sqrt().asin()
 }
 
+/// The shortest trip between two places, given how accurately each is
+/// known: the distance between the nearest edges of their accuracy
+/// circles, 0 when the circles overlap. A place without a radius is a point.
+pub fn gap_km(a: Location, b: Location) -> f64 {
+    let radius = |place: Location| f64::from(place.accuracy_km.unwrap_or(0));
+    (distance_km(a, b) - radius(a) - radius(b)).max(0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn at(latitude: f64, longitude: f64) -> Location {
-        Location { latitude, longitude }
+        Location { latitude, longitude, accuracy_km: None }
     }
 
     #[test]
@@ -100,6 +123,17 @@ mod tests {
         assert!((km - std::f64::consts::PI * EARTH_RADIUS_KM).abs() < 1e-6, "{km}");
         let km = distance_km(at(0.0, 0.0), at(0.0, 180.0));
         assert!(km.is_finite());
+    }
+
+    #[test]
+    fn the_gap_is_between_the_edges_of_the_accuracy_circles() {
+        let (london, new_york) = (at(51.5074, -0.1278), at(40.7128, -74.0060));
+        let exact = distance_km(london, new_york);
+        assert_eq!(gap_km(london, new_york), exact, "points without a radius");
+        let fuzzy = |place: Location, km| Location { accuracy_km: Some(km), ..place };
+        let gap = gap_km(fuzzy(london, 100), fuzzy(new_york, 500));
+        assert!((gap - (exact - 600.0)).abs() < 1e-9, "{gap}");
+        assert_eq!(gap_km(fuzzy(london, 1000), fuzzy(new_york, 5000)), 0.0, "overlapping circles");
     }
 
     #[test]

@@ -1,47 +1,96 @@
-//! Where a client address is: MaxMind readers for a City or Country, an
-//! ASN and an Anonymous-IP database, swappable while the gateway runs.
+//! What is known about a client address: MaxMind readers for City,
+//! Country, Enterprise, ISP, ASN, Connection-Type, Domain and Anonymous-IP
+//! databases, swappable while the gateway runs.
 //!
 //! Files are read into memory and checked when opened (type, metadata and a
 //! sample of records), so a bad file is refused with an error naming it;
 //! lookups never fail and never panic, an unknown address just gives empty
-//! [`GeoFacts`].
+//! [`GeoFacts`]. Each kind of data ([`GeoData`]) comes from one file: the
+//! one its own setting names, else any configured file that carries it.
 
 mod database;
 mod error;
 mod facts;
 mod records;
+mod sources;
 
+use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use maxminddb::geoip2;
-
-use crate::config::GeoIpConfig;
+use crate::config::{Config, GeoData, GeoIpConfig, GeoNeed};
 use database::Database;
+use sources::DataSet;
 
-pub use error::{GeoError, Slot};
-pub use facts::{distance_km, AnonymousFlags, GeoFacts, Location};
+pub use error::{GeoError, Kind, Slot};
+pub use facts::{distance_km, gap_km, AnonymousFlags, GeoFacts, Location};
 
-/// The open databases, each optional. Immutable once opened; [`Geo`] swaps
-/// in a new set on reload.
+/// The open databases. Immutable once opened; [`Geo`] swaps in a new set
+/// on reload.
 #[derive(Debug, Default)]
 pub struct GeoDatabases {
-    city: Option<Database>,
-    asn: Option<Database>,
-    anonymous_ip: Option<Database>,
+    files: Vec<OpenFile>,
+}
+
+/// A file and what it answers for.
+#[derive(Debug)]
+struct OpenFile {
+    database: Database,
+    /// The settings that name it.
+    slots: Vec<Slot>,
+    serves: DataSet,
+}
+
+/// What one database file is used for, for `check-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileUse {
+    pub path: PathBuf,
+    pub database_type: String,
+    pub settings: Vec<Slot>,
+    pub serves: Vec<GeoData>,
+}
+
+impl fmt::Display for FileUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let settings = self.settings.iter().map(|slot| slot.setting()).collect::<Vec<_>>().join(", ");
+        let serves = self.serves.iter().map(|data| data.name()).collect::<Vec<_>>().join(", ");
+        write!(f, "{} ({}), as {settings}: {serves}", self.path.display(), self.database_type)
+    }
 }
 
 impl GeoDatabases {
-    /// Opens and checks the databases the configuration names. Any file that
-    /// is missing, unreadable, damaged or of the wrong type is an error.
+    /// Opens and checks the databases the configuration names, each file
+    /// once however many settings name it. Any file that is missing,
+    /// unreadable, damaged or of the wrong type for a setting is an error.
     pub fn open(config: &GeoIpConfig) -> Result<Self, GeoError> {
-        let open = |slot: Slot, path: &Option<PathBuf>| path.as_deref().map(|p| Database::open(slot, p)).transpose();
-        Ok(Self {
-            city: open(Slot::City, &config.city)?,
-            asn: open(Slot::Asn, &config.asn)?,
-            anonymous_ip: open(Slot::AnonymousIp, &config.anonymous_ip)?,
-        })
+        let mut files: Vec<(Database, Vec<Slot>)> = Vec::new();
+        for slot in Slot::ALL {
+            let Some(path) = setting(config, slot) else { continue };
+            match files.iter_mut().find(|(database, _)| database.path() == path) {
+                Some((database, slots)) => {
+                    database.admit(slot)?;
+                    slots.push(slot);
+                }
+                None => files.push((Database::open(slot, path)?, vec![slot])),
+            }
+        }
+        Ok(Self::assemble(files))
+    }
+
+    /// Opens the databases of `config` and checks that they carry every
+    /// kind of data its rules read.
+    pub fn open_for(config: &Config) -> Result<Self, GeoError> {
+        let databases = Self::open(&config.geoip)?;
+        databases.check_needs(&config.geo_needs())?;
+        Ok(databases)
+    }
+
+    fn assemble(files: Vec<(Database, Vec<Slot>)>) -> Self {
+        let kinds: Vec<(Kind, &[Slot])> = files.iter().map(|(database, slots)| (database.kind(), slots.as_slice())).collect();
+        let serves = sources::assign(&kinds);
+        let files = files.into_iter().zip(serves).map(|((database, slots), serves)| OpenFile { database, slots, serves }).collect();
+        Self { files }
     }
 
     /// No databases: every lookup gives empty facts.
@@ -51,13 +100,36 @@ impl GeoDatabases {
 
     /// Whether no database is open.
     pub fn is_empty(&self) -> bool {
-        self.city.is_none() && self.asn.is_none() && self.anonymous_ip.is_none()
+        self.files.is_empty()
     }
 
-    /// Where the ASN comes from: the ASN database, or else an Enterprise
-    /// database in the city slot, which carries it too.
-    fn network_source(&self) -> Option<&Database> {
-        self.asn.as_ref().or(self.city.as_ref().filter(|city| city.is_enterprise()))
+    /// Whether some open file carries `data`.
+    pub fn provides(&self, data: GeoData) -> bool {
+        self.source(data).is_some()
+    }
+
+    /// The file `data` comes from, if any carries it.
+    pub fn source(&self, data: GeoData) -> Option<&Path> {
+        self.files.iter().find(|file| file.serves.contains(data)).map(|file| file.database.path())
+    }
+
+    /// The first need that no open file carries, as an error.
+    pub fn check_needs(&self, needs: &[GeoNeed]) -> Result<(), GeoError> {
+        match needs.iter().find(|need| !self.provides(need.data)) {
+            Some(need) => Err(GeoError::NoData(need.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// What each open file is used for.
+    pub fn uses(&self) -> Vec<FileUse> {
+        let usage = |file: &OpenFile| FileUse {
+            path: file.database.path().to_owned(),
+            database_type: file.database.database_type().to_owned(),
+            settings: file.slots.clone(),
+            serves: file.serves.iter().collect(),
+        };
+        self.files.iter().map(usage).collect()
     }
 
     /// What the databases know about `ip`. An IPv4-mapped IPv6 address is
@@ -66,17 +138,23 @@ impl GeoDatabases {
     pub fn lookup(&self, ip: IpAddr) -> GeoFacts {
         let ip = unmap_ipv4(ip);
         let mut facts = GeoFacts::default();
-        if let Some(place) = self.city.as_ref().and_then(|db| db.find::<records::PlaceRecord>(ip)) {
-            place.fill(&mut facts);
-        }
-        if let Some(network) = self.network_source().and_then(|db| db.find::<records::NetworkRecord>(ip)) {
-            network.fill(&mut facts);
-        }
-        if let Some(flags) = self.anonymous_ip.as_ref().and_then(|db| db.find::<geoip2::AnonymousIp>(ip)) {
-            records::fill_anonymous(&flags, &mut facts);
+        for file in &self.files {
+            file.database.fill(ip, file.serves, &mut facts);
         }
         facts
     }
+}
+
+/// The file a setting names.
+fn setting(config: &GeoIpConfig, slot: Slot) -> Option<&Path> {
+    let path = match slot {
+        Slot::City => &config.city,
+        Slot::Asn => &config.asn,
+        Slot::AnonymousIp => &config.anonymous_ip,
+        Slot::ConnectionType => &config.connection_type,
+        Slot::Domain => &config.domain,
+    };
+    path.as_deref()
 }
 
 /// `::ffff:a.b.c.d` as `a.b.c.d`; other addresses unchanged.
@@ -108,9 +186,10 @@ impl Geo {
     }
 
     /// Opens the files `config` names and, only if all of them pass their
-    /// checks, puts them in use. On error the databases in use stay.
-    pub fn reload(&self, config: &GeoIpConfig) -> Result<(), GeoError> {
-        let databases = GeoDatabases::open(config)?;
+    /// checks and carry what its rules read, puts them in use. On error the
+    /// databases in use stay.
+    pub fn reload(&self, config: &Config) -> Result<(), GeoError> {
+        let databases = GeoDatabases::open_for(config)?;
         tracing::info!(?databases, "geo databases reloaded");
         self.replace(databases);
         Ok(())

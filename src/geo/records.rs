@@ -7,6 +7,8 @@ use maxminddb::geoip2;
 use serde::Deserialize;
 
 use super::facts::{AnonymousFlags, GeoFacts, Location};
+use super::sources::DataSet;
+use crate::config::GeoData;
 
 /// The fields of a City or Country record the gateway uses. Besides
 /// MaxMind's layout, the flat `country_code` of the free ip-location-db and
@@ -55,6 +57,8 @@ struct LocationRecord {
     latitude: Option<f64>,
     #[serde(default)]
     longitude: Option<f64>,
+    #[serde(default)]
+    accuracy_radius: Option<u16>,
 }
 
 impl PlaceRecord<'_> {
@@ -72,36 +76,72 @@ impl LocationRecord {
     fn as_location(&self) -> Option<Location> {
         let (latitude, longitude) = (self.latitude?, self.longitude?);
         let on_globe = (-90.0..=90.0).contains(&latitude) && (-180.0..=180.0).contains(&longitude);
-        on_globe.then_some(Location { latitude, longitude })
+        on_globe.then_some(Location { latitude, longitude, accuracy_km: self.accuracy_radius })
     }
 }
 
-/// The network an address belongs to: at the top of an ASN or ISP record,
-/// under `traits` in an Enterprise one.
+/// What an address's network is: at the top of an ASN, ISP,
+/// Connection-Type or Domain record, under `traits` in an Enterprise one.
+/// (Not `#[serde(flatten)]`: that would buffer every other field of an
+/// Enterprise record.)
 #[derive(Debug, Default, Deserialize)]
-pub(super) struct NetworkRecord<'a> {
+pub(super) struct TraitsRecord<'a> {
     #[serde(default)]
     autonomous_system_number: Option<u32>,
     #[serde(borrow, default)]
     autonomous_system_organization: Option<&'a str>,
     #[serde(borrow, default)]
-    traits: AutonomousSystem<'a>,
+    isp: Option<&'a str>,
+    #[serde(borrow, default)]
+    organization: Option<&'a str>,
+    #[serde(borrow, default)]
+    connection_type: Option<&'a str>,
+    #[serde(borrow, default)]
+    domain: Option<&'a str>,
+    #[serde(borrow, default)]
+    traits: Traits<'a>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct AutonomousSystem<'a> {
+struct Traits<'a> {
     #[serde(default)]
     autonomous_system_number: Option<u32>,
     #[serde(borrow, default)]
     autonomous_system_organization: Option<&'a str>,
+    #[serde(borrow, default)]
+    isp: Option<&'a str>,
+    #[serde(borrow, default)]
+    organization: Option<&'a str>,
+    #[serde(borrow, default)]
+    connection_type: Option<&'a str>,
+    #[serde(borrow, default)]
+    user_type: Option<&'a str>,
+    #[serde(borrow, default)]
+    domain: Option<&'a str>,
 }
 
-impl NetworkRecord<'_> {
-    /// Copies the network into `facts`.
-    pub(super) fn fill(&self, facts: &mut GeoFacts) {
-        facts.asn = self.autonomous_system_number.or(self.traits.autonomous_system_number);
-        let organization = self.autonomous_system_organization.or(self.traits.autonomous_system_organization);
-        facts.as_org = organization.map(str::to_owned);
+impl TraitsRecord<'_> {
+    /// Copies into `facts` the kinds of data in `serves`.
+    pub(super) fn fill(&self, serves: DataSet, facts: &mut GeoFacts) {
+        let traits = &self.traits;
+        let text = |top: Option<&str>, traits: Option<&str>| top.or(traits).map(str::to_owned);
+        if serves.contains(GeoData::Network) {
+            facts.asn = self.autonomous_system_number.or(traits.autonomous_system_number);
+            facts.as_org = text(self.autonomous_system_organization, traits.autonomous_system_organization);
+        }
+        if serves.contains(GeoData::Isp) {
+            facts.isp = text(self.isp, traits.isp);
+            facts.organization = text(self.organization, traits.organization);
+        }
+        if serves.contains(GeoData::ConnectionType) {
+            facts.connection_type = text(self.connection_type, traits.connection_type);
+        }
+        if serves.contains(GeoData::UserType) {
+            facts.user_type = traits.user_type.map(str::to_owned);
+        }
+        if serves.contains(GeoData::Domain) {
+            facts.domain = text(self.domain, traits.domain);
+        }
     }
 }
 

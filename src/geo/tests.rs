@@ -63,20 +63,26 @@ fn database(slot: Slot, bytes: Vec<u8>) -> Database {
     Database::from_bytes(slot, Path::new("test.mmdb"), bytes).unwrap()
 }
 
-fn only(slot: Slot, database: Database) -> GeoDatabases {
-    match slot {
-        Slot::City => GeoDatabases { city: Some(database), ..GeoDatabases::empty() },
-        Slot::Asn => GeoDatabases { asn: Some(database), ..GeoDatabases::empty() },
-        Slot::AnonymousIp => GeoDatabases { anonymous_ip: Some(database), ..GeoDatabases::empty() },
-    }
+/// A configuration with these extra lines.
+fn config(extra: &str) -> Config {
+    let text = format!(
+        "users_file = \"users.toml\"\n[server]\nlisten = \"127.0.0.1:1\"\ndata_dir = \"data\"\n\
+         [[apps]]\nid = \"app\"\nhosts = [\"app.test\"]\nupstreams = [\"http://127.0.0.1:1\"]\n{extra}"
+    );
+    Config::parse(&text, Path::new("/etc/stepgate/stepgate.toml")).unwrap()
+}
+
+/// The databases, each named by the one setting given.
+fn set_of(files: Vec<(Slot, Vec<u8>)>) -> GeoDatabases {
+    GeoDatabases::assemble(files.into_iter().map(|(slot, bytes)| (database(slot, bytes), vec![slot])).collect())
+}
+
+fn only(slot: Slot, bytes: Vec<u8>) -> GeoDatabases {
+    set_of(vec![(slot, bytes)])
 }
 
 fn all_three() -> GeoDatabases {
-    GeoDatabases {
-        city: Some(database(Slot::City, city_bytes())),
-        asn: Some(database(Slot::Asn, asn_bytes())),
-        anonymous_ip: Some(database(Slot::AnonymousIp, anonymous_bytes())),
-    }
+    set_of(vec![(Slot::City, city_bytes()), (Slot::Asn, asn_bytes()), (Slot::AnonymousIp, anonymous_bytes())])
 }
 
 fn refusal(slot: Slot, bytes: Vec<u8>) -> GeoError {
@@ -106,7 +112,7 @@ fn finds_the_place_country_continent_city_and_location() {
     assert_eq!(facts.country.as_deref(), Some("GB"));
     assert_eq!(facts.continent.as_deref(), Some("EU"));
     assert_eq!(facts.city.as_deref(), Some("London"));
-    assert_eq!(facts.location, Some(Location { latitude: LONDON_LATITUDE, longitude: -0.0931 }));
+    assert_eq!(facts.location, Some(Location { latitude: LONDON_LATITUDE, longitude: -0.0931, accuracy_km: None }));
 }
 
 #[test]
@@ -158,7 +164,7 @@ fn no_databases_give_empty_facts() {
 fn an_ipv6_address_in_an_ipv4_database_has_no_record() {
     let mut writer = mmdb_writer::Writer::builder("GeoIP2-Country").ip_version(mmdb_writer::IpVersion::V4).build();
     writer.insert(net("81.2.69.0/24"), &json!({ "country": { "iso_code": "GB" } })).unwrap();
-    let databases = only(Slot::City, database(Slot::City, writer.to_bytes().unwrap()));
+    let databases = only(Slot::City, writer.to_bytes().unwrap());
     assert_eq!(databases.lookup(ip("::ffff:81.2.69.1")).country.as_deref(), Some("GB"));
     assert_eq!(databases.lookup(ip("2001:db8::1")), GeoFacts::default());
 }
@@ -167,7 +173,7 @@ fn an_ipv6_address_in_an_ipv4_database_has_no_record() {
 fn coordinates_off_the_globe_are_dropped() {
     let mut writer = mmdb_writer::Writer::new("GeoIP2-City");
     writer.insert(net("192.0.2.0/24"), &place("XX", "EU", "Nowhere", 123.0, 8.0)).unwrap();
-    let databases = only(Slot::City, database(Slot::City, writer.to_bytes().unwrap()));
+    let databases = only(Slot::City, writer.to_bytes().unwrap());
     let facts = databases.lookup(ip("192.0.2.1"));
     assert_eq!((facts.city.as_deref(), facts.location), (Some("Nowhere"), None));
 }
@@ -185,10 +191,20 @@ struct EnterpriseTraits {
     user_type: &'static str,
 }
 
+/// MaxMind's `location`, with the radius as the uint16 it is.
+#[derive(Serialize)]
+struct EnterpriseLocation {
+    latitude: f64,
+    longitude: f64,
+    accuracy_radius: u16,
+}
+
 #[derive(Serialize)]
 struct EnterpriseRecord {
-    #[serde(flatten)]
-    place: Value,
+    country: Value,
+    continent: Value,
+    city: Value,
+    location: EnterpriseLocation,
     traits: EnterpriseTraits,
 }
 
@@ -205,27 +221,40 @@ fn enterprise_bytes() -> Vec<u8> {
         organization: "Example Org",
         user_type: "business",
     };
-    let record = EnterpriseRecord { place: place("GB", "EU", "London", LONDON_LATITUDE, -0.0931), traits };
+    let record = EnterpriseRecord {
+        country: json!({ "iso_code": "GB", "confidence": 99 }),
+        continent: json!({ "code": "EU" }),
+        city: json!({ "names": { "en": "London" } }),
+        location: EnterpriseLocation { latitude: LONDON_LATITUDE, longitude: -0.0931, accuracy_radius: 5 },
+        traits,
+    };
     writer.insert(net("81.2.69.0/24"), &record).unwrap();
     writer.to_bytes().unwrap()
 }
 
 #[test]
 fn an_enterprise_database_gives_the_place_and_the_network() {
-    let databases = only(Slot::City, database(Slot::City, enterprise_bytes()));
+    let databases = only(Slot::City, enterprise_bytes());
     let facts = databases.lookup(ip("81.2.69.10"));
     assert_eq!((facts.country.as_deref(), facts.city.as_deref()), (Some("GB"), Some("London")));
     assert_eq!((facts.asn, facts.as_org.as_deref()), (Some(64_501), Some("Enterprise Net")), "no asn file: from Enterprise");
 
-    let with_asn_file = GeoDatabases {
-        city: Some(database(Slot::City, enterprise_bytes())),
-        asn: Some(database(Slot::Asn, asn_bytes())),
-        ..GeoDatabases::empty()
-    };
+    let with_asn_file = set_of(vec![(Slot::City, enterprise_bytes()), (Slot::Asn, asn_bytes())]);
     assert_eq!(with_asn_file.lookup(ip("81.2.69.10")).asn, Some(64_500), "the asn file, when given, is the source");
 
-    let as_asn = only(Slot::Asn, database(Slot::Asn, enterprise_bytes())).lookup(ip("81.2.69.10"));
-    assert_eq!((as_asn.asn, as_asn.country), (Some(64_501), None), "in the asn slot it gives the network only");
+    let as_asn = only(Slot::Asn, enterprise_bytes()).lookup(ip("81.2.69.10"));
+    assert_eq!((as_asn.asn, as_asn.country.as_deref()), (Some(64_501), Some("GB")), "as asn, and as city when no file is");
+}
+
+#[test]
+fn an_enterprise_database_gives_every_trait_and_the_accuracy() {
+    let facts = only(Slot::City, enterprise_bytes()).lookup(ip("81.2.69.10"));
+    assert_eq!(facts.isp.as_deref(), Some("Example ISP"));
+    assert_eq!(facts.organization.as_deref(), Some("Example Org"));
+    assert_eq!(facts.connection_type.as_deref(), Some("Corporate"));
+    assert_eq!(facts.user_type.as_deref(), Some("business"));
+    assert_eq!(facts.domain.as_deref(), Some("example.com"));
+    assert_eq!(facts.location.and_then(|l| l.accuracy_km), Some(5));
 }
 
 #[test]
@@ -297,7 +326,7 @@ fn a_damaged_record_the_probe_misses_fails_its_lookups_cleanly() {
     writer.insert(net("203.0.113.0/24"), &place("AU", "OC", "Broken", -12.345678, 130.0)).unwrap();
     let mut bytes = writer.to_bytes().unwrap();
     break_double(&mut bytes, -12.345678);
-    let databases = only(Slot::City, database(Slot::City, bytes));
+    let databases = only(Slot::City, bytes);
     assert_eq!(databases.lookup(ip("203.0.113.5")), GeoFacts::default());
     assert_eq!(databases.lookup(ip("10.0.3.1")).city.as_deref(), Some("Town 3"));
 }
@@ -326,7 +355,7 @@ fn mangled_databases_never_panic() {
         let bytes = mangle(original, &mut rng);
         if let Ok(database) = Database::from_bytes(*slot, Path::new("mangled.mmdb"), bytes) {
             opened += 1;
-            let databases = only(*slot, database);
+            let databases = GeoDatabases::assemble(vec![(database, vec![*slot])]);
             addresses.iter().for_each(|address| drop(databases.lookup(*address)));
         }
     }
@@ -345,8 +374,7 @@ fn replace_swaps_and_earlier_holders_keep_their_set() {
 #[test]
 fn a_failed_reload_keeps_the_databases_in_use() {
     let geo = Geo::new(all_three());
-    let config = GeoIpConfig { city: Some("/nonexistent/geo/city.mmdb".into()), ..GeoIpConfig::default() };
-    let error = geo.reload(&config).unwrap_err();
+    let error = geo.reload(&config("[geoip]\ncity = \"/nonexistent/geo/city.mmdb\"\n")).unwrap_err();
     assert!(matches!(error, GeoError::Missing { slot: Slot::City, .. }), "{error:?}");
     assert!(error.to_string().contains("/nonexistent/geo/city.mmdb"), "{error}");
     assert_eq!(geo.current().lookup(ip("81.2.69.10")).city.as_deref(), Some("London"));
@@ -355,7 +383,7 @@ fn a_failed_reload_keeps_the_databases_in_use() {
 #[test]
 fn reloading_an_empty_configuration_empties_the_set() {
     let geo = Geo::new(all_three());
-    geo.reload(&GeoIpConfig::default()).unwrap();
+    geo.reload(&config("")).unwrap();
     assert!(geo.current().is_empty());
 }
 
@@ -366,7 +394,7 @@ fn a_flat_country_code_database_is_read_too() {
     writer.insert(net("203.0.113.0/24"), &json!({ "country_code": "NZ" })).unwrap();
     let bytes = writer.to_bytes().unwrap();
     assert!(Slot::City.accepts("country ipvAll"));
-    let facts = only(Slot::City, database(Slot::City, bytes)).lookup(ip("203.0.113.9"));
+    let facts = only(Slot::City, bytes).lookup(ip("203.0.113.9"));
     assert_eq!(facts.country.as_deref(), Some("NZ"));
     assert_eq!(facts.continent, None);
 }

@@ -17,6 +17,10 @@ pub enum Mismatch {
     Continent,
     City,
     Asn,
+    Isp,
+    ConnectionType,
+    UserType,
+    Domain,
     Anonymous,
     Query,
     Header,
@@ -111,7 +115,16 @@ fn check_geo(c: &Conditions, geo: &GeoFacts) -> Result<(), Mismatch> {
     require(listed::<str>(&c.continents, geo.continent.as_deref()), Mismatch::Continent)?;
     require(listed::<str>(&c.cities, geo.city.as_deref()), Mismatch::City)?;
     require(c.asns.is_empty() || geo.asn.is_some_and(|asn| c.asns.contains(&asn)), Mismatch::Asn)?;
+    require(c.isps.is_empty() || [&geo.isp, &geo.organization].into_iter().any(|name| named(&c.isps, name)), Mismatch::Isp)?;
+    require(listed::<str>(&c.connection_types, geo.connection_type.as_deref()), Mismatch::ConnectionType)?;
+    require(listed::<str>(&c.user_types, geo.user_type.as_deref()), Mismatch::UserType)?;
+    require(c.domains.is_empty() || named(&c.domains, &geo.domain), Mismatch::Domain)?;
     require(c.anonymous.is_empty() || c.anonymous.iter().any(|kind| is_anonymous(geo, *kind)), Mismatch::Anonymous)
+}
+
+/// Whether `value` is one of `names`, without regard to ASCII case.
+fn named(names: &[String], value: &Option<String>) -> bool {
+    value.as_deref().is_some_and(|value| names.iter().any(|name| name.eq_ignore_ascii_case(value)))
 }
 
 /// Whether the Anonymous-IP facts put the address in `kind`.

@@ -17,6 +17,11 @@
 //! | `request.geo.continent` | string | code, e.g. `EU`; `""` when unknown |
 //! | `request.geo.city` | string | English name; `""` when unknown |
 //! | `request.geo.asn` | int | autonomous system number; `0` when unknown |
+//! | `request.geo.isp` | string | the ISP's name; `""` when unknown |
+//! | `request.geo.organization` | string | the organisation's name; `""` when unknown |
+//! | `request.geo.connection_type` | string | `Cable/DSL`, `Cellular`, `Corporate`, `Dialup`, `Satellite`; `""` when unknown |
+//! | `request.geo.user_type` | string | `business`, `residential`, `hosting`, ...; `""` when unknown |
+//! | `request.geo.domain` | string | second-level domain, e.g. `example.com`; `""` when unknown |
 //! | `request.geo.anonymous` | bool | any Anonymous-IP flag (VPN, Tor, hosting, proxies) |
 //! | `request.time.hour` | int | 0-23, in `[policy] time_zone` |
 //! | `request.time.minute` | int | 0-59, likewise |
@@ -78,7 +83,7 @@ use cel::{Context, Env, ExecutionError, ParseErrors, Value};
 use regex::Regex;
 
 use super::{Request, Subject};
-use crate::config::PolicyConfig;
+use crate::config::{GeoData, PolicyConfig};
 use check::Reads;
 
 /// The longest expression accepted, in bytes.
@@ -212,6 +217,12 @@ impl Expression {
     /// Whether the expression reads `user`.
     pub fn uses_user(&self) -> bool {
         self.inner.reads.user
+    }
+
+    /// The fields of `request.geo` the expression reads, with the kind of
+    /// geo data each comes from.
+    pub fn geo_reads(&self) -> Vec<(GeoData, &'static str)> {
+        self.inner.reads.geo_fields().map(|field| (geo_field_data(field), field)).collect()
     }
 
     /// Evaluates the expression for `request` and `subject`.
@@ -358,3 +369,16 @@ fn offset_of(source: &str, line: isize, column: isize) -> usize {
 
 #[cfg(test)]
 mod tests;
+
+/// The kind of geo data a field of `request.geo` comes from.
+fn geo_field_data(field: &str) -> GeoData {
+    match field {
+        "asn" => GeoData::Network,
+        "isp" | "organization" => GeoData::Isp,
+        "connection_type" => GeoData::ConnectionType,
+        "user_type" => GeoData::UserType,
+        "domain" => GeoData::Domain,
+        "anonymous" => GeoData::Anonymous,
+        _ => GeoData::Place,
+    }
+}

@@ -79,7 +79,8 @@ pub fn is_untrusted_ip(untrusted: &[ipnet::IpNet], anonymous_untrusted: bool, ip
     untrusted.iter().any(|net| net.contains(&ip)) || (anonymous_untrusted && is_anonymous(geo, Anonymity::Any))
 }
 
-/// Speed in km/h to cover `distance_km` in `elapsed_secs`. Places closer
+/// Speed in km/h to cover `distance_km` (the gap between the two places'
+/// accuracy circles, see `geo::gap_km`) in `elapsed_secs`. Places closer
 /// than a city's extent count as the same place, and at least a minute is
 /// assumed to have passed.
 pub fn travel_speed(distance_km: f64, elapsed_secs: i64) -> f64 {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use crate::config::Confidence;
 use crate::gateway::Gateway;
-use crate::geo::{distance_km, Location};
+use crate::geo::{gap_km, Location};
 use crate::policy::risk::{self, Assessment, Evidence};
 use crate::session::SignInContext;
 use crate::store::{SignInRow, StoreError};
@@ -21,9 +21,12 @@ pub async fn assess_sign_in(gateway: &Gateway, username: &str, ip: IpAddr, devic
         (Some(country), Some(_)) => Some(store.has_signed_in_from(username, country).await?),
         _ => None,
     };
-    let last_place = last.as_ref().and_then(|l| Some((Location { latitude: l.latitude?, longitude: l.longitude? }, l.at)));
+    let last_place = last.as_ref().and_then(|l| {
+        let accuracy_km = l.accuracy_km.and_then(|km| u16::try_from(km).ok());
+        Some((Location { latitude: l.latitude?, longitude: l.longitude?, accuracy_km }, l.at))
+    });
     let travel_speed_kmh = match (last_place, geo.location) {
-        (Some((from, at)), Some(to)) => Some(risk::travel_speed(distance_km(from, to), now - at)),
+        (Some((from, at)), Some(to)) => Some(risk::travel_speed(gap_km(from, to), now - at)),
         _ => None,
     };
     let evidence = Evidence {
@@ -41,6 +44,7 @@ pub async fn assess_sign_in(gateway: &Gateway, username: &str, ip: IpAddr, devic
             country: geo.country.clone(),
             latitude: geo.location.map(|l| l.latitude),
             longitude: geo.location.map(|l| l.longitude),
+            accuracy_km: geo.location.and_then(|l| l.accuracy_km).map(i32::from),
             confidence: format!("{:?}", assessment.confidence).to_lowercase(),
             signals: serde_json::to_string(&assessment.signals).unwrap_or_else(|_| "[]".into()),
         })

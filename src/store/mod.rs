@@ -272,6 +272,8 @@ pub struct SignInRow {
     pub country: Option<String>,
     pub latitude: Option<f64>,
     pub longitude: Option<f64>,
+    /// The location's accuracy radius in km, when the database gave one.
+    pub accuracy_km: Option<i32>,
     pub confidence: String,
     /// JSON list of the signals that lowered the confidence.
     pub signals: String,

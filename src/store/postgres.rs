@@ -499,10 +499,11 @@ fn sign_in_row(r: &PgRow) -> SignInRow {
         longitude: r.get(5),
         confidence: r.get(6),
         signals: r.get(7),
+        accuracy_km: r.get(8),
     }
 }
 
-const SIGN_IN_COLUMNS: &str = "username, at, ip, country, latitude, longitude, confidence, signals";
+const SIGN_IN_COLUMNS: &str = "username, at, ip, country, latitude, longitude, confidence, signals, accuracy_km";
 
 #[async_trait]
 impl RiskStore for PostgresStore {
@@ -589,7 +590,7 @@ impl RiskStore for PostgresStore {
 }
 
 async fn insert_sign_in<'c>(executor: impl sqlx::PgExecutor<'c>, row: &SignInRow) -> Result<(), StoreError> {
-    sqlx::query(&format!("INSERT INTO sign_ins ({SIGN_IN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+    sqlx::query(&format!("INSERT INTO sign_ins ({SIGN_IN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
         .bind(&row.username)
         .bind(row.at)
         .bind(&row.ip)
@@ -598,6 +599,7 @@ async fn insert_sign_in<'c>(executor: impl sqlx::PgExecutor<'c>, row: &SignInRow
         .bind(row.longitude)
         .bind(&row.confidence)
         .bind(&row.signals)
+        .bind(row.accuracy_km)
         .execute(executor)
         .await?;
     Ok(())

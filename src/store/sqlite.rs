@@ -420,41 +420,13 @@ impl RiskStore for SqliteStore {
     }
 
     async fn record_sign_in(&self, row: &SignInRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sign_ins (username, at, ip, country, latitude, longitude, confidence, signals)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&row.username)
-        .bind(row.at)
-        .bind(&row.ip)
-        .bind(&row.country)
-        .bind(row.latitude)
-        .bind(row.longitude)
-        .bind(&row.confidence)
-        .bind(&row.signals)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_sign_in(&self.pool, row).await
     }
 
     async fn last_sign_in(&self, username: &str) -> Result<Option<SignInRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT at, ip, country, latitude, longitude, confidence, signals FROM sign_ins
-             WHERE username = ? ORDER BY at DESC, id DESC LIMIT 1",
-        )
-        .bind(username)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| SignInRow {
-            username: username.to_string(),
-            at: r.get(0),
-            ip: r.get(1),
-            country: r.get(2),
-            latitude: r.get(3),
-            longitude: r.get(4),
-            confidence: r.get(5),
-            signals: r.get(6),
-        }))
+        let query = format!("SELECT {SIGN_IN_COLUMNS} FROM sign_ins WHERE username = ? ORDER BY at DESC, id DESC LIMIT 1");
+        let row = sqlx::query(&query).bind(username).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(sign_in_row))
     }
 
     async fn has_signed_in_from(&self, username: &str, country: &str) -> Result<bool, StoreError> {
@@ -551,20 +523,11 @@ impl SnapshotStore for SqliteStore {
                     device: DeviceRow { device_id: r.get(1), first_seen: r.get(2), last_seen: r.get(3), trusted_until: r.get(4) },
                 })
                 .collect();
-        let sign_ins = sqlx::query("SELECT username, at, ip, country, latitude, longitude, confidence, signals FROM sign_ins ORDER BY id")
+        let sign_ins = sqlx::query(&format!("SELECT {SIGN_IN_COLUMNS} FROM sign_ins ORDER BY id"))
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|r| SignInRow {
-                username: r.get(0),
-                at: r.get(1),
-                ip: r.get(2),
-                country: r.get(3),
-                latitude: r.get(4),
-                longitude: r.get(5),
-                confidence: r.get(6),
-                signals: r.get(7),
-            })
+            .map(sign_in_row)
             .collect();
         let signing_keys = self.keys.read()?.map(|keys| keys.json);
         Ok(Snapshot { totp, webauthn, recovery_codes, devices, sign_ins, signing_keys })
@@ -655,9 +618,29 @@ async fn import_rows(tx: &mut sqlx::SqliteConnection, snapshot: &Snapshot) -> Re
             .await?;
     }
     for row in &snapshot.sign_ins {
-        sqlx::query(
-            "INSERT INTO sign_ins (username, at, ip, country, latitude, longitude, confidence, signals) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        insert_sign_in(&mut *tx, row).await?;
+    }
+    Ok(())
+}
+
+const SIGN_IN_COLUMNS: &str = "username, at, ip, country, latitude, longitude, confidence, signals, accuracy_km";
+
+fn sign_in_row(r: &sqlx::sqlite::SqliteRow) -> SignInRow {
+    SignInRow {
+        username: r.get(0),
+        at: r.get(1),
+        ip: r.get(2),
+        country: r.get(3),
+        latitude: r.get(4),
+        longitude: r.get(5),
+        confidence: r.get(6),
+        signals: r.get(7),
+        accuracy_km: r.get(8),
+    }
+}
+
+async fn insert_sign_in<'c>(executor: impl sqlx::SqliteExecutor<'c>, row: &SignInRow) -> Result<(), StoreError> {
+    sqlx::query(&format!("INSERT INTO sign_ins ({SIGN_IN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
         .bind(&row.username)
         .bind(row.at)
         .bind(&row.ip)
@@ -666,9 +649,9 @@ async fn import_rows(tx: &mut sqlx::SqliteConnection, snapshot: &Snapshot) -> Re
         .bind(row.longitude)
         .bind(&row.confidence)
         .bind(&row.signals)
-        .execute(&mut *tx)
+        .bind(row.accuracy_km)
+        .execute(executor)
         .await?;
-    }
     Ok(())
 }
 

@@ -14,6 +14,8 @@ pub(super) struct Reads {
     pub headers: bool,
     pub ip: bool,
     pub geo: bool,
+    /// Which fields of `request.geo`, as bits in the order of [`GEO_FIELDS`].
+    pub geo_fields: u16,
     pub time: bool,
     pub user: bool,
 }
@@ -37,6 +39,22 @@ impl Reads {
         if let Shape::Record(fields) = REQUEST {
             fields.iter().for_each(|(name, _)| self.request_field(name));
         }
+        self.whole_geo();
+    }
+
+    fn geo_field(&mut self, name: &str) {
+        if let Some(index) = GEO_FIELDS.iter().position(|(field, _)| *field == name) {
+            self.geo_fields |= 1 << index;
+        }
+    }
+
+    fn whole_geo(&mut self) {
+        self.geo_fields = (1 << GEO_FIELDS.len()) - 1;
+    }
+
+    /// The names of the `request.geo` fields read.
+    pub fn geo_fields(&self) -> impl Iterator<Item = &'static str> + '_ {
+        GEO_FIELDS.iter().enumerate().filter(|(index, _)| self.geo_fields & (1 << index) != 0).map(|(_, (name, _))| *name)
     }
 }
 
@@ -54,7 +72,19 @@ pub(super) enum Shape {
 const STRING: Shape = Shape::Scalar("string");
 const INT: Shape = Shape::Scalar("int");
 const BOOL: Shape = Shape::Scalar("bool");
-const GEO: Shape = Shape::Record(&[("country", STRING), ("continent", STRING), ("city", STRING), ("asn", INT), ("anonymous", BOOL)]);
+const GEO_FIELDS: &[(&str, Shape)] = &[
+    ("country", STRING),
+    ("continent", STRING),
+    ("city", STRING),
+    ("asn", INT),
+    ("isp", STRING),
+    ("organization", STRING),
+    ("connection_type", STRING),
+    ("user_type", STRING),
+    ("domain", STRING),
+    ("anonymous", BOOL),
+];
+const GEO: Shape = Shape::Record(GEO_FIELDS);
 const TIME: Shape = Shape::Record(&[("hour", INT), ("minute", INT), ("weekday", INT)]);
 pub(super) const REQUEST: Shape = Shape::Record(&[
     ("method", STRING),
@@ -264,7 +294,15 @@ impl<'t> Walk<'t> {
     fn path(&mut self, path: &Path<'t>) -> Result<Shape, CompileError> {
         match (path.variable, path.steps.first()) {
             ("user", _) => self.reads.user = true,
-            (_, Some(field)) => self.reads.request_field(field.name),
+            (_, Some(field)) => {
+                self.reads.request_field(field.name);
+                if field.name == "geo" {
+                    match path.steps.get(1) {
+                        Some(geo_field) => self.reads.geo_field(geo_field.name),
+                        None => self.reads.whole_geo(),
+                    }
+                }
+            }
             (_, None) => self.reads.whole_request(),
         }
         let mut shape = path.shape;

@@ -93,6 +93,11 @@ fn geo<'v>(request: &Request<'v>) -> Boxed<'v> {
         ("continent", known(&geo.continent)),
         ("city", known(&geo.city)),
         ("asn", int(geo.asn.map_or(0, i64::from))),
+        ("isp", known(&geo.isp)),
+        ("organization", known(&geo.organization)),
+        ("connection_type", known(&geo.connection_type)),
+        ("user_type", known(&geo.user_type)),
+        ("domain", known(&geo.domain)),
         ("anonymous", Box::new(CelBool::from(is_anonymous(geo, Anonymity::Any)))),
     ])
 }
