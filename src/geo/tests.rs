@@ -398,3 +398,29 @@ fn a_flat_country_code_database_is_read_too() {
     assert_eq!(facts.country.as_deref(), Some("NZ"));
     assert_eq!(facts.continent, None);
 }
+
+#[test]
+fn one_file_named_for_several_settings_is_read_once_and_serves_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("enterprise.mmdb");
+    std::fs::write(&path, enterprise_bytes()).unwrap();
+    let named = |path: &Path| GeoIpConfig {
+        city: Some(path.to_owned()),
+        asn: Some(path.to_owned()),
+        connection_type: Some(path.to_owned()),
+        domain: Some(path.to_owned()),
+        anonymous_ip: None,
+    };
+    let databases = GeoDatabases::open(&named(&path)).unwrap();
+    let uses = databases.uses();
+    assert_eq!(uses.len(), 1, "{uses:?}");
+    assert_eq!(uses[0].settings, [Slot::City, Slot::Asn, Slot::ConnectionType, Slot::Domain]);
+    assert_eq!(uses[0].serves.len(), 6, "every kind but the anonymous flags: {uses:?}");
+    let shown = uses[0].to_string();
+    assert!(shown.contains("(GeoIP2-Enterprise), as geoip.city, geoip.asn, geoip.connection_type, geoip.domain"), "{shown}");
+    assert_eq!(databases.lookup(ip("81.2.69.10")).domain.as_deref(), Some("example.com"));
+
+    let as_anonymous = GeoIpConfig { anonymous_ip: Some(path.clone()), ..named(&path) };
+    let error = GeoDatabases::open(&as_anonymous).unwrap_err();
+    assert!(matches!(error, GeoError::WrongType { slot: Slot::AnonymousIp, .. }), "{error:?}");
+}

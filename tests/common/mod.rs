@@ -6,6 +6,7 @@ pub mod backends;
 pub mod captured_logs;
 pub mod failing_cache;
 pub mod failing_store;
+pub mod geo;
 pub mod killable;
 pub mod postgres;
 pub mod redis;

@@ -39,6 +39,8 @@ fn bad_condition_values_are_refused_with_file_and_line() {
         ("day", bad("days = [\"someday\"]"), &["invalid day"]),
         ("anonymous kind", bad("anonymous = [\"onion\"]"), &["onion"]),
         ("asn", bad("asns = [\"AS3303\"]"), &["invalid type"]),
+        ("connection type", bad("connection_types = [\"Wifi\"]"), &["unknown connection type `Wifi`", "Cable/DSL, Cellular"]),
+        ("user type", bad("user_types = [\"home\"]"), &["unknown user type `home`", "residential"]),
         ("time zone", config_with(&format!("[policy]\ntime_zone = \"Mars/Olympus\" {MARK}\n"), "", ""), &["unknown time zone"]),
         ("confidence", config_with(&format!("[policy]\nadaptive_minimum = \"certain\" {MARK}\n"), "", ""), &["certain"]),
         ("app fence", config_with("", "", &format!("countries_allow = [\"C\"] {MARK}\n")), &["invalid country code"]),
@@ -112,4 +114,20 @@ fn bad_when_expressions_are_refused_with_file_line_and_position() {
     let error = parse(&text).unwrap_err().to_string();
     assert!(error.starts_with(&format!("{PATH}:{}:15:", marked_line(&text))), "{error}\n{text}");
     assert!(error.contains("syntax error at line 2, column 15"), "{error}");
+}
+
+#[test]
+fn network_conditions_are_read_in_their_canonical_spelling() {
+    let rule = "[[apps.rules]]\npath = \"/x/\"\nisps = [\"Telstra Internet\"]\nconnection_types = [\"cable/dsl\", \"CELLULAR\"]\n\
+                user_types = [\"Hosting\"]\ndomains = [\"Example.COM.\"]\npolicy = \"always\"\n";
+    let config = Config::parse(&config_with("", "", rule), Path::new("/etc/stepgate/test.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let c = &config.apps[0].rules[0].conditions;
+    assert_eq!(c.isps, ["Telstra Internet"]);
+    assert_eq!(c.connection_types.iter().map(|t| t.0).collect::<Vec<_>>(), ["Cable/DSL", "Cellular"]);
+    assert_eq!(c.user_types.iter().map(|t| t.0).collect::<Vec<_>>(), ["hosting"]);
+    assert_eq!(c.domains, ["example.com"]);
+
+    let empty = config_with("", "", "[[apps.rules]]\npath = \"/x/\"\nisps = [\" \"]\npolicy = \"deny\"\n");
+    let error = Config::parse(&empty, Path::new("/etc/stepgate/test.toml")).unwrap_err().to_string();
+    assert!(error.contains("an empty name in `isps` or `domains` would never match"), "{error}");
 }

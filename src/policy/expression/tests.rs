@@ -21,7 +21,16 @@ fn evaluate(source: &str, headers: &[(&str, &str)], signed_in: bool) -> Result<b
     for (name, value) in headers {
         header_map.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
     }
-    let geo = GeoFacts { country: Some("CH".into()), asn: Some(3303), ..GeoFacts::default() };
+    let geo = GeoFacts {
+        country: Some("CH".into()),
+        asn: Some(3303),
+        isp: Some("Swisscom".into()),
+        organization: Some("Example AG".into()),
+        connection_type: Some("Corporate".into()),
+        user_type: Some("business".into()),
+        domain: Some("example.ch".into()),
+        ..GeoFacts::default()
+    };
     let request = Request {
         method: &http::Method::GET,
         method_override: None,
@@ -199,6 +208,9 @@ fn evaluation_sees_the_request_and_the_user() {
         ("user.groups.contains('staff') && request.headers.contains('x-env') && 'bob'.contains('o')", true),
         ("request.headers.exists(h, h == 'x-env')", true),
         ("request.geo.city != ''", false),
+        ("request.geo.isp == 'Swisscom' && request.geo.organization == 'Example AG'", true),
+        ("request.geo.connection_type == 'Corporate' && request.geo.user_type in ['business', 'government']", true),
+        ("request.geo.domain.endsWith('.ch')", true),
     ];
     for (source, expected) in cases {
         assert_eq!(evaluate(source, &[("x-env", "prod")], true), Ok(*expected), "{source}");
@@ -306,4 +318,18 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn an_expression_says_which_geo_data_it_reads() {
+    let reads = |source: &str| Expression::compile(source).unwrap().geo_reads();
+    assert_eq!(reads("request.path == '/'"), []);
+    assert_eq!(reads("request.geo.country == 'CH' || request.geo.asn == 1"), [(GeoData::Place, "country"), (GeoData::Network, "asn")]);
+    assert_eq!(reads("request[\"geo\"][\"user_type\"] == 'hosting'"), [(GeoData::UserType, "user_type")]);
+    assert_eq!(
+        reads("request.geo.domain == '' && request.geo.organization != ''"),
+        [(GeoData::Isp, "organization"), (GeoData::Domain, "domain")]
+    );
+    assert_eq!(reads("size(request.geo) == 10").len(), 10, "the whole record reads every field");
+    assert_eq!(reads("size(request) == 7").len(), 10);
 }
