@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod demo;
 pub mod edge;
 pub mod factors;
+pub mod forward_auth;
 pub mod gateway;
 pub mod geo;
 pub mod hash_gate;

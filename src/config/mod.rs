@@ -7,6 +7,7 @@
 mod backends;
 mod edge;
 mod factors;
+mod forward_auth;
 mod geo;
 mod index;
 mod pattern;
@@ -24,6 +25,7 @@ use toml::Spanned;
 pub use backends::{CacheBackend, CacheConfig, DuringOutage, InlineUrl, StoreBackend, StoreConfig, UrlSource};
 pub use edge::{HeaderUnderscores, MethodOverride, PathMatching, WatchedQuery};
 pub use factors::{AppWebauthn, Attestation, RecoveryCodesConfig, SecurityPageConfig, UserVerification, WebauthnConfig};
+pub use forward_auth::AppMode;
 pub use geo::{ConnectionType, GeoData, GeoIpConfig, GeoNeed, UserType};
 pub use index::RuleIndex;
 pub use pattern::{fold_case, PathPattern};
@@ -431,6 +433,12 @@ impl Default for LoggingConfig {
 pub struct AppConfig {
     pub id: Spanned<values::AppId>,
     pub hosts: Vec<Spanned<values::HostName>>,
+    /// `inline` (default), `forward_auth` or `both`.
+    #[serde(default)]
+    pub mode: AppMode,
+    /// Where the gateway proxies the app's requests; none for an app in
+    /// `forward_auth` mode, which the proxy in front reaches itself.
+    #[serde(default)]
     pub upstreams: Vec<Upstream>,
     #[serde(default = "default_assertion_header")]
     pub assertion_header: values::HeaderName,
@@ -631,8 +639,13 @@ impl Config {
                     return Err(invalid(app.id.span(), format!("app `{}`: public_url `{url}` is not an http(s) URL", app.id())));
                 }
             }
-            if app.upstreams.is_empty() {
-                return Err(invalid(app.id.span(), format!("app `{}` has no upstreams", app.id())));
+            match (app.mode.inline(), app.upstreams.is_empty()) {
+                (true, true) => return Err(invalid(app.id.span(), format!("app `{}` has no upstreams", app.id()))),
+                (false, false) => {
+                    let message = format!("app `{}`: mode `forward_auth` takes no upstreams: the proxy in front reaches the app", app.id());
+                    return Err(invalid(app.id.span(), message));
+                }
+                _ => {}
             }
             if app.upstreams.len() > MAX_UPSTREAMS {
                 return Err(invalid(app.id.span(), format!("app `{}` has more than {MAX_UPSTREAMS} upstreams", app.id())));
