@@ -227,7 +227,7 @@ fn origin_form(path_and_query: &str, header: &'static str) -> Result<Uri, Questi
         return Err(QuestionError::Malformed(header));
     }
     let parsed: PathAndQuery = path_and_query.parse().map_err(|_| QuestionError::Malformed(header))?;
-    Uri::from_maybe_shared(parsed.as_str().to_string()).map_err(|_| QuestionError::Malformed(header))
+    parsed.as_str().parse().map_err(|_| QuestionError::Malformed(header))
 }
 
 #[cfg(test)]

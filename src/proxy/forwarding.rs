@@ -28,9 +28,13 @@ pub fn header_bytes(session: &Session) -> usize {
 /// The client's address: the peer, or, when the peer is a trusted proxy,
 /// the right-most address in `X-Forwarded-For` that is not a trusted proxy.
 pub fn client_ip(session: &Session, gateway: &Gateway) -> IpAddr {
-    let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| canonical_ip(a.ip())).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let forwarded = session.req_header().headers.get_all("x-forwarded-for");
-    forwarded_client(peer, forwarded, |ip| gateway.is_trusted_proxy(ip))
+    forwarded_client(peer_ip(session), forwarded, |ip| gateway.is_trusted_proxy(ip))
+}
+
+/// The address of the connection's other end (canonical: see [`canonical_ip`]).
+pub fn peer_ip(session: &Session) -> IpAddr {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| canonical_ip(a.ip())).unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
 /// [`client_ip`] from the peer's address (canonical: see [`canonical_ip`])
@@ -212,20 +216,28 @@ pub fn set_forwarded(session: &Session, request: &mut RequestHeader, gateway: &G
 
 /// The assertion, and for apps that asked for them the plain identity headers.
 pub fn add_identity(request: &mut RequestHeader, app: &App, user: &User, token: &str) -> Result<()> {
-    request.insert_header(app.config.assertion_header.0.clone(), token)?;
-    if app.config.legacy_headers {
-        let groups = user.groups.join(",");
-        for (name, value) in [
-            ("remote-user", user.username.as_str()),
-            ("remote-email", user.email.as_str()),
-            ("remote-groups", groups.as_str()),
-            ("remote-name", user.display_name.as_str()),
-        ] {
-            match http::HeaderValue::from_bytes(value.as_bytes()) {
-                Ok(value) => request.insert_header(name, value)?,
-                Err(_) => tracing::warn!(header = name, user = %user.username, "value cannot be sent as a header"),
-            }
-        }
+    for (name, value) in identity_headers(app, user, token) {
+        request.insert_header(name, value)?;
     }
     Ok(())
+}
+
+/// The headers that tell an app who the user is: the assertion, and the
+/// plain `Remote-*` ones when the app asked for them. A value that cannot
+/// be a header (a name with a line break) is left out, with a warning.
+pub fn identity_headers(app: &App, user: &User, token: &str) -> Vec<(http::HeaderName, HeaderValue)> {
+    let mut headers = Vec::new();
+    let mut add = |name: &str, value: &str| match (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
+    {
+        (Ok(name), Ok(value)) => headers.push((name, value)),
+        _ => tracing::warn!(header = name, user = %user.username, "value cannot be sent as a header"),
+    };
+    add(&app.config.assertion_header.0, token);
+    if app.config.legacy_headers {
+        add("remote-user", &user.username);
+        add("remote-email", &user.email);
+        add("remote-groups", &user.groups.join(","));
+        add("remote-name", &user.display_name);
+    }
+    headers
 }

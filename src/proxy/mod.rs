@@ -2,6 +2,8 @@
 //! asks the policy what to do and carries the answer out; it decides nothing.
 
 pub mod connections;
+mod decision;
+mod forward_auth;
 pub mod forwarding;
 mod portal_bridge;
 mod responses;
@@ -19,7 +21,7 @@ use crate::edge::{self, Canonical, EdgeError};
 use crate::gateway::{App, Gateway};
 use crate::geo::GeoFacts;
 use crate::live::LiveGateway;
-use crate::policy::{self, Decision, DenyReason, StepUp, Subject};
+use crate::policy::{self, Decision, DenyReason};
 use crate::upstreams::{Pick, Tried};
 use crate::users::User;
 
@@ -98,6 +100,9 @@ impl ProxyHttp for GatewayProxy {
             responses::page(session, &gateway, 431, "Request too large", "The request's headers are too large.").await?;
             return Ok(true);
         }
+        if let Some(dialect) = crate::forward_auth::Dialect::of(session.req_header().uri.path()) {
+            return forward_auth::answer(session, ctx, &gateway, dialect).await;
+        }
         ctx.client_ip = forwarding::client_ip(session, &gateway);
         let header = session.req_header();
         let host = match edge::request_host(&header.uri, &header.headers) {
@@ -128,6 +133,11 @@ impl ProxyHttp for GatewayProxy {
             ctx.decision = "portal";
             let host = host.unwrap_or_default();
             portal_bridge::serve(session, &self.portal, &gateway, app, host, ctx).await?;
+            return Ok(true);
+        }
+        if !app.config.mode.inline() {
+            ctx.decision = "forward_auth_only";
+            responses::page(session, &gateway, 404, "Not found", "This application is not served through the gateway.").await?;
             return Ok(true);
         }
         self.apply_policy(session, ctx, &gateway, &app, &canonical, &geo).await
@@ -304,7 +314,8 @@ impl GatewayProxy {
         canonical: &Canonical,
         geo: &GeoFacts,
     ) -> Result<bool> {
-        let signed_in = match Self::signed_in_user(gateway, session, ctx.tls).await {
+        let header = session.req_header();
+        let signed_in = match decision::signed_in_user(gateway, &header.headers, ctx.tls).await {
             Ok(found) => found,
             Err(e) => {
                 // An outage is logged once, by the backend probe.
@@ -317,7 +328,16 @@ impl GatewayProxy {
                 return Ok(true);
             }
         };
-        let outcome = Self::decide(gateway, session, ctx, app, canonical, geo, signed_in.as_ref());
+        let header = session.req_header();
+        let asked = decision::Asked {
+            method: &header.method,
+            canonical,
+            query: header.uri.query(),
+            headers: &header.headers,
+            ip: ctx.client_ip,
+            geo,
+        };
+        let outcome = decision::decide(gateway, app, &asked, signed_in.as_ref());
         ctx.rule = outcome.rule;
         ctx.decision = outcome.decision.label();
         ctx.condition_failed = outcome.condition_failed;
@@ -338,21 +358,14 @@ impl GatewayProxy {
                 }
                 Ok(false)
             }
-            Decision::SignIn => {
-                responses::challenge(session, gateway, "/.stepgate/signin", "sign_in_required", ctx.tls).await?;
-                Ok(true)
-            }
-            Decision::SecondFactor(step_up) => {
-                let error = match step_up {
-                    StepUp::Stale { .. } => "step_up_required",
-                    StepUp::Stronger(_) => "stronger_factor_required",
-                    StepUp::Required | StepUp::Risk => "second_factor_required",
+            Decision::SignIn | Decision::SecondFactor(_) => {
+                let header = session.req_header();
+                let challenged = responses::Challenged {
+                    method: header.method.clone(),
+                    headers: header.headers.clone(),
+                    url: responses::original_url(session, ctx.tls),
                 };
-                let target = match step_up.factors() {
-                    factors if factors.is_any() => "/.stepgate/second-factor".to_string(),
-                    factors => format!("/.stepgate/second-factor?need={}", factors.to_query()),
-                };
-                responses::challenge(session, gateway, &target, error, ctx.tls).await?;
+                responses::challenge(session, gateway, &challenged, outcome.decision).await?;
                 Ok(true)
             }
             Decision::Deny(DenyReason::Geo) => {
@@ -364,60 +377,6 @@ impl GatewayProxy {
                 Ok(true)
             }
         }
-    }
-
-    /// The policy's decision for this request; the debug log explains it.
-    fn decide(
-        gateway: &Gateway,
-        session: &Session,
-        ctx: &RequestCtx,
-        app: &App,
-        canonical: &Canonical,
-        geo: &GeoFacts,
-        signed_in: Option<&(Arc<crate::session::Session>, Arc<User>)>,
-    ) -> policy::Outcome {
-        let header = session.req_header();
-        let now = gateway.clock.now();
-        let request = policy::Request {
-            method: &header.method,
-            method_override: canonical.method_override.as_ref(),
-            path: &canonical.path,
-            query: header.uri.query(),
-            headers: &header.headers,
-            ip: ctx.client_ip,
-            geo,
-            now,
-        };
-        let subject = signed_in.map(|(gw_session, user)| Subject {
-            username: &user.username,
-            groups: &user.groups,
-            second_factors: gw_session.method_times(),
-            trusted_browser: gw_session.trusts_browser(now),
-            confidence: gw_session.context.assessment.confidence,
-        });
-        let settings = &gateway.config.policy;
-        let outcome = policy::decide(&app.config, settings, &request, subject.as_ref());
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let why = policy::explain(&app.config, settings, &request, subject.as_ref()).render(&app.config);
-            tracing::debug!(app = %app.id, ip = %ctx.client_ip, geo = ?geo, explanation = ?why.trim_end(), "decision");
-        }
-        outcome
-    }
-
-    /// The session and its user, when the cookie names a live session of a
-    /// user who is still in the users file.
-    async fn signed_in_user(
-        gateway: &Gateway,
-        session: &Session,
-        https: bool,
-    ) -> Result<Option<(Arc<crate::session::Session>, Arc<User>)>, crate::store::StoreError> {
-        let Some(id) = forwarding::cookie_value(session, &gateway.sessions.cookie_name_for(https)) else {
-            return Ok(None);
-        };
-        let Some(gw_session) = gateway.sessions.lookup(&id).await? else {
-            return Ok(None);
-        };
-        Ok(gateway.users.get(&gw_session.username).cloned().map(|user| (gw_session, user)))
     }
 }
 

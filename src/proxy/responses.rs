@@ -7,6 +7,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use crate::gateway::Gateway;
+use crate::policy::{Decision, StepUp};
 
 const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https:; frame-ancestors 'none'";
 
@@ -114,39 +115,102 @@ async fn html(session: &mut Session, gateway: &Gateway, status: u16, body: Strin
     write(session, gateway, header, Bytes::from(body)).await
 }
 
-/// Sends a browser to `target` (sign-in or second factor) with the URL to
-/// come back to; anything else gets 401 and a small JSON body. A browser's
-/// form submission (not GET or HEAD) cannot be replayed after a redirect, so
-/// it gets a page that explains and leads back to the page it came from.
-pub async fn challenge(session: &mut Session, gateway: &Gateway, target: &str, error: &str, tls: bool) -> Result<()> {
-    let request = session.req_header();
-    let wants_html = request.headers.get_all(http::header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")));
-    let safe_method = matches!(request.method, http::Method::GET | http::Method::HEAD);
-    let come_back_to = match safe_method {
-        true => original_url(session, tls),
-        false => request.headers.get(http::header::REFERER).and_then(|r| r.to_str().ok()).unwrap_or("/").to_string(),
+/// What a challenge needs of the request it answers: the request the user
+/// made (for a proxy in front, the one it asks about) and its URL.
+pub struct Challenged {
+    pub method: http::Method,
+    pub headers: http::HeaderMap,
+    /// Where to come back to after the challenge.
+    pub url: String,
+}
+
+impl Challenged {
+    fn wants_html(&self) -> bool {
+        self.headers.get_all(http::header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")))
+    }
+
+    fn safe_method(&self) -> bool {
+        matches!(self.method, http::Method::GET | http::Method::HEAD)
+    }
+}
+
+/// The portal page a sign-in or second-factor decision sends the user to,
+/// and the error name API clients get; None for other decisions.
+fn challenge_target(decision: Decision) -> Option<(String, &'static str)> {
+    match decision {
+        Decision::SignIn => Some(("/.stepgate/signin".into(), "sign_in_required")),
+        Decision::SecondFactor(step_up) => {
+            let error = match step_up {
+                StepUp::Stale { .. } => "step_up_required",
+                StepUp::Stronger(_) => "stronger_factor_required",
+                StepUp::Required | StepUp::Risk => "second_factor_required",
+            };
+            let target = match step_up.factors() {
+                factors if factors.is_any() => "/.stepgate/second-factor".to_string(),
+                factors => format!("/.stepgate/second-factor?need={}", factors.to_query()),
+            };
+            Some((target, error))
+        }
+        Decision::Allow { .. } | Decision::Deny(_) => None,
+    }
+}
+
+/// The portal URL (relative to the app's host) that answers `decision`,
+/// with the URL to come back to, and the error name for API clients. A
+/// browser's form submission (not GET or HEAD) cannot be replayed after a
+/// redirect, so it comes back to the page it came from.
+pub fn challenge_location(gateway: &Gateway, challenged: &Challenged, decision: Decision) -> Option<(String, &'static str)> {
+    let (target, error) = challenge_target(decision)?;
+    let come_back_to = match challenged.safe_method() {
+        true => challenged.url.clone(),
+        false => challenged.headers.get(http::header::REFERER).and_then(|r| r.to_str().ok()).unwrap_or("/").to_string(),
     };
-    let location = crate::portal::with_return_to(target, &crate::portal::safe_return_to(gateway, Some(&come_back_to)));
-    if wants_html && safe_method {
+    let location = crate::portal::with_return_to(&target, &crate::portal::safe_return_to(gateway, Some(&come_back_to)));
+    Some((location, error))
+}
+
+/// Sends a browser to sign in or to a second factor with the URL to come
+/// back to; anything else gets 401 and a small JSON body. A browser's form
+/// submission gets a page that explains and leads on.
+pub async fn challenge(session: &mut Session, gateway: &Gateway, challenged: &Challenged, decision: Decision) -> Result<()> {
+    let Some((location, error)) = challenge_location(gateway, challenged, decision) else {
+        return Error::e_explain(ErrorType::InternalError, "a challenge for a decision that is none");
+    };
+    if challenged.wants_html() && challenged.safe_method() {
         let mut header = ResponseHeader::build(302, Some(3))?;
         header.insert_header(http::header::LOCATION, location)?;
         header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
         return write(session, gateway, header, Bytes::new()).await;
     }
-    if wants_html {
+    if challenged.wants_html() {
         let message = "This action needs you to confirm who you are first. Nothing was sent: \
                        continue, then submit it again.";
         let body = crate::portal::continue_html(gateway, "Confirm it's you", message, "Continue", &location);
         return html(session, gateway, 401, body).await;
     }
+    unauthorized_json(session, gateway, error, &location).await
+}
+
+/// 401 with the portal's URL in `Location` (where nginx's `auth_request`
+/// finds it) and the same small JSON body as [`challenge`]'s.
+pub async fn challenge_for_nginx(session: &mut Session, gateway: &Gateway, challenged: &Challenged, decision: Decision) -> Result<()> {
+    let Some((location, error)) = challenge_location(gateway, challenged, decision) else {
+        return Error::e_explain(ErrorType::InternalError, "a challenge for a decision that is none");
+    };
+    unauthorized_json(session, gateway, error, &location).await
+}
+
+async fn unauthorized_json(session: &mut Session, gateway: &Gateway, error: &str, location: &str) -> Result<()> {
     let body = serde_json::json!({ "error": error, "location": location }).to_string();
-    let mut header = ResponseHeader::build(401, Some(3))?;
+    let mut header = ResponseHeader::build(401, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    header.insert_header(http::header::LOCATION, location)?;
     write(session, gateway, header, Bytes::from(body)).await
 }
 
-fn original_url(session: &Session, tls: bool) -> String {
+/// The URL the client asked the gateway for.
+pub fn original_url(session: &Session, tls: bool) -> String {
     let scheme = if tls { "https" } else { "http" };
     let authority = super::forwarding::request_authority(session).unwrap_or_default();
     let path = session.req_header().uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");

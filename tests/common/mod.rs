@@ -208,7 +208,7 @@ impl TestGateway {
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
         let mut builder =
             reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(30));
-        for host in ["app.test", "legacy.test", "strict.test", "unknown.test"] {
+        for host in ["app.test", "legacy.test", "strict.test", "unknown.test", "outside.test", "inline.test", "stepgate.internal"] {
             builder = builder.resolve(host, self.addr);
         }
         builder
@@ -408,4 +408,15 @@ pub async fn fetch_jwks(gw: &TestGateway) -> jsonwebtoken::jwk::JwkSet {
     let response = gw.api_client().get(gw.app("/.stepgate/jwks.json")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
+}
+
+/// The claims of an assertion for `audience`, verified against the JWKS.
+pub fn verify_assertion(token: &str, jwks: &jsonwebtoken::jwk::JwkSet, audience: &str) -> serde_json::Value {
+    use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+    let kid = decode_header(token).unwrap().kid.expect("kid");
+    let jwk = jwks.find(&kid).expect("kid in JWKS");
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&["stepgate"]);
+    decode::<serde_json::Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap().claims
 }

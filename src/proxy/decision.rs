@@ -1,0 +1,72 @@
+//! The one path from a request to the policy's decision, for requests the
+//! gateway proxies and for those a proxy in front asks about: the session
+//! from the cookie, the request as the policy sees it, and the decision.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+
+use super::forwarding;
+use crate::edge::Canonical;
+use crate::gateway::{App, Gateway};
+use crate::geo::GeoFacts;
+use crate::policy::{self, Subject};
+use crate::session::Session;
+use crate::store::StoreError;
+use crate::users::User;
+
+/// A live session and its user.
+pub type SignedIn = (Arc<Session>, Arc<User>);
+
+/// A request as the edge read it, with where it came from.
+pub struct Asked<'a> {
+    pub method: &'a Method,
+    pub canonical: &'a Canonical,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub ip: IpAddr,
+    pub geo: &'a GeoFacts,
+}
+
+/// The session and its user, when the request's cookie names a live
+/// session of a user who is still in the users file.
+pub async fn signed_in_user(gateway: &Gateway, headers: &HeaderMap, https: bool) -> Result<Option<SignedIn>, StoreError> {
+    let cookie_name = gateway.sessions.cookie_name_for(https);
+    let Some(id) = forwarding::find_cookie(headers.get_all(http::header::COOKIE), &cookie_name) else {
+        return Ok(None);
+    };
+    let Some(session) = gateway.sessions.lookup(&id).await? else {
+        return Ok(None);
+    };
+    Ok(gateway.users.get(&session.username).cloned().map(|user| (session, user)))
+}
+
+/// The policy's decision for the request; the debug log explains it.
+pub fn decide(gateway: &Gateway, app: &App, asked: &Asked, signed_in: Option<&SignedIn>) -> policy::Outcome {
+    let now = gateway.clock.now();
+    let request = policy::Request {
+        method: asked.method,
+        method_override: asked.canonical.method_override.as_ref(),
+        path: &asked.canonical.path,
+        query: asked.query,
+        headers: asked.headers,
+        ip: asked.ip,
+        geo: asked.geo,
+        now,
+    };
+    let subject = signed_in.map(|(session, user)| Subject {
+        username: &user.username,
+        groups: &user.groups,
+        second_factors: session.method_times(),
+        trusted_browser: session.trusts_browser(now),
+        confidence: session.context.assessment.confidence,
+    });
+    let settings = &gateway.config.policy;
+    let outcome = policy::decide(&app.config, settings, &request, subject.as_ref());
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let why = policy::explain(&app.config, settings, &request, subject.as_ref()).render(&app.config);
+        tracing::debug!(app = %app.id, ip = %asked.ip, geo = ?asked.geo, explanation = ?why.trim_end(), "decision");
+    }
+    outcome
+}

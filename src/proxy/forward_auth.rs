@@ -1,0 +1,159 @@
+//! The authorizer's answers to a proxy in front (see `crate::forward_auth`):
+//! the question read back into the request it is about, then the same edge,
+//! fence and decision as a request the gateway proxies; the answer in the
+//! proxy's dialect.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::decision::{self, Asked, SignedIn};
+use super::{forwarding, responses, RequestCtx};
+use crate::edge;
+use crate::forward_auth::{self, Dialect, Original};
+use crate::gateway::{App, Gateway};
+use crate::policy::{Decision, DenyReason};
+
+/// Answers a forward-auth question; the response is always written here.
+pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, dialect: Dialect) -> Result<bool> {
+    let peer = forwarding::peer_ip(session);
+    if !gateway.is_trusted_proxy(peer) {
+        tracing::warn!(%peer, "a forward-auth question from an address not in server.trusted_proxies: refused");
+        return refuse(session, ctx, gateway, 403, "authz_untrusted_peer").await;
+    }
+    ctx.client_ip = forwarding::client_ip(session, gateway);
+    let header = session.req_header();
+    let original = match forward_auth::read(dialect, &header.method, &header.uri, &header.headers) {
+        Ok(original) => original,
+        Err(error) => {
+            tracing::info!(%peer, %error, "a forward-auth question that cannot be read: refused");
+            return refuse(session, ctx, gateway, 400, error.label()).await;
+        }
+    };
+    let Some(app) = gateway.app_for_host(&original.host).cloned() else {
+        return refuse(session, ctx, gateway, 403, "authz_unknown_host").await;
+    };
+    ctx.app = Some(app.clone());
+    if !app.config.mode.forward_auth() {
+        tracing::warn!(app = %app.id, "a forward-auth question about an app whose mode is `inline`: refused");
+        return refuse(session, ctx, gateway, 403, "authz_inline_app").await;
+    }
+    ctx.tls = original.https;
+    decide_and_answer(session, ctx, gateway, &app, &original, dialect).await
+}
+
+/// The edge, the fence and the decision for the original request, as
+/// `GatewayProxy::request_filter` and `apply_policy` take them inline.
+async fn decide_and_answer(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    gateway: &Gateway,
+    app: &Arc<App>,
+    original: &Original,
+    dialect: Dialect,
+) -> Result<bool> {
+    let headers = forward_auth::original_headers(&session.req_header().headers);
+    let canonical = match edge::canonicalise(&original.method, &original.uri, &headers, &app.config) {
+        Ok(canonical) => canonical,
+        Err(refusal) => return refuse(session, ctx, gateway, 400, refusal.label()).await,
+    };
+    let geo = gateway.geo.current().lookup(ctx.client_ip);
+    if !app.config.fence.admits(geo.country.as_deref()) {
+        return deny(session, ctx, gateway, dialect, Decision::Deny(DenyReason::Geo)).await;
+    }
+    // The portal's own pages are open to all; they check what they need.
+    if canonical.path.starts_with(crate::portal::PREFIX) {
+        ctx.decision = "portal";
+        return allow(session, gateway, app, None).await;
+    }
+    let signed_in = match decision::signed_in_user(gateway, &headers, original.https).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!(error = %e, "session store unavailable");
+            ctx.decision = "store_unavailable";
+            responses::unavailable(session, gateway, &ctx.id).await?;
+            return Ok(true);
+        }
+    };
+    let asked = Asked {
+        method: &original.method,
+        canonical: &canonical,
+        query: original.uri.query(),
+        headers: &headers,
+        ip: ctx.client_ip,
+        geo: &geo,
+    };
+    let outcome = decision::decide(gateway, app, &asked, signed_in.as_ref());
+    ctx.rule = outcome.rule;
+    ctx.decision = outcome.decision.label();
+    ctx.condition_failed = outcome.condition_failed;
+    match outcome.decision {
+        Decision::Allow { with_identity } => {
+            let identity = signed_in.filter(|_| with_identity);
+            allow(session, gateway, app, identity.as_ref()).await
+        }
+        Decision::SignIn | Decision::SecondFactor(_) => {
+            let challenged = responses::Challenged { method: original.method.clone(), headers, url: original.url() };
+            match dialect.redirects_itself() {
+                true => responses::challenge_for_nginx(session, gateway, &challenged, outcome.decision).await?,
+                false => responses::challenge(session, gateway, &challenged, outcome.decision).await?,
+            }
+            Ok(true)
+        }
+        Decision::Deny(_) => deny(session, ctx, gateway, dialect, outcome.decision).await,
+    }
+}
+
+/// 200, with the user's assertion and (for apps that ask for them) the
+/// plain identity headers for the proxy to pass on; never a cookie.
+async fn allow(session: &mut Session, gateway: &Gateway, app: &App, signed_in: Option<&SignedIn>) -> Result<bool> {
+    let mut header = ResponseHeader::build(200, Some(8))?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if let Some((gw_session, user)) = signed_in {
+        match gateway.assertions.token_for(gw_session, user, &app.id) {
+            Ok(token) => {
+                for (name, value) in forwarding::identity_headers(app, user, &token) {
+                    header.insert_header(name, value)?;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign an assertion");
+                responses::page(session, gateway, 503, "Temporarily unavailable", "Please try again shortly.").await?;
+                return Ok(true);
+            }
+        }
+    }
+    responses::write(session, gateway, header, Bytes::new()).await?;
+    Ok(true)
+}
+
+async fn deny(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, dialect: Dialect, decision: Decision) -> Result<bool> {
+    ctx.decision = decision.label();
+    let message = match decision {
+        Decision::Deny(DenyReason::Geo) => "This application is not available from your location.",
+        _ => "You are not allowed to open this page.",
+    };
+    match dialect {
+        // nginx shows its own 403 page; the body would go nowhere.
+        Dialect::Nginx => responses::write(session, gateway, ResponseHeader::build(403, Some(2))?, Bytes::new()).await?,
+        Dialect::Forward | Dialect::Envoy => {
+            responses::page_or_problem(session, gateway, 403, "Access denied", message, None, &ctx.id).await?
+        }
+    }
+    Ok(true)
+}
+
+/// A question the gateway will not answer: `status` with a problem
+/// document, and why in the access log.
+async fn refuse(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, status: u16, why: &'static str) -> Result<bool> {
+    ctx.decision = why;
+    let (title, message) = match status {
+        400 => ("Bad request", "The forward-auth request is malformed."),
+        _ => ("Access denied", "The gateway does not answer this forward-auth request."),
+    };
+    responses::page_or_problem(session, gateway, status, title, message, None, &ctx.id).await?;
+    Ok(true)
+}
