@@ -68,8 +68,13 @@ pub struct Original {
 impl Original {
     /// The URL the client asked for, to come back to after signing in.
     pub fn url(&self) -> String {
+        format!("{}{}", self.origin(), self.uri)
+    }
+
+    /// `scheme://authority` of the original request.
+    pub fn origin(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
-        format!("{scheme}://{}{}", self.authority, self.uri)
+        format!("{scheme}://{}", self.authority)
     }
 }
 

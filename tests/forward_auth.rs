@@ -174,7 +174,7 @@ async fn the_authorizer_decides_every_request_as_the_inline_proxy_does() {
             // for a form's POST too (inline, a page explains and leads on).
             let nginx = raw(&gw, &nginx_question(case, &cookie)).await;
             match inline {
-                (302, location) => assert_eq!(nginx, (401, location), "nginx: {described}"),
+                (302, location) => assert_eq!(nginx, (401, location.map(|l| format!("http://app.test{l}"))), "nginx: {described}"),
                 (401, None) => assert!(nginx.0 == 401 && nginx.1.is_some(), "nginx: {described}: {nginx:?}"),
                 other => assert_eq!(nginx, other, "nginx: {described}"),
             }

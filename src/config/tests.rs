@@ -628,7 +628,6 @@ fn missing_required_settings_are_refused() {
         ("server", "users_file = \"u\"\n[[apps]]\nid = \"a\"\nhosts = [\"a\"]\nupstreams = [\"http://127.0.0.1:1\"]\n"),
         ("listen", "users_file = \"u\"\n[server]\ndata_dir = \"d\"\n[[apps]]\nid = \"a\"\nhosts = [\"a\"]\nupstreams = [\"http://127.0.0.1:1\"]\n"),
         ("data_dir", "users_file = \"u\"\n[server]\nlisten = \"127.0.0.1:8080\"\n[[apps]]\nid = \"a\"\nhosts = [\"a\"]\nupstreams = [\"http://127.0.0.1:1\"]\n"),
-        ("upstreams", "users_file = \"u\"\n[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"d\"\n[[apps]]\nid = \"a\"\nhosts = [\"a\"]\n"),
         ("cert", "users_file = \"u\"\n[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"d\"\n[server.tls]\nlisten = \"127.0.0.1:8443\"\nkey = \"k\"\n[[apps]]\nid = \"a\"\nhosts = [\"a\"]\nupstreams = [\"http://127.0.0.1:1\"]\n"),
     ];
     for (missing, text) in cases {

@@ -98,7 +98,7 @@ async fn decide_and_answer(
         Decision::SignIn | Decision::SecondFactor(_) => {
             let challenged = responses::Challenged { method: original.method.clone(), headers, url: original.url() };
             match dialect.redirects_itself() {
-                true => responses::challenge_for_nginx(session, gateway, &challenged, outcome.decision).await?,
+                true => responses::challenge_for_nginx(session, gateway, &challenged, outcome.decision, &original.origin()).await?,
                 false => responses::challenge(session, gateway, &challenged, outcome.decision).await?,
             }
             Ok(true)
@@ -108,10 +108,17 @@ async fn decide_and_answer(
 }
 
 /// 200, with the user's assertion and (for apps that ask for them) the
-/// plain identity headers for the proxy to pass on; never a cookie.
+/// plain identity headers for the proxy to pass on; never a cookie. Every
+/// identity header is named, empty when it does not apply: a proxy that
+/// copies them then always replaces the client's own (Caddy 2.6 would
+/// pass its placeholder's text for a header the answer lacks).
 async fn allow(session: &mut Session, gateway: &Gateway, app: &App, signed_in: Option<&SignedIn>) -> Result<bool> {
     let mut header = ResponseHeader::build(200, Some(8))?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    header.insert_header(app.config.assertion_header.0.clone(), "")?;
+    for name in forwarding::PLAIN_IDENTITY_HEADERS {
+        header.insert_header(name, "")?;
+    }
     if let Some((gw_session, user)) = signed_in {
         match gateway.assertions.token_for(gw_session, user, &app.id) {
             Ok(token) => {

@@ -234,10 +234,15 @@ pub fn identity_headers(app: &App, user: &User, token: &str) -> Vec<(http::Heade
     };
     add(&app.config.assertion_header.0, token);
     if app.config.legacy_headers {
-        add("remote-user", &user.username);
-        add("remote-email", &user.email);
-        add("remote-groups", &user.groups.join(","));
-        add("remote-name", &user.display_name);
+        let groups = user.groups.join(",");
+        let values = [user.username.as_str(), user.email.as_str(), groups.as_str(), user.display_name.as_str()];
+        for (name, value) in PLAIN_IDENTITY_HEADERS.into_iter().zip(values) {
+            add(name, value);
+        }
     }
     headers
 }
+
+/// The unsigned identity headers, for apps that set `legacy_headers`: the
+/// user name, email, groups (comma-separated) and display name.
+pub const PLAIN_IDENTITY_HEADERS: [&str; 4] = ["remote-user", "remote-email", "remote-groups", "remote-name"];

@@ -191,13 +191,21 @@ pub async fn challenge(session: &mut Session, gateway: &Gateway, challenged: &Ch
     unauthorized_json(session, gateway, error, &location).await
 }
 
-/// 401 with the portal's URL in `Location` (where nginx's `auth_request`
-/// finds it) and the same small JSON body as [`challenge`]'s.
-pub async fn challenge_for_nginx(session: &mut Session, gateway: &Gateway, challenged: &Challenged, decision: Decision) -> Result<()> {
+/// 401 with the portal's URL in `Location`, where nginx's `auth_request`
+/// finds it, and the same small JSON body as [`challenge`]'s. The URL is
+/// absolute, on `origin` (`scheme://authority`): nginx's `error_page`
+/// redirects the browser to a URL but serves a path itself, internally.
+pub async fn challenge_for_nginx(
+    session: &mut Session,
+    gateway: &Gateway,
+    challenged: &Challenged,
+    decision: Decision,
+    origin: &str,
+) -> Result<()> {
     let Some((location, error)) = challenge_location(gateway, challenged, decision) else {
         return Error::e_explain(ErrorType::InternalError, "a challenge for a decision that is none");
     };
-    unauthorized_json(session, gateway, error, &location).await
+    unauthorized_json(session, gateway, error, &format!("{origin}{location}")).await
 }
 
 async fn unauthorized_json(session: &mut Session, gateway: &Gateway, error: &str, location: &str) -> Result<()> {

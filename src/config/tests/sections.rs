@@ -53,3 +53,25 @@ fn the_example_file_documents_shutdown_and_upgrades() {
         assert!(text.contains(option), "config/example.toml should document {option}");
     }
 }
+
+#[test]
+fn an_app_is_protected_inline_by_forward_auth_or_both() {
+    let parse = |text: &str| Config::parse(text, Path::new("/etc/stepgate/test.toml"));
+    let inline = parse(&config_with("", "", "")).unwrap();
+    assert_eq!(inline.apps[0].mode, AppMode::Inline);
+    assert!(inline.apps[0].mode.inline() && !inline.apps[0].mode.forward_auth());
+    let both = parse(&config_with("", "", "mode = \"both\"")).unwrap();
+    assert!(both.apps[0].mode.inline() && both.apps[0].mode.forward_auth());
+
+    let without_upstreams = config_with("", "", "mode = \"forward_auth\"").replace("upstreams = [\"http://127.0.0.1:3000\"]\n", "");
+    let forward_only = parse(&without_upstreams).unwrap();
+    assert_eq!(forward_only.apps[0].mode, AppMode::ForwardAuth);
+    assert!(forward_only.apps[0].upstreams.is_empty());
+
+    let error = parse(&config_with("", "", "mode = \"forward_auth\"")).unwrap_err().to_string();
+    assert!(error.contains("app `app`: mode `forward_auth` takes no upstreams"), "{error}");
+    let error = parse(&config_with("", "", "").replace("upstreams = [\"http://127.0.0.1:3000\"]\n", "")).unwrap_err().to_string();
+    assert!(error.contains("app `app` has no upstreams"), "{error}");
+    let error = parse(&config_with("", "", "mode = \"sidecar\"")).unwrap_err().to_string();
+    assert!(error.contains("unknown variant `sidecar`"), "{error}");
+}
