@@ -278,3 +278,13 @@ async fn caddy_forward_auth_walk() {
     let body: serde_json::Value = api.json().await.unwrap();
     assert_eq!(body["error"], "sign_in_required");
 }
+
+#[test]
+fn the_readme_shows_the_snippets_as_they_are() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for name in ["nginx.conf", "Caddyfile", "traefik.yml", "envoy.yaml"] {
+        let text = std::fs::read_to_string(root.join("config/forward-auth").join(name)).unwrap();
+        assert!(readme.contains(text.trim_end()), "README.md does not show config/forward-auth/{name} as it is");
+    }
+}
