@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
+use common::browser::run_browser_flow;
 use common::*;
 
 /// `app.localhost` is a secure context in Chromium and resolves to
@@ -30,25 +28,9 @@ path = "/"
 policy = "two_factor"
 "#;
 
-/// Runs one flow file against the gateway; fails with its output.
+/// Runs one flow file against the gateway.
 fn run_flow(gw: &TestGateway, flow: &str) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        root.join("tests/browser/node_modules/playwright-core").is_dir() && Path::new("/usr/bin/chromium").exists(),
-        "the browser tests need Chromium and playwright-core: run scripts/setup"
-    );
-    let output = Command::new("node")
-        .arg(root.join("tests/browser").join(flow))
-        .env("STEPGATE_URL", format!("http://app.localhost:{}", gw.addr.port()))
-        .env("STEPGATE_NOW", gw.now().to_string())
-        .env("STEPGATE_USER", ALICE)
-        .env("STEPGATE_PASSWORD", ALICE_PASSWORD)
-        .env("STEPGATE_ARTIFACTS", root.join("target/browser-artifacts"))
-        .output()
-        .expect("node runs (install Node.js 20 or newer)");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    println!("{text}");
-    assert!(output.status.success(), "browser flow {flow} failed:\n{text}");
+    run_browser_flow(&format!("http://app.localhost:{}", gw.addr.port()), gw.now(), flow);
 }
 
 #[tokio::test(flavor = "multi_thread")]

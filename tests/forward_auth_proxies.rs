@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use common::browser::run_browser_flow;
 use common::upstream::Upstream;
 use common::*;
 
@@ -92,12 +93,17 @@ fn installed(program: &str) -> String {
 }
 
 async fn nginx(stepgate: SocketAddr, app: SocketAddr) -> Front {
+    nginx_for("app.test", stepgate, app).await
+}
+
+/// nginx from the README's snippet, serving `host`.
+async fn nginx_for(host: &str, stepgate: SocketAddr, app: SocketAddr) -> Front {
     let nginx = installed("nginx");
     let dir = tempfile::tempdir().unwrap();
     let addr = free_port();
     let site = snippet("nginx.conf", stepgate, app)
         .replace("listen 80;", &format!("listen {addr};"))
-        .replace("server_name app.example.com;", "server_name app.test;");
+        .replace("server_name app.example.com;", &format!("server_name {host};"));
     std::fs::write(dir.path().join("site.conf"), site).unwrap();
     let d = dir.path().display();
     let main = format!(
@@ -145,14 +151,15 @@ async fn started(mut front: Front) -> Front {
 }
 
 async fn start() -> (TestGateway, Upstream) {
+    start_for("app.test").await
+}
+
+/// The gateway, with the app at `host`, and the app itself.
+async fn start_for(host: &str) -> (TestGateway, Upstream) {
     let app = Upstream::start().await;
-    let gw = TestGateway::start_with(Setup {
-        apps: APPS.into(),
-        server_extra: "trusted_proxies = [\"127.0.0.0/8\"]".into(),
-        ..Setup::default()
-    })
-    .await;
-    (gw, app)
+    let setup =
+        Setup { apps: APPS.replace("app.test", host), server_extra: "trusted_proxies = [\"127.0.0.0/8\"]".into(), ..Setup::default() };
+    (TestGateway::start_with(setup).await, app)
 }
 
 /// The portal page `location` names, fetched through the proxy.
@@ -214,6 +221,10 @@ async fn walk(gw: &TestGateway, app: &Upstream, front: &Front) {
         .await
         .unwrap();
     assert_eq!(forged.status(), 200);
+    for dialect in ["nginx", "forward", "envoy/admin/panel"] {
+        let asked = stranger.get(front.url(&format!("/.stepgate/authz/{dialect}"))).header("x-forwarded-uri", "/admin/panel");
+        assert_eq!(asked.send().await.unwrap().status(), 404, "the authorizer is the proxy's to ask, not the client's");
+    }
     let headers = app.last().headers;
     for name in ["remote-user", "remote-groups", "x-stepgate-assertion"] {
         assert!(headers.get(name).is_none_or(|value| value.is_empty()), "{name} reached the app: {headers:?}");
@@ -277,6 +288,15 @@ async fn caddy_forward_auth_walk() {
     assert_eq!(api.status(), 401);
     let body: serde_json::Value = api.json().await.unwrap();
     assert_eq!(body["error"], "sign_in_required");
+}
+
+/// `app.localhost` resolves to loopback in Chromium by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_signs_in_through_nginx_in_chromium() {
+    let (gw, app) = start_for("app.localhost").await;
+    let front = nginx_for("app.localhost", gw.addr, app.addr).await;
+    let url = format!("http://app.localhost:{}", front.addr.port());
+    tokio::task::block_in_place(|| run_browser_flow(&url, gw.now(), "forward-auth.mjs"));
 }
 
 #[test]

@@ -163,3 +163,25 @@ async fn the_request_id_on_an_error_page_stands_in_the_access_log() {
     assert!(page.text().await.unwrap().contains(&format!("Reference: {id}.")), "the page shows it");
     log_with(1, &[&format!("request_id={id}"), "status=502", "/public/report"]).await;
 }
+
+#[tokio::test]
+async fn a_forward_auth_question_is_logged_as_the_request_it_is_about() {
+    captured();
+    let apps = DEFAULT_APPS.replacen("hosts = [\"app.test\"]", "hosts = [\"app.test\"]\nmode = \"both\"", 1);
+    let setup = Setup { apps, server_extra: "trusted_proxies = [\"127.0.0.0/8\"]".into(), ..Setup::default() };
+    let gw = TestGateway::start_with(setup).await;
+    let cookie = session_cookie(&sign_in(&gw, &gw.browser(), ALICE, ALICE_PASSWORD, "/").await);
+    let response = gw
+        .api_client()
+        .get(gw.app("/.stepgate/authz/forward"))
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-proto", "http")
+        .header("x-forwarded-host", "app.test")
+        .header("x-forwarded-uri", "/asked/about/this?q=1")
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    log_with(1, &["stepgate::access", "path=\"/asked/about/this\"", "forward_auth=true", "user=\"alice\"", "status=200"]).await;
+}

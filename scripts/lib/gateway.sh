@@ -153,7 +153,8 @@ EOF
 STEPGATE_ENV=()
 
 # An instance in front of the upstream at $UPSTREAM_PORT, one app whose
-# whole site is `two_factor`, logging at warn to $tmp/NAME.log.
+# whole site is `two_factor` (inline, and as the authorizer of an nginx in
+# front), logging at warn to $tmp/NAME.log.
 start_stepgate() { # name, port, worker threads, then extra configuration (the [store] and [cache] sections)
   local name=$1 port=$2 threads=$3 extra=${4:-}
   cat >"$tmp/$name.toml" <<EOF
@@ -163,6 +164,8 @@ users_file = "users.toml"
 listen = "127.0.0.1:$port"
 data_dir = "data-$name"
 threads = $threads
+# nginx in front asks it too (forward-auth), from this address.
+trusted_proxies = ["127.0.0.1/32"]
 
 [logging]
 level = "warn"
@@ -170,6 +173,7 @@ $extra
 [[apps]]
 id = "load"
 hosts = ["127.0.0.1"]
+mode = "both"
 upstreams = ["http://127.0.0.1:$UPSTREAM_PORT"]
 
 [[apps.rules]]
@@ -239,3 +243,25 @@ bad() { # non-2xx/3xx responses plus socket errors
        /Socket errors:/ { gsub(",", ""); n += $4 + $6 + $8 + $10 }
        END { print n + 0 }' "$tmp/$1.wrk"
 }
+
+# --- CPU time ------------------------------------------------------------------------
+# User plus system CPU seconds spent so far by processes and all their
+# descendants (nginx's workers, stepgate's threads), from /proc.
+cpu_seconds() { # pid...
+  local tree=" $* " grew=1 stat pid ppid
+  while [ "$grew" = 1 ]; do
+    grew=0
+    for stat in /proc/[0-9]*/stat; do
+      read -r pid _ _ ppid _ <"$stat" 2>/dev/null || continue
+      if [[ $tree == *" $ppid "* && $tree != *" $pid "* ]]; then
+        tree+="$pid "
+        grew=1
+      fi
+    done
+  done
+  for pid in $tree; do
+    # Fields 14 and 15 (utime, stime), counted after the ")" that ends the name.
+    sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }'
+  done | awk -v hz="$(getconf CLK_TCK)" '{ t += $1 } END { printf "%.3f", t / hz }'
+}
+requests() { awk '/requests in/ { print $1; exit }' "$tmp/$1.wrk"; } # name: how many wrk completed

@@ -42,6 +42,7 @@ pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gatew
         return refuse(session, ctx, gateway, 403, "authz_inline_app").await;
     }
     ctx.tls = original.https;
+    ctx.asked_about = Some(original.clone());
     decide_and_answer(session, ctx, gateway, &app, &original, dialect).await
 }
 
@@ -67,7 +68,7 @@ async fn decide_and_answer(
     // The portal's own pages are open to all; they check what they need.
     if canonical.path.starts_with(crate::portal::PREFIX) {
         ctx.decision = "portal";
-        return allow(session, gateway, app, None).await;
+        return allow(session, ctx, gateway, app, None).await;
     }
     let signed_in = match decision::signed_in_user(gateway, &headers, original.https).await {
         Ok(found) => found,
@@ -93,7 +94,7 @@ async fn decide_and_answer(
     match outcome.decision {
         Decision::Allow { with_identity } => {
             let identity = signed_in.filter(|_| with_identity);
-            allow(session, gateway, app, identity.as_ref()).await
+            allow(session, ctx, gateway, app, identity.as_ref()).await
         }
         Decision::SignIn | Decision::SecondFactor(_) => {
             let challenged = responses::Challenged { method: original.method.clone(), headers, url: original.url() };
@@ -112,7 +113,7 @@ async fn decide_and_answer(
 /// identity header is named, empty when it does not apply: a proxy that
 /// copies them then always replaces the client's own (Caddy 2.6 would
 /// pass its placeholder's text for a header the answer lacks).
-async fn allow(session: &mut Session, gateway: &Gateway, app: &App, signed_in: Option<&SignedIn>) -> Result<bool> {
+async fn allow(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, app: &App, signed_in: Option<&SignedIn>) -> Result<bool> {
     let mut header = ResponseHeader::build(200, Some(8))?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     header.insert_header(app.config.assertion_header.0.clone(), "")?;
@@ -125,6 +126,7 @@ async fn allow(session: &mut Session, gateway: &Gateway, app: &App, signed_in: O
                 for (name, value) in forwarding::identity_headers(app, user, &token) {
                     header.insert_header(name, value)?;
                 }
+                ctx.identity = Some((user.clone(), token));
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot sign an assertion");

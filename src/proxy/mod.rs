@@ -62,6 +62,9 @@ pub struct RequestCtx {
     /// The upstream this attempt goes to, and those tried before it.
     upstream: Option<usize>,
     tried: Tried,
+    /// For a forward-auth question, the request it is about: what the
+    /// access log shows.
+    asked_about: Option<crate::forward_auth::Original>,
 }
 
 #[async_trait]
@@ -82,6 +85,7 @@ impl ProxyHttp for GatewayProxy {
             identity: None,
             upstream: None,
             tried: Tried::default(),
+            asked_about: None,
         }
     }
 
@@ -283,6 +287,11 @@ impl ProxyHttp for GatewayProxy {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         let app = ctx.app.as_ref().map(|a| &*a.id).unwrap_or("-");
         let user = ctx.identity.as_ref().map(|(u, _)| u.username.as_str()).unwrap_or("-");
+        let header = session.req_header();
+        let (method, path) = match &ctx.asked_about {
+            Some(original) => (&original.method, original.uri.path()),
+            None => (&header.method, header.uri.path()),
+        };
         tracing::info!(
             target: "stepgate::access",
             request_id = %ctx.id,
@@ -292,8 +301,9 @@ impl ProxyHttp for GatewayProxy {
             condition_failed = ctx.condition_failed,
             status,
             duration_us = ctx.started.elapsed().as_micros() as u64,
-            method = %session.req_header().method,
-            path = session.req_header().uri.path(),
+            method = %method,
+            path,
+            forward_auth = ctx.asked_about.is_some(),
             client = %ctx.client_ip,
             user,
             error = error.map(|e| e.to_string()),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod browser;
 pub mod captured_logs;
 pub mod failing_cache;
 pub mod failing_store;
