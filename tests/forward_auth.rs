@@ -292,3 +292,79 @@ async fn a_forward_auth_app_has_the_portal_but_no_inline_traffic() {
     assert_eq!(answer.status(), 200);
     assert!(answer.headers().contains_key("x-stepgate-assertion"));
 }
+
+const CENTRAL_APPS: &str = r#"
+[[apps]]
+id = "portal"
+hosts = ["auth.example.test"]
+mode = "forward_auth"
+
+[[apps]]
+id = "wiki"
+hosts = ["app.example.test"]
+mode = "forward_auth"
+
+[[apps.rules]]
+path = "/"
+policy = "never"
+
+[[apps]]
+id = "elsewhere"
+hosts = ["evil.test"]
+mode = "forward_auth"
+"#;
+
+/// The `Cookie` header a browser would send for the `Set-Cookie` lines of
+/// `response` (name and value of each).
+fn cookies_set_by(response: &reqwest::Response) -> String {
+    let pairs: Vec<&str> =
+        response.headers().get_all("set-cookie").iter().filter_map(|value| value.to_str().ok()?.split(';').next()).collect();
+    pairs.join("; ")
+}
+
+#[tokio::test]
+async fn a_central_portal_signs_in_once_for_every_app_under_its_domain() {
+    let extra = "[session]\ncookie_domain = \"example.test\"\nportal_url = \"http://auth.example.test:{port}\"\n";
+    let setup = Setup {
+        apps: CENTRAL_APPS.into(),
+        extra: extra.into(),
+        server_extra: "trusted_proxies = [\"127.0.0.0/8\"]".into(),
+        ..Setup::default()
+    };
+    let gw = TestGateway::start_with(setup).await;
+    let portal = gw.url("auth.example.test", "");
+    let ask = |cookie: String| {
+        gw.api_client()
+            .get(gw.url("stepgate.internal", "/.stepgate/authz/forward"))
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-proto", "http")
+            .header("x-forwarded-host", "app.example.test")
+            .header("x-forwarded-uri", "/page?x=1")
+            .header("accept", "text/html")
+            .header("cookie", cookie)
+            .send()
+    };
+
+    // To the central portal, with the way back to the app.
+    let challenge = ask(String::new()).await.unwrap();
+    assert_eq!(challenge.status(), 302);
+    let to_portal = challenge.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(to_portal, format!("{portal}/.stepgate/signin?rd=http%3A%2F%2Fapp.example.test%2Fpage%3Fx%3D1"));
+
+    // Signed in there: the cookie is for the whole domain, and the browser goes back.
+    let browser = gw.browser();
+    let response = sign_in_at(&gw, "auth.example.test", &browser, ALICE, ALICE_PASSWORD, "http://app.example.test/page?x=1").await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "http://app.example.test/page?x=1");
+    let set_cookie = set_cookie(&response, "stepgate_session");
+    assert!(set_cookie.to_ascii_lowercase().contains("domain=example.test"), "{set_cookie}");
+    let allowed = ask(cookies_set_by(&response)).await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.headers().get("x-stepgate-assertion").map(|v| v.is_empty()), Some(false));
+
+    // The way back goes only to apps under the domain: never elsewhere.
+    for rd in ["http://evil.test/", "http://outside.example/", "//app.example.test/", "https://app.example.test@evil.test/"] {
+        let response = sign_in_at(&gw, "auth.example.test", &gw.browser(), ALICE, ALICE_PASSWORD, rd).await;
+        assert_eq!(response.headers()["location"], "/", "{rd}");
+    }
+}

@@ -230,6 +230,10 @@ pub struct SessionConfig {
     pub cookie_name: values::CookieName,
     /// Share the session with sibling subdomains, e.g. `example.com`.
     pub cookie_domain: Option<String>,
+    /// One host that serves the sign-in and second-factor pages for every
+    /// app under `cookie_domain`, e.g. `https://auth.example.com`: the
+    /// central portal. Unset: each app's own host serves them.
+    pub portal_url: Option<String>,
     #[serde(with = "values::duration")]
     pub inactivity: i64,
     #[serde(with = "values::duration")]
@@ -248,6 +252,7 @@ impl Default for SessionConfig {
         Self {
             cookie_name: values::CookieName("stepgate_session".into()),
             cookie_domain: None,
+            portal_url: None,
             inactivity: 30 * 60,
             absolute: 12 * 3600,
             during_outage: DuringOutage::Refuse,
@@ -550,6 +555,7 @@ impl Config {
         config.check_apps(text, &shown)?;
         config.check_risk(&shown)?;
         config.check_webauthn(&shown)?;
+        config.check_portal(&shown)?;
         config.check_files(&shown)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
@@ -585,6 +591,36 @@ impl Config {
 
     /// An app's relying party id must cover its origins, or browsers refuse
     /// every ceremony. (Hosts it does not cover just offer no WebAuthn.)
+    /// The central portal: an http(s) origin, on a host an app serves,
+    /// under the cookie's domain (or the session would not reach the apps).
+    fn check_portal(&self, shown: &str) -> Result<(), ConfigError> {
+        let Some(portal) = &self.session.portal_url else { return Ok(()) };
+        let other = |message: String| ConfigError::Other { path: shown.to_string(), message };
+        let Some(domain) = &self.session.cookie_domain else {
+            return Err(other("session.portal_url needs session.cookie_domain: the session must reach the apps' hosts".into()));
+        };
+        let url = url::Url::parse(portal).map_err(|e| other(format!("session.portal_url `{portal}`: {e}")))?;
+        let origin_only = matches!(url.scheme(), "http" | "https")
+            && url.path() == "/"
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+            && url.password().is_none();
+        if !origin_only {
+            return Err(other(format!("session.portal_url `{portal}` must be an http(s) origin such as https://auth.example.com")));
+        }
+        let host = url.host_str().unwrap_or_default();
+        if !domain_matches(host, domain) {
+            return Err(other(format!("session.portal_url: host `{host}` is not under session.cookie_domain `{domain}`")));
+        }
+        if !self.apps.iter().any(|app| app.hosts.iter().any(|h| h.get_ref().0 == host)) {
+            return Err(other(format!(
+                "session.portal_url: no app serves host `{host}`; give it an app (mode = \"forward_auth\" will do)"
+            )));
+        }
+        Ok(())
+    }
+
     fn check_webauthn(&self, shown: &str) -> Result<(), ConfigError> {
         let other = |message: String| ConfigError::Other { path: shown.to_string(), message };
         for app in &self.apps {
@@ -698,6 +734,15 @@ impl Config {
             resolve(file);
         }
     }
+}
+
+/// Whether a cookie with `Domain=domain` reaches `host` (RFC 6265 5.1.3).
+pub fn domain_matches(host: &str, domain: &str) -> bool {
+    let domain = domain.trim_start_matches('.');
+    host.eq_ignore_ascii_case(domain)
+        || (host.len() > domain.len()
+            && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
+            && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain))
 }
 
 /// 1-based line and column of a byte offset.

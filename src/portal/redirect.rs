@@ -21,10 +21,12 @@ fn is_safe(gateway: &Gateway, rd: &str) -> bool {
     let Ok(url) = url::Url::parse(rd) else {
         return false;
     };
+    let shares_the_cookie =
+        |host: &str| gateway.config.session.cookie_domain.as_deref().is_none_or(|domain| crate::config::domain_matches(host, domain));
     matches!(url.scheme(), "http" | "https")
         && url.username().is_empty()
         && url.password().is_none()
-        && url.host_str().is_some_and(|host| gateway.is_known_host(host))
+        && url.host_str().is_some_and(|host| gateway.is_known_host(host) && shares_the_cookie(host))
 }
 
 /// The query parameter `rd`, if present.

@@ -165,7 +165,11 @@ pub fn challenge_location(gateway: &Gateway, challenged: &Challenged, decision: 
         true => challenged.url.clone(),
         false => challenged.headers.get(http::header::REFERER).and_then(|r| r.to_str().ok()).unwrap_or("/").to_string(),
     };
-    let location = crate::portal::with_return_to(&target, &crate::portal::safe_return_to(gateway, Some(&come_back_to)));
+    let page = crate::portal::with_return_to(&target, &crate::portal::safe_return_to(gateway, Some(&come_back_to)));
+    let location = match &gateway.config.session.portal_url {
+        Some(portal) => format!("{}{page}", portal.trim_end_matches('/')),
+        None => page,
+    };
     Some((location, error))
 }
 
@@ -193,8 +197,9 @@ pub async fn challenge(session: &mut Session, gateway: &Gateway, challenged: &Ch
 
 /// 401 with the portal's URL in `Location`, where nginx's `auth_request`
 /// finds it, and the same small JSON body as [`challenge`]'s. The URL is
-/// absolute, on `origin` (`scheme://authority`): nginx's `error_page`
-/// redirects the browser to a URL but serves a path itself, internally.
+/// absolute, on the central portal or else on `origin`
+/// (`scheme://authority`): nginx's `error_page` redirects the browser to a
+/// URL but serves a path itself, internally.
 pub async fn challenge_for_nginx(
     session: &mut Session,
     gateway: &Gateway,
@@ -205,7 +210,11 @@ pub async fn challenge_for_nginx(
     let Some((location, error)) = challenge_location(gateway, challenged, decision) else {
         return Error::e_explain(ErrorType::InternalError, "a challenge for a decision that is none");
     };
-    unauthorized_json(session, gateway, error, &format!("{origin}{location}")).await
+    let location = match location.starts_with('/') {
+        true => format!("{origin}{location}"),
+        false => location,
+    };
+    unauthorized_json(session, gateway, error, &location).await
 }
 
 async fn unauthorized_json(session: &mut Session, gateway: &Gateway, error: &str, location: &str) -> Result<()> {

@@ -209,7 +209,18 @@ impl TestGateway {
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
         let mut builder =
             reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(30));
-        for host in ["app.test", "legacy.test", "strict.test", "unknown.test", "outside.test", "inline.test", "stepgate.internal"] {
+        for host in [
+            "app.test",
+            "legacy.test",
+            "strict.test",
+            "unknown.test",
+            "outside.test",
+            "inline.test",
+            "stepgate.internal",
+            "auth.example.test",
+            "app.example.test",
+            "evil.test",
+        ] {
             builder = builder.resolve(host, self.addr);
         }
         builder
@@ -243,7 +254,7 @@ impl Prepared {
         };
         let text = format!(
             "users_file = \"users.toml\"\n{extra}\n[server]\nlisten = \"{addr}\"\ndata_dir = \"data\"\nthreads = 2\n{server_extra}\n{tls_section}\n{apps}",
-            extra = setup.extra,
+            extra = setup.extra.replace("{port}", &addr.port().to_string()),
             server_extra = setup.server_extra,
             apps = setup.apps.replace("{upstream}", &upstream.addr.to_string()).replace("{port}", &addr.port().to_string()),
         );

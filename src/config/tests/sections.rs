@@ -75,3 +75,40 @@ fn an_app_is_protected_inline_by_forward_auth_or_both() {
     let error = parse(&config_with("", "", "mode = \"sidecar\"")).unwrap_err().to_string();
     assert!(error.contains("unknown variant `sidecar`"), "{error}");
 }
+
+#[test]
+fn a_central_portal_is_an_origin_an_app_serves_under_the_cookie_domain() {
+    let parse = |session: &str| {
+        let text =
+            config_with(&format!("[session]\n{session}"), "", "").replace("app.example.com\"]", "app.example.com\", \"auth.example.com\"]");
+        Config::parse(&text, Path::new("/etc/stepgate/test.toml")).map_err(|e| e.to_string())
+    };
+    let config = parse("cookie_domain = \"example.com\"\nportal_url = \"https://auth.example.com\"").unwrap();
+    assert_eq!(config.session.portal_url.as_deref(), Some("https://auth.example.com"));
+    let refused = [
+        ("portal_url = \"https://auth.example.com\"", "needs session.cookie_domain"),
+        ("cookie_domain = \"example.com\"\nportal_url = \"https://auth.example.com/login\"", "must be an http(s) origin"),
+        ("cookie_domain = \"example.com\"\nportal_url = \"ftp://auth.example.com\"", "must be an http(s) origin"),
+        ("cookie_domain = \"example.org\"\nportal_url = \"https://auth.example.com\"", "is not under session.cookie_domain"),
+        ("cookie_domain = \"example.com\"\nportal_url = \"https://login.example.com\"", "no app serves host `login.example.com`"),
+    ];
+    for (session, expected) in refused {
+        let error = parse(session).unwrap_err();
+        assert!(error.contains(expected), "{session}: {error}");
+    }
+}
+
+#[test]
+fn cookie_domains_match_as_browsers_match_them() {
+    for (host, domain, matches) in [
+        ("example.com", "example.com", true),
+        ("auth.example.com", "example.com", true),
+        ("auth.example.com", ".example.com", true),
+        ("AUTH.Example.com", "example.com", true),
+        ("badexample.com", "example.com", false),
+        ("example.com.evil", "example.com", false),
+        ("com", "example.com", false),
+    ] {
+        assert_eq!(domain_matches(host, domain), matches, "{host} / {domain}");
+    }
+}
