@@ -36,11 +36,13 @@ install_tools() {
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 }
 
-# Builds the release binary; sets STEPGATE.
+# Builds the release binary and the bare pingora proxy beside it
+# (examples/bare_pingora.rs); sets STEPGATE and BARE_PINGORA.
 build_stepgate() {
   echo "building stepgate (release)..." >&2
-  cargo build --release --quiet
+  cargo build --release --quiet --bin stepgate --example bare_pingora
   STEPGATE=$PWD/target/release/stepgate
+  BARE_PINGORA=$PWD/target/release/examples/bare_pingora
 }
 
 # --- scratch space and cleanup ----------------------------------------------
