@@ -32,12 +32,7 @@ fn main() {
     };
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
     // Stopped by the load run's SIGTERM: no grace period to wait out.
-    let conf = ServerConf {
-        threads,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(0),
-        ..ServerConf::default()
-    };
+    let conf = ServerConf { threads, grace_period_seconds: Some(0), graceful_shutdown_timeout_seconds: Some(0), ..ServerConf::default() };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Bare { upstream: upstream.clone() });
     proxy.add_tcp(listen);
