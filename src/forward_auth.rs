@@ -10,8 +10,8 @@ use http::{HeaderMap, Method, Uri};
 
 use crate::edge;
 
-/// Where the authorizer answers; the dialects are paths under it.
-pub const PREFIX: &str = "/.stepgate/authz";
+/// Where the authorizer answers, a path a dialect under the portal's
+/// reserved `/.stepgate/authz/`.
 const NGINX: &str = "/.stepgate/authz/nginx";
 const FORWARD: &str = "/.stepgate/authz/forward";
 const ENVOY: &str = "/.stepgate/authz/envoy";

@@ -23,7 +23,8 @@ use crate::config::{Config, GeoData, GeoIpConfig, GeoNeed};
 use database::Database;
 use sources::DataSet;
 
-pub use error::{GeoError, Kind, Slot};
+use error::Kind;
+pub use error::{GeoError, Slot};
 pub use facts::{distance_km, gap_km, AnonymousFlags, GeoFacts, Location};
 
 /// The open databases. Immutable once opened; [`Geo`] swaps in a new set
