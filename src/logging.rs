@@ -35,6 +35,12 @@ const QUEUED_LINES: usize = 4096;
 /// Targets that never log below info: pingora's crates log request and
 /// response headers at debug.
 const PINNED_AT_INFO: &[&str] = &["pingora"];
+/// pingora 0.9 logs "failed to acquire reusable stream" at error (and
+/// nothing else at error from this module) when one worker thread takes
+/// a pooled upstream connection that another thread's idle watcher has
+/// not quite let go of; it then opens a new connection, which is routine.
+/// Without work stealing that happens a few times a second under load.
+const ROUTINE_ERROR_TARGET: &str = "pingora_core::connectors";
 
 /// Starts logging to standard error from a background thread, so a slow
 /// terminal or pipe never holds up a request. Keep the guard alive: lines
@@ -55,15 +61,23 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // No more verbose than `filter`: the most verbose level of the layers
+    // is the one the `log` records of dependencies are checked at, each
+    // one costing a filter evaluation when it is above what is written.
+    let ceiling = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let pinned = PINNED_AT_INFO
         .iter()
-        .fold(Targets::new().with_default(LevelFilter::TRACE), |targets, target| targets.with_target(*target, LevelFilter::INFO));
+        .fold(Targets::new().with_default(ceiling), |targets, target| targets.with_target(*target, LevelFilter::INFO.min(ceiling)));
     let writer = BoundedLines(writer);
     let output = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(writer).boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer().fmt_fields(escaped_fields()).with_writer(writer).boxed(),
     };
-    tracing_subscriber::registry().with(filter).with(pinned).with(output).try_init()
+    let routine = tracing_subscriber::filter::filter_fn(|metadata| {
+        !(metadata.target() == ROUTINE_ERROR_TARGET && *metadata.level() == tracing::Level::ERROR)
+    })
+    .with_max_level_hint(ceiling);
+    tracing_subscriber::registry().with(filter).with(pinned).with(routine).with(output).try_init()
 }
 
 /// Text fields as `name=value` (the message as it is), with control

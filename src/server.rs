@@ -56,14 +56,28 @@ enum Stopping {
     Gracefully { upgrade: bool },
 }
 
+/// Whether the server is the only one its process ever runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Process {
+    /// `stepgate serve` and the demo: `server.work_stealing` applies.
+    OneServer,
+    /// One of several servers started and stopped in one process (the
+    /// in-process tests). pingora's runtimes without work stealing keep
+    /// each worker thread's runtime in a process-wide thread-local map
+    /// that is never cleared, under thread ids the process reuses: a later
+    /// server's thread can find a stopped server's runtime there and never
+    /// start its listeners. Such servers always steal work.
+    SeveralServers,
+}
+
 /// A pingora server carrying the gateway, ready to run; it stops at once
 /// when told to (for embedding, as the demo does).
 pub fn build_server(live: Arc<LiveGateway>) -> Result<Server, StartError> {
-    build(live, Stopping::AtOnce).map(|(server, _)| server)
+    build(live, Stopping::AtOnce, Process::OneServer).map(|(server, _)| server)
 }
 
 /// The server, and the client connections its listeners admit.
-fn build(live: Arc<LiveGateway>, stopping: Stopping) -> Result<(Server, Arc<Connections>), StartError> {
+fn build(live: Arc<LiveGateway>, stopping: Stopping, process: Process) -> Result<(Server, Arc<Connections>), StartError> {
     let gateway = live.current();
     let server_config = &gateway.config.server;
     let grace = match stopping {
@@ -75,6 +89,7 @@ fn build(live: Arc<LiveGateway>, stopping: Stopping) -> Result<(Server, Arc<Conn
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             n => n,
         },
+        work_stealing: server_config.work_stealing || process == Process::SeveralServers,
         upgrade_sock: server_config.upgrade_socket.display().to_string(),
         grace_period_seconds: Some(grace),
         graceful_shutdown_timeout_seconds: Some(RUNTIME_SHUTDOWN_SECS),
@@ -176,7 +191,7 @@ fn check_upgrade_directory(socket: &Path) -> Result<(), String> {
 /// the process, once the listeners accept and when the gateway stops.
 pub fn serve(live: Arc<LiveGateway>, upgrade: bool) -> Result<(), StartError> {
     let config = live.current().config.server.clone();
-    let (mut server, connections) = build(live, Stopping::Gracefully { upgrade })?;
+    let (mut server, connections) = build(live, Stopping::Gracefully { upgrade }, Process::OneServer)?;
     if upgrade {
         let socket = config.upgrade_socket.display();
         tracing::info!(
@@ -356,10 +371,11 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
-    /// Starts pingora on a thread of its own. Upkeep (reloads, key reload,
-    /// sweeps) runs on the caller's tokio runtime.
+    /// Starts pingora on a thread of its own, with work stealing (see
+    /// `Process::SeveralServers`). Upkeep (reloads, key reload, sweeps)
+    /// runs on the caller's tokio runtime.
     pub fn start(live: Arc<LiveGateway>) -> Result<Self, StartError> {
-        let (server, connections) = build(live.clone(), Stopping::AtOnce)?;
+        let (server, connections) = build(live.clone(), Stopping::AtOnce, Process::SeveralServers)?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("stepgate".into())

@@ -113,6 +113,12 @@ pub struct ServerConfig {
     /// Worker threads for the proxy; 0 means one per CPU.
     #[serde(default)]
     pub threads: usize,
+    /// Whether idle worker threads take queued work from busy ones. Off,
+    /// each thread runs its own connections: cheaper per request on a
+    /// small machine, at the cost of balance when a few connections carry
+    /// most of the load.
+    #[serde(default)]
+    pub work_stealing: bool,
     /// Requests whose header block (request line and headers) is larger
     /// than this get 431.
     #[serde(default = "default_max_header_bytes")]

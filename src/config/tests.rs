@@ -96,6 +96,7 @@ fn the_example_file_mentions_every_option() {
         "trusted_proxies",
         "data_dir",
         "threads",
+        "work_stealing",
         "max_header_bytes",
         "keepalive_timeout",
         "header_timeout",
