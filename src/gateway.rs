@@ -56,6 +56,8 @@ pub struct App {
     pub config: AppConfig,
     /// Its upstreams, with their health.
     pub upstreams: Arc<UpstreamPool>,
+    /// `assertion_header`, parsed once.
+    pub assertion_header: http::HeaderName,
     /// The WebAuthn relying party of each host.
     relying_parties: HashMap<String, Arc<RelyingParty>>,
 }
@@ -91,7 +93,10 @@ impl App {
             relying_parties.insert(host.clone(), rp);
         }
         let upstreams = UpstreamPool::new(config, health, clock.clone())?;
-        Ok(Self { id: config.id().into(), config: config.clone(), upstreams, relying_parties })
+        // Checked when the configuration was read.
+        let assertion_header = http::HeaderName::from_bytes(config.assertion_header.0.as_bytes())
+            .map_err(|e| StartError::Io(format!("app `{}`: assertion_header: {e}", config.id())))?;
+        Ok(Self { id: config.id().into(), config: config.clone(), upstreams, assertion_header, relying_parties })
     }
 
     /// The relying party for a host of this app (given without port).
@@ -111,6 +116,8 @@ pub struct Gateway {
     pub identity_headers: Vec<http::HeaderName>,
     /// `risk.untrusted_networks`, resolved.
     untrusted_networks: Vec<IpNet>,
+    /// The cookie that remembers who signed in on a browser, named once.
+    pub returning_cookie_name: String,
     pub clock: Arc<dyn Clock>,
     pub secrets: Arc<Secrets>,
     pub store: Arc<dyn Store>,
@@ -230,6 +237,7 @@ impl Gateway {
         let (apps_by_host, identity_headers) = route_apps(&config, &upstream_health, &clock)?;
         Ok(Arc::new(Self {
             untrusted_networks: config.untrusted_networks(),
+            returning_cookie_name: crate::portal::returning_cookie_name(&config),
             apps_by_host,
             identity_headers,
             config,
@@ -264,6 +272,7 @@ impl Gateway {
         self.sessions.set_password_fingerprints(users.password_fingerprints(&self.secrets));
         Ok(Arc::new(Self {
             untrusted_networks: config.untrusted_networks(),
+            returning_cookie_name: crate::portal::returning_cookie_name(&config),
             apps_by_host,
             identity_headers,
             config,

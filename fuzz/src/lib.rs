@@ -201,7 +201,7 @@ pub fn cookie(data: &[u8]) {
     }
     if let Some(value) = forwarding::find_cookie(&values, name) {
         assert!(!value.contains(';'), "{value:?}");
-        let sent = |v: &&HeaderValue| v.to_str().is_ok_and(|line| line.contains(name) && line.contains(value.as_str()));
+        let sent = |v: &&HeaderValue| v.to_str().is_ok_and(|line| line.contains(name) && line.contains(value));
         assert!(values.iter().any(|v| sent(&v)), "{name:?}={value:?} is in no line");
     }
     // What reaches an app holds none of the gateway's cookies, under any

@@ -36,6 +36,8 @@ pub enum KeyError {
     NoActiveKey,
     #[error("signing failed: {0}")]
     Sign(jsonwebtoken::errors::Error),
+    #[error("the signed token cannot be sent as a header")]
+    NotAHeader,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -7,6 +7,7 @@ mod verify;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use http::HeaderValue;
 use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +50,9 @@ pub const ACR_ONE_FACTOR: &str = "urn:stepgate:acr:1fa";
 pub const ACR_TWO_FACTOR: &str = "urn:stepgate:acr:2fa";
 
 struct CachedToken {
-    token: Arc<str>,
+    /// A header value already: a clone shares its bytes, so a request
+    /// neither copies nor checks the token again.
+    token: HeaderValue,
     exp: UnixTime,
     minted_from: MintedFrom,
 }
@@ -105,7 +108,7 @@ impl Assertions {
     /// The assertion for this session and app, minted only when there is no
     /// cached one that still says the same with at least a fifth of its
     /// lifetime left.
-    pub fn token_for(&self, session: &Session, user: &User, app_id: &Arc<str>) -> Result<Arc<str>, KeyError> {
+    pub fn token_for(&self, session: &Session, user: &User, app_id: &Arc<str>) -> Result<HeaderValue, KeyError> {
         let now = self.clock.now();
         let key = (session.key, app_id.clone());
         let refresh_margin = self.lifetime / 5;
@@ -114,7 +117,8 @@ impl Assertions {
             return Ok(cached);
         }
         let claims = self.claims(session, user, app_id, now);
-        let token: Arc<str> = self.sign(&claims)?.into();
+        // A JWT is base64url and dots: always a valid header value.
+        let token = HeaderValue::from_maybe_shared(bytes::Bytes::from(self.sign(&claims)?)).map_err(|_| KeyError::NotAHeader)?;
         if let Ok(mut cache) = self.cache.write() {
             cache.insert(key, CachedToken { token: token.clone(), exp: claims.exp, minted_from: MintedFrom::new(session, user) });
         }

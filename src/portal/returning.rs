@@ -9,6 +9,7 @@
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 
 use super::device;
+use crate::config::Config;
 use crate::gateway::Gateway;
 
 const PURPOSE: &str = "returning browser";
@@ -32,7 +33,7 @@ pub fn remember(gateway: &Gateway, jar: CookieJar, device: &str, username: &str,
     let tag = gateway.secrets.mac(PURPOSE, &tagged(device, username));
     let others = tags(gateway, &jar).filter(|other| *other != tag).take(MAX_USERS - 1);
     let value = std::iter::once(tag.as_str()).chain(others).collect::<Vec<_>>().join(".");
-    let cookie = Cookie::build((cookie_name(gateway), value))
+    let cookie = Cookie::build((gateway.returning_cookie_name.clone(), value))
         .http_only(true)
         .same_site(SameSite::Lax)
         .secure(tls)
@@ -43,8 +44,8 @@ pub fn remember(gateway: &Gateway, jar: CookieJar, device: &str, username: &str,
     jar.add(cookie)
 }
 
-pub fn cookie_name(gateway: &Gateway) -> String {
-    format!("{}_users", gateway.config.risk.device_cookie_name.0)
+pub fn cookie_name(config: &Config) -> String {
+    format!("{}_users", config.risk.device_cookie_name.0)
 }
 
 /// The device id is base64 without `:`, so this cannot be read two ways.
@@ -54,7 +55,7 @@ fn tagged(device: &str, username: &str) -> String {
 
 /// The well-formed tags the browser sent, at most `MAX_USERS`.
 fn tags<'a>(gateway: &Gateway, jar: &'a CookieJar) -> impl Iterator<Item = &'a str> {
-    jar.get(&cookie_name(gateway))
+    jar.get(&gateway.returning_cookie_name)
         .map_or("", |cookie| cookie.value())
         .split('.')
         .filter(|tag| tag.len() == TAG_LEN && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))

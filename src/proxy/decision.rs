@@ -33,10 +33,10 @@ pub struct Asked<'a> {
 /// session of a user who is still in the users file.
 pub async fn signed_in_user(gateway: &Gateway, headers: &HeaderMap, https: bool) -> Result<Option<SignedIn>, StoreError> {
     let cookie_name = gateway.sessions.cookie_name_for(https);
-    let Some(id) = forwarding::find_cookie(headers.get_all(http::header::COOKIE), &cookie_name) else {
+    let Some(id) = forwarding::find_cookie(headers.get_all(http::header::COOKIE), cookie_name) else {
         return Ok(None);
     };
-    let Some(session) = gateway.sessions.lookup(&id).await? else {
+    let Some(session) = gateway.sessions.lookup(id).await? else {
         return Ok(None);
     };
     Ok(gateway.users.get(&session.username).cloned().map(|user| (session, user)))

@@ -116,16 +116,11 @@ async fn decide_and_answer(
 async fn allow(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, app: &App, signed_in: Option<&SignedIn>) -> Result<bool> {
     let mut header = ResponseHeader::build(200, Some(8))?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header(app.config.assertion_header.0.clone(), "")?;
-    for name in forwarding::PLAIN_IDENTITY_HEADERS {
-        header.insert_header(name, "")?;
-    }
+    let mut identity = Vec::new();
     if let Some((gw_session, user)) = signed_in {
         match gateway.assertions.token_for(gw_session, user, &app.id) {
             Ok(token) => {
-                for (name, value) in forwarding::identity_headers(app, user, &token) {
-                    header.insert_header(name, value)?;
-                }
+                identity = forwarding::identity_headers(app, user, &token);
                 ctx.identity = Some((user.clone(), token));
             }
             Err(e) => {
@@ -134,6 +129,14 @@ async fn allow(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, a
                 return Ok(true);
             }
         }
+    }
+    let named = std::iter::once(app.assertion_header.clone()).chain(forwarding::PLAIN_IDENTITY_HEADERS.map(http::HeaderName::from_static));
+    for name in named {
+        let value = match identity.iter().position(|(given, _)| *given == name) {
+            Some(at) => identity.swap_remove(at).1,
+            None => http::HeaderValue::from_static(""),
+        };
+        header.insert_header(name, value)?;
     }
     responses::write(session, gateway, header, Bytes::new()).await?;
     Ok(true)

@@ -2,6 +2,7 @@
 //! the request reaches an app: client address, scheme, cookies, identity
 //! and forwarding headers.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::HeaderValue;
@@ -70,20 +71,16 @@ pub fn request_authority(session: &Session) -> Option<String> {
     }
 }
 
-/// The value of a cookie in the request, from any `Cookie` header.
-pub fn cookie_value(session: &Session, name: &str) -> Option<String> {
-    find_cookie(session.req_header().headers.get_all(http::header::COOKIE), name)
-}
-
-/// [`cookie_value`] from the `Cookie` lines: the first cookie called `name`.
-pub fn find_cookie<'a>(cookie_lines: impl IntoIterator<Item = &'a HeaderValue>, name: &str) -> Option<String> {
+/// The value of the first cookie called `name` in the `Cookie` lines,
+/// borrowed from the line it is in.
+pub fn find_cookie<'a>(cookie_lines: impl IntoIterator<Item = &'a HeaderValue>, name: &str) -> Option<&'a str> {
     cookie_lines
         .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(cookie::Cookie::split_parse)
         .filter_map(Result::ok)
         .find(|c| c.name() == name)
-        .map(|c| c.value().to_string())
+        .and_then(|c| c.value_raw())
 }
 
 /// Whether users reach this request's app over https: the connection is
@@ -159,8 +156,7 @@ fn is_gateway_cookie(name: &str, session: &str, others: &[&str]) -> bool {
 pub fn strip_gateway_cookies(request: &mut RequestHeader, gateway: &Gateway) -> Result<()> {
     let session = gateway.sessions.cookie_name();
     let device = gateway.config.risk.device_cookie_name.0.as_str();
-    let returning = crate::portal::returning_cookie_name(gateway);
-    let others = [device, returning.as_str(), crate::portal::METHOD_COOKIE];
+    let others = [device, gateway.returning_cookie_name.as_str(), crate::portal::METHOD_COOKIE];
     let Some(kept) = without_gateway_cookies(request.headers.get_all(http::header::COOKIE), session, &others) else {
         return Ok(());
     };
@@ -180,7 +176,7 @@ pub fn without_gateway_cookies<'a>(
     others: &[&str],
 ) -> Option<String> {
     let ours = |pair: &&str| is_gateway_cookie(pair.split('=').next().unwrap_or("").trim(), session, others);
-    let values: Vec<String> = cookie_lines.into_iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+    let values: Vec<Cow<str>> = cookie_lines.into_iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
     if !values.iter().any(|v| v.split(';').any(|pair| ours(&pair))) {
         return None;
     }
@@ -196,15 +192,23 @@ pub fn set_forwarded(session: &Session, request: &mut RequestHeader, gateway: &G
     let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| canonical_ip(a.ip())).unwrap_or(client);
     let trusted = gateway.is_trusted_proxy(peer);
     let sent = &session.req_header().headers;
-    let existing = |name: &'static str| edge::joined_header(sent, &http::HeaderName::from_static(name)).filter(|_| trusted);
+    let existing = |name: &'static str| trusted.then(|| edge::joined_header(sent, &http::HeaderName::from_static(name))).flatten();
+    let peer_value = header_value(peer.to_string())?;
     let forwarded_for = match existing("x-forwarded-for") {
-        Some(chain) => format!("{chain}, {peer}"),
-        None => peer.to_string(),
+        Some(chain) => header_value(format!("{chain}, {peer}"))?,
+        None => peer_value.clone(),
     };
-    let host = existing("x-forwarded-host").or_else(|| request_authority(session));
+    let real_ip = match client == peer {
+        true => peer_value,
+        false => header_value(client.to_string())?,
+    };
+    let host = match existing("x-forwarded-host") {
+        Some(forwarded) => Some(header_value(forwarded)?),
+        None => authority_value(sent, &session.req_header().uri),
+    };
     request.insert_header("x-forwarded-for", forwarded_for)?;
-    request.insert_header("x-real-ip", client.to_string())?;
-    request.insert_header("x-forwarded-proto", if https { "https" } else { "http" })?;
+    request.insert_header("x-real-ip", real_ip)?;
+    request.insert_header("x-forwarded-proto", HeaderValue::from_static(if https { "https" } else { "http" }))?;
     match host {
         Some(host) => request.insert_header("x-forwarded-host", host)?,
         None => {
@@ -214,8 +218,22 @@ pub fn set_forwarded(session: &Session, request: &mut RequestHeader, gateway: &G
     Ok(())
 }
 
+/// A header value made of text the gateway composed, without copying it.
+fn header_value(text: String) -> Result<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).or_err(InvalidHTTPHeader, "not a header value")
+}
+
+/// The Host the client sent, as it is (its bytes shared, not copied), or
+/// the authority of an absolute-form or HTTP/2 request.
+fn authority_value(headers: &http::HeaderMap, uri: &http::Uri) -> Option<HeaderValue> {
+    match headers.get(http::header::HOST) {
+        Some(host) => host.to_str().is_ok().then(|| host.clone()),
+        None => uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    }
+}
+
 /// The assertion, and for apps that asked for them the plain identity headers.
-pub fn add_identity(request: &mut RequestHeader, app: &App, user: &User, token: &str) -> Result<()> {
+pub fn add_identity(request: &mut RequestHeader, app: &App, user: &User, token: &HeaderValue) -> Result<()> {
     for (name, value) in identity_headers(app, user, token) {
         request.insert_header(name, value)?;
     }
@@ -225,19 +243,16 @@ pub fn add_identity(request: &mut RequestHeader, app: &App, user: &User, token: 
 /// The headers that tell an app who the user is: the assertion, and the
 /// plain `Remote-*` ones when the app asked for them. A value that cannot
 /// be a header (a name with a line break) is left out, with a warning.
-pub fn identity_headers(app: &App, user: &User, token: &str) -> Vec<(http::HeaderName, HeaderValue)> {
-    let mut headers = Vec::new();
-    let mut add = |name: &str, value: &str| match (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
-    {
-        (Ok(name), Ok(value)) => headers.push((name, value)),
-        _ => tracing::warn!(header = name, user = %user.username, "value cannot be sent as a header"),
-    };
-    add(&app.config.assertion_header.0, token);
+pub fn identity_headers(app: &App, user: &User, token: &HeaderValue) -> Vec<(http::HeaderName, HeaderValue)> {
+    let mut headers = vec![(app.assertion_header.clone(), token.clone())];
     if app.config.legacy_headers {
         let groups = user.groups.join(",");
         let values = [user.username.as_str(), user.email.as_str(), groups.as_str(), user.display_name.as_str()];
         for (name, value) in PLAIN_IDENTITY_HEADERS.into_iter().zip(values) {
-            add(name, value);
+            match HeaderValue::from_bytes(value.as_bytes()) {
+                Ok(value) => headers.push((http::HeaderName::from_static(name), value)),
+                Err(_) => tracing::warn!(header = name, user = %user.username, "value cannot be sent as a header"),
+            }
         }
     }
     headers

@@ -58,7 +58,7 @@ pub struct RequestCtx {
     condition_failed: bool,
     client_ip: IpAddr,
     tls: bool,
-    identity: Option<(Arc<User>, Arc<str>)>,
+    identity: Option<(Arc<User>, http::HeaderValue)>,
     /// The upstream this attempt goes to, and those tried before it.
     upstream: Option<usize>,
     tried: Tried,

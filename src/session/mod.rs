@@ -234,6 +234,8 @@ pub struct Sessions {
     reachability: Arc<Reachability>,
     clock: Arc<dyn Clock>,
     config: SessionConfig,
+    /// The cookie's name over https: see [`Sessions::cookie_name_for`].
+    secure_cookie_name: String,
     cache: RwLock<SessionCache>,
     /// Keys the store did not have, and when it said so.
     unknown: RwLock<HashMap<SessionKey, UnixTime>>,
@@ -272,6 +274,10 @@ impl Sessions {
             shared,
             reachability,
             clock,
+            secure_cookie_name: match config.cookie_domain {
+                None => format!("{HOST_PREFIX}{}", config.cookie_name.0),
+                Some(_) => config.cookie_name.0.clone(),
+            },
             config,
             cache: RwLock::new(SessionCache::default()),
             unknown: RwLock::new(HashMap::new()),
@@ -287,10 +293,10 @@ impl Sessions {
     /// unless it is shared with sibling hosts (`cookie_domain`), it carries
     /// the `__Host-` prefix: browsers then keep it to this host, https and
     /// path `/`, so a sibling host cannot plant a session of its choosing.
-    pub fn cookie_name_for(&self, secure: bool) -> std::borrow::Cow<'_, str> {
-        match secure && self.config.cookie_domain.is_none() {
-            true => format!("{HOST_PREFIX}{}", self.config.cookie_name.0).into(),
-            false => self.config.cookie_name.0.as_str().into(),
+    pub fn cookie_name_for(&self, secure: bool) -> &str {
+        match secure {
+            true => &self.secure_cookie_name,
+            false => &self.config.cookie_name.0,
         }
     }
 
@@ -602,11 +608,8 @@ impl Sessions {
     /// The session cookie; `Secure` (and `__Host-`, see
     /// [`Sessions::cookie_name_for`]) whenever users reach the app over https.
     pub fn cookie(&self, id: String, secure: bool) -> Cookie<'static> {
-        let mut cookie = Cookie::build((self.cookie_name_for(secure).into_owned(), id))
-            .http_only(true)
-            .same_site(SameSite::Lax)
-            .secure(secure)
-            .path("/");
+        let mut cookie =
+            Cookie::build((self.cookie_name_for(secure).to_owned(), id)).http_only(true).same_site(SameSite::Lax).secure(secure).path("/");
         if let Some(domain) = &self.config.cookie_domain {
             cookie = cookie.domain(domain.clone());
         }
