@@ -13,6 +13,11 @@ prog=${0##*/}
 BODY="hello from the upstream"
 pids=()
 tmp=""
+# A command the servers started below run under (`taskset -c 1` pins
+# them), nginx's worker_processes, and stepgate's `server.work_stealing`.
+RUN_ON=()
+NGINX_WORKERS=auto
+WORK_STEALING=false
 
 # --- tools and build ----------------------------------------------------------
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -57,6 +62,17 @@ cleanup() {
   done
   if declare -F cleanup_hook >/dev/null; then cleanup_hook; fi
   [ -z "$tmp" ] || rm -rf "$tmp"
+}
+
+# Stops the processes started since pids had $1 entries, and forgets them.
+stop_since() { # index into pids
+  local pid started=("${pids[@]:$1}")
+  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${started[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  pids=("${pids[@]:0:$1}")
 }
 
 make_scratch() { # mktemp template name, such as stepgate-load
@@ -104,7 +120,7 @@ start_nginx() { # name, then the http{} block
   mkdir -p "$dir/temp"
   cat >"$dir/nginx.conf" <<EOF
 daemon off;
-worker_processes auto;
+worker_processes $NGINX_WORKERS;
 pid $dir/nginx.pid;
 error_log $tmp/$1.log warn;
 events { worker_connections 4096; }
@@ -119,7 +135,7 @@ http {
   $2
 }
 EOF
-  "$NGINX" "${nginx_e[@]}" -p "$dir" -c "$dir/nginx.conf" >>"$tmp/$1.log" 2>&1 &
+  "${RUN_ON[@]}" "$NGINX" "${nginx_e[@]}" -p "$dir" -c "$dir/nginx.conf" >>"$tmp/$1.log" 2>&1 &
   pids+=($!)
 }
 
@@ -156,7 +172,7 @@ STEPGATE_ENV=()
 
 # An instance in front of the upstream at $UPSTREAM_PORT, one app whose
 # whole site is `two_factor` (inline, and as the authorizer of an nginx in
-# front), logging at warn to $tmp/NAME.log.
+# front) but for /open/ (`bypass`), logging at warn to $tmp/NAME.log.
 start_stepgate() { # name, port, worker threads, then extra configuration (the [store] and [cache] sections)
   local name=$1 port=$2 threads=$3 extra=${4:-}
   cat >"$tmp/$name.toml" <<EOF
@@ -166,6 +182,7 @@ users_file = "users.toml"
 listen = "127.0.0.1:$port"
 data_dir = "data-$name"
 threads = $threads
+work_stealing = $WORK_STEALING
 # nginx in front asks it too (forward-auth), from this address.
 trusted_proxies = ["127.0.0.1/32"]
 
@@ -179,11 +196,15 @@ mode = "both"
 upstreams = ["http://127.0.0.1:$UPSTREAM_PORT"]
 
 [[apps.rules]]
+path = "/open/"
+policy = "bypass"
+
+[[apps.rules]]
 path = "/"
 policy = "two_factor"
 EOF
   # RUST_LOG would override the configured level.
-  env -u RUST_LOG STEPGATE_ENCRYPTION_KEY="$ENCRYPTION_KEY" "${STEPGATE_ENV[@]}" \
+  "${RUN_ON[@]}" env -u RUST_LOG STEPGATE_ENCRYPTION_KEY="$ENCRYPTION_KEY" "${STEPGATE_ENV[@]}" \
     "$STEPGATE" serve --config "$tmp/$name.toml" >>"$tmp/$name.log" 2>&1 &
   pids+=($!)
 }
@@ -246,10 +267,9 @@ bad() { # non-2xx/3xx responses plus socket errors
        END { print n + 0 }' "$tmp/$1.wrk"
 }
 
-# --- CPU time ------------------------------------------------------------------------
-# User plus system CPU seconds spent so far by processes and all their
-# descendants (nginx's workers, stepgate's threads), from /proc.
-cpu_seconds() { # pid...
+# --- CPU time and memory ----------------------------------------------------------
+# The processes given and all their descendants (nginx's workers), from /proc.
+process_tree() { # pid...
   local tree=" $* " grew=1 stat pid ppid
   while [ "$grew" = 1 ]; do
     grew=0
@@ -261,9 +281,22 @@ cpu_seconds() { # pid...
       fi
     done
   done
-  for pid in $tree; do
+  echo "$tree"
+}
+# User plus system CPU seconds spent so far by the process trees (a
+# process's threads included).
+cpu_seconds() { # pid...
+  local pid
+  for pid in $(process_tree "$@"); do
     # Fields 14 and 15 (utime, stime), counted after the ")" that ends the name.
     sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }'
   done | awk -v hz="$(getconf CLK_TCK)" '{ t += $1 } END { printf "%.3f", t / hz }'
+}
+# Resident memory of the process trees now, in MiB.
+rss_mib() { # pid...
+  local pid
+  for pid in $(process_tree "$@"); do
+    awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null
+  done | awk '{ kib += $1 } END { printf "%.1f", kib / 1024 }'
 }
 requests() { awk '/requests in/ { print $1; exit }' "$tmp/$1.wrk"; } # name: how many wrk completed
