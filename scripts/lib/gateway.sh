@@ -274,7 +274,7 @@ process_tree() { # pid...
   while [ "$grew" = 1 ]; do
     grew=0
     for stat in /proc/[0-9]*/stat; do
-      read -r pid _ _ ppid _ <"$stat" 2>/dev/null || continue
+      read -r pid _ _ ppid _ 2>/dev/null <"$stat" || continue
       if [[ $tree == *" $ppid "* && $tree != *" $pid "* ]]; then
         tree+="$pid "
         grew=1

@@ -193,14 +193,14 @@ pub fn set_forwarded(session: &Session, request: &mut RequestHeader, gateway: &G
     let trusted = gateway.is_trusted_proxy(peer);
     let sent = &session.req_header().headers;
     let existing = |name: &'static str| trusted.then(|| edge::joined_header(sent, &http::HeaderName::from_static(name))).flatten();
-    let peer_value = header_value(peer.to_string())?;
+    let peer_value = header_value(ip_text(peer))?;
     let forwarded_for = match existing("x-forwarded-for") {
         Some(chain) => header_value(format!("{chain}, {peer}"))?,
         None => peer_value.clone(),
     };
     let real_ip = match client == peer {
         true => peer_value,
-        false => header_value(client.to_string())?,
+        false => header_value(ip_text(client))?,
     };
     let host = match existing("x-forwarded-host") {
         Some(forwarded) => Some(header_value(forwarded)?),
@@ -216,6 +216,28 @@ pub fn set_forwarded(session: &Session, request: &mut RequestHeader, gateway: &G
         }
     }
     Ok(())
+}
+
+/// An address as text. IPv4 is written out here: `Ipv4Addr`'s `Display`,
+/// which supports padding, costs as much as inserting the header.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 /// A header value made of text the gateway composed, without copying it.
@@ -261,3 +283,20 @@ pub fn identity_headers(app: &App, user: &User, token: &HeaderValue) -> Vec<(htt
 /// The unsigned identity headers, for apps that set `legacy_headers`: the
 /// user name, email, groups (comma-separated) and display name.
 pub const PLAIN_IDENTITY_HEADERS: [&str; 4] = ["remote-user", "remote-email", "remote-groups", "remote-name"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_read_as_their_display_form() {
+        for octet in 0..=255u8 {
+            for ip in [[octet, 0, 0, 1], [10, octet, 255, octet], [255, 255, octet, 9]] {
+                let ip = IpAddr::from(ip);
+                assert_eq!(ip_text(ip), ip.to_string());
+            }
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(ip_text(v6), "2001:db8::1");
+    }
+}
