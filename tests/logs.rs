@@ -185,3 +185,15 @@ async fn a_forward_auth_question_is_logged_as_the_request_it_is_about() {
     assert_eq!(response.status(), 200);
     log_with(1, &["stepgate::access", "path=\"/asked/about/this\"", "forward_auth=true", "user=\"alice\"", "status=200"]).await;
 }
+
+/// pingora's routine error about a pooled upstream connection (see
+/// `stepgate::logging`) is left out; its other messages are written.
+#[tokio::test]
+async fn pingoras_routine_pool_error_is_left_out() {
+    captured();
+    tracing::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
+    tracing::error!(target: "pingora_core::connectors::http", "routine-filter check: another module's error");
+    tracing::warn!(target: "pingora_core::connectors", "routine-filter check: a warning");
+    let log = log_with(2, &["routine-filter check"]).await;
+    assert!(!log.contains("failed to acquire reusable stream"), "{log}");
+}

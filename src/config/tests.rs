@@ -185,6 +185,7 @@ fn the_minimal_configuration_parses_with_the_defaults() {
     assert!(config.server.tls.is_none());
     assert!(config.server.trusted_proxies.is_empty());
     assert_eq!(config.server.threads, 0);
+    assert!(!config.server.work_stealing, "each worker thread keeps its own connections by default");
     assert!(config.secrets.encryption_key_file.is_none());
     assert_eq!(config.session.cookie_name.0, "stepgate_session");
     assert_eq!(config.session.cookie_domain, None);
@@ -231,6 +232,7 @@ listen = "0.0.0.0:80"
 h2c = true
 data_dir = "/var/lib/stepgate"
 threads = 4
+work_stealing = true
 trusted_proxies = ["10.0.0.0/8", "::1/128"]
 max_header_bytes = 8192
 keepalive_timeout = "30s"
@@ -301,6 +303,7 @@ policy = "bypass"
     let config = parse(text).unwrap_or_else(|e| panic!("{e}"));
     assert!(config.server.h2c);
     assert_eq!(config.server.threads, 4);
+    assert!(config.server.work_stealing);
     assert_eq!(config.server.trusted_proxies.len(), 2);
     let tls = config.server.tls.as_ref().unwrap();
     assert_eq!(tls.listen, "[::]:443".parse().unwrap());
