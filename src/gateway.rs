@@ -360,11 +360,8 @@ fn route_apps(config: &Config, health: &HealthRegistry, clock: &Arc<dyn Clock>) 
         for host in &app_config.hosts {
             apps_by_host.insert(host.get_ref().0.clone(), app.clone());
         }
-        // Validated as a header name when the configuration loaded.
-        if let Ok(name) = http::HeaderName::from_bytes(app_config.assertion_header.0.as_bytes()) {
-            if !identity_headers.contains(&name) {
-                identity_headers.push(name);
-            }
+        if !identity_headers.contains(&app.assertion_header) {
+            identity_headers.push(app.assertion_header.clone());
         }
     }
     Ok((apps_by_host, identity_headers))

@@ -132,11 +132,8 @@ async fn allow(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, a
     }
     let named = std::iter::once(app.assertion_header.clone()).chain(forwarding::PLAIN_IDENTITY_HEADERS.map(http::HeaderName::from_static));
     for name in named {
-        let value = match identity.iter().position(|(given, _)| *given == name) {
-            Some(at) => identity.swap_remove(at).1,
-            None => http::HeaderValue::from_static(""),
-        };
-        header.insert_header(name, value)?;
+        let given = identity.iter().find(|(given, _)| *given == name).map(|(_, value)| value.clone());
+        header.insert_header(name, given.unwrap_or_else(|| http::HeaderValue::from_static("")))?;
     }
     responses::write(session, gateway, header, Bytes::new()).await?;
     Ok(true)

@@ -65,10 +65,7 @@ pub fn forwarded_client<'a>(
 /// The host and port as the client wrote them, for building URLs back to it.
 pub fn request_authority(session: &Session) -> Option<String> {
     let header = session.req_header();
-    match header.headers.get(http::header::HOST) {
-        Some(value) => value.to_str().ok().map(str::to_string),
-        None => header.uri.authority().map(|a| a.to_string()),
-    }
+    authority_value(&header.headers, &header.uri).and_then(|value| value.to_str().ok().map(str::to_string))
 }
 
 /// The value of the first cookie called `name` in the `Cookie` lines,
