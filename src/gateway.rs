@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::assertion::{Assertions, KeyError};
+use crate::audit::AuditLog;
 use crate::cache::{Cache, CacheError, MemoryCache, RedisCache, RedisOptions};
 use crate::clock::Clock;
 use crate::config::{AppConfig, CacheBackend, Config, ConfigError, StoreBackend};
@@ -138,6 +139,7 @@ pub struct Gateway {
     pub password_hashing: Arc<HashGate>,
     /// The health of every app's upstreams, kept across reloads.
     upstream_health: Arc<HealthRegistry>,
+    pub audit: Arc<AuditLog>,
 }
 
 impl Gateway {
@@ -235,6 +237,7 @@ impl Gateway {
         let password_hashing = Arc::new(password_hashing);
         let upstream_health = Arc::new(HealthRegistry::default());
         let (apps_by_host, identity_headers) = route_apps(&config, &upstream_health, &clock)?;
+        let audit = Arc::new(AuditLog::new(store.clone(), clock.clone()));
         Ok(Arc::new(Self {
             untrusted_networks: config.untrusted_networks(),
             returning_cookie_name: crate::portal::returning_cookie_name(&config),
@@ -256,6 +259,7 @@ impl Gateway {
             attempts,
             password_hashing,
             upstream_health,
+            audit,
         }))
     }
 
@@ -291,6 +295,7 @@ impl Gateway {
             attempts: self.attempts.clone(),
             password_hashing: self.password_hashing.clone(),
             upstream_health: self.upstream_health.clone(),
+            audit: self.audit.clone(),
         }))
     }
 
@@ -389,6 +394,7 @@ fn keep_start_up_settings(running: &Config, reloaded: &mut Config) {
     keep!(assertion);
     keep!(limits);
     keep!(logging);
+    keep!(admin);
 }
 
 /// IPv4-mapped IPv6 addresses compare as the IPv4 address they carry.

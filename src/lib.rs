@@ -2,7 +2,9 @@
 //! route who must prove what, runs the challenges on its own pages, and
 //! hands apps a signed assertion of who is calling.
 
+pub mod admin;
 pub mod assertion;
+pub mod audit;
 pub mod cache;
 pub mod clock;
 pub mod config;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use crate::audit::{Event, Kind, Outcome};
 use crate::config::Config;
 use crate::gateway::{Gateway, StartError};
 
@@ -52,11 +53,18 @@ impl LiveGateway {
         Ok(())
     }
 
-    fn reload_and_log(&self, cause: &str) {
-        match self.reload() {
-            Ok(()) => tracing::info!(cause, "configuration reloaded"),
-            Err(e) => tracing::error!(cause, error = %e, "configuration not reloaded; the running one stays"),
-        }
+    async fn reload_and_log(&self, cause: &str) {
+        let outcome = match self.reload() {
+            Ok(()) => {
+                tracing::info!(cause, "configuration reloaded");
+                Outcome::Success
+            }
+            Err(e) => {
+                tracing::error!(cause, error = %e, "configuration not reloaded; the running one stays");
+                Outcome::Failure
+            }
+        };
+        self.current().audit.record(Event::new(Kind::ConfigReloaded, outcome).detail("cause", cause)).await;
     }
 
     /// Upkeep until the runtime stops: reloads on SIGHUP and file changes,
@@ -81,7 +89,7 @@ impl LiveGateway {
             tokio::select! {
                 _ = interval.tick() => {}
                 _ = hung_up => {
-                    self.reload_and_log("SIGHUP");
+                    self.reload_and_log("SIGHUP").await;
                     seen = self.stamps();
                     continue;
                 }
@@ -89,7 +97,7 @@ impl LiveGateway {
             let stamps = self.stamps();
             if stamps != seen {
                 seen = stamps;
-                self.reload_and_log("a watched file changed");
+                self.reload_and_log("a watched file changed").await;
             }
             checks += 1;
             if checks % UPKEEP_EVERY == 0 {
@@ -129,5 +137,8 @@ async fn upkeep(gateway: &Gateway, sweep: bool) {
     }
     if let Err(e) = gateway.store.forget_sign_ins_before(gateway.clock.now() - SIGN_IN_HISTORY_SECS).await {
         tracing::warn!(error = %e, "sign-in history sweep failed");
+    }
+    if let Err(e) = gateway.audit.sweep(gateway.config.audit.retention).await {
+        tracing::warn!(error = %e, "audit log sweep failed");
     }
 }

@@ -57,6 +57,9 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Help desk and customer admin commands (over the admin API), and
+    /// the admin API's tokens.
+    Admin(stepgate::admin::commands::AdminArgs),
     /// Inspect the access policy.
     Policy {
         #[command(subcommand)]
@@ -175,6 +178,7 @@ fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Admin(args) => block_on(stepgate::admin::commands::run(args)),
         Command::HashPassword => {
             let password = read_password()?;
             println!("{}", stepgate::users::hash_password(&password));
@@ -264,6 +268,7 @@ fn serve(config_path: &std::path::Path, upgrade: bool) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let gateway = runtime.block_on(Gateway::build(config, Arc::new(SystemClock), None)).map_err(|e| e.to_string())?;
     let live = LiveGateway::new(gateway, Some(config_path.to_path_buf()));
+    let _admin = runtime.block_on(async { stepgate::admin::start(live.clone()) }).map_err(|e| e.to_string())?;
     runtime.spawn(live.clone().maintain());
     let served = stepgate::server::serve(live, upgrade);
     // Upkeep caught in a reload must not hold up the exit.

@@ -365,6 +365,8 @@ impl ShutdownSignalWatch for ShutdownOnDrop {
 /// A gateway serving on its own threads until dropped.
 pub struct RunningGateway {
     pub live: Arc<LiveGateway>,
+    /// The admin API, when configured.
+    pub admin: Option<crate::admin::AdminServer>,
     connections: Arc<Connections>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -381,10 +383,12 @@ impl RunningGateway {
             .name("stepgate".into())
             .spawn(move || run(server, Some(Box::new(ShutdownOnDrop(stopped)))))
             .map_err(|e| StartError::Io(format!("cannot start the server thread: {e}")))?;
+        let mut admin = None;
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            admin = crate::admin::start(live.clone())?;
             handle.spawn(live.clone().maintain());
         }
-        Ok(Self { live, connections, stop, thread: Some(thread) })
+        Ok(Self { live, admin, connections, stop, thread: Some(thread) })
     }
 
     /// The client connections open now.

@@ -14,6 +14,7 @@
 //! never open. So does a cache that cannot be reached: the attempt is
 //! refused with the error.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
@@ -101,6 +102,20 @@ impl Throttle {
         let len = digest.len();
         digest.copy_from_slice(&mac.finalize().into_bytes()[..len]);
         Key { scope, digest }
+    }
+
+    /// The key of a client address. An IPv6 client counts by its /64, the
+    /// block one subscriber usually holds, so that it cannot take a fresh
+    /// budget with every address.
+    pub fn address_key(&self, ip: IpAddr) -> Key {
+        let address = match crate::gateway::canonical_ip(ip) {
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            v4 => v4.to_string(),
+        };
+        self.key(Scope::Address, &[&address])
     }
 
     /// Counts one attempt against every key, if all of them allow it;

@@ -76,6 +76,11 @@ impl Directory {
         self.users.get(username)
     }
 
+    /// Every user, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<User>> {
+        self.users.values()
+    }
+
     /// Every user's [`User::password_fingerprint`], by user name.
     pub fn password_fingerprints(&self, secrets: &Secrets) -> HashMap<String, String> {
         self.users.iter().map(|(name, user)| (name.clone(), user.password_fingerprint(secrets))).collect()

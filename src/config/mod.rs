@@ -4,6 +4,7 @@
 //! file, the line and what is wrong. The rest of the gateway only ever sees
 //! the typed structs below.
 
+mod admin;
 mod backends;
 mod edge;
 mod factors;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use admin::{AdminConfig, AdminTls, AuditConfig};
 pub use backends::{CacheBackend, CacheConfig, DuringOutage, InlineUrl, StoreBackend, StoreConfig, UrlSource};
 pub use edge::{HeaderUnderscores, MethodOverride, PathMatching, WatchedQuery};
 pub use factors::{AppWebauthn, Attestation, RecoveryCodesConfig, SecurityPageConfig, UserVerification, WebauthnConfig};
@@ -31,6 +33,7 @@ pub use index::RuleIndex;
 pub use pattern::{fold_case, PathPattern};
 pub use rules::{Anonymity, Conditions, GeoFence, HourRange, Policy, Rule};
 pub use upstreams::{HealthCheck, HealthPath, PassiveHealth, UpstreamTimeouts, UpstreamTls};
+pub use values::duration::parse as parse_duration;
 pub use values::{Method, Upstream};
 
 /// The longest an assertion may live: apps rely on it being short.
@@ -93,6 +96,10 @@ pub struct Config {
     pub branding: Branding,
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// The management API; off when absent.
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub audit: AuditConfig,
     #[serde(default)]
     pub apps: Vec<AppConfig>,
 }
@@ -563,6 +570,9 @@ impl Config {
         config.check_webauthn(&shown)?;
         config.check_portal(&shown)?;
         config.check_files(&shown)?;
+        if let Some(admin) = &config.admin {
+            admin.check(&config.server, &shown)?;
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         Ok(config)
@@ -735,6 +745,9 @@ impl Config {
         }
         if let Some(file) = &mut self.secrets.encryption_key_file {
             resolve(file);
+        }
+        if let Some(admin) = &mut self.admin {
+            admin.resolve_paths(base);
         }
         for file in self.geoip.files_mut() {
             resolve(file);

@@ -237,6 +237,12 @@ impl WebauthnFactor {
         }
     }
 
+    /// The credential kinds the configuration allows: those that count as
+    /// a usable factor.
+    pub fn usable_kinds(&self) -> Vec<&'static str> {
+        [Method::SecurityKey, Method::Platform].into_iter().filter(|kind| self.allows(*kind)).map(Method::name).collect()
+    }
+
     pub async fn credentials(&self, username: &str) -> Result<Vec<WebauthnRow>, StoreError> {
         self.store.webauthn_credentials(username).await
     }

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{error_page, PortalState};
-use crate::crypto::sha256;
+use crate::crypto::{hex, sha256};
 
 const STYLE: &str = include_str!("../../static/style.css");
 const SCRIPT: &str = include_str!("../../static/stepgate.js");
@@ -33,6 +33,3 @@ pub async fn serve(Extension(gateway): Extension<PortalState>, Path(name): Path<
     (cache, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}

@@ -30,7 +30,7 @@ pub use returning::cookie_name as returning_cookie_name;
 pub use second_factor::METHOD_COOKIE;
 
 use crate::gateway::{App, Gateway};
-use crate::throttle::{Key, Refusal, Scope};
+use crate::throttle::Refusal;
 
 /// The request bodies the portal's handlers extract, named for the fuzz
 /// targets, which feed them arbitrary bytes.
@@ -339,20 +339,6 @@ impl Refused {
 fn with_retry_after(mut response: Response, seconds: i64) -> Response {
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     response
-}
-
-/// The throttle key of a client address. An IPv6 client counts by its /64,
-/// the block one subscriber usually holds, so that it cannot take a fresh
-/// budget with every address.
-fn address_key(gateway: &Gateway, ip: IpAddr) -> Key {
-    let address = match crate::gateway::canonical_ip(ip) {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        v4 => v4.to_string(),
-    };
-    gateway.attempts.key(Scope::Address, &[&address])
 }
 
 /// A user name as logged: a known user's as it is; anything else (a typo,

@@ -18,10 +18,11 @@ use super::pages::{html, FactorEntry, RecoveryCodesPage, SessionEntry, SettingsP
 use super::redirect::{query_param, rd_param, safe_return_to};
 use super::second_factor::{may_change_factors, pending_totp, webauthn_kinds, Enrolled};
 use super::{bad_form, csrf_refused, current_session, device, see_other, with_return_to, Failure, PortalError, PortalState};
-use crate::factors::webauthn::{clean_name, used_credential};
+use crate::factors::webauthn::clean_name;
+use crate::crypto::hex;
 use crate::gateway::Gateway;
 use crate::methods::{Method, MethodSet};
-use crate::session::{Factor, FactorUse, Session, SignInContext};
+use crate::session::{FactorUse, Session, SignInContext};
 use crate::store::{FactorRef, Removal};
 
 const PAGE: &str = "/.stepgate/settings";
@@ -182,7 +183,7 @@ pub async fn rename(
         Ok(valid) => valid,
         Err(refusal) => return Ok(refusal),
     };
-    let renamed = match parse_handle(&form.factor) {
+    let renamed = match FactorRef::parse(&form.factor) {
         Some(FactorRef::Totp) => {
             gateway.store.rename_totp(&session.username, &clean_name(&form.name, Method::Totp)).await.map_err(|e| fail(e.into()))?
         }
@@ -210,28 +211,22 @@ pub async fn remove(
     if let Some(step_up) = step_up(&gateway, &session, PAGE).await.map_err(fail)? {
         return Ok(step_up);
     }
-    let Some(factor) = parse_handle(&form.factor) else {
+    let Some(factor) = FactorRef::parse(&form.factor) else {
         return render(&gateway, &session, &jar, Message::error("There is no such factor.")).await.map_err(fail);
     };
     let keep_one = user_needs_two_factors(&gateway, &session.username);
-    let usable_kinds = usable_webauthn_kinds(&gateway);
+    let usable_kinds = gateway.webauthn.usable_kinds();
     let removal = gateway.store.remove_factor(&session.username, factor, &usable_kinds, keep_one).await.map_err(|e| fail(e.into()))?;
     if let Some(refusal) = refusal_of(removal) {
         return render(&gateway, &session, &jar, Message::error(refusal)).await.map_err(fail);
     }
     tracing::info!(event = "factor_removed", factor = %form.factor, user = %session.username, "security");
     // The sessions that did it end; this one forgets it, and proves a factor again where one is needed.
-    let ended = gateway.sessions.forget_factor(&session.username, |used| was_done_with(used, factor), Some(&session.key));
+    let ended = gateway.sessions.forget_factor(&session.username, |used| used.done_with(factor), Some(&session.key));
     let Some(session) = ended.await.map_err(|e| fail(e.into()))? else {
         return Ok(sign_in_first());
     };
     render(&gateway, &session, &jar, Message::notice("Removed.")).await.map_err(fail)
-}
-
-/// The WebAuthn kinds the configuration allows: the credentials that count
-/// as a usable factor.
-fn usable_webauthn_kinds(gateway: &Gateway) -> Vec<&'static str> {
-    [Method::SecurityKey, Method::Platform].into_iter().filter(|kind| gateway.webauthn.allows(*kind)).map(Method::name).collect()
 }
 
 /// Why a removal did not happen, if it did not.
@@ -242,14 +237,6 @@ fn refusal_of(removal: Removal) -> Option<&'static str> {
         Removal::LastFactor => {
             Some("This is your last second factor, and some of your applications require one. Add another before removing it.")
         }
-    }
-}
-
-/// Whether a session's factor was done with this one of the user's factors.
-fn was_done_with(used: &FactorUse, factor: FactorRef) -> bool {
-    match factor {
-        FactorRef::Totp => used.factor == Factor::Otp,
-        FactorRef::Webauthn(id) => used_credential(used, id),
     }
 }
 
@@ -367,17 +354,6 @@ fn user_needs_two_factors(gateway: &Gateway, username: &str) -> bool {
 }
 
 /// A factor as the forms name it: `totp` or `webauthn:<id>`.
-fn parse_handle(handle: &str) -> Option<FactorRef> {
-    match handle.split_once(':') {
-        None if handle == "totp" => Some(FactorRef::Totp),
-        Some(("webauthn", id)) => id.parse().ok().map(FactorRef::Webauthn),
-        _ => None,
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 async fn render(gateway: &PortalState, session: &Session, jar: &CookieJar, message: Message) -> Result<Response, PortalError> {
     let now = gateway.clock.now();
@@ -386,7 +362,7 @@ async fn render(gateway: &PortalState, session: &Session, jar: &CookieJar, messa
     let mut factors = Vec::new();
     if let Some(totp) = gateway.store.get_totp(username).await? {
         factors.push(FactorEntry {
-            handle: "totp".into(),
+            handle: FactorRef::Totp.handle(),
             kind: "authenticator app",
             name: totp.name,
             added: date(gateway, totp.created),
@@ -396,7 +372,7 @@ async fn render(gateway: &PortalState, session: &Session, jar: &CookieJar, messa
     }
     for credential in gateway.webauthn.credentials(username).await? {
         factors.push(FactorEntry {
-            handle: format!("webauthn:{}", credential.id),
+            handle: FactorRef::Webauthn(credential.id).handle(),
             kind: if credential.kind == Method::Platform.name() { "this device's biometrics" } else { "security key" },
             name: credential.name,
             added: date(gateway, credential.created),

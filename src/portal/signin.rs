@@ -20,7 +20,7 @@ use super::csrf::{self, Binding};
 use super::pages::{html, SigninPage};
 use super::redirect::{rd_param, safe_return_to};
 use super::{
-    address_key, bad_form, csrf_refused, current_session, device, logged_user, returning, see_other, Failure, PortalError, PortalRequest,
+    bad_form, csrf_refused, current_session, device, logged_user, returning, see_other, Failure, PortalError, PortalRequest,
     PortalState, Refused,
 };
 use crate::gateway::Gateway;
@@ -144,7 +144,7 @@ async fn begin_attempt(
 fn attempt_keys(gateway: &Gateway, jar: &CookieJar, request: &PortalRequest, username: &str) -> (Key, Option<Key>) {
     match returning::device_of(gateway, jar, username) {
         Some(device) => (gateway.attempts.key(Scope::UserOnBrowser, &[username, &device]), None),
-        None => (gateway.attempts.key(Scope::User, &[username]), Some(address_key(gateway, request.client_ip))),
+        None => (gateway.attempts.key(Scope::User, &[username]), Some(gateway.attempts.address_key(request.client_ip))),
     }
 }
 

@@ -24,7 +24,7 @@ use super::assess::assess_sign_in;
 use super::csrf::{self, Binding};
 use super::redirect::safe_return_to;
 use super::second_factor::{complete, forget_attempts, may_enrol, reserve_attempt, Passed};
-use super::{address_key, current_session, device, returning, PortalError, PortalRequest, PortalState, Refused, UNAVAILABLE_RETRY_AFTER};
+use super::{current_session, device, returning, PortalError, PortalRequest, PortalState, Refused, UNAVAILABLE_RETRY_AFTER};
 use crate::crypto::sha256;
 use crate::factors::webauthn::{RelyingParty, WebauthnFailure};
 use crate::gateway::Gateway;
@@ -280,7 +280,7 @@ pub async fn passwordless_start(
 /// Counts a passkey sign-in against the client address before it is
 /// checked: whose credential it is shows only once it has been.
 async fn reserve_passkey_attempt(gateway: &Gateway, request: &PortalRequest) -> Result<(), Refusal> {
-    let refusal = match gateway.attempts.reserve(&[address_key(gateway, request.client_ip)]).await {
+    let refusal = match gateway.attempts.reserve(&[gateway.attempts.address_key(request.client_ip)]).await {
         Ok(()) => return Ok(()),
         Err(ThrottleError::Refusal(refusal)) => refusal,
         Err(ThrottleError::Cache(e)) => return Err(PortalError::from(e).into()),

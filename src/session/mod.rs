@@ -17,7 +17,7 @@ use crate::crypto::{random_token, sha256};
 use crate::health::Reachability;
 use crate::methods::{Method, MethodTimes};
 use crate::policy::risk::Assessment;
-use crate::store::{SessionChange, SessionRow, Store, StoreError};
+use crate::store::{FactorRef, SessionChange, SessionRow, Store, StoreError};
 
 /// Ids the store did not know are remembered this long, so a stale or
 /// forged cookie costs a map lookup rather than a query per request.
@@ -97,6 +97,16 @@ pub struct FactorUse {
     /// The WebAuthn credential (its id in the store) it was done with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<i64>,
+}
+
+impl FactorUse {
+    /// Whether it was done with this one of the user's factors.
+    pub fn done_with(&self, factor: FactorRef) -> bool {
+        match factor {
+            FactorRef::Totp => self.factor == Factor::Otp,
+            FactorRef::Webauthn(id) => crate::factors::webauthn::used_credential(self, id),
+        }
+    }
 }
 
 /// A factor just done, and the WebAuthn credential it was done with.
@@ -575,6 +585,27 @@ impl Sessions {
             }
         }
         Ok(kept)
+    }
+
+    /// The user's sessions as stored, most recently seen first.
+    pub async fn of_user(&self, username: &str) -> Result<Vec<Session>, StoreError> {
+        Ok(self.store.sessions_of(username).await?.into_iter().filter_map(Session::from_row).collect())
+    }
+
+    /// Ends every session of the user, on every instance; how many there were.
+    pub async fn end_all(&self, username: &str) -> Result<u64, StoreError> {
+        let ended = self.store.delete_sessions_of(username).await?;
+        self.forget_user_everywhere(username).await;
+        Ok(ended)
+    }
+
+    /// Once the store has deleted a user's sessions (an MFA reset does so
+    /// in its own transaction): no instance may serve them from its cache.
+    pub async fn forget_user_everywhere(&self, username: &str) {
+        self.evict(|cached| cached.username == username);
+        if let Err(e) = self.shared.publish(&Invalidation::User(username.to_string())).await {
+            tracing::debug!(error = %e, "could not announce that a user's sessions ended");
+        }
     }
 
     /// Writes a change to a session that keeps its id; None when the

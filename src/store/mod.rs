@@ -8,14 +8,18 @@
 //! several instances sharing their durable state. [`open`] picks one from a
 //! [`StoreChoice`]; [`copy()`] moves the durable data from one to the other.
 
+pub mod admin;
 pub mod copy;
 mod key_file;
 mod postgres;
+mod postgres_admin;
 mod sqlite;
+mod sqlite_admin;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use admin::{AdminStore, AdminTokenRow, AuditQuery, AuditRow, AuditStore, MfaReset};
 pub use copy::{copy, copy_between, CopyError, CopyReport, KnownDeviceRow, RecoveryCodeRow, Snapshot};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
@@ -243,6 +247,24 @@ pub enum FactorRef {
     Webauthn(i64),
 }
 
+impl FactorRef {
+    /// How pages and the admin API name it: `totp`, `webauthn:ID`.
+    pub fn handle(self) -> String {
+        match self {
+            FactorRef::Totp => "totp".into(),
+            FactorRef::Webauthn(id) => format!("webauthn:{id}"),
+        }
+    }
+
+    pub fn parse(handle: &str) -> Option<FactorRef> {
+        match handle.split_once(':') {
+            None if handle == "totp" => Some(FactorRef::Totp),
+            Some(("webauthn", id)) => id.parse().ok().map(FactorRef::Webauthn),
+            _ => None,
+        }
+    }
+}
+
 /// What became of a factor's removal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
@@ -346,12 +368,33 @@ pub trait Reachable: Send + Sync {
 }
 
 pub trait Store:
-    SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore + KeyStore + SnapshotStore + Reachable
+    SessionStore
+    + TotpStore
+    + RiskStore
+    + WebauthnStore
+    + RecoveryStore
+    + FactorStore
+    + KeyStore
+    + SnapshotStore
+    + AdminStore
+    + AuditStore
+    + Reachable
 {
 }
 
-impl<T: SessionStore + TotpStore + RiskStore + WebauthnStore + RecoveryStore + FactorStore + KeyStore + SnapshotStore + Reachable> Store
-    for T
+impl<
+        T: SessionStore
+            + TotpStore
+            + RiskStore
+            + WebauthnStore
+            + RecoveryStore
+            + FactorStore
+            + KeyStore
+            + SnapshotStore
+            + AdminStore
+            + AuditStore
+            + Reachable,
+    > Store for T
 {
 }
 

@@ -57,7 +57,7 @@ impl std::fmt::Debug for PostgresOptions {
 }
 
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 /// The longest one statement may run.

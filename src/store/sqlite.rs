@@ -18,7 +18,7 @@ use super::{
 pub(super) const DATABASE_FILE: &str = "stepgate.db";
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     keys: KeyFile,
 }
 

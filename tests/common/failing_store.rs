@@ -22,12 +22,14 @@ pub struct Switches {
     pub risk: Arc<AtomicBool>,
     /// Signing keys and snapshots.
     pub keys: Arc<AtomicBool>,
+    /// Admin tokens and the audit log.
+    pub admin: Arc<AtomicBool>,
 }
 
 impl Switches {
     /// Takes the whole store down (true) or brings it back (false).
     pub fn set_all(&self, down: bool) {
-        for switch in [&self.sessions, &self.totp, &self.webauthn, &self.recovery, &self.factors, &self.risk, &self.keys] {
+        for switch in [&self.sessions, &self.totp, &self.webauthn, &self.recovery, &self.factors, &self.risk, &self.keys, &self.admin] {
             switch.store(down, Ordering::SeqCst);
         }
     }
@@ -134,4 +136,20 @@ delegate!(KeyStore, keys {
 delegate!(SnapshotStore, keys {
     fn export_snapshot(&self) -> Snapshot;
     fn import_snapshot(&self, snapshot: &Snapshot, overwrite: bool) -> bool;
+});
+
+delegate!(AdminStore, admin {
+    fn insert_admin_token(&self, row: &AdminTokenRow) -> bool;
+    fn admin_token(&self, hash: &[u8; 32]) -> Option<AdminTokenRow>;
+    fn admin_tokens(&self) -> Vec<AdminTokenRow>;
+    fn revoke_admin_token(&self, name: &str) -> bool;
+    fn touch_admin_token(&self, name: &str, now: i64) -> ();
+    fn reset_mfa(&self, username: &str) -> MfaReset;
+    fn delete_sessions_of(&self, username: &str) -> u64;
+});
+
+delegate!(AuditStore, admin {
+    fn record_audit(&self, row: &AuditRow) -> i64;
+    fn audit_events(&self, query: &AuditQuery) -> Vec<AuditRow>;
+    fn forget_audit_before(&self, before: i64) -> u64;
 });

@@ -1,0 +1,161 @@
+//! The admin API's request and response bodies, shared by the server and
+//! the CLI (its client). Times are Unix seconds.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::audit::Kind;
+
+/// A user and the state of their MFA. Never holds a secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserMfa {
+    pub username: String,
+    pub display_name: String,
+    pub email: String,
+    pub groups: Vec<String>,
+    pub factors: Vec<FactorInfo>,
+    /// Unused recovery codes.
+    pub recovery_codes_left: u32,
+    pub sessions: Vec<SessionInfo>,
+    pub trusted_browsers: Vec<BrowserInfo>,
+}
+
+/// An enrolled second factor.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FactorInfo {
+    /// `totp`, or `webauthn-N` for a security key or device biometrics.
+    pub id: String,
+    /// `totp`, `security_key` or `platform`.
+    pub kind: String,
+    pub name: String,
+    pub created: i64,
+    pub last_used: Option<i64>,
+    /// An authenticator whose signature counter went backwards: it may
+    /// have been cloned.
+    pub possible_clone: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    /// Names the session in `DELETE /v1/users/{user}/sessions/{session}`.
+    pub id: String,
+    pub created: i64,
+    pub last_seen: i64,
+    /// The client's country at sign-in, when known.
+    pub country: Option<String>,
+    /// The factors done, as RFC 8176 `amr` values.
+    pub amr: Vec<String>,
+}
+
+/// A browser the user asked to be trusted (it skips adaptive second factors).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BrowserInfo {
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub trusted_until: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserPage {
+    pub users: Vec<UserMfa>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserFilter {
+    /// Part of the user name, display name or email, in any case.
+    pub q: Option<String>,
+    /// Only members of this group.
+    pub group: Option<String>,
+    /// From a page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Users per page, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// What an MFA reset removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MfaResetResult {
+    pub factors: u64,
+    pub recovery_codes: u64,
+    pub browsers: u64,
+    pub sessions: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionsEnded {
+    pub sessions: u64,
+}
+
+/// New recovery codes: shown this once, never stored in clear.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecoveryCodes {
+    pub codes: Vec<String>,
+}
+
+/// Whose failed attempts to forget: a user's, a client address's, or both.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleLift {
+    pub user: Option<String>,
+    #[schema(value_type = Option<String>, format = "ip")]
+    pub address: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: i64,
+    /// An event kind (see the `kind` filter), kept as written: a newer
+    /// gateway may have written kinds this one does not know.
+    pub kind: String,
+    pub user: Option<String>,
+    /// The user, an admin token's name, or `stepgate`.
+    pub actor: String,
+    pub ip: Option<String>,
+    pub country: Option<String>,
+    pub app: Option<String>,
+    /// `success`, `failure` or `refused`.
+    pub outcome: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+    /// Pass as `cursor` for older events; absent on the last page.
+    pub next_cursor: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditFilter {
+    pub user: Option<String>,
+    pub actor: Option<String>,
+    pub kind: Option<Kind>,
+    /// Events at or after this time.
+    pub since: Option<i64>,
+    /// Events at or before this time.
+    pub until: Option<i64>,
+    /// From a page's `next_cursor`: older events.
+    pub cursor: Option<i64>,
+    /// Only events newer than this id (to follow the log).
+    pub after: Option<i64>,
+    /// Events per page, 1 to 500 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// An error, as RFC 9457 problem details.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProblemDocument {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}

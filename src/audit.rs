@@ -1,0 +1,189 @@
+//! The audit log: every security event, kept through the store (so every
+//! instance writes to one log, queried over the admin API and swept after
+//! `audit.retention`) and written as one log line under the
+//! `stepgate::audit` target (JSON when `logging.format = "json"`).
+//!
+//! Recording never fails a request: when the store cannot take an event,
+//! the log line still stands and an error says the event is not stored.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::store::{AuditRow, Store, StoreError};
+
+/// The log target of the audit lines.
+pub const TARGET: &str = "stepgate::audit";
+/// The actor of events the gateway causes by itself.
+pub const GATEWAY_ACTOR: &str = "stepgate";
+
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $kind:ident = $name:literal,)*) => {
+        /// What happened.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Kind {
+            $($(#[$doc])* $kind,)*
+        }
+
+        impl Kind {
+            pub const ALL: &[Kind] = &[$(Kind::$kind,)*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => $name,)*
+                }
+            }
+
+            pub fn from_name(name: &str) -> Option<Kind> {
+                Kind::ALL.iter().copied().find(|kind| kind.name() == name)
+            }
+        }
+    };
+}
+
+kinds! {
+    /// A password (or a passkey standing for both factors) was checked.
+    SignIn = "sign_in",
+    /// A second factor was checked.
+    SecondFactor = "second_factor",
+    /// A recovery code was spent.
+    RecoveryCodeUsed = "recovery_code_used",
+    FactorEnrolled = "factor_enrolled",
+    FactorRenamed = "factor_renamed",
+    FactorRemoved = "factor_removed",
+    RecoveryCodesRegenerated = "recovery_codes_regenerated",
+    TrustedBrowserRevoked = "trusted_browser_revoked",
+    SessionEnded = "session_ended",
+    SignOut = "sign_out",
+    /// An administrator removed all of a user's factors.
+    MfaReset = "mfa_reset",
+    ThrottleLifted = "throttle_lifted",
+    AdminTokenCreated = "admin_token_created",
+    AdminTokenRevoked = "admin_token_revoked",
+    ConfigReloaded = "config_reloaded",
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+    /// Refused before anything was checked (throttled, busy).
+    Refused,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+/// One security event, before it is recorded.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: Kind,
+    pub outcome: Outcome,
+    /// The user it is about.
+    pub user: Option<String>,
+    /// Who did it: the user, an admin token's name, or [`GATEWAY_ACTOR`].
+    pub actor: String,
+    pub ip: Option<IpAddr>,
+    pub country: Option<String>,
+    pub app: Option<String>,
+    /// More about it, never a secret.
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Event {
+    /// An event the gateway causes; name the user and actor with the builders.
+    pub fn new(kind: Kind, outcome: Outcome) -> Self {
+        Event {
+            kind,
+            outcome,
+            user: None,
+            actor: GATEWAY_ACTOR.into(),
+            ip: None,
+            country: None,
+            app: None,
+            details: serde_json::Map::new(),
+        }
+    }
+
+    /// About `user`, done by that user.
+    pub fn by_user(self, user: &str) -> Self {
+        Event { user: Some(user.into()), actor: user.into(), ..self }
+    }
+
+    /// About `user`, done by someone else (an admin token).
+    pub fn about(self, user: &str, actor: &str) -> Self {
+        Event { user: Some(user.into()), actor: actor.into(), ..self }
+    }
+
+    pub fn from_client(self, ip: IpAddr, country: Option<String>, app: Option<&str>) -> Self {
+        Event { ip: Some(ip), country, app: app.map(str::to_string), ..self }
+    }
+
+    pub fn detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.details.insert(key.into(), value.into());
+        self
+    }
+}
+
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AuditLog {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    /// Writes the event's log line and stores it.
+    pub async fn record(&self, event: Event) {
+        let row = self.row(event);
+        tracing::info!(
+            target: TARGET,
+            kind = %row.kind,
+            outcome = %row.outcome,
+            user = row.username.as_deref().unwrap_or("-"),
+            actor = %row.actor,
+            ip = row.ip.as_deref().unwrap_or("-"),
+            country = row.country.as_deref().unwrap_or("-"),
+            app = row.app.as_deref().unwrap_or("-"),
+            details = %row.details,
+            "audit"
+        );
+        if let Err(e) = self.store.record_audit(&row).await {
+            tracing::error!(error = %e, kind = %row.kind, "a security event could not be stored in the audit log");
+        }
+    }
+
+    /// Forgets events older than `retention` seconds.
+    pub async fn sweep(&self, retention: i64) -> Result<u64, StoreError> {
+        self.store.forget_audit_before(self.clock.now() - retention).await
+    }
+
+    fn row(&self, event: Event) -> AuditRow {
+        AuditRow {
+            id: 0,
+            at: self.clock.now(),
+            kind: event.kind.name().into(),
+            username: event.user,
+            actor: event.actor,
+            ip: event.ip.map(|ip| crate::gateway::canonical_ip(ip).to_string()),
+            country: event.country,
+            app: event.app,
+            outcome: event.outcome.name().into(),
+            details: serde_json::Value::Object(event.details).to_string(),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! `[admin]` (the management API's listener) and `[audit]` (the audit log).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{values, ConfigError};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin API listens; never the public listener.
+    pub listen: SocketAddr,
+    pub tls: Option<AdminTls>,
+    /// Serve a non-loopback address without TLS. Tokens would cross the
+    /// network in clear text: only behind a TLS-terminating proxy on the
+    /// same host, say.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl AdminConfig {
+    pub(super) fn check(&self, server: &super::ServerConfig, shown: &str) -> Result<(), ConfigError> {
+        let other = |message: String| ConfigError::Other { path: shown.to_string(), message };
+        let public = std::iter::once(server.listen).chain(server.tls.as_ref().map(|tls| tls.listen));
+        if public.into_iter().any(|address| address.port() == self.listen.port() && overlaps(address, self.listen)) {
+            return Err(other(format!("admin.listen {} is a public listener: the admin API needs a listener of its own", self.listen)));
+        }
+        if !self.listen.ip().is_loopback() && self.tls.is_none() && !self.allow_plaintext {
+            return Err(other(format!(
+                "admin.listen {} is not a loopback address: give [admin.tls] a cert and key (or set admin.allow_plaintext = true)",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn resolve_paths(&mut self, base: &Path) {
+        if let Some(tls) = &mut self.tls {
+            for path in [&mut tls.cert, &mut tls.key] {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
+        }
+    }
+}
+
+/// Whether two listening addresses on one port would take the same socket.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How long security events are kept.
+    #[serde(with = "values::duration")]
+    pub retention: i64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention: 90 * 24 * 3600 }
+    }
+}

@@ -1,0 +1,29 @@
+-- API tokens of the admin listener. Only the SHA-256 of a token is kept:
+-- tokens are 32 random bytes, so a plain hash cannot be searched back.
+CREATE TABLE admin_tokens (
+    name TEXT PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    -- JSON lists: the scopes granted, and the groups the token is limited
+    -- to (empty: every user).
+    scopes TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER,
+    last_used INTEGER
+);
+
+-- Security events, newest last; swept after the configured retention.
+CREATE TABLE audit_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    username TEXT,
+    actor TEXT NOT NULL,
+    ip TEXT,
+    country TEXT,
+    app TEXT,
+    outcome TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX audit_by_time ON audit_events (at);
+CREATE INDEX audit_by_user ON audit_events (username, id);

@@ -1,0 +1,130 @@
+//! The management plane's tables in PostgreSQL.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::admin::{audit_select, json_list, parse_json_list, MFA_TABLES};
+use super::{AdminStore, AdminTokenRow, AuditQuery, AuditRow, AuditStore, MfaReset, PostgresStore, StoreError};
+
+const TOKEN_COLUMNS: &str = "name, hash, scopes, groups, created, expires, last_used";
+
+/// A token read with [`TOKEN_COLUMNS`]; None if its hash is not 32 bytes.
+fn token_row(r: &sqlx::postgres::PgRow) -> Option<AdminTokenRow> {
+    let hash: Vec<u8> = r.get(1);
+    Some(AdminTokenRow {
+        name: r.get(0),
+        hash: hash.try_into().ok()?,
+        scopes: parse_json_list(r.get(2)),
+        groups: parse_json_list(r.get(3)),
+        created: r.get(4),
+        expires: r.get(5),
+        last_used: r.get(6),
+    })
+}
+
+fn audit_row(r: &sqlx::postgres::PgRow) -> AuditRow {
+    AuditRow {
+        id: r.get(0),
+        at: r.get(1),
+        kind: r.get(2),
+        username: r.get(3),
+        actor: r.get(4),
+        ip: r.get(5),
+        country: r.get(6),
+        app: r.get(7),
+        outcome: r.get(8),
+        details: r.get(9),
+    }
+}
+
+#[async_trait]
+impl AdminStore for PostgresStore {
+    async fn insert_admin_token(&self, row: &AdminTokenRow) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO admin_tokens (name, hash, scopes, groups, created, expires, last_used) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&row.name)
+        .bind(&row.hash[..])
+        .bind(json_list(&row.scopes))
+        .bind(json_list(&row.groups))
+        .bind(row.created)
+        .bind(row.expires)
+        .bind(row.last_used)
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn admin_token(&self, hash: &[u8; 32]) -> Result<Option<AdminTokenRow>, StoreError> {
+        let query = format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE hash = $1");
+        let row = sqlx::query(&query).bind(&hash[..]).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().and_then(token_row))
+    }
+
+    async fn admin_tokens(&self) -> Result<Vec<AdminTokenRow>, StoreError> {
+        let query = format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens ORDER BY name");
+        let rows = sqlx::query(&query).fetch_all(&self.pool).await?;
+        Ok(rows.iter().filter_map(token_row).collect())
+    }
+
+    async fn revoke_admin_token(&self, name: &str) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM admin_tokens WHERE name = $1").bind(name).execute(&self.pool).await?;
+        Ok(deleted.rows_affected() == 1)
+    }
+
+    async fn touch_admin_token(&self, name: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE admin_tokens SET last_used = $1 WHERE name = $2").bind(now).bind(name).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn reset_mfa(&self, username: &str) -> Result<MfaReset, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut deleted = [0u64; MFA_TABLES.len()];
+        for (count, table) in deleted.iter_mut().zip(MFA_TABLES) {
+            let query = format!("DELETE FROM {table} WHERE username = $1");
+            *count = sqlx::query(&query).bind(username).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        let [totp, webauthn, recovery_codes, browsers, sessions] = deleted;
+        Ok(MfaReset { factors: totp + webauthn, recovery_codes, browsers, sessions })
+    }
+
+    async fn delete_sessions_of(&self, username: &str) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM sessions WHERE username = $1").bind(username).execute(&self.pool).await?;
+        Ok(deleted.rows_affected())
+    }
+}
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    async fn record_audit(&self, row: &AuditRow) -> Result<i64, StoreError> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO audit_events (at, kind, username, actor, ip, country, app, outcome, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(row.at)
+        .bind(&row.kind)
+        .bind(&row.username)
+        .bind(&row.actor)
+        .bind(&row.ip)
+        .bind(&row.country)
+        .bind(&row.app)
+        .bind(&row.outcome)
+        .bind(&row.details)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        let mut select = audit_select::<sqlx::Postgres>(query);
+        let rows = select.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(audit_row).collect())
+    }
+
+    async fn forget_audit_before(&self, before: i64) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM audit_events WHERE at < $1").bind(before).execute(&self.pool).await?;
+        Ok(deleted.rows_affected())
+    }
+}
