@@ -18,6 +18,8 @@ use crate::store::{AuditRow, Store, StoreError};
 pub const TARGET: &str = "stepgate::audit";
 /// The actor of events the gateway causes by itself.
 pub const GATEWAY_ACTOR: &str = "stepgate";
+/// The actor of a client that named no known user.
+pub const ANONYMOUS_ACTOR: &str = "anonymous";
 
 macro_rules! kinds {
     ($($(#[$doc:meta])* $kind:ident = $name:literal,)*) => {

@@ -8,7 +8,9 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::api::{AuditFilter, AuditPage, MfaResetResult, ProblemDocument, RecoveryCodes, SessionsEnded, ThrottleLift, UserFilter, UserMfa, UserPage};
+use super::api::{
+    AuditFilter, AuditPage, MfaResetResult, ProblemDocument, RecoveryCodes, SessionsEnded, ThrottleLift, UserFilter, UserMfa, UserPage,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -108,7 +110,10 @@ impl AdminClient {
     /// The base URL with `segments` appended, each percent-encoded.
     fn url(&self, segments: &[&str]) -> Result<url::Url, ClientError> {
         let mut url = self.base.clone();
-        url.path_segments_mut().map_err(|()| ClientError::Setup(format!("--url {}: not a base URL", self.base)))?.pop_if_empty().extend(segments);
+        url.path_segments_mut()
+            .map_err(|()| ClientError::Setup(format!("--url {}: not a base URL", self.base)))?
+            .pop_if_empty()
+            .extend(segments);
         Ok(url)
     }
 }

@@ -131,9 +131,7 @@ enum UsersCommand {
         group: Option<String>,
     },
     /// One user's factors, recovery codes, sessions and trusted browsers.
-    Show {
-        user: String,
-    },
+    Show { user: String },
 }
 
 #[derive(Subcommand)]
@@ -334,4 +332,3 @@ async fn follow(client: &AdminClient, filter: AuditFilter, json: bool) -> Result
         tokio::time::sleep(FOLLOW_INTERVAL).await;
     }
 }
-

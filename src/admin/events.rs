@@ -29,9 +29,8 @@ pub async fn list(
         return Err(Problem::bad_request(format!("limit is 1 to {MAX_PAGE}")));
     }
     let gateway = state.live.current();
-    let within_users = caller
-        .is_limited()
-        .then(|| gateway.users.all().filter(|user| caller.sees(user)).map(|user| user.username.clone()).collect());
+    let within_users =
+        caller.is_limited().then(|| gateway.users.all().filter(|user| caller.sees(user)).map(|user| user.username.clone()).collect());
     let query = AuditQuery {
         user: filter.user,
         actor: filter.actor,

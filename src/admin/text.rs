@@ -112,7 +112,14 @@ pub fn tokens(tokens: &[AdminTokenRow], now: i64) -> String {
                 None => "never".into(),
             };
             let groups = if t.groups.is_empty() { "all users".into() } else { t.groups.join(",") };
-            vec![t.name.clone(), t.scopes.join(","), groups, time(t.created), expires, t.last_used.map(time).unwrap_or_else(|| "never".into())]
+            vec![
+                t.name.clone(),
+                t.scopes.join(","),
+                groups,
+                time(t.created),
+                expires,
+                t.last_used.map(time).unwrap_or_else(|| "never".into()),
+            ]
         })
         .collect();
     table(&["NAME", "SCOPES", "GROUPS", "CREATED", "EXPIRES", "LAST USED"], rows)

@@ -59,9 +59,8 @@ pub async fn list(
 fn matches(user: &User, filter: &UserFilter) -> bool {
     let in_group = filter.group.as_ref().is_none_or(|group| user.groups.contains(group));
     let text = filter.q.as_deref().map(str::to_lowercase);
-    let found = text.is_none_or(|text| {
-        [&user.username, &user.display_name, &user.email].iter().any(|field| field.to_lowercase().contains(&text))
-    });
+    let found =
+        text.is_none_or(|text| [&user.username, &user.display_name, &user.email].iter().any(|field| field.to_lowercase().contains(&text)));
     in_group && found
 }
 
@@ -178,8 +177,8 @@ pub async fn regenerate_recovery_codes(
     caller.require(Scope::FactorsWrite)?;
     let gateway = state.live.current();
     let user = caller.user(&gateway.users, &name)?;
-    let has_factor = gateway.store.get_totp(&user.username).await?.is_some()
-        || !gateway.store.webauthn_credentials(&user.username).await?.is_empty();
+    let has_factor =
+        gateway.store.get_totp(&user.username).await?.is_some() || !gateway.store.webauthn_credentials(&user.username).await?.is_empty();
     if !has_factor {
         return Err(Problem::new(StatusCode::CONFLICT, "The user has no second factor; recovery codes would stand in for one."));
     }
@@ -191,7 +190,11 @@ pub async fn regenerate_recovery_codes(
 /// Ends every session of the user, on every instance.
 #[utoipa::path(delete, path = "/v1/users/{user}/sessions", tag = "users", params(("user" = String, Path)),
     responses((status = 200, body = SessionsEnded), Problems), security(("token" = ["sessions:write"])))]
-pub async fn end_sessions(State(state): State<AdminState>, caller: Caller, Path(name): Path<String>) -> Result<Json<SessionsEnded>, Problem> {
+pub async fn end_sessions(
+    State(state): State<AdminState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<SessionsEnded>, Problem> {
     caller.require(Scope::SessionsWrite)?;
     let gateway = state.live.current();
     let user = caller.user(&gateway.users, &name)?;

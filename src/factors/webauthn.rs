@@ -68,6 +68,24 @@ pub enum WebauthnFailure {
 }
 
 impl WebauthnFailure {
+    /// A short name of the failure, for the audit log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WebauthnFailure::NoCeremony => "no_ceremony",
+            WebauthnFailure::KindDisabled => "kind_disabled",
+            WebauthnFailure::NoCredentials => "no_credentials",
+            WebauthnFailure::UnknownCredential => "unknown_credential",
+            WebauthnFailure::Rejected(_) => "rejected",
+            WebauthnFailure::NotVerified => "not_verified",
+            WebauthnFailure::AlreadyRegistered => "already_registered",
+            WebauthnFailure::ModelNotAllowed => "model_not_allowed",
+            WebauthnFailure::PossibleClone => "possible_clone",
+            WebauthnFailure::Busy => "busy",
+            WebauthnFailure::Store(_) => "store",
+            WebauthnFailure::Cache(_) => "cache",
+        }
+    }
+
     /// Whether the failure is the gateway's, not the client's.
     pub fn is_server_error(&self) -> bool {
         matches!(self, WebauthnFailure::Store(_) | WebauthnFailure::Cache(_) | WebauthnFailure::Busy)

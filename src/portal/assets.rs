@@ -32,4 +32,3 @@ pub async fn serve(Extension(gateway): Extension<PortalState>, Path(name): Path<
     }
     (cache, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
-

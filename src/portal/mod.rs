@@ -29,6 +29,7 @@ pub use redirect::safe_return_to;
 pub use returning::cookie_name as returning_cookie_name;
 pub use second_factor::METHOD_COOKIE;
 
+use crate::audit::Event;
 use crate::gateway::{App, Gateway};
 use crate::throttle::Refusal;
 
@@ -339,6 +340,13 @@ impl Refused {
 fn with_retry_after(mut response: Response, seconds: i64) -> Response {
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     response
+}
+
+/// Records a security event about a request to the portal, with the
+/// client's address, its country and the app.
+async fn audit(gateway: &Gateway, request: &PortalRequest, event: Event) {
+    let country = gateway.geo.current().lookup(request.client_ip).country;
+    gateway.audit.record(event.from_client(request.client_ip, country, Some(&request.app.id))).await;
 }
 
 /// A user name as logged: a known user's as it is; anything else (a typo,

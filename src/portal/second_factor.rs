@@ -17,9 +17,10 @@ use super::csrf::{self, Binding};
 use super::pages::{html, NoFactorPage, OtherMethod, SecondFactorPage, TotpEnrollPage, TotpView, WebauthnKind};
 use super::redirect::{query_param, rd_param, safe_return_to};
 use super::{
-    bad_form, csrf_refused, current_session, error_page, see_other, with_return_to, Failure, PortalError, PortalRequest, PortalState,
-    Refused,
+    audit, bad_form, csrf_refused, current_session, error_page, see_other, with_return_to, Failure, PortalError, PortalRequest,
+    PortalState, Refused,
 };
+use crate::audit::{Event, Kind, Outcome};
 use crate::factors::totp::Verdict;
 use crate::gateway::Gateway;
 use crate::methods::{Method, MethodSet};
@@ -556,6 +557,8 @@ pub async fn reserve_attempt(gateway: &Gateway, username: &str, request: &Portal
     };
     let refused = Refused::from(refusal);
     tracing::warn!(event = "second_factor", outcome = refused.outcome(), user = %username, ip = %request.client_ip, "authentication");
+    let event = Event::new(Kind::SecondFactor, Outcome::Refused).by_user(username).detail("reason", refused.outcome());
+    audit(gateway, request, event).await;
     Ok(Err(refused))
 }
 
@@ -583,6 +586,24 @@ async fn record_verdict(method: &str, gateway: &Gateway, username: &str, request
         Verdict::NotEnrolled => "not_enrolled",
     };
     tracing::info!(event = method, outcome, user = %username, ip = %request.client_ip, "authentication");
+    audit(gateway, request, verdict_event(method, verdict).by_user(username)).await;
+}
+
+/// The audit event of a code's verdict.
+fn verdict_event(method: &str, verdict: Verdict) -> Event {
+    let accepted = verdict == Verdict::Accepted;
+    let (kind, method) = match method {
+        "totp_enrollment" => (Kind::FactorEnrolled, "totp"),
+        "recovery_code" if accepted => (Kind::RecoveryCodeUsed, method),
+        _ => (Kind::SecondFactor, method),
+    };
+    let event = Event::new(kind, if accepted { Outcome::Success } else { Outcome::Failure }).detail("method", method);
+    match verdict {
+        Verdict::Accepted => event,
+        Verdict::Wrong => event.detail("reason", "wrong_code"),
+        Verdict::Replayed => event.detail("reason", "replayed_code"),
+        Verdict::NotEnrolled => event.detail("reason", "not_enrolled"),
+    }
 }
 
 fn urlencode(value: &str) -> String {

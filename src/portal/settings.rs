@@ -17,9 +17,12 @@ use super::csrf::{self, Binding};
 use super::pages::{html, FactorEntry, RecoveryCodesPage, SessionEntry, SettingsPage, TotpEnrollPage, TotpView, TrustedBrowser};
 use super::redirect::{query_param, rd_param, safe_return_to};
 use super::second_factor::{may_change_factors, pending_totp, webauthn_kinds, Enrolled};
-use super::{bad_form, csrf_refused, current_session, device, see_other, with_return_to, Failure, PortalError, PortalState};
-use crate::factors::webauthn::clean_name;
+use super::{
+    audit, bad_form, csrf_refused, current_session, device, see_other, with_return_to, Failure, PortalError, PortalRequest, PortalState,
+};
+use crate::audit::{Event, Kind, Outcome};
 use crate::crypto::hex;
+use crate::factors::webauthn::clean_name;
 use crate::gateway::Gateway;
 use crate::methods::{Method, MethodSet};
 use crate::session::{FactorUse, Session, SignInContext};
@@ -175,6 +178,7 @@ pub async fn add_totp(Extension(gateway): Extension<PortalState>, jar: CookieJar
 
 pub async fn rename(
     Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
     jar: CookieJar,
     form: Result<Form<FactorForm>, FormRejection>,
 ) -> Result<Response, Failure> {
@@ -194,12 +198,17 @@ pub async fn rename(
             .map_err(|e| fail(e.into()))?,
         None => false,
     };
+    if renamed {
+        let event = Event::new(Kind::FactorRenamed, Outcome::Success).by_user(&session.username).detail("factor", form.factor.as_str());
+        audit(&gateway, &request, event).await;
+    }
     let message = if renamed { Message::notice("Renamed.") } else { Message::error("There is no such factor.") };
     render(&gateway, &session, &jar, message).await.map_err(fail)
 }
 
 pub async fn remove(
     Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
     jar: CookieJar,
     form: Result<Form<FactorForm>, FormRejection>,
 ) -> Result<Response, Failure> {
@@ -221,6 +230,8 @@ pub async fn remove(
         return render(&gateway, &session, &jar, Message::error(refusal)).await.map_err(fail);
     }
     tracing::info!(event = "factor_removed", factor = %form.factor, user = %session.username, "security");
+    let event = Event::new(Kind::FactorRemoved, Outcome::Success).by_user(&session.username).detail("factor", factor.handle());
+    audit(&gateway, &request, event).await;
     // The sessions that did it end; this one forgets it, and proves a factor again where one is needed.
     let ended = gateway.sessions.forget_factor(&session.username, |used| used.done_with(factor), Some(&session.key));
     let Some(session) = ended.await.map_err(|e| fail(e.into()))? else {
@@ -242,6 +253,7 @@ fn refusal_of(removal: Removal) -> Option<&'static str> {
 
 pub async fn regenerate_codes(
     Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
     jar: CookieJar,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<Response, Failure> {
@@ -258,12 +270,14 @@ pub async fn regenerate_codes(
     }
     let codes = gateway.recovery.generate(&session.username).await.map_err(|e| fail(e.into()))?;
     tracing::info!(event = "recovery_codes_regenerated", user = %session.username, "security");
+    audit(&gateway, &request, Event::new(Kind::RecoveryCodesRegenerated, Outcome::Success).by_user(&session.username)).await;
     gateway.recovery.hold_for_reveal(session.key, &session.username, codes).await.map_err(|e| fail(e.into()))?;
     Ok(see_other(&with_return_to("/.stepgate/recovery-codes", PAGE)))
 }
 
 pub async fn revoke_session(
     Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
     jar: CookieJar,
     form: Result<Form<SessionForm>, FormRejection>,
 ) -> Result<Response, Failure> {
@@ -278,11 +292,13 @@ pub async fn revoke_session(
     };
     gateway.sessions.delete(&row.key).await.map_err(|e| fail(e.into()))?;
     tracing::info!(event = "session_revoked", user = %session.username, "security");
+    audit(&gateway, &request, Event::new(Kind::SessionEnded, Outcome::Success).by_user(&session.username).detail("sessions", 1)).await;
     render(&gateway, &session, &jar, Message::notice("That session is signed out.")).await.map_err(fail)
 }
 
 pub async fn revoke(
     Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
     jar: CookieJar,
     form: Result<Form<RevokeForm>, FormRejection>,
 ) -> Result<Response, Failure> {
@@ -294,6 +310,7 @@ pub async fn revoke(
     gateway.store.untrust_device(&session.username, &form.device).await.map_err(|e| fail(e.into()))?;
     gateway.sessions.end_device_trust(&session.username, &form.device).await.map_err(|e| fail(e.into()))?;
     tracing::info!(event = "untrust_browser", user = %session.username, "authentication");
+    audit(&gateway, &request, Event::new(Kind::TrustedBrowserRevoked, Outcome::Success).by_user(&session.username)).await;
     // This session may have been one of that browser's, or have ended meanwhile.
     let Some(session) = gateway.sessions.reread(&session).await.map_err(|e| fail(e.into()))? else {
         return Ok(sign_in_first());

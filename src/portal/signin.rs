@@ -20,9 +20,10 @@ use super::csrf::{self, Binding};
 use super::pages::{html, SigninPage};
 use super::redirect::{rd_param, safe_return_to};
 use super::{
-    bad_form, csrf_refused, current_session, device, logged_user, returning, see_other, Failure, PortalError, PortalRequest,
+    audit, bad_form, csrf_refused, current_session, device, logged_user, returning, see_other, Failure, PortalError, PortalRequest,
     PortalState, Refused,
 };
+use crate::audit::{Event, Kind, Outcome, ANONYMOUS_ACTOR};
 use crate::gateway::Gateway;
 use crate::hash_gate::Admission;
 use crate::session::Factor;
@@ -96,12 +97,16 @@ pub async fn submit(
         Err(refused) => {
             let user = logged_user(&gateway, username);
             tracing::warn!(event = "password", outcome = refused.outcome(), user = %user, ip = %request.client_ip, "authentication");
+            let event = Event::new(Kind::SignIn, Outcome::Refused).detail("reason", refused.outcome());
+            audit(&gateway, &request, about_typed_name(&gateway, event, username)).await;
             return Ok(refused.page(&gateway));
         }
     };
     let Some(user) = check_password(&gateway, attempt.admission, username, form.password).await.map_err(fail)? else {
         let user = logged_user(&gateway, username);
         tracing::info!(event = "password", outcome = "failure", user = %user, ip = %request.client_ip, "authentication");
+        let event = Event::new(Kind::SignIn, Outcome::Failure).detail("reason", "wrong_user_or_password");
+        audit(&gateway, &request, about_typed_name(&gateway, event, username)).await;
         let error = Some("Wrong user name or password.");
         return Ok(signin_page(&gateway, &pre, rd, username.to_string(), error, StatusCode::UNAUTHORIZED));
     };
@@ -109,6 +114,16 @@ pub async fn submit(
         tracing::warn!(error = %e, "could not forget the password attempts after a success");
     }
     signed_in(&gateway, &request, jar, &user, &rd).await.map_err(fail)
+}
+
+/// An event about a typed user name: the user's own when the name is
+/// theirs; otherwise only the name's keyed tag, since what was typed may
+/// be a password.
+fn about_typed_name(gateway: &Gateway, event: Event, typed: &str) -> Event {
+    match gateway.users.get(typed) {
+        Some(user) => event.by_user(&user.username),
+        None => Event { actor: ANONYMOUS_ACTOR.into(), ..event }.detail("typed_name", logged_user(gateway, typed)),
+    }
 }
 
 /// A password attempt allowed to go ahead: its place at the hash gate,
@@ -180,7 +195,10 @@ async fn signed_in(gateway: &Gateway, request: &PortalRequest, jar: CookieJar, u
         signals = ?context.assessment.signals,
         "authentication"
     );
+    let country = context.country.clone();
     let (id, _) = gateway.sessions.create(&user.username, Factor::Pwd, context).await?;
+    let event = Event::new(Kind::SignIn, Outcome::Success).by_user(&user.username).detail("method", "password");
+    gateway.audit.record(event.from_client(request.client_ip, country, Some(&request.app.id))).await;
     let jar = jar.add(gateway.sessions.cookie(id, request.tls));
     Ok((jar, see_other(rd)).into_response())
 }

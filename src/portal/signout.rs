@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::csrf::{self, Binding};
 use super::pages::{html, SignedOutPage, SignoutPage};
-use super::{bad_form, csrf_refused, current_session, Failure, PortalRequest, PortalState};
+use super::{audit, bad_form, csrf_refused, current_session, Failure, PortalRequest, PortalState};
+use crate::audit::{Event, Kind, Outcome};
 
 #[derive(Deserialize)]
 pub struct SignoutForm {
@@ -46,6 +47,7 @@ pub async fn submit(
         }
         gateway.sessions.delete(&session.key).await.map_err(|e| fail(e.into()))?;
         tracing::info!(event = "signout", user = %session.username, ip = %request.client_ip, "authentication");
+        audit(&gateway, &request, Event::new(Kind::SignOut, Outcome::Success).by_user(&session.username)).await;
     }
     let jar = jar.add(gateway.sessions.removal_cookie(request.tls));
     Ok((jar, html(StatusCode::OK, &SignedOutPage { brand: &gateway.config.branding })).into_response())

@@ -24,7 +24,8 @@ use super::assess::assess_sign_in;
 use super::csrf::{self, Binding};
 use super::redirect::safe_return_to;
 use super::second_factor::{complete, forget_attempts, may_enrol, reserve_attempt, Passed};
-use super::{current_session, device, returning, PortalError, PortalRequest, PortalState, Refused, UNAVAILABLE_RETRY_AFTER};
+use super::{audit, current_session, device, returning, PortalError, PortalRequest, PortalState, Refused, UNAVAILABLE_RETRY_AFTER};
+use crate::audit::{Event, Kind, Outcome, ANONYMOUS_ACTOR};
 use crate::crypto::sha256;
 use crate::factors::webauthn::{RelyingParty, WebauthnFailure};
 use crate::gateway::Gateway;
@@ -193,12 +194,14 @@ pub async fn register_finish(
     let Some(enrolment) = may_enrol(&gateway, &session).await? else {
         return Err(confirm_first());
     };
-    let registered = gateway
-        .webauthn
-        .finish_registration(rp, session.key, &session.username, &body.credential)
-        .await
-        .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
+    let registered = gateway.webauthn.finish_registration(rp, session.key, &session.username, &body.credential).await;
+    let registered = match registered {
+        Ok(registered) => registered,
+        Err(failure) => return Err(audited_refusal(&gateway, &request, Kind::FactorEnrolled, Some(&session.username), failure).await),
+    };
     tracing::info!(event = "factor_added", method = registered.kind.name(), user = %session.username, name = ?registered.name, "security");
+    let event = Event::new(Kind::FactorEnrolled, Outcome::Success).by_user(&session.username).detail("method", registered.kind.name());
+    audit(&gateway, &request, event.detail("name", registered.name.as_str())).await;
     let rd = safe_return_to(&gateway, Some(&body.rd));
     let (jar, location) = complete(
         &gateway,
@@ -241,13 +244,14 @@ pub async fn authenticate_finish(
     let session = session_for(&gateway, &jar, &headers).await?;
     let rp = relying_party(&request)?;
     reserve_attempt(&gateway, &session.username, &request).await??;
-    let proved = gateway
-        .webauthn
-        .finish_authentication(rp, session.key, &session.username, &body.credential)
-        .await
-        .map_err(|f| Refusal::from_failure(f, Some(&session.username), &request))?;
+    let proved = match gateway.webauthn.finish_authentication(rp, session.key, &session.username, &body.credential).await {
+        Ok(proved) => proved,
+        Err(failure) => return Err(audited_refusal(&gateway, &request, Kind::SecondFactor, Some(&session.username), failure).await),
+    };
     forget_attempts(&gateway, &session.username).await;
     tracing::info!(event = "webauthn", outcome = "success", user = %session.username, ip = %request.client_ip, "authentication");
+    let event = Event::new(Kind::SecondFactor, Outcome::Success).by_user(&session.username);
+    audit(&gateway, &request, event.detail("method", proved.proof.factor.method().map(|m| m.name()).unwrap_or("webauthn"))).await;
     let rd = safe_return_to(&gateway, Some(&body.rd));
     let (jar, location) =
         complete(&gateway, &session, &request, jar, Passed { proof: proved.proof, remember: body.remember, enrolment: None }, &rd).await?;
@@ -260,6 +264,26 @@ fn pre_session_owner(gateway: &Gateway, jar: &CookieJar, headers: &HeaderMap) ->
     let pre = csrf::pre_session(gateway, jar).filter(|pre| csrf::is_valid(gateway, Binding::PreSession(pre), csrf_header(headers)));
     pre.map(|pre| sha256(pre.as_bytes()))
         .ok_or_else(|| Refusal::new(StatusCode::FORBIDDEN, "This page has expired. Reload it and try again."))
+}
+
+/// Records a ceremony the client failed (not one the gateway could not
+/// complete) and answers it.
+async fn audited_refusal(
+    gateway: &Gateway,
+    request: &PortalRequest,
+    kind: Kind,
+    username: Option<&str>,
+    failure: WebauthnFailure,
+) -> Refusal {
+    if !failure.is_server_error() {
+        let event = Event::new(kind, Outcome::Failure).detail("method", "webauthn").detail("reason", failure.reason());
+        let event = match username {
+            Some(username) => event.by_user(username),
+            None => Event { actor: ANONYMOUS_ACTOR.into(), ..event },
+        };
+        audit(gateway, request, event).await;
+    }
+    Refusal::from_failure(failure, username, request)
 }
 
 pub async fn passwordless_start(
@@ -287,6 +311,8 @@ async fn reserve_passkey_attempt(gateway: &Gateway, request: &PortalRequest) -> 
     };
     let refused = Refused::from(refusal);
     tracing::warn!(event = "passkey", outcome = refused.outcome(), ip = %request.client_ip, "authentication");
+    let event = Event::new(Kind::SignIn, Outcome::Refused).detail("method", "passkey").detail("reason", refused.outcome());
+    audit(gateway, request, Event { actor: ANONYMOUS_ACTOR.into(), ..event }).await;
     Err(refused.into())
 }
 
@@ -301,8 +327,10 @@ pub async fn passwordless_finish(
     let owner = pre_session_owner(&gateway, &jar, &headers)?;
     let rp = relying_party(&request)?;
     reserve_passkey_attempt(&gateway, &request).await?;
-    let proved =
-        gateway.webauthn.finish_passwordless(rp, owner, &body.credential).await.map_err(|f| Refusal::from_failure(f, None, &request))?;
+    let proved = match gateway.webauthn.finish_passwordless(rp, owner, &body.credential).await {
+        Ok(proved) => proved,
+        Err(failure) => return Err(audited_refusal(&gateway, &request, Kind::SignIn, None, failure).await),
+    };
     let Some(user) = gateway.users.get(&proved.username).cloned() else {
         return Err(Refusal::new(StatusCode::FORBIDDEN, "This account can no longer sign in."));
     };
@@ -313,6 +341,8 @@ pub async fn passwordless_finish(
     let jar = returning::remember(&gateway, jar, &device, &user.username, request.tls);
     let context = assess_sign_in(&gateway, &user.username, request.client_ip, &device).await.map_err(PortalError::from)?;
     tracing::info!(event = "passkey", outcome = "success", user = %user.username, ip = %request.client_ip, "authentication");
+    let event = Event::new(Kind::SignIn, Outcome::Success).by_user(&user.username).detail("method", "passkey");
+    gateway.audit.record(event.from_client(request.client_ip, context.country.clone(), Some(&request.app.id))).await;
     let now = gateway.clock.now();
     gateway.store.remember_device(&user.username, &device, now, None).await.map_err(PortalError::from)?;
     let (id, _) = gateway.sessions.create(&user.username, proved.proof, context).await.map_err(PortalError::from)?;
