@@ -66,6 +66,9 @@ on_every_backend!(
     the_last_factor_is_kept_or_takes_the_recovery_codes,
     concurrent_removals_leave_a_factor,
     signing_keys_are_swapped_only_from_the_expected_version,
+    an_mfa_reset_removes_everything_of_one_user,
+    admin_tokens_are_found_by_hash_and_named_once,
+    audit_events_are_filtered_and_paged_newest_first,
 );
 
 fn session(key: u8) -> SessionRow {
@@ -288,4 +291,91 @@ async fn signing_keys_are_swapped_only_from_the_expected_version(b: Backend) {
     let second = store.signing_keys().await.unwrap().unwrap();
     assert_eq!(second.json, "{\"keys\":[3]}");
     assert_ne!(second.version, first.version);
+}
+
+async fn an_mfa_reset_removes_everything_of_one_user(b: Backend) {
+    let store = b.store;
+    for user in ["alice", "bob"] {
+        store.insert_totp(&totp(user)).await.unwrap();
+        store.insert_webauthn(&webauthn(user, user.as_bytes(), "platform")).await.unwrap();
+        store.replace_recovery_codes(user, &[[1; 32], [2; 32]], 50).await.unwrap();
+        store.remember_device(user, "browser", 60, Some(1000)).await.unwrap();
+    }
+    let mut alices = session(1);
+    alices.username = "alice".into();
+    store.insert_session(&alices).await.unwrap();
+    let reset = store.reset_mfa("alice").await.unwrap();
+    assert_eq!(reset, MfaReset { factors: 2, recovery_codes: 2, browsers: 1, sessions: 1 });
+    assert!(store.get_totp("alice").await.unwrap().is_none());
+    assert!(store.webauthn_credentials("alice").await.unwrap().is_empty());
+    assert_eq!(store.recovery_codes_left("alice").await.unwrap().0, 0);
+    assert!(!store.is_known_device("alice", "browser").await.unwrap(), "a reset browser is new again");
+    assert!(store.sessions_of("alice").await.unwrap().is_empty());
+    assert!(store.get_totp("bob").await.unwrap().is_some(), "other users keep theirs");
+    assert_eq!(store.recovery_codes_left("bob").await.unwrap().0, 2);
+    assert_eq!(store.reset_mfa("alice").await.unwrap(), MfaReset::default(), "a second reset finds nothing");
+}
+
+async fn admin_tokens_are_found_by_hash_and_named_once(b: Backend) {
+    let store = b.store;
+    let token = AdminTokenRow {
+        name: "helpdesk".into(),
+        hash: [7; 32],
+        scopes: vec!["users:read".into()],
+        groups: vec!["acme".into()],
+        created: 10,
+        expires: Some(100),
+        last_used: None,
+    };
+    assert!(store.insert_admin_token(&token).await.unwrap());
+    assert!(!store.insert_admin_token(&AdminTokenRow { hash: [8; 32], ..token.clone() }).await.unwrap(), "one token per name");
+    assert_eq!(store.admin_token(&[7; 32]).await.unwrap(), Some(token.clone()));
+    assert_eq!(store.admin_token(&[8; 32]).await.unwrap(), None);
+    store.touch_admin_token("helpdesk", 50).await.unwrap();
+    assert_eq!(store.admin_tokens().await.unwrap()[0].last_used, Some(50));
+    assert!(store.revoke_admin_token("helpdesk").await.unwrap());
+    assert!(!store.revoke_admin_token("helpdesk").await.unwrap());
+    assert_eq!(store.admin_token(&[7; 32]).await.unwrap(), None, "a revoked token is gone");
+}
+
+async fn audit_events_are_filtered_and_paged_newest_first(b: Backend) {
+    let store = b.store;
+    let event = |at: i64, kind: &str, user: &str, actor: &str| AuditRow {
+        id: 0,
+        at,
+        kind: kind.into(),
+        username: Some(user.into()),
+        actor: actor.into(),
+        ip: Some("192.0.2.1".into()),
+        country: None,
+        app: Some("app".into()),
+        outcome: "success".into(),
+        details: "{}".into(),
+    };
+    let mut ids = Vec::new();
+    for (at, kind, user, actor) in [
+        (10, "sign_in", "alice", "alice"),
+        (20, "mfa_reset", "alice", "helpdesk"),
+        (30, "sign_in", "bob", "bob"),
+        (40, "sign_in", "alice", "alice"),
+    ] {
+        ids.push(store.record_audit(&event(at, kind, user, actor)).await.unwrap());
+    }
+    let query = |q: AuditQuery| {
+        let store = store.clone();
+        async move { store.audit_events(&AuditQuery { limit: 10, ..q }).await.unwrap().iter().map(|e| e.at).collect::<Vec<_>>() }
+    };
+    assert_eq!(query(AuditQuery::default()).await, [40, 30, 20, 10], "newest first");
+    assert_eq!(query(AuditQuery { user: Some("alice".into()), ..Default::default() }).await, [40, 20, 10]);
+    assert_eq!(query(AuditQuery { actor: Some("helpdesk".into()), ..Default::default() }).await, [20]);
+    assert_eq!(query(AuditQuery { kind: Some("sign_in".into()), since: Some(15), until: Some(35), ..Default::default() }).await, [30]);
+    assert_eq!(query(AuditQuery { before_id: Some(ids[2]), ..Default::default() }).await, [20, 10], "the next page");
+    assert_eq!(query(AuditQuery { after_id: Some(ids[1]), ..Default::default() }).await, [40, 30], "newer than a seen event");
+    assert_eq!(query(AuditQuery { within_users: Some(vec!["bob".into()]), ..Default::default() }).await, [30]);
+    assert_eq!(query(AuditQuery { within_users: Some(vec![]), ..Default::default() }).await, Vec::<i64>::new());
+    let two = store.audit_events(&AuditQuery { limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[0], AuditRow { id: ids[3], ..event(40, "sign_in", "alice", "alice") }, "every field reads back");
+    assert_eq!(store.forget_audit_before(25).await.unwrap(), 2);
+    assert_eq!(query(AuditQuery::default()).await, [40, 30]);
 }

@@ -702,3 +702,31 @@ fn line_and_column_count_from_one() {
 
 mod conditions;
 mod sections;
+
+#[test]
+fn the_admin_listener_is_its_own_and_needs_tls_off_loopback() {
+    let admin = |section: &str| parse(&config_with(&format!("[admin]\n{section}\n"), "", ""));
+    let config = admin("listen = \"127.0.0.1:9443\"").unwrap();
+    assert_eq!(config.admin.unwrap().listen.port(), 9443);
+    assert!(parse(&config_with("", "", "")).unwrap().admin.is_none(), "off when absent");
+    let refusals = [
+        ("listen = \"127.0.0.1:8080\"", "public listener"),
+        ("listen = \"0.0.0.0:8080\"", "public listener"),
+        ("listen = \"192.0.2.1:9443\"", "not a loopback address"),
+        ("listen = \"127.0.0.1:9443\"\nunknown = 1", "unknown field"),
+    ];
+    for (section, needle) in refusals {
+        let error = admin(section).map(|_| ()).unwrap_err().to_string();
+        assert!(error.contains(needle), "{section}: {error}");
+    }
+    let remote = admin("listen = \"192.0.2.1:9443\"\nallow_plaintext = true").unwrap();
+    assert!(remote.admin.unwrap().allow_plaintext);
+    let tls = admin("listen = \"192.0.2.1:9443\"\ntls = { cert = \"admin.pem\", key = \"admin-key.pem\" }").unwrap();
+    assert_eq!(tls.admin.unwrap().tls.unwrap().cert, Path::new("/etc/stepgate/admin.pem"), "relative to the file");
+}
+
+#[test]
+fn audit_retention_defaults_to_ninety_days() {
+    assert_eq!(parse(&config_with("", "", "")).unwrap().audit.retention, 90 * 24 * 3600);
+    assert_eq!(parse(&config_with("[audit]\nretention = \"30d\"\n", "", "")).unwrap().audit.retention, 30 * 24 * 3600);
+}

@@ -370,8 +370,6 @@ fn user_needs_two_factors(gateway: &Gateway, username: &str) -> bool {
     crate::policy::may_require_second_factor(&gateway.config.apps, username, &groups)
 }
 
-/// A factor as the forms name it: `totp` or `webauthn:<id>`.
-
 async fn render(gateway: &PortalState, session: &Session, jar: &CookieJar, message: Message) -> Result<Response, PortalError> {
     let now = gateway.clock.now();
     let username = &session.username;

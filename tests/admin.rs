@@ -1,0 +1,295 @@
+//! The admin API and the `stepgate admin` commands, as a help desk (B2E)
+//! and a customer's own administrator (B2B) use them: a real gateway, its
+//! admin listener, the real binary as the client.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+use stepgate::admin::{create_token, NewToken};
+
+const CAROL: &str = "carol";
+const CAROL_PASSWORD: &str = "carol's passphrase";
+const ALL_SCOPES: [&str; 5] = ["users:read", "factors:write", "sessions:write", "throttles:write", "audit:read"];
+
+/// Alice (staff) and Bob and Carol, who work for the customer Acme.
+fn users() -> String {
+    let user = |name: &str, groups: &str, password: &str| {
+        format!(
+            "[[users]]\nusername = \"{name}\"\ndisplay_name = \"{name}\"\nemail = \"{name}@example.com\"\ngroups = [{groups}]\npassword = \"{}\"\n\n",
+            stepgate::users::hash_password(password)
+        )
+    };
+    user(ALICE, "\"staff\"", ALICE_PASSWORD) + &user(BOB, "\"acme\"", BOB_PASSWORD) + &user(CAROL, "\"acme\"", CAROL_PASSWORD)
+}
+
+struct Admin {
+    gw: TestGateway,
+    url: String,
+}
+
+impl Admin {
+    async fn start() -> Self {
+        let listen = free_port();
+        let setup = Setup { extra: format!("[admin]\nlisten = \"{listen}\"\n"), users: Some(users()), ..Setup::default() };
+        let gw = TestGateway::start_with(setup).await;
+        let addr = gw.running.admin.as_ref().expect("the admin listener runs").addr;
+        Self { gw, url: format!("http://{addr}") }
+    }
+
+    async fn token(&self, name: &str, scopes: &[&str], groups: &[&str], lifetime: Option<i64>) -> String {
+        let new = NewToken {
+            name: name.into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            lifetime,
+        };
+        create_token(self.gw.gateway().store.as_ref(), self.gw.now(), &new).await.expect("token")
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new().request(method, format!("{}{path}", self.url)).bearer_auth(token)
+    }
+
+    /// Runs `stepgate admin ARGS...` with this token; its standard output.
+    async fn cli(&self, token: &str, args: &[&str]) -> String {
+        let token_file = self.gw.dir.path().join(format!("token-{}", rand_suffix()));
+        std::fs::write(&token_file, token).unwrap();
+        let token_file = token_file.display().to_string();
+        let mut all = vec!["admin", "--url", self.url.as_str(), "--token-file", token_file.as_str()];
+        all.extend(args);
+        run_stepgate(&all).await
+    }
+}
+
+fn rand_suffix() -> String {
+    stepgate::crypto::random_token()[..8].to_string()
+}
+
+/// Runs the binary without blocking the runtime the gateway serves on.
+async fn run_stepgate(args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepgate")).args(args).output().await.expect("run stepgate");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "stepgate {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
+    body
+}
+
+/// Whether a browser's session still reaches the app (rather than being
+/// sent to sign in).
+async fn reaches(gw: &TestGateway, client: &reqwest::Client, path: &str) -> StatusCode {
+    client.get(gw.app(path)).send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn a_help_desk_resets_a_lost_phone_and_the_employee_enrols_again() {
+    let admin = Admin::start().await;
+    let gw = &admin.gw;
+    let alice = gw.browser();
+    assert_eq!(sign_in(gw, &alice, ALICE, ALICE_PASSWORD, "/admin/").await.status(), 303);
+    enroll_totp(gw, &alice).await;
+    assert_eq!(reaches(gw, &alice, "/admin/").await, 200);
+
+    let helpdesk = admin.token("helpdesk", &ALL_SCOPES, &[], None).await;
+    let shown: Value = serde_json::from_str(&admin.cli(&helpdesk, &["--json", "users", "show", ALICE]).await).unwrap();
+    assert_eq!(shown["factors"][0]["id"], "totp", "{shown}");
+    assert_eq!(shown["sessions"].as_array().unwrap().len(), 1, "{shown}");
+    assert!(!shown.to_string().contains("secret"), "no secret is shown: {shown}");
+    let table = admin.cli(&helpdesk, &["users", "list"]).await;
+    assert!(table.starts_with("USER") && table.contains(ALICE) && table.contains(CAROL), "{table}");
+
+    // The phone is lost: the help desk resets Alice's MFA.
+    let reset = admin.cli(&helpdesk, &["mfa", "reset", ALICE]).await;
+    assert!(reset.contains("1 factors") && reset.contains("1 sessions ended"), "{reset}");
+    assert_eq!(reaches(gw, &alice, "/admin/").await, 302, "the live session is refused at once");
+
+    // Alice signs in with her password and, as a new user, enrols a new factor.
+    assert_eq!(sign_in(gw, &alice, ALICE, ALICE_PASSWORD, "/admin/").await.status(), 303);
+    enroll_totp(gw, &alice).await;
+    assert_eq!(reaches(gw, &alice, "/admin/").await, 200);
+
+    let events: Value = serde_json::from_str(&admin.cli(&helpdesk, &["--json", "audit", "list", "--user", ALICE]).await).unwrap();
+    let steps: Vec<(String, String)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap().to_string(), e["actor"].as_str().unwrap().to_string()))
+        .collect();
+    let expected =
+        [("sign_in", ALICE), ("factor_enrolled", ALICE), ("mfa_reset", "helpdesk"), ("sign_in", ALICE), ("factor_enrolled", ALICE)];
+    let expected: Vec<(String, String)> = expected.iter().map(|(k, a)| (k.to_string(), a.to_string())).collect();
+    assert_eq!(steps, expected, "{events}");
+    let first = &events[0];
+    assert_eq!(first["ip"], "127.0.0.1");
+    assert_eq!(first["app"], "app");
+    assert_eq!(first["outcome"], "success");
+}
+
+#[tokio::test]
+async fn a_token_limited_to_a_group_sees_and_changes_only_that_group() {
+    let admin = Admin::start().await;
+    let gw = &admin.gw;
+    for (user, password) in [(ALICE, ALICE_PASSWORD), (BOB, BOB_PASSWORD)] {
+        assert_eq!(sign_in(gw, &gw.browser(), user, password, "/").await.status(), 303);
+    }
+    let acme = admin.token("acme-admin", &ALL_SCOPES, &["acme"], None).await;
+    let page: Value = admin.request(reqwest::Method::GET, "/v1/users", &acme).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = page["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
+    assert_eq!(names, [BOB, CAROL]);
+    let reset = admin.request(reqwest::Method::POST, &format!("/v1/users/{BOB}/mfa/reset"), &acme).send().await.unwrap();
+    assert_eq!(reset.status(), 200);
+
+    use reqwest::Method;
+    let outside = [
+        (Method::GET, format!("/v1/users/{ALICE}"), None),
+        (Method::DELETE, format!("/v1/users/{ALICE}/factors/totp"), None),
+        (Method::POST, format!("/v1/users/{ALICE}/mfa/reset"), None),
+        (Method::POST, format!("/v1/users/{ALICE}/recovery-codes"), None),
+        (Method::DELETE, format!("/v1/users/{ALICE}/sessions"), None),
+        (Method::DELETE, format!("/v1/users/{ALICE}/sessions/00"), None),
+        (Method::POST, "/v1/throttles/lift".to_string(), Some(serde_json::json!({ "user": ALICE }))),
+    ];
+    for (method, path, body) in outside {
+        let mut request = admin.request(method.clone(), &path, &acme);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let answer = problem(request.send().await.unwrap(), StatusCode::NOT_FOUND).await;
+        // The same answer as for a user who does not exist.
+        let nobody_path = path.replace(ALICE, "nobody");
+        let mut request = admin.request(method.clone(), &nobody_path, &acme);
+        if body.is_some() {
+            request = request.json(&serde_json::json!({ "user": "nobody" }));
+        }
+        let nobody = problem(request.send().await.unwrap(), StatusCode::NOT_FOUND).await;
+        assert_eq!(answer, nobody, "{method} {path}");
+    }
+    let alices_sessions = gw.gateway().store.sessions_of(ALICE).await.unwrap();
+    assert_eq!(alices_sessions.len(), 1, "Alice was not touched");
+
+    let events: Value = admin.request(Method::GET, "/v1/audit", &acme).send().await.unwrap().json().await.unwrap();
+    let users: Vec<&str> = events["events"].as_array().unwrap().iter().filter_map(|e| e["user"].as_str()).collect();
+    assert!(!users.is_empty() && users.iter().all(|user| *user == BOB || *user == CAROL), "{events}");
+}
+
+#[tokio::test]
+async fn tokens_scopes_and_bodies_are_checked() {
+    let admin = Admin::start().await;
+    use reqwest::Method;
+    let users = "/v1/users";
+    let anonymous = reqwest::Client::new().get(format!("{}{users}", admin.url)).send().await.unwrap();
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer realm=\"stepgate admin\"");
+    problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    let forged = format!("{}{}", stepgate::admin::auth::TOKEN_PREFIX, stepgate::crypto::random_token());
+    for token in [forged.as_str(), "not a token", ""] {
+        problem(admin.request(Method::GET, users, token).send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    }
+
+    let revoked = admin.token("revoked", &ALL_SCOPES, &[], None).await;
+    assert!(admin.gw.gateway().store.revoke_admin_token("revoked").await.unwrap());
+    problem(admin.request(Method::GET, users, &revoked).send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    let brief = admin.token("brief", &ALL_SCOPES, &[], Some(60)).await;
+    assert_eq!(admin.request(Method::GET, users, &brief).send().await.unwrap().status(), 200);
+    admin.gw.clock.advance(60);
+    problem(admin.request(Method::GET, users, &brief).send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
+
+    let reader = admin.token("reader", &["users:read"], &[], None).await;
+    let body =
+        problem(admin.request(Method::POST, "/v1/users/alice/mfa/reset", &reader).send().await.unwrap(), StatusCode::FORBIDDEN).await;
+    assert!(body["detail"].as_str().unwrap().contains("factors:write"), "{body}");
+    problem(admin.request(Method::GET, "/v1/users/nobody", &reader).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    problem(admin.request(Method::GET, "/v1/users?limit=0", &reader).send().await.unwrap(), StatusCode::BAD_REQUEST).await;
+    problem(admin.request(Method::GET, "/v1/users?limit=x", &reader).send().await.unwrap(), StatusCode::BAD_REQUEST).await;
+    problem(admin.request(Method::GET, "/v1/nothing", &reader).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    problem(admin.request(Method::PUT, users, &reader).send().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED).await;
+
+    let lifter = admin.token("lifter", &["throttles:write"], &[], None).await;
+    let lift = || admin.request(Method::POST, "/v1/throttles/lift", &lifter).header("content-type", "application/json");
+    problem(lift().body("{\"user\":").send().await.unwrap(), StatusCode::BAD_REQUEST).await;
+    problem(lift().body("{\"address\":\"not an address\"}").send().await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
+    problem(lift().body("{}").send().await.unwrap(), StatusCode::BAD_REQUEST).await;
+    let huge = format!("{{\"user\":\"{}\"}}", "a".repeat(64 * 1024));
+    problem(lift().body(huge).send().await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE).await;
+    let text = admin.request(Method::POST, "/v1/throttles/lift", &lifter).body("{}").send().await.unwrap();
+    problem(text, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_eq!(lift().body("{\"address\":\"192.0.2.7\"}").send().await.unwrap().status(), 204);
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_operation() {
+    let admin = Admin::start().await;
+    let document: Value = reqwest::get(format!("{}/openapi.json", admin.url)).await.unwrap().json().await.unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3.1"), "{document}");
+    let paths = document["paths"].as_object().unwrap();
+    for path in ["/v1/users", "/v1/users/{user}", "/v1/users/{user}/mfa/reset", "/v1/audit", "/v1/throttles/lift"] {
+        assert!(paths.contains_key(path), "{path} missing: {:?}", paths.keys());
+    }
+    assert_eq!(document["components"]["securitySchemes"]["token"]["scheme"], "bearer");
+    let reset = &paths["/v1/users/{user}/mfa/reset"]["post"];
+    assert_eq!(reset["security"][0]["token"][0], "factors:write");
+    assert!(reset["responses"]["404"]["content"]["application/problem+json"].is_object(), "{reset}");
+}
+
+#[tokio::test]
+async fn tokens_are_created_listed_and_revoked_on_the_command_line() {
+    let admin = Admin::start().await;
+    let config = admin.gw.config_path().display().to_string();
+    let created =
+        run_stepgate(&["admin", "token", "create", "-c", &config, "--name", "desk", "--scope", "users:read", "--expires", "90d"]).await;
+    let token = created.trim();
+    assert!(token.starts_with("sgat_"), "{created}");
+    let users = reqwest::Client::new().get(format!("{}/v1/users", admin.url)).bearer_auth(token).send().await.unwrap();
+    assert_eq!(users.status(), 200);
+    let listed = run_stepgate(&["admin", "token", "list", "-c", &config]).await;
+    assert!(listed.contains("desk") && listed.contains("users:read") && !listed.contains(token), "{listed}");
+    run_stepgate(&["admin", "token", "revoke", "-c", &config, "--name", "desk"]).await;
+    let users = reqwest::Client::new().get(format!("{}/v1/users", admin.url)).bearer_auth(token).send().await.unwrap();
+    assert_eq!(users.status(), 401, "a revoked token stops working at once");
+    let audit = admin.gw.gateway().store.audit_events(&stepgate::store::AuditQuery { limit: 10, ..Default::default() }).await.unwrap();
+    let kinds: Vec<&str> = audit.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["admin_token_revoked", "admin_token_created"]);
+    assert!(audit.iter().all(|e| !e.details.contains(token)), "the token never reaches the audit log");
+
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepgate"))
+        .args(["admin", "token", "create", "-c", &config, "--name", "x", "--scope", "users:write"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown scope `users:write`"));
+}
+
+#[tokio::test]
+async fn the_admin_api_serves_tls_with_its_own_certificate() {
+    let listen = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_file, key_file): (PathBuf, PathBuf) = (dir.path().join("admin.pem"), dir.path().join("admin-key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let extra =
+        format!("[admin]\nlisten = \"{listen}\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n", cert_file.display(), key_file.display());
+    let gw = TestGateway::start_with(Setup { extra, ..Setup::default() }).await;
+    let port = gw.running.admin.as_ref().unwrap().addr.port();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", listen)
+        .build()
+        .unwrap();
+    let document = client.get(format!("https://localhost:{port}/openapi.json")).send().await.unwrap();
+    assert_eq!(document.status(), 200);
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/openapi.json")).await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success(), "no clear text on a TLS listener");
+}
