@@ -63,6 +63,10 @@ kinds! {
     /// An administrator removed all of a user's factors.
     MfaReset = "mfa_reset",
     ThrottleLifted = "throttle_lifted",
+    TicketCreated = "ticket_created",
+    /// A user spent an enrolment ticket (or tried one that was refused).
+    TicketUsed = "ticket_used",
+    TicketRevoked = "ticket_revoked",
     AdminTokenCreated = "admin_token_created",
     AdminTokenRevoked = "admin_token_revoked",
     ConfigReloaded = "config_reloaded",

@@ -22,6 +22,7 @@ use crate::health::Reachability;
 use crate::session::Sessions;
 use crate::store::{PostgresOptions, Store, StoreChoice, StoreError};
 use crate::throttle::{Scope, Throttle};
+use crate::tickets::Tickets;
 use crate::upstreams::{HealthRegistry, TlsFileError, UpstreamPool};
 use crate::users::Directory;
 
@@ -140,6 +141,7 @@ pub struct Gateway {
     /// The health of every app's upstreams, kept across reloads.
     upstream_health: Arc<HealthRegistry>,
     pub audit: Arc<AuditLog>,
+    pub tickets: Arc<Tickets>,
 }
 
 impl Gateway {
@@ -238,6 +240,7 @@ impl Gateway {
         let upstream_health = Arc::new(HealthRegistry::default());
         let (apps_by_host, identity_headers) = route_apps(&config, &upstream_health, &clock)?;
         let audit = Arc::new(AuditLog::new(store.clone(), clock.clone()));
+        let tickets = Arc::new(Tickets::new(store.clone(), cache.clone(), clock.clone()));
         Ok(Arc::new(Self {
             untrusted_networks: config.untrusted_networks(),
             returning_cookie_name: crate::portal::returning_cookie_name(&config),
@@ -260,6 +263,7 @@ impl Gateway {
             password_hashing,
             upstream_health,
             audit,
+            tickets,
         }))
     }
 
@@ -296,6 +300,7 @@ impl Gateway {
             password_hashing: self.password_hashing.clone(),
             upstream_health: self.upstream_health.clone(),
             audit: self.audit.clone(),
+            tickets: self.tickets.clone(),
         }))
     }
 

@@ -29,5 +29,6 @@ pub mod session;
 pub mod store;
 pub mod systemd;
 pub mod throttle;
+pub mod tickets;
 pub mod upstreams;
 pub mod users;

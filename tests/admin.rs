@@ -33,8 +33,13 @@ struct Admin {
 
 impl Admin {
     async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// With `extra` sections in the configuration.
+    async fn start_with(extra: &str) -> Self {
         let listen = free_port();
-        let setup = Setup { extra: format!("[admin]\nlisten = \"{listen}\"\n"), users: Some(users()), ..Setup::default() };
+        let setup = Setup { extra: format!("{extra}\n[admin]\nlisten = \"{listen}\"\n"), users: Some(users()), ..Setup::default() };
         let gw = TestGateway::start_with(setup).await;
         let addr = gw.running.admin.as_ref().expect("the admin listener runs").addr;
         Self { gw, url: format!("http://{addr}") }
@@ -135,6 +140,66 @@ async fn a_help_desk_resets_a_lost_phone_and_the_employee_enrols_again() {
     assert_eq!(first["ip"], "127.0.0.1");
     assert_eq!(first["app"], "app");
     assert_eq!(first["outcome"], "success");
+}
+
+/// Posts the ticket page's form for the link `url`; the response.
+async fn spend_ticket(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    let page = client.get(url).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the link shows what it does");
+    let page = page.text().await.unwrap();
+    let (csrf, ticket) = (form_value(&page, "csrf"), form_value(&page, "t"));
+    let action = url.split("/.stepgate/").next().unwrap().to_string() + "/.stepgate/ticket";
+    client.post(action).form(&[("csrf", csrf.as_str()), ("t", ticket.as_str())]).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_enrolment_ticket_lets_an_employee_enrol_once_where_self_enrolment_is_off() {
+    let admin = Admin::start_with("[totp]\nself_enrollment = false\n").await;
+    let gw = &admin.gw;
+    let alice = gw.browser();
+    assert_eq!(sign_in(gw, &alice, ALICE, ALICE_PASSWORD, "/admin/").await.status(), 303);
+    let no_factor = alice.get(gw.app("/.stepgate/second-factor")).send().await.unwrap();
+    assert_eq!(no_factor.status(), 403, "without a ticket there is no way to enrol");
+
+    let helpdesk = admin.token("helpdesk", &["tickets:write", "users:read", "audit:read"], &[], None).await;
+    let base = format!("http://app.test:{}", gw.addr.port());
+    let made = admin.cli(&helpdesk, &["ticket", "create", ALICE, "--base-url", &base]).await;
+    let url = made.lines().next().unwrap().to_string();
+    assert!(url.starts_with(&format!("{base}/.stepgate/ticket?t=")), "{made}");
+
+    // Opening the link signed out asks for the password first, then comes back.
+    let signed_out = gw.browser().get(&url).send().await.unwrap();
+    assert_eq!(signed_out.status(), 303);
+    assert!(signed_out.headers()["location"].to_str().unwrap().starts_with("/.stepgate/signin?rd=%2F.stepgate%2Fticket"));
+
+    let spent = spend_ticket(&alice, &url).await;
+    assert_eq!(spent.status(), 303);
+    enroll_totp(gw, &alice).await;
+    assert_eq!(reaches(gw, &alice, "/admin/").await, 200, "the enrolment passed the second factor");
+    assert_eq!(spend_ticket(&alice, &url).await.status(), 410, "a ticket works once");
+
+    // Another user's ticket, and an expired one, are refused too.
+    let bobs = admin.token("other", &["tickets:write"], &[], None).await;
+    let bobs = admin.cli(&bobs, &["ticket", "create", BOB, "--base-url", &base]).await;
+    assert_eq!(spend_ticket(&alice, bobs.lines().next().unwrap()).await.status(), 410);
+    let brief = admin.cli(&helpdesk, &["ticket", "create", ALICE, "--base-url", &base, "--expires", "1m"]).await;
+    gw.clock.advance(61);
+    assert_eq!(spend_ticket(&alice, brief.lines().next().unwrap()).await.status(), 410);
+    let broken = alice.get(gw.app("/.stepgate/ticket?t=short")).send().await.unwrap();
+    assert_eq!(broken.status(), 400);
+
+    let listed: Value =
+        admin.request(reqwest::Method::GET, "/v1/users/alice/tickets", &helpdesk).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert!(listed[1]["used_at"].is_i64() && listed[0]["used_at"].is_null(), "{listed}");
+    assert!(!listed.to_string().contains(url.split("t=").nth(1).unwrap()), "the secret is never listed");
+    let events: Value = serde_json::from_str(&admin.cli(&helpdesk, &["--json", "audit", "list", "--user", ALICE]).await).unwrap();
+    let kinds: Vec<String> = events.as_array().unwrap().iter().map(|e| format!("{}:{}", e["kind"], e["outcome"])).collect();
+    for expected in
+        ["\"ticket_created\":\"success\"", "\"ticket_used\":\"success\"", "\"factor_enrolled\":\"success\"", "\"ticket_used\":\"failure\""]
+    {
+        assert!(kinds.iter().any(|k| k == expected), "{expected} in {kinds:?}");
+    }
 }
 
 #[tokio::test]

@@ -69,6 +69,7 @@ on_every_backend!(
     an_mfa_reset_removes_everything_of_one_user,
     admin_tokens_are_found_by_hash_and_named_once,
     audit_events_are_filtered_and_paged_newest_first,
+    a_ticket_is_spent_once_by_its_user_before_it_expires,
 );
 
 fn session(key: u8) -> SessionRow {
@@ -378,4 +379,35 @@ async fn audit_events_are_filtered_and_paged_newest_first(b: Backend) {
     assert_eq!(two[0], AuditRow { id: ids[3], ..event(40, "sign_in", "alice", "alice") }, "every field reads back");
     assert_eq!(store.forget_audit_before(25).await.unwrap(), 2);
     assert_eq!(query(AuditQuery::default()).await, [40, 30]);
+}
+
+async fn a_ticket_is_spent_once_by_its_user_before_it_expires(b: Backend) {
+    let store = b.store;
+    let ticket = |hash: u8| TicketRow {
+        id: 0,
+        username: "alice".into(),
+        hash: [hash; 32],
+        created: 10,
+        expires: 100,
+        used_at: None,
+        created_by: "helpdesk".into(),
+    };
+    let first = store.insert_ticket(&ticket(1)).await.unwrap();
+    let second = store.insert_ticket(&ticket(2)).await.unwrap();
+    store.insert_ticket(&ticket(3)).await.unwrap();
+    assert!(!store.claim_ticket(&[1; 32], "bob", 50).await.unwrap(), "only by its user");
+    assert!(!store.claim_ticket(&[3; 32], "alice", 100).await.unwrap(), "not once expired");
+    let claims =
+        [store.clone(), store.clone()].map(|store| tokio::spawn(async move { store.claim_ticket(&[1; 32], "alice", 50).await.unwrap() }));
+    let mut wins = 0;
+    for claim in claims {
+        wins += claim.await.unwrap() as usize;
+    }
+    assert_eq!(wins, 1, "spent once");
+    assert!(store.revoke_ticket("alice", second).await.unwrap());
+    assert!(!store.claim_ticket(&[2; 32], "alice", 50).await.unwrap(), "not once withdrawn");
+    assert!(!store.revoke_ticket("bob", first).await.unwrap(), "only the user's own");
+    let listed = store.tickets_of("alice").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1], TicketRow { id: first, used_at: Some(50), ..ticket(1) }, "newest first, every field read back");
 }

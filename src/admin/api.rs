@@ -159,3 +159,36 @@ pub struct ProblemDocument {
     pub status: u16,
     pub detail: String,
 }
+
+/// A ticket to make.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TicketRequest {
+    /// Seconds the link stays valid (default a day, at most 30 days).
+    pub lifetime: Option<i64>,
+    /// The origin the link should point at, e.g. `https://intranet.example.com`:
+    /// one of the apps' hosts. Without it, only the link's path is given.
+    pub base_url: Option<String>,
+}
+
+/// A ticket just made: its link is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TicketCreated {
+    pub id: i64,
+    /// The path and query of the link, to be opened on any app's host.
+    pub link: String,
+    /// The whole link, when `base_url` was given.
+    pub url: Option<String>,
+    pub expires: i64,
+}
+
+/// A ticket as listed, without its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TicketInfo {
+    pub id: i64,
+    pub created: i64,
+    pub expires: i64,
+    pub used_at: Option<i64>,
+    /// The admin token that made it.
+    pub created_by: String,
+}

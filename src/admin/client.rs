@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::api::{
-    AuditFilter, AuditPage, MfaResetResult, ProblemDocument, RecoveryCodes, SessionsEnded, ThrottleLift, UserFilter, UserMfa, UserPage,
+    AuditFilter, AuditPage, MfaResetResult, ProblemDocument, RecoveryCodes, SessionsEnded, ThrottleLift, TicketCreated, TicketRequest,
+    UserFilter, UserMfa, UserPage,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -75,6 +76,10 @@ impl AdminClient {
 
     pub async fn lift_throttle(&self, lift: &ThrottleLift) -> Result<(), ClientError> {
         self.call_without_answer(Method::POST, &["v1", "throttles", "lift"], Some(lift)).await
+    }
+
+    pub async fn create_ticket(&self, user: &str, request: &TicketRequest) -> Result<TicketCreated, ClientError> {
+        self.call(Method::POST, &["v1", "users", user, "tickets"], None::<&()>, Some(request)).await
     }
 
     pub async fn audit(&self, filter: &AuditFilter) -> Result<AuditPage, ClientError> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::api::{AuditFilter, ThrottleLift, UserFilter};
+use super::api::{AuditFilter, ThrottleLift, TicketRequest, UserFilter};
 use super::auth::{create_token, NewToken};
 use super::client::AdminClient;
 use super::text;
@@ -80,6 +80,11 @@ enum ApiCommand {
     },
     /// Give a user a new set of recovery codes (printed once).
     RecoveryCodes { user: String },
+    /// Enrolment tickets: one-time links to enrol a factor without a lost one.
+    Ticket {
+        #[command(subcommand)]
+        command: TicketCommand,
+    },
     /// The audit log of security events.
     Audit {
         #[command(subcommand)]
@@ -156,6 +161,20 @@ enum SessionsCommand {
 enum ThrottleCommand {
     /// Lift the throttle on a user name or a client address.
     Lift { target: String },
+}
+
+#[derive(Subcommand)]
+enum TicketCommand {
+    /// Make a ticket for a user and print its link (shown this once).
+    Create {
+        user: String,
+        /// The app's origin the link points at, e.g. https://intranet.example.com.
+        #[arg(long)]
+        base_url: Option<String>,
+        /// How long the link stays valid, e.g. 24h (the default), 3d.
+        #[arg(long)]
+        expires: Option<String>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -288,6 +307,12 @@ async fn api(client: &AdminClient, command: ApiCommand, json: bool) -> Result<()
         ApiCommand::RecoveryCodes { user } => {
             let codes = client.recovery_codes(&user).await.map_err(failed)?;
             show(json, &codes, codes.codes.join("\n") + "\n");
+        }
+        ApiCommand::Ticket { command: TicketCommand::Create { user, base_url, expires } } => {
+            let lifetime = expires.map(|raw| crate::config::parse_duration(&raw)).transpose()?;
+            let ticket = client.create_ticket(&user, &TicketRequest { lifetime, base_url }).await.map_err(failed)?;
+            let link = ticket.url.clone().unwrap_or_else(|| format!("{} (on any app's host)", ticket.link));
+            show(json, &ticket, format!("{link}\nvalid until {}\n", text::time(ticket.expires)));
         }
         ApiCommand::Audit { command: AuditCommand::List { filter, limit } } => {
             let filter = AuditFilter { limit: Some(limit), ..audit_filter(filter)? };

@@ -17,6 +17,7 @@ mod events;
 mod listener;
 mod problem;
 mod text;
+mod tickets;
 mod users;
 
 use std::net::SocketAddr;
@@ -77,6 +78,8 @@ fn router(state: AdminState) -> Router {
         .routes(routes!(users::end_sessions))
         .routes(routes!(users::end_session))
         .routes(routes!(users::lift_throttle))
+        .routes(routes!(tickets::create, tickets::list))
+        .routes(routes!(tickets::revoke))
         .routes(routes!(events::list))
         .split_for_parts();
     let document: Arc<str> = document.to_pretty_json().unwrap_or_default().into();

@@ -13,6 +13,7 @@ mod second_factor;
 mod settings;
 mod signin;
 mod signout;
+mod ticket;
 mod webauthn;
 
 use std::net::IpAddr;
@@ -41,6 +42,7 @@ pub mod fuzzing {
     pub use super::settings::{CsrfForm, FactorForm, RevokeForm, SessionForm};
     pub use super::signin::SigninForm;
     pub use super::signout::SignoutForm;
+    pub use super::ticket::TicketForm;
     pub use super::webauthn::{AuthenticateFinish, Empty, RegisterFinish, RegisterStart};
 }
 
@@ -86,6 +88,7 @@ pub fn router() -> Router {
         .route("/.stepgate/webauthn/passwordless/finish", post(webauthn::passwordless_finish))
         .route("/.stepgate/recovery-codes", get(settings::recovery_codes).post(settings::recovery_codes_saved))
         .route("/.stepgate/signout", get(signout::show).post(signout::submit))
+        .route("/.stepgate/ticket", get(ticket::show).post(ticket::spend))
         .route("/.stepgate/settings", get(settings::show))
         .route("/.stepgate/settings/add-totp", get(settings::add_totp))
         .route("/.stepgate/settings/factors/rename", post(settings::rename))
@@ -202,6 +205,15 @@ pub enum PortalError {
     Hashing(#[from] crate::hash_gate::Stopped),
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
+}
+
+impl From<crate::tickets::TicketError> for PortalError {
+    fn from(error: crate::tickets::TicketError) -> Self {
+        match error {
+            crate::tickets::TicketError::Store(e) => PortalError::Store(e),
+            crate::tickets::TicketError::Cache(e) => PortalError::Cache(e),
+        }
+    }
 }
 
 /// Carries the gateway so the error can be rendered with its branding.

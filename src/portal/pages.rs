@@ -93,6 +93,15 @@ pub struct SignoutPage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "ticket.html")]
+pub struct TicketPage<'a> {
+    pub brand: &'a Branding,
+    pub csrf: String,
+    pub username: &'a str,
+    pub ticket: &'a str,
+}
+
+#[derive(Template)]
 #[template(path = "signed_out.html")]
 pub struct SignedOutPage<'a> {
     pub brand: &'a Branding,
@@ -197,7 +206,8 @@ branded_pages!(
     SignedOutPage,
     ErrorPage,
     SettingsPage,
-    ContinuePage
+    ContinuePage,
+    TicketPage
 );
 
 /// A rendered page with its status; a page that fails to render becomes

@@ -156,8 +156,9 @@ pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, ur
         return Ok(see_other(&with_return_to("/.stepgate/signin", &rd)));
     };
     let enrolled = Enrolled::of(&gateway, &session.username).await.map_err(fail)?;
-    if enrolled.has_none() {
-        return first_enrolment(&gateway, &session, rd).await;
+    let ticket = gateway.tickets.granted(&session.username, &session.key).await.map_err(|e| fail(e.into()))?;
+    if enrolled.has_none() || ticket {
+        return first_enrolment(&gateway, &session, rd, ticket).await;
     }
     let choices = enrolled.choices(need);
     if choices.is_empty() {
@@ -239,9 +240,11 @@ fn render_challenge(gateway: &Gateway, session: &Session, rd: String, view: Chal
     html(status, &page)
 }
 
-/// A user with no second factor sets one up right after the password.
-async fn first_enrolment(gateway: &Arc<Gateway>, session: &Arc<Session>, rd: String) -> Result<Response, Failure> {
-    if !gateway.totp.self_enrollment() {
+/// A user with no second factor sets one up right after the password, as
+/// does one who spent an enrolment ticket (`ticket`), whatever the
+/// self-enrolment setting.
+async fn first_enrolment(gateway: &Arc<Gateway>, session: &Arc<Session>, rd: String, ticket: bool) -> Result<Response, Failure> {
+    if !gateway.totp.self_enrollment() && !ticket {
         return Ok(html(StatusCode::FORBIDDEN, &NoFactorPage { brand: &gateway.config.branding }));
     }
     let Some(session) = pending_totp(gateway, session).await.map_err(|e| Failure(gateway.clone(), e))? else {
@@ -379,8 +382,11 @@ pub async fn enroll_totp(
 
 /// Whether this session may enrol a factor now: the first one right after
 /// the password (when self-enrolment is on), any other after a recent
-/// second factor.
+/// second factor; with a spent enrolment ticket, one that counts as first.
 pub async fn may_enrol(gateway: &Gateway, session: &Session) -> Result<Option<Enrolment>, PortalError> {
+    if gateway.tickets.granted(&session.username, &session.key).await? {
+        return Ok(Some(Enrolment::First));
+    }
     let enrolled = Enrolled::of(gateway, &session.username).await?;
     Ok(match () {
         _ if !gateway.totp.self_enrollment() => None,
@@ -478,6 +484,10 @@ pub async fn complete(
     let Some((id, renewed)) = gateway.sessions.add_factor(session, proof, trusted_until).await? else {
         return Ok(signed_out(gateway, request, jar, rd));
     };
+    if enrolment == Some(Enrolment::First) {
+        // A ticket's grant is spent on the factor it was for.
+        gateway.tickets.end_grant(&session.username).await?;
+    }
     let mut jar = jar.add(gateway.sessions.cookie(id, request.tls));
     if let Some(choice) = choice {
         jar = jar.add(method_cookie(choice, request.tls));

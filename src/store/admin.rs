@@ -28,6 +28,20 @@ pub struct MfaReset {
     pub sessions: u64,
 }
 
+/// An enrolment ticket as stored: its SHA-256, never the link's secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketRow {
+    /// Given by the store; ignored when inserting.
+    pub id: i64,
+    pub username: String,
+    pub hash: [u8; 32],
+    pub created: i64,
+    pub expires: i64,
+    pub used_at: Option<i64>,
+    /// The admin token that made it.
+    pub created_by: String,
+}
+
 #[async_trait]
 pub trait AdminStore: Send + Sync {
     /// Stores a new token; false when one of that name exists.
@@ -44,6 +58,15 @@ pub trait AdminStore: Send + Sync {
     async fn reset_mfa(&self, username: &str) -> Result<MfaReset, StoreError>;
     /// Deletes every session of the user; returns how many.
     async fn delete_sessions_of(&self, username: &str) -> Result<u64, StoreError>;
+    /// Stores a new ticket; returns its id.
+    async fn insert_ticket(&self, row: &TicketRow) -> Result<i64, StoreError>;
+    /// Spends the ticket if it is the user's, unused and not expired at
+    /// `now`; false otherwise. One statement, so it is spent once.
+    async fn claim_ticket(&self, hash: &[u8; 32], username: &str, now: i64) -> Result<bool, StoreError>;
+    /// The user's tickets, newest first.
+    async fn tickets_of(&self, username: &str) -> Result<Vec<TicketRow>, StoreError>;
+    /// Deletes one of the user's tickets; false when there is no such one.
+    async fn revoke_ticket(&self, username: &str, id: i64) -> Result<bool, StoreError>;
 }
 
 /// One security event as stored.

@@ -19,7 +19,7 @@ mod sqlite_admin;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use admin::{AdminStore, AdminTokenRow, AuditQuery, AuditRow, AuditStore, MfaReset};
+pub use admin::{AdminStore, AdminTokenRow, AuditQuery, AuditRow, AuditStore, MfaReset, TicketRow};
 pub use copy::{copy, copy_between, CopyError, CopyReport, KnownDeviceRow, RecoveryCodeRow, Snapshot};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::admin::{audit_select, json_list, parse_json_list, MFA_TABLES};
-use super::{AdminStore, AdminTokenRow, AuditQuery, AuditRow, AuditStore, MfaReset, PostgresStore, StoreError};
+use super::{AdminStore, AdminTokenRow, AuditQuery, AuditRow, AuditStore, MfaReset, PostgresStore, StoreError, TicketRow};
 
 const TOKEN_COLUMNS: &str = "name, hash, scopes, groups, created, expires, last_used";
 
@@ -19,6 +19,22 @@ fn token_row(r: &sqlx::postgres::PgRow) -> Option<AdminTokenRow> {
         created: r.get(4),
         expires: r.get(5),
         last_used: r.get(6),
+    })
+}
+
+const TICKET_COLUMNS: &str = "id, username, hash, created, expires, used_at, created_by";
+
+/// A ticket read with [`TICKET_COLUMNS`]; None if its hash is not 32 bytes.
+fn ticket_row(r: &sqlx::postgres::PgRow) -> Option<TicketRow> {
+    let hash: Vec<u8> = r.get(2);
+    Some(TicketRow {
+        id: r.get(0),
+        username: r.get(1),
+        hash: hash.try_into().ok()?,
+        created: r.get(3),
+        expires: r.get(4),
+        used_at: r.get(5),
+        created_by: r.get(6),
     })
 }
 
@@ -88,6 +104,46 @@ impl AdminStore for PostgresStore {
         tx.commit().await?;
         let [totp, webauthn, recovery_codes, browsers, sessions] = deleted;
         Ok(MfaReset { factors: totp + webauthn, recovery_codes, browsers, sessions })
+    }
+
+    async fn insert_ticket(&self, row: &TicketRow) -> Result<i64, StoreError> {
+        let id = sqlx::query_scalar("INSERT INTO enrolment_tickets (username, hash, created, expires, used_at, created_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
+            .bind(&row.username)
+            .bind(&row.hash[..])
+            .bind(row.created)
+            .bind(row.expires)
+            .bind(row.used_at)
+            .bind(&row.created_by)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    async fn claim_ticket(&self, hash: &[u8; 32], username: &str, now: i64) -> Result<bool, StoreError> {
+        let claimed =
+            sqlx::query("UPDATE enrolment_tickets SET used_at = $1 WHERE hash = $2 AND username = $3 AND used_at IS NULL AND expires > $4")
+                .bind(now)
+                .bind(&hash[..])
+                .bind(username)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    async fn tickets_of(&self, username: &str) -> Result<Vec<TicketRow>, StoreError> {
+        let query = format!("SELECT {TICKET_COLUMNS} FROM enrolment_tickets WHERE username = $1 ORDER BY id DESC");
+        let rows = sqlx::query(&query).bind(username).fetch_all(&self.pool).await?;
+        Ok(rows.iter().filter_map(ticket_row).collect())
+    }
+
+    async fn revoke_ticket(&self, username: &str, id: i64) -> Result<bool, StoreError> {
+        let deleted = sqlx::query("DELETE FROM enrolment_tickets WHERE username = $1 AND id = $2")
+            .bind(username)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected() == 1)
     }
 
     async fn delete_sessions_of(&self, username: &str) -> Result<u64, StoreError> {

@@ -27,3 +27,17 @@ CREATE TABLE audit_events (
 );
 CREATE INDEX audit_by_time ON audit_events (at);
 CREATE INDEX audit_by_user ON audit_events (username, id);
+
+-- Enrolment tickets: one-time links that let a user enrol a factor after
+-- the password, without one they lost. Only the SHA-256 of the link's
+-- secret is kept.
+CREATE TABLE enrolment_tickets (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    username TEXT NOT NULL,
+    hash BYTEA NOT NULL UNIQUE,
+    created BIGINT NOT NULL,
+    expires BIGINT NOT NULL,
+    used_at BIGINT,
+    created_by TEXT NOT NULL
+);
+CREATE INDEX tickets_by_user ON enrolment_tickets (username);

@@ -27,3 +27,17 @@ CREATE TABLE audit_events (
 );
 CREATE INDEX audit_by_time ON audit_events (at);
 CREATE INDEX audit_by_user ON audit_events (username, id);
+
+-- Enrolment tickets: one-time links that let a user enrol a factor after
+-- the password, without one they lost. Only the SHA-256 of the link's
+-- secret is kept.
+CREATE TABLE enrolment_tickets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    username TEXT NOT NULL,
+    hash BLOB NOT NULL UNIQUE,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    used_at INTEGER,
+    created_by TEXT NOT NULL
+);
+CREATE INDEX tickets_by_user ON enrolment_tickets (username);
