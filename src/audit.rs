@@ -155,6 +155,9 @@ impl AuditLog {
 
     /// Writes the event's log line and stores it.
     pub async fn record(&self, event: Event) {
+        let detail = |key: &str| event.details.get(key).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let (method, reason) = (detail("method"), detail("reason"));
+        crate::metrics::global().security_event(event.kind.name(), event.outcome.name(), &method, &reason);
         let row = self.row(event);
         tracing::info!(
             target: TARGET,

@@ -62,6 +62,8 @@ pub struct App {
     pub assertion_header: http::HeaderName,
     /// The WebAuthn relying party of each host.
     relying_parties: HashMap<String, Arc<RelyingParty>>,
+    /// Its request counters.
+    pub metrics: crate::metrics::AppMetrics,
 }
 
 impl App {
@@ -98,7 +100,8 @@ impl App {
         // Checked when the configuration was read.
         let assertion_header = http::HeaderName::from_bytes(config.assertion_header.0.as_bytes())
             .map_err(|e| StartError::Io(format!("app `{}`: assertion_header: {e}", config.id())))?;
-        Ok(Self { id: config.id().into(), config: config.clone(), upstreams, assertion_header, relying_parties })
+        let metrics = crate::metrics::global().for_app(config.id());
+        Ok(Self { id: config.id().into(), config: config.clone(), upstreams, assertion_header, relying_parties, metrics })
     }
 
     /// The relying party for a host of this app (given without port).

@@ -21,6 +21,7 @@ pub mod inspect;
 pub mod live;
 pub mod logging;
 pub mod methods;
+pub mod metrics;
 pub mod policy;
 pub mod portal;
 pub mod proxy;

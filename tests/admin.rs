@@ -38,8 +38,18 @@ impl Admin {
 
     /// With `extra` sections in the configuration.
     async fn start_with(extra: &str) -> Self {
+        Self::start_on(extra, "").await
+    }
+
+    /// With `admin` lines in the `[admin]` section.
+    async fn start_with_admin(admin: &str) -> Self {
+        Self::start_on("", admin).await
+    }
+
+    async fn start_on(extra: &str, admin: &str) -> Self {
         let listen = free_port();
-        let setup = Setup { extra: format!("{extra}\n[admin]\nlisten = \"{listen}\"\n"), users: Some(users()), ..Setup::default() };
+        let extra = format!("{extra}\n[admin]\nlisten = \"{listen}\"\n{admin}");
+        let setup = Setup { extra, users: Some(users()), ..Setup::default() };
         let gw = TestGateway::start_with(setup).await;
         let addr = gw.running.admin.as_ref().expect("the admin listener runs").addr;
         Self { gw, url: format!("http://{addr}") }
@@ -290,6 +300,60 @@ async fn tokens_scopes_and_bodies_are_checked() {
     let text = admin.request(Method::POST, "/v1/throttles/lift", &lifter).body("{}").send().await.unwrap();
     problem(text, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
     assert_eq!(lift().body("{\"address\":\"192.0.2.7\"}").send().await.unwrap().status(), 204);
+}
+
+/// A sample's value in a scrape, parsed as Prometheus would; 0 when absent.
+fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let lines = scrape.lines().map(|line| Ok(line.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("the Prometheus text format");
+    let value = parsed
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| s.value.clone());
+    match value {
+        Some(prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v)) => v,
+        Some(other) => panic!("{name}: unexpected {other:?}"),
+        None => 0.0,
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_scraped_and_move_with_sign_ins_and_requests() {
+    let admin = Admin::start().await;
+    let gw = &admin.gw;
+    let token = admin.token("prometheus", &["metrics:read"], &[], None).await;
+    let scrape = || async { admin.request(reqwest::Method::GET, "/metrics", &token).send().await.unwrap().text().await.unwrap() };
+    let sign_ins =
+        |text: &str| sample(text, "stepgate_security_events_total", &[("kind", "sign_in"), ("outcome", "success"), ("method", "password")]);
+    let allowed = |text: &str| sample(text, "stepgate_requests_total", &[("app", "app"), ("decision", "allow"), ("status", "2xx")]);
+    let before = scrape().await;
+    let client = gw.browser();
+    assert_eq!(sign_in(gw, &client, BOB, BOB_PASSWORD, "/").await.status(), 303);
+    assert_eq!(reaches(gw, &client, "/hello").await, 200);
+    let after = scrape().await;
+    assert!(sign_ins(&after) >= sign_ins(&before) + 1.0, "{after}");
+    assert!(allowed(&after) >= allowed(&before) + 1.0, "{after}");
+    assert!(sample(&after, "stepgate_active_sessions", &[]) >= 1.0, "{after}");
+    assert!(sample(&after, "stepgate_request_duration_seconds_count", &[]) >= 2.0, "{after}");
+    assert!(after.contains("stepgate_decision_duration_seconds_bucket"), "{after}");
+
+    let other = admin.token("no-metrics", &["users:read"], &[], None).await;
+    problem(admin.request(reqwest::Method::GET, "/metrics", &other).send().await.unwrap(), StatusCode::FORBIDDEN).await;
+    let limited = admin.token("acme-metrics", &["metrics:read"], &["acme"], None).await;
+    problem(admin.request(reqwest::Method::GET, "/metrics", &limited).send().await.unwrap(), StatusCode::FORBIDDEN).await;
+}
+
+#[tokio::test]
+async fn the_metrics_listener_needs_no_token_and_serves_nothing_else() {
+    let metrics_listen = free_port();
+    let admin = Admin::start_with_admin(&format!("metrics_listen = \"{metrics_listen}\"\n")).await;
+    let port = admin.gw.running.admin.as_ref().unwrap().metrics_addr.unwrap().port();
+    let scrape = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap();
+    assert_eq!(scrape.status(), 200);
+    assert!(scrape.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(scrape.text().await.unwrap().contains("stepgate_requests_total"));
+    assert_eq!(reqwest::get(format!("http://127.0.0.1:{port}/v1/users")).await.unwrap().status(), 404);
 }
 
 #[tokio::test]

@@ -305,6 +305,8 @@ async fn an_mfa_reset_removes_everything_of_one_user(b: Backend) {
     let mut alices = session(1);
     alices.username = "alice".into();
     store.insert_session(&alices).await.unwrap();
+    assert_eq!(store.count_sessions(alices.last_seen).await.unwrap(), 1);
+    assert_eq!(store.count_sessions(alices.last_seen + 1).await.unwrap(), 0, "idle sessions are not counted");
     let reset = store.reset_mfa("alice").await.unwrap();
     assert_eq!(reset, MfaReset { factors: 2, recovery_codes: 2, browsers: 1, sessions: 1 });
     assert!(store.get_totp("alice").await.unwrap().is_none());

@@ -15,6 +15,7 @@ pub mod client;
 pub mod commands;
 mod events;
 mod listener;
+mod metrics;
 mod problem;
 mod text;
 mod tickets;
@@ -53,7 +54,7 @@ pub struct AdminState {
     info(title = "stepgate admin API", description = "Users' MFA state, factors, sessions, throttles and the audit log."),
     modifiers(&BearerToken),
     components(schemas(api::ProblemDocument)),
-    tags((name = "users"), (name = "audit"))
+    tags((name = "users"), (name = "audit"), (name = "metrics"))
 )]
 struct ApiDoc;
 
@@ -81,6 +82,7 @@ fn router(state: AdminState) -> Router {
         .routes(routes!(tickets::create, tickets::list))
         .routes(routes!(tickets::revoke))
         .routes(routes!(events::list))
+        .routes(routes!(metrics::with_token))
         .split_for_parts();
     let document: Arc<str> = document.to_pretty_json().unwrap_or_default().into();
     routes
@@ -103,15 +105,27 @@ async fn no_store(request: axum::extract::Request, next: axum::middleware::Next)
     response
 }
 
-/// The admin listener, serving until dropped.
+/// Only the metrics, without a token: for a Prometheus on the same host.
+fn metrics_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::without_token))
+        .fallback(|| async { Problem::not_found("Only /metrics is served here.") })
+        .with_state(state)
+}
+
+/// The admin listener (and the metrics listener, when configured),
+/// serving until dropped.
 pub struct AdminServer {
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    pub metrics_addr: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -121,28 +135,42 @@ pub fn start(live: Arc<LiveGateway>) -> Result<Option<AdminServer>, StartError> 
     let Some(config) = live.current().config.admin.clone() else {
         return Ok(None);
     };
-    let listener = std::net::TcpListener::bind(config.listen)
+    let state = AdminState { live };
+    let (listener, addr) = bind(config.listen, "admin.listen")?;
+    let mut tasks = vec![spawn_server(&config, listener, router(state.clone()))?];
+    tracing::info!(%addr, tls = config.tls.is_some(), "admin API listening");
+    let mut metrics_addr = None;
+    if let Some(listen) = config.metrics_listen {
+        let (listener, addr) = bind(listen, "admin.metrics_listen")?;
+        let app = metrics_router(state);
+        tasks.push(tokio::spawn(async move { log_stop(axum::serve(listener, app).await) }));
+        tracing::info!(%addr, "metrics listening");
+        metrics_addr = Some(addr);
+    }
+    Ok(Some(AdminServer { addr, metrics_addr, tasks }))
+}
+
+fn bind(address: SocketAddr, setting: &str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let listener = std::net::TcpListener::bind(address)
         .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-        .map_err(|e| StartError::Io(format!("admin.listen {}: {e}", config.listen)))?;
+        .map_err(|e| StartError::Io(format!("{setting} {address}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| StartError::Io(e.to_string()))?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| StartError::Io(e.to_string()))?;
-    let app = router(AdminState { live });
-    let task = spawn_server(&config, listener, app)?;
-    tracing::info!(%addr, tls = config.tls.is_some(), "admin API listening");
-    Ok(Some(AdminServer { addr, task }))
+    Ok((listener, addr))
+}
+
+fn log_stop(served: std::io::Result<()>) {
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the admin API stopped");
+    }
 }
 
 fn spawn_server(config: &AdminConfig, listener: tokio::net::TcpListener, app: Router) -> Result<tokio::task::JoinHandle<()>, StartError> {
-    let serve = |served: std::io::Result<()>| {
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the admin API stopped");
-        }
-    };
     Ok(match &config.tls {
-        None => tokio::spawn(async move { serve(axum::serve(listener, app).await) }),
+        None => tokio::spawn(async move { log_stop(axum::serve(listener, app).await) }),
         Some(tls) => {
             let listener = listener::TlsListener::new(listener, tls)?;
-            tokio::spawn(async move { serve(axum::serve(listener, app).await) })
+            tokio::spawn(async move { log_stop(axum::serve(listener, app).await) })
         }
     })
 }

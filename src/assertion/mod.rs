@@ -114,8 +114,10 @@ impl Assertions {
         let refresh_margin = self.lifetime / 5;
         let usable = |t: &&CachedToken| t.exp - now > refresh_margin && t.minted_from.matches(session, user);
         if let Some(cached) = self.cache.read().ok().and_then(|c| c.get(&key).filter(usable).map(|t| t.token.clone())) {
+            crate::metrics::global().assertion_cache_hits.inc();
             return Ok(cached);
         }
+        crate::metrics::global().assertion_cache_misses.inc();
         let claims = self.claims(session, user, app_id, now);
         // A JWT is base64url and dots: always a valid header value.
         let token = HeaderValue::from_maybe_shared(bytes::Bytes::from(self.sign(&claims)?)).map_err(|_| KeyError::NotAHeader)?;

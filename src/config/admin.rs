@@ -18,6 +18,9 @@ pub struct AdminConfig {
     /// same host, say.
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// A second listener serving `/metrics` without a token, for a
+    /// Prometheus on the same host: loopback addresses only.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +36,11 @@ impl AdminConfig {
         let public = std::iter::once(server.listen).chain(server.tls.as_ref().map(|tls| tls.listen));
         if public.into_iter().any(|address| address.port() == self.listen.port() && overlaps(address, self.listen)) {
             return Err(other(format!("admin.listen {} is a public listener: the admin API needs a listener of its own", self.listen)));
+        }
+        if let Some(metrics) = self.metrics_listen {
+            if !metrics.ip().is_loopback() {
+                return Err(other(format!("admin.metrics_listen {metrics} must be a loopback address: it asks for no token")));
+            }
         }
         if !self.listen.ip().is_loopback() && self.tls.is_none() && !self.allow_plaintext {
             return Err(other(format!(

@@ -714,6 +714,7 @@ fn the_admin_listener_is_its_own_and_needs_tls_off_loopback() {
         ("listen = \"0.0.0.0:8080\"", "public listener"),
         ("listen = \"192.0.2.1:9443\"", "not a loopback address"),
         ("listen = \"127.0.0.1:9443\"\nunknown = 1", "unknown field"),
+        ("listen = \"127.0.0.1:9443\"\nmetrics_listen = \"0.0.0.0:9464\"", "must be a loopback address"),
     ];
     for (section, needle) in refusals {
         let error = admin(section).map(|_| ()).unwrap_err().to_string();

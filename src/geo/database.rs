@@ -73,6 +73,10 @@ impl Database {
         &self.path
     }
 
+    pub(super) fn build_epoch(&self) -> u64 {
+        self.reader.metadata().build_epoch
+    }
+
     pub(super) fn database_type(&self) -> &str {
         &self.reader.metadata().database_type
     }

@@ -50,6 +50,8 @@ pub struct FileUse {
     pub database_type: String,
     pub settings: Vec<Slot>,
     pub serves: Vec<GeoData>,
+    /// When MaxMind built the file (Unix seconds).
+    pub build_epoch: u64,
 }
 
 impl fmt::Display for FileUse {
@@ -129,6 +131,7 @@ impl GeoDatabases {
             database_type: file.database.database_type().to_owned(),
             settings: file.slots.clone(),
             serves: file.serves.iter().collect(),
+            build_epoch: file.database.build_epoch(),
         };
         self.files.iter().map(usage).collect()
     }

@@ -63,7 +63,9 @@ pub fn decide(gateway: &Gateway, app: &App, asked: &Asked, signed_in: Option<&Si
         confidence: session.context.assessment.confidence,
     });
     let settings = &gateway.config.policy;
+    let started = std::time::Instant::now();
     let outcome = policy::decide(&app.config, settings, &request, subject.as_ref());
+    crate::metrics::global().decision_seconds.observe(started.elapsed().as_secs_f64());
     if tracing::enabled!(tracing::Level::DEBUG) {
         let why = policy::explain(&app.config, settings, &request, subject.as_ref()).render(&app.config);
         tracing::debug!(app = %app.id, ip = %asked.ip, geo = ?asked.geo, explanation = ?why.trim_end(), "decision");

@@ -270,6 +270,9 @@ impl ProxyHttp for GatewayProxy {
     /// which can destroy the answer before the client reads it.
     async fn fail_to_proxy(&self, session: &mut Session, error: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let status = responses::status_for_failure(error);
+        if let Some(app) = &ctx.app {
+            app.metrics.upstream_errors.inc();
+        }
         if status > 0 && session.response_written().is_none() {
             session.set_keepalive(None);
             let gateway = ctx.gateway.clone().unwrap_or_else(|| self.live.current());
@@ -285,6 +288,9 @@ impl ProxyHttp for GatewayProxy {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let metrics = crate::metrics::global();
+        ctx.app.as_ref().map_or(&metrics.no_app, |app| &app.metrics).count(ctx.decision, status);
+        metrics.request_seconds.observe(ctx.started.elapsed().as_secs_f64());
         let app = ctx.app.as_ref().map(|a| &*a.id).unwrap_or("-");
         let user = ctx.identity.as_ref().map(|(u, _)| u.username.as_str()).unwrap_or("-");
         let header = session.req_header();

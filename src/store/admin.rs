@@ -58,6 +58,8 @@ pub trait AdminStore: Send + Sync {
     async fn reset_mfa(&self, username: &str) -> Result<MfaReset, StoreError>;
     /// Deletes every session of the user; returns how many.
     async fn delete_sessions_of(&self, username: &str) -> Result<u64, StoreError>;
+    /// How many sessions were seen at or after `seen_since`.
+    async fn count_sessions(&self, seen_since: i64) -> Result<u64, StoreError>;
     /// Stores a new ticket; returns its id.
     async fn insert_ticket(&self, row: &TicketRow) -> Result<i64, StoreError>;
     /// Spends the ticket if it is the user's, unused and not expired at

@@ -145,6 +145,12 @@ impl AdminStore for SqliteStore {
         Ok(deleted.rows_affected() == 1)
     }
 
+    async fn count_sessions(&self, seen_since: i64) -> Result<u64, StoreError> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sessions WHERE last_seen >= ?").bind(seen_since).fetch_one(&self.pool).await?;
+        Ok(count.max(0) as u64)
+    }
+
     async fn delete_sessions_of(&self, username: &str) -> Result<u64, StoreError> {
         let deleted = sqlx::query("DELETE FROM sessions WHERE username = ?").bind(username).execute(&self.pool).await?;
         Ok(deleted.rows_affected())

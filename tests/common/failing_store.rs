@@ -146,6 +146,7 @@ delegate!(AdminStore, admin {
     fn touch_admin_token(&self, name: &str, now: i64) -> ();
     fn reset_mfa(&self, username: &str) -> MfaReset;
     fn delete_sessions_of(&self, username: &str) -> u64;
+    fn count_sessions(&self, seen_since: i64) -> u64;
     fn insert_ticket(&self, row: &TicketRow) -> i64;
     fn claim_ticket(&self, hash: &[u8; 32], username: &str, now: i64) -> bool;
     fn tickets_of(&self, username: &str) -> Vec<TicketRow>;
