@@ -72,6 +72,32 @@ kinds! {
     ConfigReloaded = "config_reloaded",
 }
 
+/// What an event was, as its user reads it on their security page.
+pub fn describe(kind: Kind, failed: bool) -> &'static str {
+    match (kind, failed) {
+        (Kind::SignIn, false) => "Signed in",
+        (Kind::SignIn, true) => "Sign-in refused (wrong password, or too many attempts)",
+        (Kind::SecondFactor, false) => "Confirmed with a second factor",
+        (Kind::SecondFactor, true) => "Second factor refused",
+        (Kind::RecoveryCodeUsed, _) => "Used a recovery code",
+        (Kind::FactorEnrolled, false) => "Added a second factor",
+        (Kind::FactorEnrolled, true) => "Could not add a second factor",
+        (Kind::FactorRenamed, _) => "Renamed a second factor",
+        (Kind::FactorRemoved, _) => "Removed a second factor",
+        (Kind::RecoveryCodesRegenerated, _) => "New recovery codes",
+        (Kind::TrustedBrowserRevoked, _) => "Stopped trusting a browser",
+        (Kind::SessionEnded, _) => "Signed out a session",
+        (Kind::SignOut, _) => "Signed out",
+        (Kind::MfaReset, _) => "All second factors were reset",
+        (Kind::ThrottleLifted, _) => "Failed attempts were forgiven",
+        (Kind::TicketCreated, _) => "An enrolment link was made for you",
+        (Kind::TicketUsed, false) => "Used an enrolment link",
+        (Kind::TicketUsed, true) => "An enrolment link was refused",
+        (Kind::TicketRevoked, _) => "An enrolment link was withdrawn",
+        (Kind::AdminTokenCreated | Kind::AdminTokenRevoked | Kind::ConfigReloaded, _) => "Gateway administration",
+    }
+}
+
 /// How it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -13,7 +13,7 @@ use stepgate::admin::{create_token, NewToken};
 
 const CAROL: &str = "carol";
 const CAROL_PASSWORD: &str = "carol's passphrase";
-const ALL_SCOPES: [&str; 5] = ["users:read", "factors:write", "sessions:write", "throttles:write", "audit:read"];
+const ALL_SCOPES: [&str; 6] = ["users:read", "factors:write", "sessions:write", "throttles:write", "tickets:write", "audit:read"];
 
 /// Alice (staff) and Bob and Carol, who work for the customer Acme.
 fn users() -> String {
@@ -150,6 +150,13 @@ async fn a_help_desk_resets_a_lost_phone_and_the_employee_enrols_again() {
     assert_eq!(first["ip"], "127.0.0.1");
     assert_eq!(first["app"], "app");
     assert_eq!(first["outcome"], "success");
+
+    // Alice sees it all on her own security page.
+    let page = alice.get(gw.app("/.stepgate/settings")).send().await.unwrap().text().await.unwrap();
+    let activity = page.split("id=\"activity\"").nth(1).expect("a recent activity list");
+    for line in ["All second factors were reset <small>by helpdesk</small>", "Added a second factor", "Signed in", "127.0.0.1"] {
+        assert!(activity.contains(line), "{line} in {activity}");
+    }
 }
 
 /// Posts the ticket page's form for the link `url`; the response.
@@ -234,23 +241,26 @@ async fn a_token_limited_to_a_group_sees_and_changes_only_that_group() {
         (Method::POST, format!("/v1/users/{ALICE}/recovery-codes"), None),
         (Method::DELETE, format!("/v1/users/{ALICE}/sessions"), None),
         (Method::DELETE, format!("/v1/users/{ALICE}/sessions/00"), None),
-        (Method::POST, "/v1/throttles/lift".to_string(), Some(serde_json::json!({ "user": ALICE }))),
+        (Method::DELETE, format!("/v1/users/{ALICE}/throttle"), None),
+        (Method::GET, format!("/v1/users/{ALICE}/tickets"), None),
+        (Method::POST, format!("/v1/users/{ALICE}/tickets"), Some(serde_json::json!({}))),
+        (Method::DELETE, format!("/v1/users/{ALICE}/tickets/1"), None),
     ];
     for (method, path, body) in outside {
-        let mut request = admin.request(method.clone(), &path, &acme);
-        if let Some(body) = &body {
-            request = request.json(body);
-        }
-        let answer = problem(request.send().await.unwrap(), StatusCode::NOT_FOUND).await;
+        let ask = |path: String| {
+            let request = admin.request(method.clone(), &path, &acme);
+            match &body {
+                Some(body) => request.json(body),
+                None => request,
+            }
+        };
+        let answer = problem(ask(path.clone()).send().await.unwrap(), StatusCode::NOT_FOUND).await;
         // The same answer as for a user who does not exist.
-        let nobody_path = path.replace(ALICE, "nobody");
-        let mut request = admin.request(method.clone(), &nobody_path, &acme);
-        if body.is_some() {
-            request = request.json(&serde_json::json!({ "user": "nobody" }));
-        }
-        let nobody = problem(request.send().await.unwrap(), StatusCode::NOT_FOUND).await;
+        let nobody = problem(ask(path.replace(ALICE, "nobody")).send().await.unwrap(), StatusCode::NOT_FOUND).await;
         assert_eq!(answer, nobody, "{method} {path}");
     }
+    let address = admin.request(Method::DELETE, "/v1/addresses/192.0.2.7/throttle", &acme).send().await.unwrap();
+    problem(address, StatusCode::FORBIDDEN).await;
     let alices_sessions = gw.gateway().store.sessions_of(ALICE).await.unwrap();
     assert_eq!(alices_sessions.len(), 1, "Alice was not touched");
 
@@ -290,16 +300,23 @@ async fn tokens_scopes_and_bodies_are_checked() {
     problem(admin.request(Method::GET, "/v1/nothing", &reader).send().await.unwrap(), StatusCode::NOT_FOUND).await;
     problem(admin.request(Method::PUT, users, &reader).send().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED).await;
 
-    let lifter = admin.token("lifter", &["throttles:write"], &[], None).await;
-    let lift = || admin.request(Method::POST, "/v1/throttles/lift", &lifter).header("content-type", "application/json");
-    problem(lift().body("{\"user\":").send().await.unwrap(), StatusCode::BAD_REQUEST).await;
-    problem(lift().body("{\"address\":\"not an address\"}").send().await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
-    problem(lift().body("{}").send().await.unwrap(), StatusCode::BAD_REQUEST).await;
-    let huge = format!("{{\"user\":\"{}\"}}", "a".repeat(64 * 1024));
-    problem(lift().body(huge).send().await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE).await;
-    let text = admin.request(Method::POST, "/v1/throttles/lift", &lifter).body("{}").send().await.unwrap();
+    let desk = admin.token("desk", &["tickets:write", "throttles:write"], &[], None).await;
+    let ticket = || admin.request(Method::POST, "/v1/users/alice/tickets", &desk).header("content-type", "application/json");
+    problem(ticket().body("{\"lifetime\":").send().await.unwrap(), StatusCode::BAD_REQUEST).await;
+    problem(ticket().body("{\"lifetime\":\"a day\"}").send().await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
+    problem(ticket().body("{\"lifetime\":1}").send().await.unwrap(), StatusCode::BAD_REQUEST).await;
+    problem(ticket().body("{\"base_url\":\"https://evil.test\"}").send().await.unwrap(), StatusCode::BAD_REQUEST).await;
+    let huge = format!("{{\"base_url\":\"{}\"}}", "a".repeat(64 * 1024));
+    problem(ticket().body(huge).send().await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE).await;
+    let text = admin.request(Method::POST, "/v1/users/alice/tickets", &desk).body("{}").send().await.unwrap();
     problem(text, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
-    assert_eq!(lift().body("{\"address\":\"192.0.2.7\"}").send().await.unwrap().status(), 204);
+    assert_eq!(ticket().body("{}").send().await.unwrap().status(), 201);
+    let overflow = admin.request(Method::DELETE, "/v1/users/alice/tickets/99999999999999999999", &desk).send().await.unwrap();
+    problem(overflow, StatusCode::BAD_REQUEST).await;
+    let address = |a: &str| admin.request(Method::DELETE, &format!("/v1/addresses/{a}/throttle"), &desk);
+    assert_eq!(address("192.0.2.7").send().await.unwrap().status(), 204);
+    assert_eq!(address("2001:db8::1").send().await.unwrap().status(), 204);
+    problem(address("not-an-address").send().await.unwrap(), StatusCode::NOT_FOUND).await;
 }
 
 /// A sample's value in a scrape, parsed as Prometheus would; 0 when absent.
@@ -362,7 +379,7 @@ async fn the_openapi_document_describes_every_operation() {
     let document: Value = reqwest::get(format!("{}/openapi.json", admin.url)).await.unwrap().json().await.unwrap();
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1"), "{document}");
     let paths = document["paths"].as_object().unwrap();
-    for path in ["/v1/users", "/v1/users/{user}", "/v1/users/{user}/mfa/reset", "/v1/audit", "/v1/throttles/lift"] {
+    for path in ["/v1/users", "/v1/users/{user}", "/v1/users/{user}/mfa/reset", "/v1/audit", "/v1/users/{user}/throttle", "/metrics"] {
         assert!(paths.contains_key(path), "{path} missing: {:?}", paths.keys());
     }
     assert_eq!(document["components"]["securitySchemes"]["token"]["scheme"], "bearer");
@@ -421,4 +438,25 @@ async fn the_admin_api_serves_tls_with_its_own_certificate() {
     assert_eq!(document.status(), 200);
     let plain = reqwest::get(format!("http://127.0.0.1:{port}/openapi.json")).await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success(), "no clear text on a TLS listener");
+}
+
+/// schemathesis (installed by scripts/setup) generates requests from the
+/// OpenAPI document, valid and not, with a token holding every scope:
+/// every answer must match the document and none may be a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_every_answer_in_the_document() {
+    let schemathesis = concat!(env!("CARGO_MANIFEST_DIR"), "/target/tools/schemathesis/bin/schemathesis");
+    assert!(std::path::Path::new(schemathesis).exists(), "run scripts/setup: it installs schemathesis");
+    let admin = Admin::start().await;
+    let token = admin.token("schemathesis", &[&ALL_SCOPES[..], &["metrics:read"]].concat(), &[], None).await;
+    let output = tokio::process::Command::new(schemathesis)
+        .args(["run", &format!("{}/openapi.json", admin.url), "--checks", "all", "--max-examples", "25", "--workers", "1"])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("run schemathesis");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}\n{}", String::from_utf8_lossy(&output.stderr));
 }

@@ -1,8 +1,6 @@
 //! The admin API's request and response bodies, shared by the server and
 //! the CLI (its client). Times are Unix seconds.
 
-use std::net::IpAddr;
-
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -74,6 +72,7 @@ pub struct UserFilter {
     /// From a page's `next_cursor`.
     pub cursor: Option<String>,
     /// Users per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -95,15 +94,6 @@ pub struct SessionsEnded {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RecoveryCodes {
     pub codes: Vec<String>,
-}
-
-/// Whose failed attempts to forget: a user's, a client address's, or both.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ThrottleLift {
-    pub user: Option<String>,
-    #[schema(value_type = Option<String>, format = "ip")]
-    pub address: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -147,6 +137,7 @@ pub struct AuditFilter {
     /// Only events newer than this id (to follow the log).
     pub after: Option<i64>,
     /// Events per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 

@@ -1,6 +1,7 @@
 //! A client of the admin API, for the `stepgate admin` commands: the same
 //! request and response types as the server.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::api::{
-    AuditFilter, AuditPage, MfaResetResult, ProblemDocument, RecoveryCodes, SessionsEnded, ThrottleLift, TicketCreated, TicketRequest,
-    UserFilter, UserMfa, UserPage,
+    AuditFilter, AuditPage, MfaResetResult, ProblemDocument, RecoveryCodes, SessionsEnded, TicketCreated, TicketRequest, UserFilter,
+    UserMfa, UserPage,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,8 +75,12 @@ impl AdminClient {
         self.call(Method::DELETE, &["v1", "users", user, "sessions"], None::<&()>, None::<&()>).await
     }
 
-    pub async fn lift_throttle(&self, lift: &ThrottleLift) -> Result<(), ClientError> {
-        self.call_without_answer(Method::POST, &["v1", "throttles", "lift"], Some(lift)).await
+    pub async fn lift_user_throttle(&self, user: &str) -> Result<(), ClientError> {
+        self.call_without_answer(Method::DELETE, &["v1", "users", user, "throttle"], None::<&()>).await
+    }
+
+    pub async fn lift_address_throttle(&self, address: IpAddr) -> Result<(), ClientError> {
+        self.call_without_answer(Method::DELETE, &["v1", "addresses", &address.to_string(), "throttle"], None::<&()>).await
     }
 
     pub async fn create_ticket(&self, user: &str, request: &TicketRequest) -> Result<TicketCreated, ClientError> {

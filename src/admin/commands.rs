@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::api::{AuditFilter, ThrottleLift, TicketRequest, UserFilter};
+use super::api::{AuditFilter, TicketRequest, UserFilter};
 use super::auth::{create_token, NewToken};
 use super::client::AdminClient;
 use super::text;
@@ -297,11 +297,11 @@ async fn api(client: &AdminClient, command: ApiCommand, json: bool) -> Result<()
             show(json, &ended, format!("ended {} sessions of {user}\n", ended.sessions));
         }
         ApiCommand::Throttle { command: ThrottleCommand::Lift { target } } => {
-            let lift = match target.parse::<IpAddr>() {
-                Ok(address) => ThrottleLift { user: None, address: Some(address) },
-                Err(_) => ThrottleLift { user: Some(target.clone()), address: None },
-            };
-            client.lift_throttle(&lift).await.map_err(failed)?;
+            match target.parse::<IpAddr>() {
+                Ok(address) => client.lift_address_throttle(address).await,
+                Err(_) => client.lift_user_throttle(&target).await,
+            }
+            .map_err(failed)?;
             println!("lifted the throttle on {target}");
         }
         ApiCommand::RecoveryCodes { user } => {

@@ -53,7 +53,7 @@ pub struct AdminState {
 #[openapi(
     info(title = "stepgate admin API", description = "Users' MFA state, factors, sessions, throttles and the audit log."),
     modifiers(&BearerToken),
-    components(schemas(api::ProblemDocument)),
+    components(schemas(api::ProblemDocument, crate::audit::Kind)),
     tags((name = "users"), (name = "audit"), (name = "metrics"))
 )]
 struct ApiDoc;
@@ -78,7 +78,8 @@ fn router(state: AdminState) -> Router {
         .routes(routes!(users::regenerate_recovery_codes))
         .routes(routes!(users::end_sessions))
         .routes(routes!(users::end_session))
-        .routes(routes!(users::lift_throttle))
+        .routes(routes!(users::lift_user_throttle))
+        .routes(routes!(users::lift_address_throttle))
         .routes(routes!(tickets::create, tickets::list))
         .routes(routes!(tickets::revoke))
         .routes(routes!(events::list))
@@ -90,6 +91,7 @@ fn router(state: AdminState) -> Router {
         .fallback(|| async { Problem::not_found("There is nothing here.") })
         .method_not_allowed_fallback(|| async { Problem::new(StatusCode::METHOD_NOT_ALLOWED, "That method is not allowed here.") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(problem::rejections_as_problems))
         .layer(axum::middleware::from_fn(no_store))
         .with_state(state)
 }

@@ -84,6 +84,23 @@ impl IntoResponse for Problem {
     }
 }
 
+/// An error answered by axum itself (a path or body its extractors could
+/// not read) as a problem document, like every other error.
+pub async fn rejections_as_problems(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|t| t == CONTENT_TYPE);
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), MAX_REJECTION_BYTES).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body).trim().to_string();
+    Problem::new(status, if detail.is_empty() { status.canonical_reason().unwrap_or("Error").to_string() } else { detail }).into_response()
+}
+
+/// The longest rejection text kept in a problem's detail.
+const MAX_REJECTION_BYTES: usize = 4096;
+
 /// The problems any operation may answer, for the OpenAPI document.
 pub struct Problems;
 

@@ -2,14 +2,14 @@
 //! end sessions, lift throttles. Every change is audited with the token's
 //! name as the actor, and a user outside a limited token's groups is 404.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use std::net::IpAddr;
+
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::api::{
-    BrowserInfo, FactorInfo, MfaResetResult, RecoveryCodes, SessionInfo, SessionsEnded, ThrottleLift, UserFilter, UserMfa, UserPage,
-};
+use super::api::{BrowserInfo, FactorInfo, MfaResetResult, RecoveryCodes, SessionInfo, SessionsEnded, UserFilter, UserMfa, UserPage};
 use super::auth::{Caller, Scope};
 use super::problem::{Problem, Problems};
 use super::AdminState;
@@ -223,45 +223,47 @@ pub async fn end_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Forgets the failed password and second-factor attempts of a user, of a
-/// client address, or both. (Attempts counted for a browser the user signed
-/// in on before have a budget of their own and are not lifted.)
-#[utoipa::path(post, path = "/v1/throttles/lift", tag = "users", request_body = ThrottleLift,
+/// Forgets the user's failed password and second-factor attempts.
+/// (Attempts counted for a browser the user signed in on before have a
+/// budget of their own and are not lifted.)
+#[utoipa::path(delete, path = "/v1/users/{user}/throttle", tag = "users", params(("user" = String, Path)),
     responses((status = 204, description = "Lifted"), Problems), security(("token" = ["throttles:write"])))]
-pub async fn lift_throttle(
+pub async fn lift_user_throttle(State(state): State<AdminState>, caller: Caller, Path(name): Path<String>) -> Result<StatusCode, Problem> {
+    caller.require(Scope::ThrottlesWrite)?;
+    let gateway = state.live.current();
+    let user = caller.user(&gateway.users, &name)?;
+    let name = user.username.as_str();
+    let keys = [ThrottleScope::User, ThrottleScope::SecondFactor].map(|scope| gateway.attempts.key(scope, &[name]));
+    lift(&gateway, &keys).await?;
+    gateway.audit.record(Event::new(Kind::ThrottleLifted, Outcome::Success).about(name, &caller.name)).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Forgets a client address's failed password attempts (an IPv6 address
+/// counts with its /64). Not for a token limited to groups.
+#[utoipa::path(delete, path = "/v1/addresses/{address}/throttle", tag = "users",
+    params(("address" = String, Path, description = "An IPv4 or IPv6 address", format = "ip")),
+    responses((status = 204, description = "Lifted"), Problems), security(("token" = ["throttles:write"])))]
+pub async fn lift_address_throttle(
     State(state): State<AdminState>,
     caller: Caller,
-    body: Result<Json<ThrottleLift>, JsonRejection>,
+    Path(address): Path<String>,
 ) -> Result<StatusCode, Problem> {
     caller.require(Scope::ThrottlesWrite)?;
-    let Json(lift) = body?;
-    let gateway = state.live.current();
-    if lift.user.is_none() && lift.address.is_none() {
-        return Err(Problem::bad_request("Name a user, an address or both."));
-    }
-    if lift.address.is_some() && caller.is_limited() {
+    if caller.is_limited() {
         return Err(Problem::new(StatusCode::FORBIDDEN, "A token limited to groups cannot lift an address's throttle."));
     }
-    let user = lift.user.as_deref().map(|name| caller.user(&gateway.users, name)).transpose()?;
-    let mut keys = Vec::new();
-    if let Some(user) = &user {
-        let name = user.username.as_str();
-        keys.extend([ThrottleScope::User, ThrottleScope::SecondFactor].map(|scope| gateway.attempts.key(scope, &[name])));
-    }
-    if let Some(address) = lift.address {
-        keys.push(gateway.attempts.address_key(address));
-    }
-    for key in &keys {
+    let address: IpAddr = address.parse().map_err(|_| Problem::not_found("That is not an IP address."))?;
+    let gateway = state.live.current();
+    lift(&gateway, &[gateway.attempts.address_key(address)]).await?;
+    let event = Event::new(Kind::ThrottleLifted, Outcome::Success).detail("address", address.to_string());
+    gateway.audit.record(Event { actor: caller.name.clone(), ..event }).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn lift(gateway: &Gateway, keys: &[crate::throttle::Key]) -> Result<(), Problem> {
+    for key in keys {
         gateway.attempts.reset(key).await.map_err(|e| Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     }
-    let mut event = Event::new(Kind::ThrottleLifted, Outcome::Success);
-    event = match &user {
-        Some(user) => event.about(&user.username, &caller.name),
-        None => Event { actor: caller.name.clone(), ..event },
-    };
-    if let Some(address) = lift.address {
-        event = event.detail("address", address.to_string());
-    }
-    gateway.audit.record(event).await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

@@ -161,12 +161,25 @@ pub struct SettingsPage<'a> {
     pub has_recovery_set: bool,
     pub sessions: Vec<SessionEntry>,
     pub browsers: Vec<TrustedBrowser>,
+    /// The user's latest security events, newest first.
+    pub activity: Vec<ActivityEntry>,
     /// Changes need a fresh second factor first.
     pub changes_need_step_up: bool,
     pub notice: Option<String>,
     pub error: Option<String>,
     /// Where the user was going before, when they came here on the way.
     pub continue_to: Option<String>,
+}
+
+/// A security event as the user's own security page shows it.
+pub struct ActivityEntry {
+    pub when: String,
+    pub what: String,
+    /// The client address and country, when known.
+    pub place: String,
+    /// Done by someone else (an administrator).
+    pub by: Option<String>,
+    pub failed: bool,
 }
 
 /// A page that explains and offers one way on.

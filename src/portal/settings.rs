@@ -14,7 +14,9 @@ use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
 use super::csrf::{self, Binding};
-use super::pages::{html, FactorEntry, RecoveryCodesPage, SessionEntry, SettingsPage, TotpEnrollPage, TotpView, TrustedBrowser};
+use super::pages::{
+    html, ActivityEntry, FactorEntry, RecoveryCodesPage, SessionEntry, SettingsPage, TotpEnrollPage, TotpView, TrustedBrowser,
+};
 use super::redirect::{query_param, rd_param, safe_return_to};
 use super::second_factor::{may_change_factors, pending_totp, webauthn_kinds, Enrolled};
 use super::{
@@ -26,9 +28,11 @@ use crate::factors::webauthn::clean_name;
 use crate::gateway::Gateway;
 use crate::methods::{Method, MethodSet};
 use crate::session::{FactorUse, Session, SignInContext};
-use crate::store::{FactorRef, Removal};
+use crate::store::{AuditQuery, FactorRef, Removal};
 
 const PAGE: &str = "/.stepgate/settings";
+/// How many of the user's security events the page lists.
+const RECENT_EVENTS: u32 = 20;
 
 #[derive(Deserialize)]
 pub struct RevokeForm {
@@ -407,6 +411,7 @@ async fn render(gateway: &PortalState, session: &Session, jar: &CookieJar, messa
         has_recovery_set,
         sessions: sessions(gateway, session).await?,
         browsers: browsers(gateway, jar, username, now).await?,
+        activity: activity(gateway, username).await?,
         changes_need_step_up: !may_change_factors(gateway, session, &enrolled),
         notice: message.notice,
         error: message.error,
@@ -457,6 +462,26 @@ async fn browsers(gateway: &Gateway, jar: &CookieJar, username: &str, now: i64) 
 }
 
 /// A date as users read it, in the policy's time zone.
+/// The user's latest security events: a sign-in they did not make shows here.
+async fn activity(gateway: &Gateway, username: &str) -> Result<Vec<ActivityEntry>, PortalError> {
+    let query = AuditQuery { user: Some(username.to_string()), limit: RECENT_EVENTS, ..AuditQuery::default() };
+    let rows = gateway.store.audit_events(&query).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let failed = row.outcome != Outcome::Success.name();
+            let place = [row.ip.as_deref(), row.country.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" · ");
+            ActivityEntry {
+                when: date(gateway, row.at),
+                what: Kind::from_name(&row.kind).map_or(row.kind.clone(), |kind| crate::audit::describe(kind, failed).to_string()),
+                place,
+                by: (row.actor != username && row.actor != crate::audit::GATEWAY_ACTOR).then(|| format!("by {}", row.actor)),
+                failed,
+            }
+        })
+        .collect())
+}
+
 fn date(gateway: &Gateway, at: i64) -> String {
     use chrono::TimeZone;
     gateway.config.policy.time_zone.0.timestamp_opt(at, 0).single().map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string()).unwrap_or_default()
