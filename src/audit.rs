@@ -7,6 +7,7 @@
 //! the log line still stands and an error says the event is not stored.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,10 @@ kinds! {
     AdminTokenCreated = "admin_token_created",
     AdminTokenRevoked = "admin_token_revoked",
     ConfigReloaded = "config_reloaded",
+    /// A request was denied by a rule, for want of one, or by a geo fence.
+    AccessDenied = "access_denied",
+    /// A signed-in user was asked for a fresher or stronger second factor.
+    StepUpDemanded = "step_up_demanded",
 }
 
 /// What an event was, as its user reads it on their security page.
@@ -94,6 +99,8 @@ pub fn describe(kind: Kind, failed: bool) -> &'static str {
         (Kind::TicketUsed, false) => "Used an enrolment link",
         (Kind::TicketUsed, true) => "An enrolment link was refused",
         (Kind::TicketRevoked, _) => "An enrolment link was withdrawn",
+        (Kind::AccessDenied, _) => "A page was refused to you",
+        (Kind::StepUpDemanded, _) => "Asked to confirm it's you again",
         (Kind::AdminTokenCreated | Kind::AdminTokenRevoked | Kind::ConfigReloaded, _) => "Gateway administration",
     }
 }
@@ -169,14 +176,51 @@ impl Event {
     }
 }
 
+/// Events recorded per second at most from the request path (denials,
+/// step-up demands), which any client can cause: past it they are
+/// counted in `stepgate_audit_events_dropped_total` and not recorded.
+pub const REQUEST_EVENTS_PER_SECOND: u32 = 50;
+
 pub struct AuditLog {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    budget: Budget,
+}
+
+/// A per-second budget, kept with atomics: the request path takes no lock.
+#[derive(Default)]
+struct Budget {
+    second: AtomicI64,
+    used: AtomicU32,
+}
+
+impl Budget {
+    /// Whether one more event fits in this second's budget. Two requests
+    /// crossing into a new second at once may both count in it; the bound
+    /// holds within that slack.
+    fn take(&self, now: i64) -> bool {
+        let second = self.second.load(Ordering::Relaxed);
+        if second != now && self.second.compare_exchange(second, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        self.used.fetch_add(1, Ordering::Relaxed) < REQUEST_EVENTS_PER_SECOND
+    }
 }
 
 impl AuditLog {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+        Self { store, clock, budget: Budget::default() }
+    }
+
+    /// Records an event the request path saw, without holding up the
+    /// request, within [`REQUEST_EVENTS_PER_SECOND`].
+    pub fn record_from_request(self: &Arc<Self>, event: Event) {
+        if !self.budget.take(self.clock.now()) {
+            crate::metrics::global().audit_events_dropped.inc();
+            return;
+        }
+        let log = self.clone();
+        tokio::spawn(async move { log.record(event).await });
     }
 
     /// Writes the event's log line and stores it.
@@ -219,6 +263,27 @@ impl AuditLog {
             app: event.app,
             outcome: event.outcome.name().into(),
             details: serde_json::Value::Object(event.details).to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_budget_holds_per_second() {
+        let budget = Budget::default();
+        let taken = (0..REQUEST_EVENTS_PER_SECOND + 10).filter(|_| budget.take(100)).count();
+        assert_eq!(taken, REQUEST_EVENTS_PER_SECOND as usize);
+        assert!(budget.take(101), "a new second, a new budget");
+    }
+
+    #[test]
+    fn kinds_are_named_one_way() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_name(kind.name()), Some(*kind));
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub assertion_cache_misses: IntCounter,
     pub active_sessions: IntGauge,
     geoip_build: IntGaugeVec,
+    /// Request-path audit events past the per-second budget.
+    pub audit_events_dropped: IntCounter,
     /// Requests for no app (an unknown host, a malformed request).
     pub no_app: AppMetrics,
 }
@@ -93,7 +95,14 @@ impl Metrics {
         registry.register(Box::new(geoip_build.clone())).expect("registered once");
         let requests = counter_vec("requests_total", "Requests by app, decision and status class.", &["app", "decision", "status"]);
         let upstream_errors = counter_vec("upstream_errors_total", "Requests an app's upstream failed.", &["app"]);
+        let audit_events_dropped = IntCounter::new(
+            "audit_events_dropped_total",
+            "Denials and step-up demands not recorded in the audit log: past its per-second budget.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(audit_events_dropped.clone())).expect("registered once");
         Metrics {
+            audit_events_dropped,
             no_app: app_metrics(&requests, &upstream_errors, "-"),
             requests,
             upstream_errors,

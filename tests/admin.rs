@@ -270,6 +270,37 @@ async fn a_token_limited_to_a_group_sees_and_changes_only_that_group() {
 }
 
 #[tokio::test]
+async fn denials_reach_the_audit_log_with_who_and_where() {
+    let admin = Admin::start().await;
+    let gw = &admin.gw;
+    let bob = gw.browser();
+    assert_eq!(sign_in(gw, &bob, BOB, BOB_PASSWORD, "/").await.status(), 303);
+    assert_eq!(reaches(gw, &bob, "/blocked/files").await, 403);
+    assert_eq!(reaches(gw, &gw.browser(), "/blocked/anonymous").await, 403);
+    let auditor = admin.token("auditor", &["audit:read"], &[], None).await;
+    // Denials are recorded off the request path: wait for both.
+    let mut denials = Vec::new();
+    for _ in 0..200 {
+        let page: Value =
+            admin.request(reqwest::Method::GET, "/v1/audit?kind=access_denied", &auditor).send().await.unwrap().json().await.unwrap();
+        denials = page["events"].as_array().unwrap().clone();
+        if denials.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(denials.len(), 2, "{denials:?}");
+    let (anonymous, bobs) = (&denials[0], &denials[1]);
+    assert_eq!(bobs["user"], BOB);
+    assert_eq!(bobs["details"]["path"], "/blocked/files");
+    assert_eq!(bobs["details"]["reason"], "deny");
+    assert_eq!(bobs["outcome"], "refused");
+    assert_eq!(anonymous["actor"], "anonymous");
+    assert!(anonymous["user"].is_null());
+    assert_eq!(anonymous["ip"], "127.0.0.1");
+}
+
+#[tokio::test]
 async fn tokens_scopes_and_bodies_are_checked() {
     let admin = Admin::start().await;
     use reqwest::Method;

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use http::{HeaderMap, Method};
 
 use super::forwarding;
+use crate::audit::{Event, Kind, Outcome, ANONYMOUS_ACTOR};
 use crate::edge::Canonical;
 use crate::gateway::{App, Gateway};
 use crate::geo::GeoFacts;
-use crate::policy::{self, Subject};
+use crate::policy::{self, Decision, DenyReason, StepUp, Subject};
 use crate::session::Session;
 use crate::store::StoreError;
 use crate::users::User;
@@ -70,5 +71,44 @@ pub fn decide(gateway: &Gateway, app: &App, asked: &Asked, signed_in: Option<&Si
         let why = policy::explain(&app.config, settings, &request, subject.as_ref()).render(&app.config);
         tracing::debug!(app = %app.id, ip = %asked.ip, geo = ?asked.geo, explanation = ?why.trim_end(), "decision");
     }
+    if let Some(event) = audited(&outcome, app, asked, signed_in) {
+        gateway.audit.record_from_request(event);
+    }
     outcome
+}
+
+/// Whether the app's geo fence lets the client in (it holds before
+/// anything else, the sign-in pages included); a refusal is audited.
+pub fn within_fence(gateway: &Gateway, app: &App, method: &Method, canonical: &Canonical, ip: IpAddr, geo: &GeoFacts) -> bool {
+    if app.config.fence.admits(geo.country.as_deref()) {
+        return true;
+    }
+    let event = Event { actor: ANONYMOUS_ACTOR.into(), ..Event::new(Kind::AccessDenied, Outcome::Refused) };
+    let event = event.from_client(ip, geo.country.clone(), Some(&app.id)).detail("reason", Decision::Deny(DenyReason::Geo).label());
+    gateway.audit.record_from_request(event.detail("http_method", method.as_str()).detail("path", canonical.path.as_str()));
+    false
+}
+
+/// The audit event of a denial, or of a signed-in user asked for a fresher
+/// or stronger factor (step-up); None for the decisions of every day.
+fn audited(outcome: &policy::Outcome, app: &App, asked: &Asked, signed_in: Option<&SignedIn>) -> Option<Event> {
+    let kind = match outcome.decision {
+        Decision::Deny(_) => Kind::AccessDenied,
+        Decision::SecondFactor(StepUp::Stale { .. } | StepUp::Stronger(_) | StepUp::Risk) if signed_in.is_some() => Kind::StepUpDemanded,
+        _ => return None,
+    };
+    let event = Event::new(kind, if kind == Kind::AccessDenied { Outcome::Refused } else { Outcome::Success });
+    let event = match signed_in {
+        Some((_, user)) => event.by_user(&user.username),
+        None => Event { actor: ANONYMOUS_ACTOR.into(), ..event },
+    };
+    let event = event.from_client(asked.ip, asked.geo.country.clone(), Some(&app.id));
+    let event = event
+        .detail("reason", outcome.decision.label())
+        .detail("http_method", asked.method.as_str())
+        .detail("path", asked.canonical.path.as_str());
+    Some(match outcome.rule {
+        Some(rule) => event.detail("rule", rule),
+        None => event,
+    })
 }

@@ -62,7 +62,7 @@ async fn decide_and_answer(
         Err(refusal) => return refuse(session, ctx, gateway, 400, refusal.label()).await,
     };
     let geo = gateway.geo.current().lookup(ctx.client_ip);
-    if !app.config.fence.admits(geo.country.as_deref()) {
+    if !decision::within_fence(gateway, app, &original.method, &canonical, ctx.client_ip, &geo) {
         return deny(session, ctx, gateway, dialect, Decision::Deny(DenyReason::Geo)).await;
     }
     // The portal's own pages are open to all; they check what they need.

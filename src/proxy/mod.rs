@@ -127,8 +127,7 @@ impl ProxyHttp for GatewayProxy {
             Err(refusal) => return refuse(session, ctx, &gateway, &refusal).await,
         };
         let geo = gateway.geo.current().lookup(ctx.client_ip);
-        // The app's fence holds before anything else, its sign-in pages included.
-        if !app.config.fence.admits(geo.country.as_deref()) {
+        if !decision::within_fence(&gateway, &app, &header.method, &canonical, ctx.client_ip, &geo) {
             ctx.decision = Decision::Deny(DenyReason::Geo).label();
             responses::page(session, &gateway, 403, "Access denied", "This application is not available from your location.").await?;
             return Ok(true);
