@@ -131,6 +131,12 @@ impl Throttle {
         self.cache.reset(&self.counter(key)).await
     }
 
+    /// Whether `key` has reached its limit in its current window.
+    pub async fn is_limited(&self, key: &Key) -> Result<bool, CacheError> {
+        let counter = self.counter(key);
+        Ok(self.cache.counted(&counter).await? >= counter.limit)
+    }
+
     /// How many keys a scope holds now.
     pub async fn keys_in(&self, scope: Scope) -> Result<usize, CacheError> {
         self.cache.keys_in(scope.bucket()).await

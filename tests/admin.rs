@@ -301,6 +301,26 @@ async fn denials_reach_the_audit_log_with_who_and_where() {
 }
 
 #[tokio::test]
+async fn a_throttled_user_is_shown_and_lifted() {
+    let admin = Admin::start_with("[limits]\npassword_failures = 3\n").await;
+    let gw = &admin.gw;
+    let carol = gw.browser();
+    for _ in 0..3 {
+        assert_eq!(sign_in(gw, &carol, CAROL, "guess", "/").await.status(), 401);
+    }
+    assert_eq!(sign_in(gw, &carol, CAROL, CAROL_PASSWORD, "/").await.status(), 429, "throttled, even with the right password");
+    let desk = admin.token("desk", &["users:read", "throttles:write"], &[], None).await;
+    let shown: Value = serde_json::from_str(&admin.cli(&desk, &["--json", "users", "show", CAROL]).await).unwrap();
+    assert_eq!(shown["throttled"]["password"], true, "{shown}");
+    assert_eq!(shown["throttled"]["second_factor"], false, "{shown}");
+    admin.cli(&desk, &["throttle", "lift", CAROL]).await;
+    admin.cli(&desk, &["throttle", "lift", "127.0.0.1"]).await;
+    let shown: Value = serde_json::from_str(&admin.cli(&desk, &["--json", "users", "show", CAROL]).await).unwrap();
+    assert_eq!(shown["throttled"]["password"], false, "{shown}");
+    assert_eq!(sign_in(gw, &carol, CAROL, CAROL_PASSWORD, "/").await.status(), 303);
+}
+
+#[tokio::test]
 async fn tokens_scopes_and_bodies_are_checked() {
     let admin = Admin::start().await;
     use reqwest::Method;

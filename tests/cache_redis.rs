@@ -37,8 +37,10 @@ async fn attempts_on_two_instances_count_together() {
     let (alice_on_one, alice_on_two) = (one.key(Scope::User, &["alice"]), two.key(Scope::User, &["alice"]));
     assert_eq!(alice_on_one, alice_on_two, "the same key on every instance");
     for throttle in [&one, &two, &one, &two, &one] {
+        assert!(!two.is_limited(&alice_on_two).await.unwrap());
         throttle.reserve(&[alice_on_one]).await.unwrap();
     }
+    assert!(one.is_limited(&alice_on_one).await.unwrap() && two.is_limited(&alice_on_two).await.unwrap(), "both see the limit");
     for throttle in [&one, &two] {
         match throttle.reserve(&[alice_on_one]).await {
             Err(ThrottleError::Refusal(Refusal::Limit { retry_after })) => assert!((1..=300).contains(&retry_after), "{retry_after}"),

@@ -18,6 +18,16 @@ pub struct UserMfa {
     pub recovery_codes_left: u32,
     pub sessions: Vec<SessionInfo>,
     pub trusted_browsers: Vec<BrowserInfo>,
+    pub throttled: Throttled,
+}
+
+/// Which of the user's attempt limits are reached now (lift them with
+/// `DELETE /v1/users/{user}/throttle`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Throttled {
+    /// Passwords for this user name, from browsers it has not signed in on.
+    pub password: bool,
+    pub second_factor: bool,
 }
 
 /// An enrolled second factor.

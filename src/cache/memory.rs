@@ -101,6 +101,13 @@ impl Counters for MemoryCache {
         Ok(())
     }
 
+    async fn counted(&self, counter: &Counter) -> Result<u32, CacheError> {
+        let now = self.clock.now();
+        let buckets = lock(&self.counters);
+        let count = buckets.get(counter.bucket).and_then(|counts| counts.by_key.get(&counter.digest));
+        Ok(count.filter(|count| count.expires > now).map_or(0, |count| count.attempts))
+    }
+
     async fn keys_in(&self, bucket: &'static str) -> Result<usize, CacheError> {
         Ok(lock(&self.counters).get(bucket).map_or(0, |counts| counts.by_key.len()))
     }

@@ -96,6 +96,8 @@ pub trait Counters: Send + Sync {
     async fn count_all(&self, counters: &[Counter], window: i64) -> Result<Result<(), Refusal>, CacheError>;
     /// Forgets a counter's counts.
     async fn reset(&self, counter: &Counter) -> Result<(), CacheError>;
+    /// The counts in the counter's current window (0 when it has none).
+    async fn counted(&self, counter: &Counter) -> Result<u32, CacheError>;
     /// How many keys a bucket holds now.
     async fn keys_in(&self, bucket: &'static str) -> Result<usize, CacheError>;
 }

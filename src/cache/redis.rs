@@ -378,6 +378,11 @@ impl Counters for RedisCache {
         self.run::<i64>(redis::cmd("DEL").arg(self.counter_key(counter.bucket, &counter.digest)).clone()).await.map(|_| ())
     }
 
+    async fn counted(&self, counter: &Counter) -> Result<u32, CacheError> {
+        let count: Option<i64> = self.run(redis::cmd("GET").arg(self.counter_key(counter.bucket, &counter.digest)).clone()).await?;
+        Ok(count.map_or(0, |count| u32::try_from(count).unwrap_or(u32::MAX)))
+    }
+
     async fn keys_in(&self, bucket: &'static str) -> Result<usize, CacheError> {
         let pattern = format!("{}*", glob_escape(&format!("{}count:{bucket}:", self.prefix)));
         let mut cursor = 0u64;

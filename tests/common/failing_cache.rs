@@ -61,6 +61,11 @@ impl Counters for FailingCache {
         self.inner.reset(counter).await
     }
 
+    async fn counted(&self, counter: &Counter) -> Result<u32, CacheError> {
+        self.up()?;
+        self.inner.counted(counter).await
+    }
+
     async fn keys_in(&self, bucket: &'static str) -> Result<usize, CacheError> {
         self.up()?;
         self.inner.keys_in(bucket).await
