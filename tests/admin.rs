@@ -6,10 +6,12 @@ mod common;
 
 use std::path::PathBuf;
 
+use common::webauthn::{data_csrf, origin, page, post_json, SharedToken};
 use common::*;
 use reqwest::StatusCode;
 use serde_json::Value;
 use stepgate::admin::{create_token, NewToken};
+use webauthn_authenticator_rs::WebauthnAuthenticator;
 
 const CAROL: &str = "carol";
 const CAROL_PASSWORD: &str = "carol's passphrase";
@@ -38,18 +40,19 @@ impl Admin {
 
     /// With `extra` sections in the configuration.
     async fn start_with(extra: &str) -> Self {
-        Self::start_on(extra, "").await
+        Self::start_on(Setup { extra: extra.into(), ..Setup::default() }, "").await
     }
 
     /// With `admin` lines in the `[admin]` section.
     async fn start_with_admin(admin: &str) -> Self {
-        Self::start_on("", admin).await
+        Self::start_on(Setup::default(), admin).await
     }
 
-    async fn start_on(extra: &str, admin: &str) -> Self {
+    /// `setup` with the test's users and `admin` lines in an `[admin]` section.
+    async fn start_on(setup: Setup, admin: &str) -> Self {
         let listen = free_port();
-        let extra = format!("{extra}\n[admin]\nlisten = \"{listen}\"\n{admin}");
-        let setup = Setup { extra, users: Some(users()), ..Setup::default() };
+        let extra = format!("{}\n[admin]\nlisten = \"{listen}\"\n{admin}", setup.extra);
+        let setup = Setup { extra, users: Some(users()), ..setup };
         let gw = TestGateway::start_with(setup).await;
         let addr = gw.running.admin.as_ref().expect("the admin listener runs").addr;
         Self { gw, url: format!("http://{addr}") }
@@ -108,30 +111,50 @@ async fn reaches(gw: &TestGateway, client: &reqwest::Client, path: &str) -> Stat
     client.get(gw.app(path)).send().await.unwrap().status()
 }
 
+/// Adds a security key from the security page of a session that just
+/// passed its second factor.
+async fn add_security_key(gw: &TestGateway, client: &reqwest::Client, key: &mut WebauthnAuthenticator<SharedToken>) {
+    let csrf = data_csrf(&page(gw, client, "/.stepgate/settings").await);
+    let body = serde_json::json!({ "kind": "security_key", "name": "Desk key" });
+    let start = post_json(gw, client, "/.stepgate/webauthn/register/start", &csrf, &body).await;
+    assert_eq!(start.status(), 200, "{}", start.text().await.unwrap());
+    let credential = key.do_registration(origin(), start.json().await.unwrap()).expect("software authenticator registers");
+    let finish =
+        post_json(gw, client, "/.stepgate/webauthn/register/finish", &csrf, &serde_json::json!({ "credential": credential })).await;
+    assert_eq!(finish.status(), 200, "{}", finish.text().await.unwrap());
+}
+
 #[tokio::test]
 async fn a_help_desk_resets_a_lost_phone_and_the_employee_enrols_again() {
-    let admin = Admin::start().await;
+    let admin = Admin::start_on(common::webauthn::setup(""), "").await;
     let gw = &admin.gw;
     let alice = gw.browser();
     assert_eq!(sign_in(gw, &alice, ALICE, ALICE_PASSWORD, "/admin/").await.status(), 303);
     enroll_totp(gw, &alice).await;
+    add_security_key(gw, &alice, &mut WebauthnAuthenticator::new(SharedToken::new())).await;
     assert_eq!(reaches(gw, &alice, "/admin/").await, 200);
 
     let helpdesk = admin.token("helpdesk", &ALL_SCOPES, &[], None).await;
     let shown: Value = serde_json::from_str(&admin.cli(&helpdesk, &["--json", "users", "show", ALICE]).await).unwrap();
-    assert_eq!(shown["factors"][0]["id"], "totp", "{shown}");
+    let kinds: Vec<&str> = shown["factors"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["totp", "security_key"], "{shown}");
     assert_eq!(shown["sessions"].as_array().unwrap().len(), 1, "{shown}");
     assert!(!shown.to_string().contains("secret"), "no secret is shown: {shown}");
     let table = admin.cli(&helpdesk, &["users", "list"]).await;
     assert!(table.starts_with("USER") && table.contains(ALICE) && table.contains(CAROL), "{table}");
 
-    // The phone is lost: the help desk resets Alice's MFA.
+    // The phone and the key are lost: the help desk resets Alice's MFA...
     let reset = admin.cli(&helpdesk, &["mfa", "reset", ALICE]).await;
-    assert!(reset.contains("1 factors") && reset.contains("1 sessions ended"), "{reset}");
+    assert!(reset.contains("2 factors") && reset.contains("1 sessions ended"), "{reset}");
     assert_eq!(reaches(gw, &alice, "/admin/").await, 302, "the live session is refused at once");
+    // ...and sends her an enrolment ticket.
+    let base = format!("http://app.test:{}", gw.addr.port());
+    let ticket = admin.cli(&helpdesk, &["ticket", "create", ALICE, "--base-url", &base]).await;
+    let link = ticket.lines().next().unwrap();
 
-    // Alice signs in with her password and, as a new user, enrols a new factor.
+    // Alice signs in with her password, opens the link and enrols a new factor.
     assert_eq!(sign_in(gw, &alice, ALICE, ALICE_PASSWORD, "/admin/").await.status(), 303);
+    assert_eq!(spend_ticket(&alice, link).await.status(), 303);
     enroll_totp(gw, &alice).await;
     assert_eq!(reaches(gw, &alice, "/admin/").await, 200);
 
@@ -142,10 +165,19 @@ async fn a_help_desk_resets_a_lost_phone_and_the_employee_enrols_again() {
         .iter()
         .map(|e| (e["kind"].as_str().unwrap().to_string(), e["actor"].as_str().unwrap().to_string()))
         .collect();
-    let expected =
-        [("sign_in", ALICE), ("factor_enrolled", ALICE), ("mfa_reset", "helpdesk"), ("sign_in", ALICE), ("factor_enrolled", ALICE)];
+    let expected = [
+        ("sign_in", ALICE),
+        ("factor_enrolled", ALICE),
+        ("factor_enrolled", ALICE),
+        ("mfa_reset", "helpdesk"),
+        ("ticket_created", "helpdesk"),
+        ("sign_in", ALICE),
+        ("ticket_used", ALICE),
+        ("factor_enrolled", ALICE),
+    ];
     let expected: Vec<(String, String)> = expected.iter().map(|(k, a)| (k.to_string(), a.to_string())).collect();
     assert_eq!(steps, expected, "{events}");
+    assert_eq!(events[2]["details"]["method"], "security_key", "{events}");
     let first = &events[0];
     assert_eq!(first["ip"], "127.0.0.1");
     assert_eq!(first["app"], "app");
@@ -154,7 +186,15 @@ async fn a_help_desk_resets_a_lost_phone_and_the_employee_enrols_again() {
     // Alice sees it all on her own security page.
     let page = alice.get(gw.app("/.stepgate/settings")).send().await.unwrap().text().await.unwrap();
     let activity = page.split("id=\"activity\"").nth(1).expect("a recent activity list");
-    for line in ["All second factors were reset <small>by helpdesk</small>", "Added a second factor", "Signed in", "127.0.0.1"] {
+    let lines = [
+        "All second factors were reset <small>by helpdesk</small>",
+        "An enrolment link was made for you <small>by helpdesk</small>",
+        "Used an enrolment link",
+        "Added a second factor",
+        "Signed in",
+        "127.0.0.1",
+    ];
+    for line in lines {
         assert!(activity.contains(line), "{line} in {activity}");
     }
 }

@@ -9,7 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::api::{BrowserInfo, FactorInfo, MfaResetResult, RecoveryCodes, SessionInfo, SessionsEnded, Throttled, UserFilter, UserMfa, UserPage};
+use super::api::{
+    BrowserInfo, FactorInfo, MfaResetResult, RecoveryCodes, SessionInfo, SessionsEnded, Throttled, UserFilter, UserMfa, UserPage,
+};
 use super::auth::{Caller, Scope};
 use super::problem::{Problem, Problems};
 use super::AdminState;
@@ -109,8 +111,7 @@ async fn user_mfa(gateway: &Gateway, user: &User) -> Result<UserMfa, Problem> {
         let key = gateway.attempts.key(scope, &[name]);
         gateway.attempts.is_limited(&key).await.map_err(|e| Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
     };
-    let throttled =
-        Throttled { password: limited(ThrottleScope::User).await?, second_factor: limited(ThrottleScope::SecondFactor).await? };
+    let throttled = Throttled { password: limited(ThrottleScope::User).await?, second_factor: limited(ThrottleScope::SecondFactor).await? };
     let browsers = gateway.store.trusted_devices(name, gateway.clock.now()).await?;
     let trusted_browsers = browsers
         .into_iter()
