@@ -124,9 +124,10 @@ enum StoreCommand {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Copy enrolments, recovery codes, known browsers, sign-in history and
-    /// signing keys (not sessions) from one store to another. A store is
-    /// `sqlite:DATA_DIR` or a `postgres://` URL.
+    /// Copy enrolments, recovery codes, known browsers, sign-in history,
+    /// signing keys, admin tokens, enrolment tickets and the audit log (not
+    /// sessions) from one store to another. A store is `sqlite:DATA_DIR` or
+    /// a `postgres://` URL.
     Copy {
         #[arg(long, required_unless_present = "from_env")]
         from: Option<String>,

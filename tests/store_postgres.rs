@@ -71,6 +71,40 @@ async fn filled_sqlite(dir: &std::path::Path) -> SqliteStore {
         store.record_sign_in(&row).await.unwrap();
     }
     assert!(store.save_signing_keys(None, "{\"keys\":[]}").await.unwrap());
+    let token = AdminTokenRow {
+        name: "helpdesk".into(),
+        hash: [9; 32],
+        scopes: vec!["users:read".into(), "factors:write".into()],
+        groups: vec!["acme".into()],
+        created: 14,
+        expires: None,
+        last_used: Some(15),
+    };
+    assert!(store.insert_admin_token(&token).await.unwrap());
+    for hash in [[10; 32], [11; 32]] {
+        let ticket =
+            TicketRow { id: 0, username: "alice".into(), hash, created: 16, expires: 100, used_at: None, created_by: "helpdesk".into() };
+        store.insert_ticket(&ticket).await.unwrap();
+    }
+    // A gap in the ticket ids, and a spent ticket, which a copy must keep.
+    let first_ticket = store.tickets_of("alice").await.unwrap().last().unwrap().id;
+    assert!(store.revoke_ticket("alice", first_ticket).await.unwrap());
+    assert!(store.claim_ticket(&[11; 32], "alice", 17).await.unwrap());
+    for (at, kind) in [(18, "mfa_reset"), (19, "sign_in")] {
+        let event = AuditRow {
+            id: 0,
+            at,
+            kind: kind.into(),
+            username: Some("alice".into()),
+            actor: "helpdesk".into(),
+            ip: None,
+            country: Some("CH".into()),
+            app: None,
+            outcome: "success".into(),
+            details: "{\"factors\":2}".into(),
+        };
+        store.record_audit(&event).await.unwrap();
+    }
     store
         .insert_session(&SessionRow {
             key: [5; 32],
@@ -86,6 +120,22 @@ async fn filled_sqlite(dir: &std::path::Path) -> SqliteStore {
     store
 }
 
+/// An event the gateway recorded by itself.
+fn gateway_event() -> AuditRow {
+    AuditRow {
+        id: 0,
+        at: 0,
+        kind: "sign_in".into(),
+        username: None,
+        actor: "stepgate".into(),
+        ip: None,
+        country: None,
+        app: None,
+        outcome: "success".into(),
+        details: "{}".into(),
+    }
+}
+
 #[tokio::test]
 async fn a_copy_to_postgres_keeps_every_row_and_refuses_to_overwrite_unasked() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,7 +144,17 @@ async fn a_copy_to_postgres_keeps_every_row_and_refuses_to_overwrite_unasked() {
     let target = schema.store().await;
 
     let report = copy(&source, &target, false).await.unwrap();
-    let expected = CopyReport { totp: 1, webauthn: 2, recovery_codes: 3, devices: 2, sign_ins: 3, signing_keys: true };
+    let expected = CopyReport {
+        totp: 1,
+        webauthn: 2,
+        recovery_codes: 3,
+        devices: 2,
+        sign_ins: 3,
+        signing_keys: true,
+        admin_tokens: 1,
+        tickets: 1,
+        audit_events: 2,
+    };
     assert_eq!(report, expected);
     let exported = source.export_snapshot().await.unwrap();
     assert_eq!(target.export_snapshot().await.unwrap(), exported, "every row reads back equal");
@@ -109,6 +169,13 @@ async fn a_copy_to_postgres_keeps_every_row_and_refuses_to_overwrite_unasked() {
     assert_eq!(target.last_sign_in("alice").await.unwrap(), source.last_sign_in("alice").await.unwrap());
     assert_eq!(target.signing_keys().await.unwrap().map(|k| k.json).as_deref(), Some("{\"keys\":[]}"));
     assert!(target.get_session(&[5; 32]).await.unwrap().is_none(), "sessions are not copied");
+    assert_eq!(target.admin_token(&[9; 32]).await.unwrap(), source.admin_token(&[9; 32]).await.unwrap());
+    assert!(!target.claim_ticket(&[11; 32], "alice", 30).await.unwrap(), "a spent ticket stays spent");
+    let audit = AuditQuery { limit: 10, ..AuditQuery::default() };
+    assert_eq!(target.audit_events(&audit).await.unwrap(), source.audit_events(&audit).await.unwrap());
+    let next = AuditRow { id: 0, at: 40, ..gateway_event() };
+    let new_id = target.record_audit(&next).await.unwrap();
+    assert!(new_id > source.audit_events(&audit).await.unwrap()[0].id, "new events follow the copied ids");
 
     // New enrolments do not collide with the copied ids.
     let mut fresh = target.webauthn_credentials("bob").await.unwrap()[0].clone();

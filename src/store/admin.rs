@@ -119,6 +119,9 @@ pub trait AuditStore: Send + Sync {
 /// codes, known browsers, sessions.
 pub(super) const MFA_TABLES: [&str; 5] = ["totp_credentials", "webauthn_credentials", "recovery_codes", "known_devices", "sessions"];
 
+/// The management plane's tables a snapshot holds.
+pub(super) const SNAPSHOT_TABLES: [&str; 3] = ["admin_tokens", "enrolment_tickets", "audit_events"];
+
 pub(super) const AUDIT_COLUMNS: &str = "id, at, kind, username, actor, ip, country, app, outcome, details";
 
 /// The SELECT for `query`, with its values bound, for either backend.

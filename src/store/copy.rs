@@ -6,11 +6,12 @@
 //! authenticator apps, WebAuthn credentials (with their ids), recovery codes
 //! (hashes, used or not), known and trusted browsers, the sign-in history,
 //! and the signing keys (so that assertions already handed out still
-//! verify).
+//! verify); and what the management plane keeps: admin tokens (as hashes),
+//! enrolment tickets (as hashes, spent or not) and the audit log.
 
 use std::fmt;
 
-use super::{DeviceRow, SignInRow, Store, StoreError, TotpRow, WebauthnRow};
+use super::{AdminTokenRow, AuditRow, DeviceRow, SignInRow, Store, StoreError, TicketRow, TotpRow, WebauthnRow};
 
 /// One recovery code, as stored: a keyed hash, never the code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,11 @@ pub struct Snapshot {
     pub sign_ins: Vec<SignInRow>,
     /// The sealed signing keys as JSON; on import, None keeps the target's.
     pub signing_keys: Option<String>,
+    pub admin_tokens: Vec<AdminTokenRow>,
+    /// Ordered by id; ids are kept on import.
+    pub tickets: Vec<TicketRow>,
+    /// Ordered by id; ids are kept on import.
+    pub audit: Vec<AuditRow>,
 }
 
 impl Snapshot {
@@ -51,6 +57,9 @@ impl Snapshot {
             devices: self.devices.len(),
             sign_ins: self.sign_ins.len(),
             signing_keys: self.signing_keys.is_some(),
+            admin_tokens: self.admin_tokens.len(),
+            tickets: self.tickets.len(),
+            audit_events: self.audit.len(),
         }
     }
 }
@@ -64,6 +73,9 @@ pub struct CopyReport {
     pub devices: usize,
     pub sign_ins: usize,
     pub signing_keys: bool,
+    pub admin_tokens: usize,
+    pub tickets: usize,
+    pub audit_events: usize,
 }
 
 impl fmt::Display for CopyReport {
@@ -73,7 +85,10 @@ impl fmt::Display for CopyReport {
         writeln!(f, "recovery codes:       {}", self.recovery_codes)?;
         writeln!(f, "known browsers:       {}", self.devices)?;
         writeln!(f, "sign-ins:             {}", self.sign_ins)?;
-        write!(f, "signing keys:         {}", if self.signing_keys { "copied" } else { "none in the source" })
+        writeln!(f, "signing keys:         {}", if self.signing_keys { "copied" } else { "none in the source" })?;
+        writeln!(f, "admin tokens:         {}", self.admin_tokens)?;
+        writeln!(f, "enrolment tickets:    {}", self.tickets)?;
+        write!(f, "audit events:         {}", self.audit_events)
     }
 }
 

@@ -657,22 +657,23 @@ impl SnapshotStore for PostgresStore {
         .await?;
         let sign_ins = fetch_all(&mut tx, &format!("SELECT {SIGN_IN_COLUMNS} FROM sign_ins ORDER BY id"), sign_in_row).await?;
         let signing_keys = sqlx::query_scalar("SELECT keys FROM signing_keys WHERE id = 1").fetch_optional(&mut *tx).await?;
+        let (admin_tokens, tickets, audit) = super::postgres_admin::export_admin(&mut tx).await?;
         tx.commit().await?;
-        Ok(Snapshot { totp, webauthn, recovery_codes, devices, sign_ins, signing_keys })
+        Ok(Snapshot { totp, webauthn, recovery_codes, devices, sign_ins, signing_keys, admin_tokens, tickets, audit })
     }
 
     async fn import_snapshot(&self, snapshot: &Snapshot, overwrite: bool) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         // Lock the tables first, so nothing is written between the check and the import.
-        sqlx::query(&format!("LOCK TABLE {}, signing_keys, sessions IN EXCLUSIVE MODE", SNAPSHOT_TABLES.join(", ")))
-            .execute(&mut *tx)
-            .await?;
+        let tables = [&SNAPSHOT_TABLES[..], &super::admin::SNAPSHOT_TABLES[..]].concat().join(", ");
+        sqlx::query(&format!("LOCK TABLE {tables}, signing_keys, sessions IN EXCLUSIVE MODE")).execute(&mut *tx).await?;
         if !overwrite && holds_data(&mut tx).await? {
             return Ok(false);
         }
         // Sessions go too: nobody stays signed in on data that was replaced.
-        sqlx::query(&format!("TRUNCATE {}, sessions", SNAPSHOT_TABLES.join(", "))).execute(&mut *tx).await?;
+        sqlx::query(&format!("TRUNCATE {tables}, sessions")).execute(&mut *tx).await?;
         import_rows(&mut tx, snapshot).await?;
+        super::postgres_admin::import_admin(&mut tx, snapshot).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -683,7 +684,7 @@ async fn fetch_all<T>(tx: &mut PgConnection, query: &str, row: impl Fn(&PgRow) -
 }
 
 async fn holds_data(tx: &mut PgConnection) -> Result<bool, StoreError> {
-    for table in SNAPSHOT_TABLES.iter().chain(&["signing_keys"]) {
+    for table in SNAPSHOT_TABLES.iter().chain(&super::admin::SNAPSHOT_TABLES).chain(&["signing_keys"]) {
         if sqlx::query(&format!("SELECT 1 FROM {table} LIMIT 1")).fetch_optional(&mut *tx).await?.is_some() {
             return Ok(true);
         }

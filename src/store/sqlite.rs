@@ -530,7 +530,8 @@ impl SnapshotStore for SqliteStore {
             .map(sign_in_row)
             .collect();
         let signing_keys = self.keys.read()?.map(|keys| keys.json);
-        Ok(Snapshot { totp, webauthn, recovery_codes, devices, sign_ins, signing_keys })
+        let (admin_tokens, tickets, audit) = super::sqlite_admin::export_admin(&mut *self.pool.acquire().await?).await?;
+        Ok(Snapshot { totp, webauthn, recovery_codes, devices, sign_ins, signing_keys, admin_tokens, tickets, audit })
     }
 
     /// The rows are written in one transaction; the signing keys file is
@@ -541,10 +542,11 @@ impl SnapshotStore for SqliteStore {
             return Ok(false);
         }
         // Sessions go too: nobody stays signed in on data that was replaced.
-        for table in SNAPSHOT_TABLES.iter().chain(&["sessions"]) {
+        for table in SNAPSHOT_TABLES.iter().chain(&super::admin::SNAPSHOT_TABLES).chain(&["sessions"]) {
             sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
         }
         import_rows(&mut tx, snapshot).await?;
+        super::sqlite_admin::import_admin(&mut tx, snapshot).await?;
         tx.commit().await?;
         if let Some(json) = &snapshot.signing_keys {
             self.keys.write(json)?;
@@ -554,7 +556,7 @@ impl SnapshotStore for SqliteStore {
 }
 
 async fn holds_data(tx: &mut sqlx::SqliteConnection) -> Result<bool, StoreError> {
-    for table in SNAPSHOT_TABLES {
+    for table in SNAPSHOT_TABLES.iter().chain(&super::admin::SNAPSHOT_TABLES) {
         if sqlx::query(&format!("SELECT 1 FROM {table} LIMIT 1")).fetch_optional(&mut *tx).await?.is_some() {
             return Ok(true);
         }

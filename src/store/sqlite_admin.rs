@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::admin::{audit_select, json_list, parse_json_list, MFA_TABLES};
-use super::{AdminStore, AdminTokenRow, AuditQuery, AuditRow, AuditStore, MfaReset, SqliteStore, StoreError, TicketRow};
+use super::admin::{audit_select, json_list, parse_json_list, AUDIT_COLUMNS, MFA_TABLES};
+use super::{AdminStore, AdminTokenRow, AuditQuery, AuditRow, AuditStore, MfaReset, Snapshot, SqliteStore, StoreError, TicketRow};
 
 const TOKEN_COLUMNS: &str = "name, hash, scopes, groups, created, expires, last_used";
 
@@ -188,4 +188,64 @@ impl AuditStore for SqliteStore {
         let deleted = sqlx::query("DELETE FROM audit_events WHERE at < ?").bind(before).execute(&self.pool).await?;
         Ok(deleted.rows_affected())
     }
+}
+
+/// The management plane's rows, for a snapshot.
+pub(super) async fn export_admin(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<(Vec<AdminTokenRow>, Vec<TicketRow>, Vec<AuditRow>), StoreError> {
+    let tokens = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens ORDER BY name")).fetch_all(&mut *conn).await?;
+    let tickets = sqlx::query(&format!("SELECT {TICKET_COLUMNS} FROM enrolment_tickets ORDER BY id")).fetch_all(&mut *conn).await?;
+    let audit = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit_events ORDER BY id")).fetch_all(&mut *conn).await?;
+    Ok((
+        tokens.iter().filter_map(token_row).collect(),
+        tickets.iter().filter_map(ticket_row).collect(),
+        audit.iter().map(audit_row).collect(),
+    ))
+}
+
+/// Writes a snapshot's management rows into emptied tables, ids kept.
+pub(super) async fn import_admin(conn: &mut sqlx::SqliteConnection, snapshot: &Snapshot) -> Result<(), StoreError> {
+    for row in &snapshot.admin_tokens {
+        sqlx::query("INSERT INTO admin_tokens (name, hash, scopes, groups, created, expires, last_used) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(&row.name)
+            .bind(&row.hash[..])
+            .bind(json_list(&row.scopes))
+            .bind(json_list(&row.groups))
+            .bind(row.created)
+            .bind(row.expires)
+            .bind(row.last_used)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for row in &snapshot.tickets {
+        sqlx::query(
+            "INSERT INTO enrolment_tickets (id, username, hash, created, expires, used_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(row.id)
+        .bind(&row.username)
+        .bind(&row.hash[..])
+        .bind(row.created)
+        .bind(row.expires)
+        .bind(row.used_at)
+        .bind(&row.created_by)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for row in &snapshot.audit {
+        sqlx::query("INSERT INTO audit_events (id, at, kind, username, actor, ip, country, app, outcome, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(row.id)
+            .bind(row.at)
+            .bind(&row.kind)
+            .bind(&row.username)
+            .bind(&row.actor)
+            .bind(&row.ip)
+            .bind(&row.country)
+            .bind(&row.app)
+            .bind(&row.outcome)
+            .bind(&row.details)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
