@@ -9,6 +9,7 @@
 //! [`StoreChoice`]; [`copy()`] moves the durable data from one to the other.
 
 pub mod admin;
+mod admin_tables;
 pub mod copy;
 mod key_file;
 mod postgres;
