@@ -7,7 +7,14 @@
 /// `overriding` is what an insert with explicit ids needs;
 /// `after_import` runs after the rows of a snapshot are written.
 macro_rules! admin_tables {
-    (store = $store:ty, db = $db:ty, row = $row:ty, conn = $conn:ty, overriding = $overriding:literal, after_import = $after_import:path) => {
+    (
+        store = $store:ty,
+        db = $db:ty,
+        row = $row:ty,
+        conn = $conn:ty,
+        overriding = $overriding:literal,
+        after_import = $after_import:path
+    ) => {
         use async_trait::async_trait;
         use sqlx::Row;
 
@@ -44,6 +51,27 @@ fn ticket_row(r: &$row) -> Option<TicketRow> {
         used_at: r.get(5),
         created_by: r.get(6),
     })
+}
+
+type Query<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>;
+
+/// Binds a ticket's columns after its id, in the table's order.
+fn bind_ticket<'q>(query: Query<'q>, row: &'q TicketRow) -> Query<'q> {
+    query.bind(&row.username).bind(&row.hash[..]).bind(row.created).bind(row.expires).bind(row.used_at).bind(&row.created_by)
+}
+
+/// Binds an event's columns after its id, in the table's order.
+fn bind_event<'q>(query: Query<'q>, row: &'q AuditRow) -> Query<'q> {
+    query
+        .bind(row.at)
+        .bind(&row.kind)
+        .bind(&row.username)
+        .bind(&row.actor)
+        .bind(&row.ip)
+        .bind(&row.country)
+        .bind(&row.app)
+        .bind(&row.outcome)
+        .bind(&row.details)
 }
 
 fn audit_row(r: &$row) -> AuditRow {
@@ -115,16 +143,9 @@ impl AdminStore for $store {
     }
 
     async fn insert_ticket(&self, row: &TicketRow) -> Result<i64, StoreError> {
-        let id = sqlx::query_scalar("INSERT INTO enrolment_tickets (username, hash, created, expires, used_at, created_by) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
-            .bind(&row.username)
-            .bind(&row.hash[..])
-            .bind(row.created)
-            .bind(row.expires)
-            .bind(row.used_at)
-            .bind(&row.created_by)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(id)
+        let insert = "INSERT INTO enrolment_tickets (username, hash, created, expires, used_at, created_by)
+                      VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
+        Ok(bind_ticket(sqlx::query(insert), row).fetch_one(&self.pool).await?.get(0))
     }
 
     async fn claim_ticket(&self, hash: &[u8; 32], username: &str, now: i64) -> Result<bool, StoreError> {
@@ -169,22 +190,9 @@ impl AdminStore for $store {
 #[async_trait]
 impl AuditStore for $store {
     async fn record_audit(&self, row: &AuditRow) -> Result<i64, StoreError> {
-        let id = sqlx::query_scalar(
-            "INSERT INTO audit_events (at, kind, username, actor, ip, country, app, outcome, details)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-        )
-        .bind(row.at)
-        .bind(&row.kind)
-        .bind(&row.username)
-        .bind(&row.actor)
-        .bind(&row.ip)
-        .bind(&row.country)
-        .bind(&row.app)
-        .bind(&row.outcome)
-        .bind(&row.details)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(id)
+        let insert = "INSERT INTO audit_events (at, kind, username, actor, ip, country, app, outcome, details)
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+        Ok(bind_event(sqlx::query(insert), row).fetch_one(&self.pool).await?.get(0))
     }
 
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
@@ -227,32 +235,21 @@ pub(super) async fn import_admin(conn: &mut $conn, snapshot: &Snapshot) -> Resul
         .execute(&mut *conn)
         .await?;
     }
+    let insert_ticket = concat!(
+        "INSERT INTO enrolment_tickets (id, username, hash, created, expires, used_at, created_by)",
+        $overriding,
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    );
     for row in &snapshot.tickets {
-        sqlx::query(concat!("INSERT INTO enrolment_tickets (id, username, hash, created, expires, used_at, created_by)", $overriding, " VALUES ($1, $2, $3, $4, $5, $6, $7)"))
-            .bind(row.id)
-            .bind(&row.username)
-            .bind(&row.hash[..])
-            .bind(row.created)
-            .bind(row.expires)
-            .bind(row.used_at)
-            .bind(&row.created_by)
-            .execute(&mut *conn)
-            .await?;
+        bind_ticket(sqlx::query(insert_ticket).bind(row.id), row).execute(&mut *conn).await?;
     }
+    let insert_event = concat!(
+        "INSERT INTO audit_events (id, at, kind, username, actor, ip, country, app, outcome, details)",
+        $overriding,
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    );
     for row in &snapshot.audit {
-        sqlx::query(concat!("INSERT INTO audit_events (id, at, kind, username, actor, ip, country, app, outcome, details)", $overriding, " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
-            .bind(row.id)
-            .bind(row.at)
-            .bind(&row.kind)
-            .bind(&row.username)
-            .bind(&row.actor)
-            .bind(&row.ip)
-            .bind(&row.country)
-            .bind(&row.app)
-            .bind(&row.outcome)
-            .bind(&row.details)
-            .execute(&mut *conn)
-            .await?;
+        bind_event(sqlx::query(insert_event).bind(row.id), row).execute(&mut *conn).await?;
     }
     $after_import(&mut *conn).await?;
     Ok(())
