@@ -6,10 +6,8 @@
 //! histograms observe with atomics too. Gauges of state (sessions, GeoIP
 //! builds) are read when scraped.
 
-use std::sync::LazyLock;
-use std::time::Duration;
-
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::sync::LazyLock;
 
 /// The decisions requests are counted under; anything else is `other`.
 const DECISIONS: [&str; 29] = [
@@ -57,8 +55,6 @@ pub struct Metrics {
     security_events: IntCounterVec,
     pub assertion_cache_hits: IntCounter,
     pub assertion_cache_misses: IntCounter,
-    pub active_sessions: IntGauge,
-    geoip_build: IntGaugeVec,
     /// Request-path audit events past the per-second budget.
     pub audit_events_dropped: IntCounter,
     /// Requests for no app (an unknown host, a malformed request).
@@ -86,13 +82,6 @@ impl Metrics {
             histogram
         };
         let assertion_cache = counter_vec("assertion_cache_total", "Assertions served from the per-session cache, or signed.", &["result"]);
-        let active_sessions =
-            IntGauge::new("active_sessions", "Sessions in the store that are not idle past the inactivity limit.").expect("valid metric");
-        registry.register(Box::new(active_sessions.clone())).expect("registered once");
-        let geoip_build =
-            IntGaugeVec::new(Opts::new("geoip_build_timestamp_seconds", "When each GeoIP database was built."), &["database"])
-                .expect("valid metric");
-        registry.register(Box::new(geoip_build.clone())).expect("registered once");
         let requests = counter_vec("requests_total", "Requests by app, decision and status class.", &["app", "decision", "status"]);
         let upstream_errors = counter_vec("upstream_errors_total", "Requests an app's upstream failed.", &["app"]);
         let audit_events_dropped = IntCounter::new(
@@ -115,8 +104,6 @@ impl Metrics {
             ),
             assertion_cache_hits: assertion_cache.with_label_values(&["hit"]),
             assertion_cache_misses: assertion_cache.with_label_values(&["miss"]),
-            active_sessions,
-            geoip_build,
             registry,
         }
     }
@@ -131,13 +118,10 @@ impl Metrics {
         self.security_events.with_label_values(&[kind, outcome, method, reason]).inc();
     }
 
-    pub fn set_geoip_build(&self, database_type: &str, build_epoch: u64) {
-        self.geoip_build.with_label_values(&[database_type]).set(i64::try_from(build_epoch).unwrap_or(i64::MAX));
-    }
-
-    /// Everything, in Prometheus's text format.
-    pub fn text(&self) -> String {
-        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    /// Everything, with a gateway's `state`, in Prometheus's text format.
+    pub fn text(&self, state: &State) -> String {
+        let families = [self.registry.gather(), state.registry.gather()].concat();
+        prometheus::TextEncoder::new().encode_to_string(&families).unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
     }
 }
 
@@ -165,7 +149,30 @@ impl AppMetrics {
     }
 }
 
-/// Seconds, as histograms take them.
-pub fn seconds(elapsed: Duration) -> f64 {
-    elapsed.as_secs_f64()
+/// Gauges of one gateway's state, read when it is scraped: apart from the
+/// process's counters, so that two gateways in one process (the tests)
+/// never report each other's.
+pub struct State {
+    registry: Registry,
+}
+
+impl State {
+    /// `active_sessions` is None when the store could not count them: the
+    /// gauge is left out rather than reported as 0.
+    pub fn new(active_sessions: Option<u64>, geoip_builds: &[(String, u64)]) -> Self {
+        let registry = Registry::new_custom(Some("stepgate".into()), None).expect("a valid prefix");
+        if let Some(count) = active_sessions {
+            let sessions = IntGauge::new("active_sessions", "Sessions in the store that are not idle past the inactivity limit.")
+                .expect("valid metric");
+            sessions.set(i64::try_from(count).unwrap_or(i64::MAX));
+            registry.register(Box::new(sessions)).expect("registered once");
+        }
+        let builds = IntGaugeVec::new(Opts::new("geoip_build_timestamp_seconds", "When each GeoIP database was built."), &["database"])
+            .expect("valid metric");
+        for (database, built) in geoip_builds {
+            builds.with_label_values(&[database]).set(i64::try_from(*built).unwrap_or(i64::MAX));
+        }
+        registry.register(Box::new(builds)).expect("registered once");
+        State { registry }
+    }
 }

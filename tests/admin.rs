@@ -443,7 +443,8 @@ async fn metrics_are_scraped_and_move_with_sign_ins_and_requests() {
     let after = scrape().await;
     assert!(sign_ins(&after) >= sign_ins(&before) + 1.0, "{after}");
     assert!(allowed(&after) >= allowed(&before) + 1.0, "{after}");
-    assert!(sample(&after, "stepgate_active_sessions", &[]) >= 1.0, "{after}");
+    assert_eq!(sample(&after, "stepgate_active_sessions", &[]), 1.0, "this gateway's own sessions: {after}");
+    assert_eq!(after.matches("# TYPE stepgate_active_sessions gauge").count(), 1, "{after}");
     assert!(sample(&after, "stepgate_request_duration_seconds_count", &[]) >= 2.0, "{after}");
     assert!(after.contains("stepgate_decision_duration_seconds_bucket"), "{after}");
 

@@ -31,14 +31,14 @@ pub async fn without_token(State(state): State<AdminState>) -> Response {
 
 /// The metrics, with the gauges of state read now.
 async fn scrape(gateway: &Gateway) -> Response {
-    let metrics = crate::metrics::global();
     let seen_since = gateway.clock.now() - gateway.config.session.inactivity;
-    match gateway.store.count_sessions(seen_since).await {
-        Ok(count) => metrics.active_sessions.set(i64::try_from(count).unwrap_or(i64::MAX)),
-        Err(e) => tracing::debug!(error = %e, "metrics: cannot count the sessions"),
-    }
-    for file in gateway.geo.current().uses() {
-        metrics.set_geoip_build(&file.database_type, file.build_epoch);
-    }
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.text()).into_response()
+    let sessions = gateway
+        .store
+        .count_sessions(seen_since)
+        .await
+        .inspect_err(|e| tracing::debug!(error = %e, "metrics: cannot count the sessions"))
+        .ok();
+    let builds: Vec<(String, u64)> = gateway.geo.current().uses().into_iter().map(|file| (file.database_type, file.build_epoch)).collect();
+    let text = crate::metrics::global().text(&crate::metrics::State::new(sessions, &builds));
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
