@@ -455,6 +455,20 @@ async fn metrics_are_scraped_and_move_with_sign_ins_and_requests() {
 }
 
 #[tokio::test]
+async fn the_geoip_build_time_is_scraped() {
+    let city = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/geoip/GeoIP2-City-Test.mmdb");
+    if !city.is_file() {
+        println!("skipped: {} is not present", city.display());
+        return;
+    }
+    let admin = Admin::start_with(&format!("[geoip]\ncity = \"{}\"\n", city.display())).await;
+    let token = admin.token("prometheus", &["metrics:read"], &[], None).await;
+    let scrape = admin.request(reqwest::Method::GET, "/metrics", &token).send().await.unwrap().text().await.unwrap();
+    let built = sample(&scrape, "stepgate_geoip_build_timestamp_seconds", &[("database", "GeoIP2-City")]);
+    assert!(built > 1_000_000_000.0, "{scrape}");
+}
+
+#[tokio::test]
 async fn the_metrics_listener_needs_no_token_and_serves_nothing_else() {
     let metrics_listen = free_port();
     let admin = Admin::start_with_admin(&format!("metrics_listen = \"{metrics_listen}\"\n")).await;
