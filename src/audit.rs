@@ -58,6 +58,8 @@ kinds! {
     FactorRenamed = "factor_renamed",
     FactorRemoved = "factor_removed",
     RecoveryCodesRegenerated = "recovery_codes_regenerated",
+    /// The user asked a browser to skip adaptive second factors for a while.
+    TrustedBrowserAdded = "trusted_browser_added",
     TrustedBrowserRevoked = "trusted_browser_revoked",
     SessionEnded = "session_ended",
     SignOut = "sign_out",
@@ -90,6 +92,7 @@ pub fn describe(kind: Kind, failed: bool) -> &'static str {
         (Kind::FactorRenamed, _) => "Renamed a second factor",
         (Kind::FactorRemoved, _) => "Removed a second factor",
         (Kind::RecoveryCodesRegenerated, _) => "New recovery codes",
+        (Kind::TrustedBrowserAdded, _) => "Trusted a browser",
         (Kind::TrustedBrowserRevoked, _) => "Stopped trusting a browser",
         (Kind::SessionEnded, _) => "Signed out a session",
         (Kind::SignOut, _) => "Signed out",

@@ -171,3 +171,17 @@ async fn policy_explain_says_when_a_trusted_browser_does_not_count() {
     assert!(home.contains("browser: trusted: adaptive rules skip the second factor"), "{home}");
     assert!(home.contains("decision: allow"), "{home}");
 }
+
+#[tokio::test]
+async fn trusting_a_browser_is_audited() {
+    let started = start("").await;
+    let gw = &started.gw;
+    trusted_browser(gw).await;
+    let query = stepgate::store::AuditQuery { kind: Some("trusted_browser_added".into()), limit: 10, ..Default::default() };
+    let events = gw.gateway().store.audit_events(&query).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].username.as_deref(), Some(ALICE));
+    assert_eq!(events[0].ip.as_deref(), Some(LONDON));
+    assert_eq!(events[0].country.as_deref(), Some("GB"));
+    assert!(events[0].details.contains("\"until\""), "{events:?}");
+}

@@ -481,6 +481,10 @@ pub async fn complete(
     if let Some(device) = &session.context.device_id {
         gateway.store.remember_device(&session.username, device, now, trusted_until).await?;
     }
+    if let Some(until) = trusted_until {
+        let event = Event::new(Kind::TrustedBrowserAdded, Outcome::Success).by_user(&session.username).detail("until", until);
+        audit(gateway, request, event).await;
+    }
     let Some((id, renewed)) = gateway.sessions.add_factor(session, proof, trusted_until).await? else {
         return Ok(signed_out(gateway, request, jar, rd));
     };
