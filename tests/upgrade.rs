@@ -82,6 +82,9 @@ struct Site {
     app: App,
     systemd: UnixDatagram,
     master_key: String,
+    /// The admin API's address, which the new process shares while the old
+    /// one still runs.
+    admin: SocketAddr,
 }
 
 impl Site {
@@ -91,8 +94,10 @@ impl Site {
         std::fs::DirBuilder::new().mode(0o700).create(dir.path().join("run")).unwrap();
         std::fs::write(dir.path().join("users.toml"), users_file()).unwrap();
         let addr = free_port();
+        let admin = free_port();
         let config = format!(
             "users_file = \"users.toml\"\n\
+             [admin]\nlisten = \"{admin}\"\n\
              [server]\nlisten = \"{addr}\"\ndata_dir = \"data\"\nthreads = 2\n\
              shutdown_grace = \"{shutdown_grace}\"\nupgrade_socket = \"{socket}\"\n\
              [logging]\nlevel = \"info,stepgate::access=warn\"\n\
@@ -105,7 +110,7 @@ impl Site {
         std::fs::write(dir.path().join("stepgate.toml"), config).unwrap();
         let systemd = UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
         systemd.set_read_timeout(Some(SLOW)).unwrap();
-        Self { dir, addr, app, systemd, master_key: stepgate::crypto::generate_master_key() }
+        Self { dir, addr, admin, app, systemd, master_key: stepgate::crypto::generate_master_key() }
     }
 
     fn upgrade_socket(&self) -> PathBuf {
@@ -314,6 +319,8 @@ async fn a_new_process_takes_over_under_load_without_a_failed_request() {
     // After a hand-over the service is not stopping: the old process must
     // not have said so.
     assert_eq!(site.notification_waiting(), None);
+    let document = reqwest::get(format!("http://{}/openapi.json", site.admin)).await.unwrap();
+    assert_eq!(document.status(), 200, "the new process serves the admin API: {}", new.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

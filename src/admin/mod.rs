@@ -41,6 +41,8 @@ use crate::config::AdminConfig;
 use crate::gateway::StartError;
 use crate::live::LiveGateway;
 
+/// Connections waiting to be accepted on an admin listener.
+const LISTEN_BACKLOG: u32 = 128;
 /// The largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -152,12 +154,22 @@ pub fn start(live: Arc<LiveGateway>) -> Result<Option<AdminServer>, StartError> 
     Ok(Some(AdminServer { addr, metrics_addr, tasks }))
 }
 
+/// A listening socket with `SO_REUSEPORT`: during an upgrade the new
+/// process binds the admin port while the old one still serves it, and the
+/// kernel hands connections to both until the old one exits. (Linux lets
+/// only the same user share a port so.)
 fn bind(address: SocketAddr, setting: &str) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
-    let listener = std::net::TcpListener::bind(address)
-        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-        .map_err(|e| StartError::Io(format!("{setting} {address}: {e}")))?;
-    let addr = listener.local_addr().map_err(|e| StartError::Io(e.to_string()))?;
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| StartError::Io(e.to_string()))?;
+    let failed = |e: std::io::Error| StartError::Io(format!("{setting} {address}: {e}"));
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(failed)?;
+    socket.set_reuseaddr(true).map_err(failed)?;
+    socket.set_reuseport(true).map_err(failed)?;
+    socket.bind(address).map_err(failed)?;
+    let listener = socket.listen(LISTEN_BACKLOG).map_err(failed)?;
+    let addr = listener.local_addr().map_err(failed)?;
     Ok((listener, addr))
 }
 
