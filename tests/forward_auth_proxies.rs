@@ -1,5 +1,5 @@
-//! Forward-auth behind real proxies: nginx (`auth_request`) and Caddy
-//! (`forward_auth`), started here on loopback from the very snippets the
+//! Forward-auth behind real proxies: nginx (`auth_request`), Caddy
+//! (`forward_auth`) and HAProxy (a Lua action), started here on loopback from the very snippets the
 //! README shows (`config/forward-auth/`), in front of a real app: sign-in,
 //! TOTP, step-up, deny and sign-out through the proxy, the identity at the
 //! app, and a client's own identity headers stripped.
@@ -129,6 +129,28 @@ async fn caddy(stepgate: SocketAddr, app: SocketAddr) -> Front {
         .env("HOME", dir.path())
         .env("XDG_DATA_HOME", dir.path())
         .env("XDG_CONFIG_HOME", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    started(Front { addr, child, _dir: dir }).await
+}
+
+/// HAProxy from the README's snippet and its Lua script.
+async fn haproxy(stepgate: SocketAddr, app: SocketAddr) -> Front {
+    let haproxy = installed("haproxy");
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_port();
+    let script = dir.path().join("stepgate-auth.lua");
+    std::fs::write(&script, snippet("stepgate-auth.lua", stepgate, app)).unwrap();
+    let config = snippet("haproxy.cfg", stepgate, app)
+        .replace("lua-load /etc/haproxy/stepgate-auth.lua", &format!("lua-load {}", script.display()))
+        .replace("bind :80", &format!("bind {addr}"));
+    std::fs::write(dir.path().join("haproxy.cfg"), config).unwrap();
+    let child = Command::new(haproxy)
+        .arg("-db")
+        .arg("-f")
+        .arg(dir.path().join("haproxy.cfg"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -290,6 +312,18 @@ async fn caddy_forward_auth_walk() {
     assert_eq!(body["error"], "sign_in_required");
 }
 
+#[tokio::test]
+async fn haproxy_lua_walk() {
+    let (gw, app) = start().await;
+    let front = haproxy(gw.addr, app.addr).await;
+    walk(&gw, &app, &front).await;
+    // HAProxy passes stepgate's answer on: JSON for an API client.
+    let api = front.api_client().get(front.url("/private/x")).header("accept", "application/json").send().await.unwrap();
+    assert_eq!(api.status(), 401);
+    let body: serde_json::Value = api.json().await.unwrap();
+    assert_eq!(body["error"], "sign_in_required");
+}
+
 /// `app.localhost` resolves to loopback in Chromium by itself.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_browser_signs_in_through_nginx_in_chromium() {
@@ -303,7 +337,7 @@ async fn a_browser_signs_in_through_nginx_in_chromium() {
 fn the_readme_shows_the_snippets_as_they_are() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    for name in ["nginx.conf", "Caddyfile", "traefik.yml", "envoy.yaml"] {
+    for name in ["nginx.conf", "Caddyfile", "haproxy.cfg", "stepgate-auth.lua", "traefik.yml", "envoy.yaml"] {
         let text = std::fs::read_to_string(root.join("config/forward-auth").join(name)).unwrap();
         assert!(readme.contains(text.trim_end()), "README.md does not show config/forward-auth/{name} as it is");
     }
