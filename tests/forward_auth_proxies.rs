@@ -290,11 +290,28 @@ async fn walk(gw: &TestGateway, app: &Upstream, front: &Front) {
     assert_eq!(browser.get(&private).send().await.unwrap().status(), 302, "signed out");
 }
 
+/// Behind a proxy that puts `X-Stepgate-Cookie` in place of the browser's
+/// `Cookie`, the app gets the browser's other cookies and never a session.
+async fn the_app_never_holds_a_session(front: &Front, app: &Upstream) {
+    let browser = front.browser();
+    let page = portal_page(front, &browser, "/.stepgate/signin").await;
+    let form = [("csrf", form_value(&page, "csrf")), ("username", ALICE.into()), ("password", ALICE_PASSWORD.into())];
+    let response = browser.post(front.url("/.stepgate/signin")).form(&form).send().await.unwrap();
+    let session = session_cookie(&response);
+    let plain = reqwest::Client::builder().resolve("app.test", front.addr).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let cookies = format!("theme=dark; {session}; lang=en");
+    assert_eq!(plain.get(front.url("/private/x")).header("cookie", cookies).send().await.unwrap().status(), 200);
+    assert_eq!(app.last().headers["cookie"], "theme=dark; lang=en");
+    assert_eq!(plain.get(front.url("/private/x")).header("cookie", session).send().await.unwrap().status(), 200);
+    assert!(app.last().headers.get("cookie").is_none(), "no cookie is left: {:?}", app.last().headers);
+}
+
 #[tokio::test]
 async fn nginx_auth_request_walk() {
     let (gw, app) = start().await;
     let front = nginx(gw.addr, app.addr).await;
     walk(&gw, &app, &front).await;
+    the_app_never_holds_a_session(&front, &app).await;
     // nginx makes every 401 a redirect, for API clients too.
     let api = front.api_client().get(front.url("/private/x")).header("accept", "application/json").send().await.unwrap();
     assert_eq!(api.status(), 302);
@@ -317,6 +334,7 @@ async fn haproxy_lua_walk() {
     let (gw, app) = start().await;
     let front = haproxy(gw.addr, app.addr).await;
     walk(&gw, &app, &front).await;
+    the_app_never_holds_a_session(&front, &app).await;
     // HAProxy passes stepgate's answer on: JSON for an API client.
     let api = front.api_client().get(front.url("/private/x")).header("accept", "application/json").send().await.unwrap();
     assert_eq!(api.status(), 401);

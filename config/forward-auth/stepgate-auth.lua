@@ -1,6 +1,7 @@
 -- stepgate-auth.lua: HAProxy asks stepgate about every request, as Traefik
 -- and Caddy do (the `forward` dialect). A 2xx lets the request on, with
--- stepgate's identity headers in place of any the client sent; any other
+-- stepgate's identity headers in place of any the client sent, and the
+-- browser's cookies without stepgate's own (the app never holds a session); any other
 -- answer (a redirect to the portal, JSON for API clients, a 403 page) goes
 -- back to the client as stepgate wrote it. Needs HAProxy 2.6 or newer
 -- built with Lua (Debian's is), loaded with `lua-load` in `global`.
@@ -42,6 +43,10 @@ core.register_action("stepgate-auth", { "http-req" }, function(txn)
             for _, value in ipairs(values(answer.headers, name)) do
                 txn.http:req_add_header(name, value)
             end
+        end
+        txn.http:req_del_header("cookie")
+        for _, value in ipairs(values(answer.headers, "x-stepgate-cookie")) do
+            if value ~= "" then txn.http:req_add_header("cookie", value) end
         end
         return
     end

@@ -113,6 +113,24 @@ async fn decide_and_answer(
 /// identity header is named, empty when it does not apply: a proxy that
 /// copies them then always replaces the client's own (Caddy 2.6 would
 /// pass its placeholder's text for a header the answer lacks).
+/// The allow answer's `Cookie` line for the app: the request's cookies
+/// without stepgate's, for a proxy that can put it in place of the
+/// browser's (the nginx and HAProxy snippets do), so the app never holds a
+/// session. Empty when no other cookie is left.
+pub const APP_COOKIE_HEADER: &str = "x-stepgate-cookie";
+
+fn app_cookie_line(headers: &http::HeaderMap, gateway: &Gateway) -> http::HeaderValue {
+    let line = match forwarding::app_cookies(headers, gateway) {
+        Some(kept) => kept.into_bytes(),
+        None => {
+            let lines: Vec<&[u8]> = headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()).collect();
+            lines.join(&b"; "[..])
+        }
+    };
+    // Made of the request's own header values: valid as one.
+    http::HeaderValue::from_bytes(&line).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
 async fn allow(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, app: &App, signed_in: Option<&SignedIn>) -> Result<bool> {
     let mut header = ResponseHeader::build(200, Some(8))?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
@@ -135,6 +153,7 @@ async fn allow(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, a
         let given = identity.iter().find(|(given, _)| *given == name).map(|(_, value)| value.clone());
         header.insert_header(name, given.unwrap_or_else(|| http::HeaderValue::from_static("")))?;
     }
+    header.insert_header(APP_COOKIE_HEADER, app_cookie_line(&session.req_header().headers, gateway))?;
     responses::write(session, gateway, header, Bytes::new()).await?;
     Ok(true)
 }

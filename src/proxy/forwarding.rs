@@ -151,10 +151,7 @@ fn is_gateway_cookie(name: &str, session: &str, others: &[&str]) -> bool {
 /// returning-browser and method cookies) away from apps: an app that leaked them would leak
 /// sessions and trusted browsers.
 pub fn strip_gateway_cookies(request: &mut RequestHeader, gateway: &Gateway) -> Result<()> {
-    let session = gateway.sessions.cookie_name();
-    let device = gateway.config.risk.device_cookie_name.0.as_str();
-    let others = [device, gateway.returning_cookie_name.as_str(), crate::portal::METHOD_COOKIE];
-    let Some(kept) = without_gateway_cookies(request.headers.get_all(http::header::COOKIE), session, &others) else {
+    let Some(kept) = app_cookies(&request.headers, gateway) else {
         return Ok(());
     };
     request.remove_header(&http::header::COOKIE);
@@ -162,6 +159,15 @@ pub fn strip_gateway_cookies(request: &mut RequestHeader, gateway: &Gateway) -> 
         request.insert_header(http::header::COOKIE, kept)?;
     }
     Ok(())
+}
+
+/// The request's cookies without the gateway's, as one `Cookie` line; None
+/// when it holds none of the gateway's (the lines may go on as they are).
+pub fn app_cookies(headers: &http::HeaderMap, gateway: &Gateway) -> Option<String> {
+    let session = gateway.sessions.cookie_name();
+    let device = gateway.config.risk.device_cookie_name.0.as_str();
+    let others = [device, gateway.returning_cookie_name.as_str(), crate::portal::METHOD_COOKIE];
+    without_gateway_cookies(headers.get_all(http::header::COOKIE), session, &others)
 }
 
 /// [`strip_gateway_cookies`] on the `Cookie` lines: None when they hold
