@@ -125,6 +125,15 @@ enum TokenCommand {
     },
 }
 
+impl TokenCommand {
+    /// The configuration whose store holds the tokens.
+    fn config(&self) -> &std::path::Path {
+        match self {
+            TokenCommand::Create { config, .. } | TokenCommand::List { config } | TokenCommand::Revoke { config, .. } => config,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum UsersCommand {
     /// Every user the token may see.
@@ -226,11 +235,8 @@ fn client(url: Option<String>, token_file: Option<PathBuf>, ca_file: Option<Path
 }
 
 async fn token(command: TokenCommand) -> Result<(), String> {
-    let (config, now) = match &command {
-        TokenCommand::Create { config, .. } | TokenCommand::List { config } | TokenCommand::Revoke { config, .. } => {
-            (Config::load(config).map_err(|e| e.to_string())?, SystemClock.now())
-        }
-    };
+    let config = Config::load(command.config()).map_err(|e| e.to_string())?;
+    let now = SystemClock.now();
     let store = crate::gateway::store_choice(&config).map_err(|e| e.to_string())?;
     let store = crate::store::open(&store).await.map_err(|e| e.to_string())?;
     let audit = AuditLog::new(store.clone(), std::sync::Arc::new(SystemClock));
