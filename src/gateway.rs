@@ -13,6 +13,7 @@ use crate::cache::{Cache, CacheError, MemoryCache, RedisCache, RedisOptions};
 use crate::clock::Clock;
 use crate::config::{AppConfig, CacheBackend, Config, ConfigError, StoreBackend};
 use crate::crypto::{CryptoError, Secrets};
+use crate::factors::oob::OobFactor;
 use crate::factors::recovery::RecoveryCodes;
 use crate::factors::totp::TotpFactor;
 use crate::factors::webauthn::{RelyingParty, WebauthnFactor};
@@ -50,6 +51,8 @@ pub enum StartError {
     Geo(#[from] GeoError),
     #[error("{0}")]
     Io(String),
+    #[error("codes by email, SMS or voice: {0}")]
+    Oob(String),
 }
 
 /// One protected app.
@@ -135,6 +138,8 @@ pub struct Gateway {
     pub totp: Arc<TotpFactor>,
     pub webauthn: Arc<WebauthnFactor>,
     pub recovery: Arc<RecoveryCodes>,
+    /// Codes by email, SMS and voice.
+    pub oob: Arc<OobFactor>,
     pub assertions: Arc<Assertions>,
     pub geo: Arc<Geo>,
     /// Password and second-factor attempts, counted before they are checked.
@@ -244,6 +249,8 @@ impl Gateway {
         let (apps_by_host, identity_headers) = route_apps(&config, &upstream_health, &clock)?;
         let audit = Arc::new(AuditLog::new(store.clone(), clock.clone()));
         let tickets = Arc::new(Tickets::new(store.clone(), cache.clone(), clock.clone()));
+        let oob = OobFactor::new(&config, store.clone(), cache.clone(), secrets.clone(), clock.clone()).map_err(StartError::Oob)?;
+        let oob = Arc::new(oob);
         Ok(Arc::new(Self {
             untrusted_networks: config.untrusted_networks(),
             returning_cookie_name: crate::portal::returning_cookie_name(&config),
@@ -260,6 +267,7 @@ impl Gateway {
             totp,
             webauthn,
             recovery,
+            oob,
             assertions,
             geo,
             attempts,
@@ -278,6 +286,8 @@ impl Gateway {
         keep_start_up_settings(&self.config, &mut config);
         let users = Directory::load(&config.users_file)?;
         let (apps_by_host, identity_headers) = route_apps(&config, &self.upstream_health, &self.clock)?;
+        let oob = OobFactor::new(&config, self.store.clone(), self.cache.clone(), self.secrets.clone(), self.clock.clone());
+        let oob = Arc::new(oob.map_err(StartError::Oob)?);
         // Last, because they swap shared state: nothing after them may fail.
         self.geo.reload(&config)?;
         self.sessions.set_password_fingerprints(users.password_fingerprints(&self.secrets));
@@ -297,6 +307,7 @@ impl Gateway {
             totp: self.totp.clone(),
             webauthn: self.webauthn.clone(),
             recovery: self.recovery.clone(),
+            oob,
             assertions: self.assertions.clone(),
             geo: self.geo.clone(),
             attempts: self.attempts.clone(),

@@ -17,10 +17,17 @@ pub enum Method {
     Platform,
     /// A single-use recovery code.
     Recovery,
+    /// A code sent by text message.
+    Sms,
+    /// A code read out in a phone call.
+    Voice,
+    /// A code sent by email.
+    Email,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [Method::SecurityKey, Method::Platform, Method::Totp, Method::Recovery];
+    pub const ALL: [Method; 7] =
+        [Method::SecurityKey, Method::Platform, Method::Totp, Method::Sms, Method::Voice, Method::Email, Method::Recovery];
 
     fn index(self) -> usize {
         match self {
@@ -28,6 +35,9 @@ impl Method {
             Method::SecurityKey => 1,
             Method::Platform => 2,
             Method::Recovery => 3,
+            Method::Sms => 4,
+            Method::Voice => 5,
+            Method::Email => 6,
         }
     }
 
@@ -38,6 +48,11 @@ impl Method {
     pub fn is_webauthn(self) -> bool {
         matches!(self, Method::SecurityKey | Method::Platform)
     }
+
+    /// Whether it is a code sent to the user (email, SMS, voice).
+    pub fn is_sent_code(self) -> bool {
+        matches!(self, Method::Sms | Method::Voice | Method::Email)
+    }
 }
 
 /// A set of methods, as a rule's `factors` names them.
@@ -46,7 +61,7 @@ pub struct MethodSet(u8);
 
 impl MethodSet {
     /// Any second factor at all, recovery codes included.
-    pub const ANY: MethodSet = MethodSet(15);
+    pub const ANY: MethodSet = MethodSet(127);
     pub const WEBAUTHN: MethodSet = MethodSet(2 | 4);
 
     pub fn of(methods: &[Method]) -> Self {
@@ -65,14 +80,18 @@ impl MethodSet {
         MethodSet(self.0 | other.0)
     }
 
-    /// Parses a rule's `factors` entry: `totp`, `webauthn`, `security_key`
-    /// or `platform`.
+    /// Parses a rule's `factors` entry: `totp`, `webauthn`, `security_key`,
+    /// `platform`, `sms`, `voice`, `phone` (either) or `email`.
     pub fn parse_name(name: &str) -> Option<MethodSet> {
         Some(match name {
             "totp" => Self::of(&[Method::Totp]),
             "webauthn" => Self::WEBAUTHN,
             "security_key" => Self::of(&[Method::SecurityKey]),
             "platform" => Self::of(&[Method::Platform]),
+            "sms" => Self::of(&[Method::Sms]),
+            "voice" => Self::of(&[Method::Voice]),
+            "phone" => Self::of(&[Method::Sms, Method::Voice]),
+            "email" => Self::of(&[Method::Email]),
             _ => return None,
         })
     }
@@ -100,6 +119,9 @@ impl Method {
             Method::SecurityKey => "security_key",
             Method::Platform => "platform",
             Method::Recovery => "recovery",
+            Method::Sms => "sms",
+            Method::Voice => "voice",
+            Method::Email => "email",
         }
     }
 
@@ -110,7 +132,7 @@ impl Method {
 
 /// When a session last did each method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MethodTimes([Option<UnixTime>; 4]);
+pub struct MethodTimes([Option<UnixTime>; Method::ALL.len()]);
 
 impl MethodTimes {
     /// Times with one authenticator-app code at `at`, if any: what tools
@@ -141,7 +163,9 @@ mod tests {
     #[test]
     fn sets_parse_and_round_trip_through_queries() {
         assert_eq!(MethodSet::parse_name("webauthn"), Some(MethodSet::WEBAUTHN));
-        assert_eq!(MethodSet::parse_name("sms"), None);
+        assert_eq!(MethodSet::parse_name("sms"), Some(MethodSet::of(&[Method::Sms])));
+        assert_eq!(MethodSet::parse_name("fax"), None);
+        assert!(!MethodSet::WEBAUTHN.contains(Method::Sms) && MethodSet::ANY.contains(Method::Email));
         let set = MethodSet::of(&[Method::Totp, Method::Platform]);
         assert_eq!(MethodSet::from_query(&set.to_query()), set);
         assert_eq!(MethodSet::from_query("nonsense"), MethodSet::ANY);

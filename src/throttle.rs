@@ -73,6 +73,17 @@ pub enum ThrottleError {
     Cache(#[from] CacheError),
 }
 
+/// A client address as limits count it: an IPv6 client by its /64.
+pub fn subscriber(ip: IpAddr) -> String {
+    match crate::gateway::canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        v4 => v4.to_string(),
+    }
+}
+
 pub struct Throttle {
     cache: Arc<dyn Cache>,
     window: i64,
@@ -108,14 +119,7 @@ impl Throttle {
     /// block one subscriber usually holds, so that it cannot take a fresh
     /// budget with every address.
     pub fn address_key(&self, ip: IpAddr) -> Key {
-        let address = match crate::gateway::canonical_ip(ip) {
-            IpAddr::V6(v6) => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-            v4 => v4.to_string(),
-        };
-        self.key(Scope::Address, &[&address])
+        self.key(Scope::Address, &[&subscriber(ip)])
     }
 
     /// Counts one attempt against every key, if all of them allow it;

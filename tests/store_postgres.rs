@@ -52,6 +52,22 @@ async fn filled_sqlite(dir: &std::path::Path) -> SqliteStore {
     assert!(store.delete_webauthn("alice", first).await.unwrap());
     let bobs = store.webauthn_credentials("bob").await.unwrap()[0].id;
     store.flag_possible_clone(bobs, 8).await.unwrap();
+    // Two phone numbers and an address, with a gap in the ids.
+    for (channel, destination) in [("phone", "+41446681867"), ("phone", "+41446681800"), ("email", "alice@example.com")] {
+        let row = OobRow {
+            id: 0,
+            username: "alice".into(),
+            channel: channel.into(),
+            destination: destination.into(),
+            name: "Mobile".into(),
+            created: 7,
+            last_used: None,
+        };
+        assert!(store.insert_oob(&row).await.unwrap().is_some());
+        assert!(store.insert_oob(&row).await.unwrap().is_none(), "a destination is enrolled once per user");
+    }
+    let first_phone = store.oob_factors("alice").await.unwrap()[0].id;
+    assert_eq!(store.remove_factor("alice", FactorRef::Oob(first_phone), &["phone"], true).await.unwrap(), Removal::Removed);
     store.replace_recovery_codes("alice", &[[1; 32], [2; 32], [3; 32]], 10).await.unwrap();
     assert!(store.use_recovery_code("alice", &[2; 32], 11).await.unwrap());
     store.remember_device("alice", "browser-1", 12, Some(1_000)).await.unwrap();
@@ -147,6 +163,7 @@ async fn a_copy_to_postgres_keeps_every_row_and_refuses_to_overwrite_unasked() {
     let expected = CopyReport {
         totp: 1,
         webauthn: 2,
+        oob: 2,
         recovery_codes: 3,
         devices: 2,
         sign_ins: 3,
@@ -184,6 +201,10 @@ async fn a_copy_to_postgres_keeps_every_row_and_refuses_to_overwrite_unasked() {
     let ids: Vec<i64> = exported.webauthn.iter().map(|c| c.id).collect();
     let new_id = target.webauthn_credential(b"cred-new").await.unwrap().unwrap().id;
     assert!(ids.iter().all(|id| *id < new_id), "{new_id} after {ids:?}");
+    assert_eq!(target.oob_factors("alice").await.unwrap(), source.oob_factors("alice").await.unwrap());
+    let phone = OobRow { id: 0, destination: "+41791234567".into(), ..exported.oob[0].clone() };
+    let new_phone = target.insert_oob(&phone).await.unwrap().unwrap();
+    assert!(exported.oob.iter().all(|row| row.id < new_phone), "new phone numbers follow the copied ids");
 
     let refused = copy(&source, &target, false).await.expect_err("a target with data is refused");
     assert!(matches!(refused, CopyError::TargetNotEmpty), "{refused}");

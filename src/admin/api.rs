@@ -33,9 +33,10 @@ pub struct Throttled {
 /// An enrolled second factor.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FactorInfo {
-    /// `totp`, or `webauthn-N` for a security key or device biometrics.
+    /// `totp`, `webauthn:N` for a security key or device biometrics,
+    /// `oob:N` for a phone number or an email address.
     pub id: String,
-    /// `totp`, `security_key` or `platform`.
+    /// `totp`, `security_key`, `platform`, `phone` or `email`.
     pub kind: String,
     pub name: String,
     pub created: i64,

@@ -99,6 +99,16 @@ async fn user_mfa(gateway: &Gateway, user: &User) -> Result<UserMfa, Problem> {
             possible_clone: credential.possible_clone_at.is_some(),
         });
     }
+    for row in gateway.store.oob_factors(name).await? {
+        factors.push(FactorInfo {
+            id: FactorRef::Oob(row.id).handle(),
+            kind: row.channel,
+            name: row.name,
+            created: row.created,
+            last_used: row.last_used,
+            possible_clone: false,
+        });
+    }
     let (recovery_codes_left, _) = gateway.store.recovery_codes_left(name).await?;
     let sessions = gateway.sessions.of_user(name).await?.into_iter().map(|session| SessionInfo {
         id: hex(&session.key),
@@ -144,7 +154,7 @@ pub async fn delete_factor(
     let gateway = state.live.current();
     let user = caller.user(&gateway.users, &name)?;
     let factor = FactorRef::parse(&handle).ok_or_else(|| Problem::not_found("The user has no such factor."))?;
-    let usable_kinds = gateway.webauthn.usable_kinds();
+    let usable_kinds = crate::portal::usable_factor_kinds(&gateway);
     if gateway.store.remove_factor(&user.username, factor, &usable_kinds, false).await? == Removal::NotFound {
         return Err(Problem::not_found("The user has no such factor."));
     }

@@ -11,6 +11,7 @@ mod factors;
 mod forward_auth;
 mod geo;
 mod index;
+mod oob;
 mod pattern;
 mod rules;
 mod upstreams;
@@ -30,6 +31,7 @@ pub use factors::{AppWebauthn, Attestation, RecoveryCodesConfig, SecurityPageCon
 pub use forward_auth::AppMode;
 pub use geo::{ConnectionType, GeoData, GeoIpConfig, GeoNeed, UserType};
 pub use index::RuleIndex;
+pub use oob::{read_secret, CodesConfig, EmailConfig, PhoneChannelConfig, SendLimit, SmtpTls, TwilioConfig, WebhookConfig};
 pub use pattern::{fold_case, PathPattern};
 pub use rules::{Anonymity, Conditions, GeoFence, HourRange, Policy, Rule};
 pub use upstreams::{HealthCheck, HealthPath, PassiveHealth, UpstreamTimeouts, UpstreamTls};
@@ -79,6 +81,15 @@ pub struct Config {
     pub recovery_codes: RecoveryCodesConfig,
     #[serde(default)]
     pub security_page: SecurityPageConfig,
+    /// One-time codes sent by email, SMS or voice.
+    #[serde(default)]
+    pub codes: CodesConfig,
+    /// Codes by email; off when absent.
+    pub email: Option<EmailConfig>,
+    /// Codes by text message; off when absent.
+    pub sms: Option<PhoneChannelConfig>,
+    /// Codes read out in a phone call; off when absent.
+    pub voice: Option<PhoneChannelConfig>,
     #[serde(default)]
     pub assertion: AssertionConfig,
     #[serde(default)]
@@ -570,6 +581,7 @@ impl Config {
         config.check_webauthn(&shown)?;
         config.check_portal(&shown)?;
         config.check_files(&shown)?;
+        oob::check(&config.codes, config.email.as_ref(), config.sms.as_ref(), config.voice.as_ref(), &shown)?;
         if let Some(admin) = &config.admin {
             admin.check(&config.server, &shown)?;
         }
@@ -752,6 +764,7 @@ impl Config {
         for file in self.geoip.files_mut() {
             resolve(file);
         }
+        oob::resolve_paths(self.email.as_mut(), [self.sms.as_mut(), self.voice.as_mut()], base);
     }
 }
 

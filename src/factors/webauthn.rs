@@ -251,7 +251,7 @@ impl WebauthnFactor {
         match kind {
             Method::SecurityKey => self.config.security_keys,
             Method::Platform => self.config.platform,
-            Method::Totp | Method::Recovery => false,
+            _ => false,
         }
     }
 
@@ -609,6 +609,7 @@ pub fn clean_name(name: &str, kind: Method) -> String {
     let cleaned: String = name.chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect();
     match cleaned.trim() {
         "" if kind == Method::Platform => "This device".into(),
+        "" if kind.is_sent_code() => "Phone or email".into(),
         "" => "Security key".into(),
         trimmed => trimmed.to_string(),
     }

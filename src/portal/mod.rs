@@ -7,6 +7,7 @@ mod assets;
 mod csrf;
 mod device;
 mod pages;
+mod oob;
 mod redirect;
 mod returning;
 mod second_factor;
@@ -28,7 +29,7 @@ use axum::{Json, Router};
 pub use pages::{continue_html, error_html, error_page};
 pub use redirect::safe_return_to;
 pub use returning::cookie_name as returning_cookie_name;
-pub use second_factor::METHOD_COOKIE;
+pub use second_factor::{usable_kinds as usable_factor_kinds, METHOD_COOKIE};
 
 use crate::audit::Event;
 use crate::gateway::{App, Gateway};
@@ -80,6 +81,12 @@ pub fn router() -> Router {
         .route("/.stepgate/second-factor/totp", post(second_factor::verify_totp))
         .route("/.stepgate/second-factor/totp/enroll", post(second_factor::enroll_totp))
         .route("/.stepgate/second-factor/recovery", post(second_factor::verify_recovery))
+        .route("/.stepgate/second-factor/send", post(oob::send))
+        .route("/.stepgate/second-factor/code", post(oob::verify))
+        .route("/.stepgate/enrol/phone", get(oob::add_phone))
+        .route("/.stepgate/enrol/email", get(oob::add_email))
+        .route("/.stepgate/enrol/send", post(oob::enrol_send))
+        .route("/.stepgate/enrol/confirm", post(oob::enrol_confirm))
         .route("/.stepgate/webauthn/register/start", post(webauthn::register_start))
         .route("/.stepgate/webauthn/register/finish", post(webauthn::register_finish))
         .route("/.stepgate/webauthn/authenticate/start", post(webauthn::authenticate_start))
@@ -205,6 +212,15 @@ pub enum PortalError {
     Hashing(#[from] crate::hash_gate::Stopped),
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
+}
+
+impl From<crate::factors::oob::OobError> for PortalError {
+    fn from(error: crate::factors::oob::OobError) -> Self {
+        match error {
+            crate::factors::oob::OobError::Store(e) => PortalError::Store(e),
+            crate::factors::oob::OobError::Cache(e) => PortalError::Cache(e),
+        }
+    }
 }
 
 impl From<crate::tickets::TicketError> for PortalError {

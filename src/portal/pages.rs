@@ -21,8 +21,21 @@ pub struct SigninPage<'a> {
 
 /// Another way to pass the second factor ("try another way").
 pub struct OtherMethod {
-    pub label: &'static str,
+    pub label: String,
     pub href: String,
+}
+
+/// A code sent to a phone or an address, on the challenge page.
+pub struct SentView {
+    /// The choice's name, e.g. `sms:12`.
+    pub method: String,
+    /// `sms`, `voice` or `email`.
+    pub channel: &'static str,
+    /// The destination, mostly hidden: `+41 •• ••• •• 67`.
+    pub masked: String,
+    /// Whether a code is on its way (the page asks for it), or not yet
+    /// (the page offers to send one).
+    pub code_sent: bool,
 }
 
 #[derive(Template)]
@@ -31,8 +44,9 @@ pub struct SecondFactorPage<'a> {
     pub brand: &'a Branding,
     pub csrf: String,
     pub rd: String,
-    /// `webauthn`, `totp` or `recovery`.
+    /// `webauthn`, `totp`, `sent` or `recovery`.
     pub method: &'static str,
+    pub sent: Option<SentView>,
     pub others: Vec<OtherMethod>,
     pub recovery_left: u32,
     pub notice: Option<&'a str>,
@@ -66,6 +80,32 @@ pub struct TotpEnrollPage<'a> {
     pub trust_days: u16,
     pub totp: Option<TotpView>,
     pub webauthn_kinds: Vec<WebauthnKind>,
+    /// Offer a phone number, an email address instead.
+    pub phone: bool,
+    pub email: bool,
+}
+
+/// Adding a phone number or an email address: the destination, then the
+/// code sent to it.
+#[derive(Template)]
+#[template(path = "enroll_code.html")]
+pub struct EnrollCodePage<'a> {
+    pub brand: &'a Branding,
+    pub csrf: String,
+    pub rd: String,
+    /// A phone number (else an email address).
+    pub phone: bool,
+    /// `sms`, `voice`, `email`: what the user may choose.
+    pub channels: Vec<&'static str>,
+    pub destination: &'a str,
+    /// The address is the directory's: shown, not typed.
+    pub fixed: bool,
+    /// Once a code is on its way: by which channel, and where (masked).
+    pub sent_channel: Option<&'static str>,
+    pub sent_to: Option<&'a str>,
+    pub minutes: i64,
+    pub error: Option<&'a str>,
+    pub trust_days: u16,
 }
 
 /// New recovery codes, shown until the user says they saved them.
@@ -127,7 +167,7 @@ pub struct TrustedBrowser {
 
 /// One second factor on the security page.
 pub struct FactorEntry {
-    /// `totp` or `webauthn:<id>`: what the forms send back.
+    /// `totp`, `webauthn:<id>` or `oob:<id>`: what the forms send back.
     pub handle: String,
     pub kind: &'static str,
     pub name: String,
@@ -156,6 +196,8 @@ pub struct SettingsPage<'a> {
     pub username: &'a str,
     pub factors: Vec<FactorEntry>,
     pub can_add_totp: bool,
+    pub can_add_phone: bool,
+    pub can_add_email: bool,
     pub webauthn_kinds: Vec<WebauthnKind>,
     pub recovery_left: u32,
     pub has_recovery_set: bool,
@@ -220,7 +262,8 @@ branded_pages!(
     ErrorPage,
     SettingsPage,
     ContinuePage,
-    TicketPage
+    TicketPage,
+    EnrollCodePage
 );
 
 /// A rendered page with its status; a page that fails to render becomes

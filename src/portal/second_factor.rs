@@ -14,17 +14,20 @@ use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
 use super::csrf::{self, Binding};
-use super::pages::{html, NoFactorPage, OtherMethod, SecondFactorPage, TotpEnrollPage, TotpView, WebauthnKind};
+use super::pages::{html, NoFactorPage, OtherMethod, SecondFactorPage, SentView, TotpEnrollPage, TotpView, WebauthnKind};
 use super::redirect::{query_param, rd_param, safe_return_to};
 use super::{
     audit, bad_form, csrf_refused, current_session, error_page, see_other, with_return_to, Failure, PortalError, PortalRequest,
     PortalState, Refused,
 };
 use crate::audit::{Event, Kind, Outcome};
+use crate::factors::oob::destination::{mask_email, mask_phone};
+use crate::factors::oob::Channel;
 use crate::factors::totp::Verdict;
 use crate::gateway::Gateway;
 use crate::methods::{Method, MethodSet};
 use crate::session::{Factor, Proof, Session};
+use crate::store::OobRow;
 use crate::throttle::{Key, Scope, ThrottleError};
 
 const PAGE: &str = "/.stepgate/second-factor";
@@ -37,7 +40,7 @@ const METHOD_COOKIE_DAYS: i64 = 400;
 pub struct CodeForm {
     #[serde(default)]
     csrf: String,
-    code: String,
+    pub code: String,
     #[serde(default)]
     rd: String,
     /// "Trust this browser": present when ticked.
@@ -46,10 +49,11 @@ pub struct CodeForm {
 }
 
 impl CodeForm {
-    fn passed(&self, factor: Factor, enrolment: Option<Enrolment>) -> Passed {
+    pub fn passed(&self, proof: impl Into<Proof>, enrolment: Option<Enrolment>) -> Passed {
+        let proof = proof.into();
         // A recovery code is a way back in, not a reason to trust a browser.
-        let remember = self.remember.is_some() && factor != Factor::Recovery;
-        Passed { proof: factor.into(), remember, enrolment }
+        let remember = self.remember.is_some() && proof.factor != Factor::Recovery;
+        Passed { proof, remember, enrolment }
     }
 }
 
@@ -58,40 +62,74 @@ impl CodeForm {
 pub enum Choice {
     Webauthn,
     Totp,
+    /// A code sent to one of the user's phone numbers or email addresses.
+    Sent { factor: i64, channel: Channel },
     Recovery,
 }
 
 impl Choice {
-    /// Strongest first: the default order.
-    const ALL: [Choice; 3] = [Choice::Webauthn, Choice::Totp, Choice::Recovery];
+    /// How links and the method cookie name it: `totp`, `sms:12`.
+    pub fn name(self) -> String {
+        match self {
+            Choice::Sent { factor, channel } => format!("{}:{factor}", channel.name()),
+            _ => self.page().to_string(),
+        }
+    }
 
-    pub fn name(self) -> &'static str {
+    /// Which form the challenge page shows for it.
+    fn page(self) -> &'static str {
         match self {
             Choice::Webauthn => "webauthn",
             Choice::Totp => "totp",
+            Choice::Sent { .. } => "sent",
             Choice::Recovery => "recovery",
         }
     }
 
-    fn label(self) -> &'static str {
-        match self {
-            Choice::Webauthn => "Use a security key or this device",
-            Choice::Totp => "Use a code from your authenticator app",
-            Choice::Recovery => "Use a recovery code",
+    pub fn from_name(name: &str) -> Option<Choice> {
+        match name.split_once(':') {
+            Some((channel, factor)) => Some(Choice::Sent { factor: factor.parse().ok()?, channel: Channel::from_name(channel)? }),
+            None => [Choice::Webauthn, Choice::Totp, Choice::Recovery].into_iter().find(|c| c.page() == name),
         }
     }
 
-    fn from_name(name: &str) -> Option<Choice> {
-        Choice::ALL.into_iter().find(|c| c.name() == name)
-    }
-
-    /// The choice a factor belongs to.
-    pub fn of(factor: Factor) -> Option<Choice> {
-        match factor.method()? {
+    /// The choice a proof belongs to.
+    pub fn of(proof: Proof) -> Option<Choice> {
+        let sent = |channel| proof.credential.map(|factor| Choice::Sent { factor, channel });
+        match proof.factor.method()? {
             Method::SecurityKey | Method::Platform => Some(Choice::Webauthn),
             Method::Totp => Some(Choice::Totp),
             Method::Recovery => Some(Choice::Recovery),
+            Method::Sms => sent(Channel::Sms),
+            Method::Voice => sent(Channel::Voice),
+            Method::Email => sent(Channel::Email),
         }
+    }
+
+    fn satisfies(self, need: MethodSet) -> bool {
+        match self {
+            Choice::Webauthn => need.contains(Method::SecurityKey) || need.contains(Method::Platform),
+            Choice::Totp => need.contains(Method::Totp),
+            Choice::Sent { channel, .. } => need.contains(channel.method()),
+            Choice::Recovery => need.contains(Method::Recovery),
+        }
+    }
+}
+
+/// A phone number or an email address the user has, as pages show it.
+pub struct SentFactor {
+    pub id: i64,
+    /// The switched-on channels that reach it.
+    pub channels: Vec<Channel>,
+    pub masked: String,
+    pub is_email: bool,
+}
+
+impl SentFactor {
+    fn of(gateway: &Gateway, row: &OobRow) -> Self {
+        let is_email = row.channel == Channel::Email.destination_kind();
+        let masked = if is_email { mask_email(&row.destination) } else { mask_phone(&row.destination) };
+        SentFactor { id: row.id, channels: gateway.oob.channels_of(row), masked, is_email }
     }
 }
 
@@ -101,7 +139,12 @@ pub struct Enrolled {
     pub security_keys: usize,
     pub platform: usize,
     pub recovery_left: u32,
-    /// WebAuthn credentials of kinds the configuration has switched off.
+    /// Phone numbers and email addresses.
+    pub sent: Vec<SentFactor>,
+    /// Email may be used alone; otherwise only beside another factor.
+    email_alone: bool,
+    /// WebAuthn credentials, phone numbers and addresses of kinds the
+    /// configuration has switched off.
     pub disabled: usize,
 }
 
@@ -110,12 +153,16 @@ impl Enrolled {
         let credentials = gateway.webauthn.credentials(username).await?;
         let usable =
             |kind: Method| credentials.iter().filter(|c| c.kind == kind.name()).count() * usize::from(gateway.webauthn.allows(kind));
+        let sent: Vec<SentFactor> = gateway.oob.factors(username).await?.iter().map(|row| SentFactor::of(gateway, row)).collect();
+        let sent_off = sent.iter().filter(|f| f.channels.is_empty()).count();
         Ok(Self {
             totp: gateway.totp.is_enrolled(username).await?,
             security_keys: usable(Method::SecurityKey),
             platform: usable(Method::Platform),
             recovery_left: gateway.recovery.left(username).await?,
-            disabled: credentials.len().saturating_sub(usable(Method::SecurityKey) + usable(Method::Platform)),
+            disabled: credentials.len().saturating_sub(usable(Method::SecurityKey) + usable(Method::Platform)) + sent_off,
+            sent: sent.into_iter().filter(|f| !f.channels.is_empty()).collect(),
+            email_alone: gateway.oob.email_alone(),
         })
     }
 
@@ -124,27 +171,60 @@ impl Enrolled {
     }
 
     /// Whether the user has never set up a factor (so their first may be
-    /// added right after the password). Credentials of switched-off kinds
+    /// added right after the password). Factors of switched-off kinds
     /// count: turning a kind off must not let a password alone add a factor.
     pub fn has_none(&self) -> bool {
-        self.factor_count() == 0 && self.disabled == 0
+        self.factor_count() == 0 && self.disabled == 0 && self.sent.is_empty()
     }
 
-    /// How many factors (not counting recovery codes) the user has.
+    /// How many factors (not counting recovery codes, nor email addresses
+    /// that may not be used alone) the user has.
     pub fn factor_count(&self) -> usize {
-        usize::from(self.totp) + self.security_keys + self.platform
+        let emails = self.sent.iter().filter(|f| f.is_email).count();
+        self.independent() + if self.email_alone { emails } else { 0 }
+    }
+
+    /// Factors that do not depend on the user's mailbox.
+    fn independent(&self) -> usize {
+        usize::from(self.totp) + self.security_keys + self.platform + self.sent.iter().filter(|f| !f.is_email).count()
     }
 
     /// The choices that satisfy `need`, strongest first.
-    fn choices(&self, need: MethodSet) -> Vec<Choice> {
-        let has = |choice: Choice| match choice {
-            Choice::Webauthn => {
-                (self.security_keys > 0 && need.contains(Method::SecurityKey)) || (self.platform > 0 && need.contains(Method::Platform))
+    pub fn choices(&self, need: MethodSet) -> Vec<Choice> {
+        let mut all = Vec::new();
+        if self.security_keys > 0 && need.contains(Method::SecurityKey) || self.platform > 0 && need.contains(Method::Platform) {
+            all.push(Choice::Webauthn);
+        }
+        if self.totp {
+            all.push(Choice::Totp);
+        }
+        // Phones before email; email only beside another factor, unless allowed alone.
+        let email_usable = self.email_alone || self.independent() > 0;
+        for factor in self.sent.iter().filter(|f| !f.is_email).chain(self.sent.iter().filter(|f| f.is_email && email_usable)) {
+            all.extend(factor.channels.iter().map(|channel| Choice::Sent { factor: factor.id, channel: *channel }));
+        }
+        if self.recovery_left > 0 {
+            all.push(Choice::Recovery);
+        }
+        all.retain(|choice| choice.satisfies(need));
+        all
+    }
+
+    /// How "try another way" names a choice.
+    fn label(&self, choice: Choice) -> String {
+        match choice {
+            Choice::Webauthn => "Use a security key or this device".into(),
+            Choice::Totp => "Use a code from your authenticator app".into(),
+            Choice::Recovery => "Use a recovery code".into(),
+            Choice::Sent { factor, channel } => {
+                let masked = self.sent.iter().find(|f| f.id == factor).map_or("", |f| f.masked.as_str());
+                match channel {
+                    Channel::Sms => format!("Text a code to {masked}"),
+                    Channel::Voice => format!("Call {masked} with a code"),
+                    Channel::Email => format!("Email a code to {masked}"),
+                }
             }
-            Choice::Totp => self.totp && need.contains(Method::Totp),
-            Choice::Recovery => self.recovery_left > 0 && need.contains(Method::Recovery),
-        };
-        Choice::ALL.into_iter().filter(|c| has(*c)).collect()
+        }
     }
 }
 
@@ -197,18 +277,13 @@ fn challenge(
     };
     // Links keep the page's `need`, so another choice offers the same set.
     let need = (!need.is_any()).then(|| need.to_query());
-    let others = choices
-        .iter()
-        .filter(|c| **c != method)
-        .map(|c| OtherMethod { label: c.label(), href: method_href(*c, &rd, need.as_deref()) })
-        .collect();
-    let view = ChallengeView { method, others, recovery_left: enrolled.recovery_left, notice, error: None };
+    let view = ChallengeView { notice, ..ChallengeView::new(enrolled, method, &rd, need.as_deref(), false) };
     render_challenge(gateway, session, rd, view, StatusCode::OK)
 }
 
 fn method_href(choice: Choice, rd: &str, need: Option<&str>) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair("method", choice.name());
+    query.append_pair("method", &choice.name());
     if let Some(need) = need {
         query.append_pair("need", need);
     }
@@ -217,20 +292,49 @@ fn method_href(choice: Choice, rd: &str, need: Option<&str>) -> String {
 }
 
 /// What a challenge page shows besides the form.
-struct ChallengeView<'a> {
-    method: Choice,
-    others: Vec<OtherMethod>,
-    recovery_left: u32,
-    notice: Option<&'a str>,
-    error: Option<&'a str>,
+pub struct ChallengeView<'a> {
+    pub method: Choice,
+    pub others: Vec<OtherMethod>,
+    pub recovery_left: u32,
+    /// For a code sent to a phone or an address.
+    pub sent: Option<SentView>,
+    pub notice: Option<&'a str>,
+    pub error: Option<&'a str>,
 }
 
-fn render_challenge(gateway: &Gateway, session: &Session, rd: String, view: ChallengeView<'_>, status: StatusCode) -> Response {
+impl<'a> ChallengeView<'a> {
+    /// The page for `method`, linking the user's other choices that satisfy
+    /// `need` (a query value; None: any).
+    pub fn new(enrolled: &Enrolled, method: Choice, rd: &str, need: Option<&str>, code_sent: bool) -> Self {
+        let others = enrolled
+            .choices(need.map_or(MethodSet::ANY, MethodSet::from_query))
+            .into_iter()
+            .filter(|c| *c != method)
+            .map(|c| OtherMethod { label: enrolled.label(c), href: method_href(c, rd, need) })
+            .collect();
+        let sent = SentView::of(enrolled, method, code_sent);
+        ChallengeView { method, others, recovery_left: enrolled.recovery_left, sent, notice: None, error: None }
+    }
+}
+
+impl SentView {
+    /// The view of a sent-code choice; `code_sent` once a code is on its way.
+    pub fn of(enrolled: &Enrolled, choice: Choice, code_sent: bool) -> Option<SentView> {
+        let Choice::Sent { factor, channel } = choice else {
+            return None;
+        };
+        let masked = enrolled.sent.iter().find(|f| f.id == factor)?.masked.clone();
+        Some(SentView { method: choice.name(), channel: channel.name(), masked, code_sent })
+    }
+}
+
+pub fn render_challenge(gateway: &Gateway, session: &Session, rd: String, view: ChallengeView<'_>, status: StatusCode) -> Response {
     let page = SecondFactorPage {
         brand: &gateway.config.branding,
         csrf: csrf::token(gateway, Binding::Session(session)),
         rd,
-        method: view.method.name(),
+        method: view.method.page(),
+        sent: view.sent,
         others: view.others,
         recovery_left: view.recovery_left,
         notice: view.notice,
@@ -284,6 +388,8 @@ fn add_webauthn_page(gateway: &Gateway, session: &Session, rd: String, need: Met
         trust_days: 0,
         totp: None,
         webauthn_kinds: kinds,
+        phone: false,
+        email: false,
     };
     html(StatusCode::OK, &page)
 }
@@ -398,7 +504,7 @@ pub async fn may_enrol(gateway: &Gateway, session: &Session) -> Result<Option<En
 
 /// The session, form and return target of a second-factor POST, or the
 /// response that refuses it (bad form, no session, CSRF).
-async fn checked_form(
+pub async fn checked_form(
     gateway: &Gateway,
     jar: &CookieJar,
     form: Result<Form<CodeForm>, FormRejection>,
@@ -436,7 +542,7 @@ pub enum Enrolment {
     Another,
 }
 
-async fn form_done(
+pub async fn form_done(
     gateway: &Arc<Gateway>,
     session: &Session,
     request: &PortalRequest,
@@ -462,7 +568,7 @@ pub async fn complete(
 ) -> Result<(CookieJar, String), PortalError> {
     let Passed { proof, remember, enrolment } = passed;
     let factor = proof.factor;
-    let choice = Choice::of(factor).filter(|c| *c != Choice::Recovery);
+    let choice = Choice::of(proof).filter(|c| *c != Choice::Recovery);
     if enrolment == Some(Enrolment::Another) {
         // An enrolled secret is not offered again by the enrolment page.
         if gateway.sessions.set_pending_totp(session, None).await?.is_none() {
@@ -523,17 +629,14 @@ fn method_cookie(choice: Choice, secure: bool) -> Cookie<'static> {
         .build()
 }
 
-async fn retry_page(gateway: &Gateway, session: &Session, method: Choice, rd: String, error: &str) -> Result<Response, Failure> {
-    let enrolled = Enrolled::of(gateway, &session.username).await;
-    let recovery_left = enrolled.as_ref().map_or(0, |e| e.recovery_left);
-    let others = enrolled
-        .map(|e| e.choices(MethodSet::ANY))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| *c != method)
-        .map(|c| OtherMethod { label: c.label(), href: method_href(c, &rd, None) })
-        .collect();
-    let view = ChallengeView { method, others, recovery_left, notice: None, error: Some(error) };
+/// The challenge page again after a wrong answer (a sent code's form, not
+/// its send button).
+pub async fn retry_page(gateway: &Gateway, session: &Session, method: Choice, rd: String, error: &str) -> Result<Response, Failure> {
+    let view = match Enrolled::of(gateway, &session.username).await {
+        Ok(enrolled) => ChallengeView::new(&enrolled, method, &rd, None, true),
+        Err(_) => ChallengeView { method, others: Vec::new(), recovery_left: 0, sent: None, notice: None, error: None },
+    };
+    let view = ChallengeView { error: Some(error), ..view };
     Ok(render_challenge(gateway, session, rd, view, StatusCode::UNAUTHORIZED))
 }
 
@@ -556,8 +659,24 @@ fn enroll_page(
         trust_days: gateway.config.risk.trust_browser_days,
         totp: Some(TotpView { secret: view.secret_base32, otpauth_uri: view.otpauth_uri, qr_svg: view.qr_svg }),
         webauthn_kinds: webauthn_kinds(gateway, MethodSet::ANY),
+        phone: gateway.oob.offers(Channel::Sms) || gateway.oob.offers(Channel::Voice),
+        email: gateway.oob.offers(Channel::Email) && gateway.oob.email_alone(),
     };
     Ok(html(status, &page))
+}
+
+/// The kinds of WebAuthn credential, phone and email factor that count as
+/// usable (switched on, and email only when it may stand alone), for a
+/// removal's "last factor" check.
+pub fn usable_kinds(gateway: &Gateway) -> Vec<&'static str> {
+    let mut kinds = gateway.webauthn.usable_kinds();
+    if gateway.oob.offers(Channel::Sms) || gateway.oob.offers(Channel::Voice) {
+        kinds.push(Channel::Sms.destination_kind());
+    }
+    if gateway.oob.offers(Channel::Email) && gateway.oob.email_alone() {
+        kinds.push(Channel::Email.destination_kind());
+    }
+    kinds
 }
 
 /// Counts an attempt at the user's second factor (a code or a WebAuthn

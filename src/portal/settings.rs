@@ -18,12 +18,13 @@ use super::pages::{
     html, ActivityEntry, FactorEntry, RecoveryCodesPage, SessionEntry, SettingsPage, TotpEnrollPage, TotpView, TrustedBrowser,
 };
 use super::redirect::{query_param, rd_param, safe_return_to};
-use super::second_factor::{may_change_factors, pending_totp, webauthn_kinds, Enrolled};
+use super::second_factor::{may_change_factors, pending_totp, usable_kinds, webauthn_kinds, Enrolled};
 use super::{
     audit, bad_form, csrf_refused, current_session, device, see_other, with_return_to, Failure, PortalError, PortalRequest, PortalState,
 };
 use crate::audit::{Event, Kind, Outcome};
 use crate::crypto::hex;
+use crate::factors::oob::Channel;
 use crate::factors::webauthn::clean_name;
 use crate::gateway::Gateway;
 use crate::methods::{Method, MethodSet};
@@ -176,6 +177,8 @@ pub async fn add_totp(Extension(gateway): Extension<PortalState>, jar: CookieJar
         trust_days: 0,
         totp: Some(TotpView { secret: view.secret_base32, otpauth_uri: view.otpauth_uri, qr_svg: view.qr_svg }),
         webauthn_kinds: Vec::new(),
+        phone: false,
+        email: false,
     };
     Ok(html(StatusCode::OK, &page))
 }
@@ -198,6 +201,11 @@ pub async fn rename(
         Some(FactorRef::Webauthn(id)) => gateway
             .store
             .rename_webauthn(&session.username, id, &clean_name(&form.name, Method::SecurityKey))
+            .await
+            .map_err(|e| fail(e.into()))?,
+        Some(FactorRef::Oob(id)) => gateway
+            .store
+            .rename_oob(&session.username, id, &clean_name(&form.name, Method::Sms))
             .await
             .map_err(|e| fail(e.into()))?,
         None => false,
@@ -228,7 +236,7 @@ pub async fn remove(
         return render(&gateway, &session, &jar, Message::error("There is no such factor.")).await.map_err(fail);
     };
     let keep_one = user_needs_two_factors(&gateway, &session.username);
-    let usable_kinds = gateway.webauthn.usable_kinds();
+    let usable_kinds = usable_kinds(&gateway);
     let removal = gateway.store.remove_factor(&session.username, factor, &usable_kinds, keep_one).await.map_err(|e| fail(e.into()))?;
     if let Some(refusal) = refusal_of(removal) {
         return render(&gateway, &session, &jar, Message::error(refusal)).await.map_err(fail);
@@ -399,14 +407,28 @@ async fn render(gateway: &PortalState, session: &Session, jar: &CookieJar, messa
             clone_warning: credential.possible_clone_at.map(|at| date(gateway, at)),
         });
     }
+    for row in gateway.oob.factors(username).await? {
+        let is_email = row.channel == Channel::Email.destination_kind();
+        factors.push(FactorEntry {
+            handle: FactorRef::Oob(row.id).handle(),
+            kind: if is_email { "email address" } else { "phone number" },
+            name: row.name,
+            added: date(gateway, row.created),
+            last_used: row.last_used.map_or("never".into(), |at| date(gateway, at)),
+            clone_warning: None,
+        });
+    }
     let has_recovery_set = gateway.recovery.has_set(username).await?;
+    let self_enrollment = gateway.totp.self_enrollment();
     let page = SettingsPage {
         brand: &gateway.config.branding,
         csrf: csrf::token(gateway, Binding::Session(session)),
         username,
         factors,
-        can_add_totp: !enrolled.totp && gateway.totp.self_enrollment(),
-        webauthn_kinds: if gateway.totp.self_enrollment() { webauthn_kinds(gateway, MethodSet::ANY) } else { Vec::new() },
+        can_add_totp: !enrolled.totp && self_enrollment,
+        can_add_phone: self_enrollment && (gateway.oob.offers(Channel::Sms) || gateway.oob.offers(Channel::Voice)),
+        can_add_email: self_enrollment && gateway.oob.offers(Channel::Email),
+        webauthn_kinds: if self_enrollment { webauthn_kinds(gateway, MethodSet::ANY) } else { Vec::new() },
         recovery_left: enrolled.recovery_left,
         has_recovery_set,
         sessions: sessions(gateway, session).await?,

@@ -51,13 +51,20 @@ pub enum Factor {
     SecurityKeyVerified,
     /// The device's own authenticator, which always verifies the user.
     Platform,
+    /// A code sent by text message.
+    Sms,
+    /// A code read out in a phone call.
+    Voice,
+    /// A code sent by email.
+    Email,
 }
 
 impl Factor {
     /// The methods as RFC 8176 names them: `hwk` for a hardware-bound key,
     /// `pin` when a security key verified its user, `user` when the
     /// device did (by biometrics or its unlock PIN; it does not say which).
-    /// A recovery code is a one-time password.
+    /// A recovery code is a one-time password. RFC 8176 has no name for a
+    /// code sent by email: it is `email`.
     pub fn amr(self) -> &'static [&'static str] {
         match self {
             Factor::Pwd => &["pwd"],
@@ -65,6 +72,9 @@ impl Factor {
             Factor::SecurityKey => &["hwk"],
             Factor::SecurityKeyVerified => &["hwk", "pin"],
             Factor::Platform => &["hwk", "user"],
+            Factor::Sms => &["sms"],
+            Factor::Voice => &["tel"],
+            Factor::Email => &["email"],
         }
     }
 
@@ -76,6 +86,9 @@ impl Factor {
             Factor::Recovery => Some(Method::Recovery),
             Factor::SecurityKey | Factor::SecurityKeyVerified => Some(Method::SecurityKey),
             Factor::Platform => Some(Method::Platform),
+            Factor::Sms => Some(Method::Sms),
+            Factor::Voice => Some(Method::Voice),
+            Factor::Email => Some(Method::Email),
         }
     }
 
@@ -94,7 +107,8 @@ impl Factor {
 pub struct FactorUse {
     pub factor: Factor,
     pub at: UnixTime,
-    /// The WebAuthn credential (its id in the store) it was done with.
+    /// The WebAuthn credential or the phone or email factor (its id in the
+    /// store) it was done with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<i64>,
 }
@@ -105,11 +119,13 @@ impl FactorUse {
         match factor {
             FactorRef::Totp => self.factor == Factor::Otp,
             FactorRef::Webauthn(id) => crate::factors::webauthn::used_credential(self, id),
+            FactorRef::Oob(id) => self.credential == Some(id) && self.factor.method().is_some_and(Method::is_sent_code),
         }
     }
 }
 
-/// A factor just done, and the WebAuthn credential it was done with.
+/// A factor just done, and the WebAuthn credential or the phone or email
+/// factor it was done with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Proof {
     pub factor: Factor,

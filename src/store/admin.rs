@@ -115,12 +115,14 @@ pub trait AuditStore: Send + Sync {
 }
 
 /// The tables [`AdminStore::reset_mfa`] empties of a user, in the order of
-/// its counts: the authenticator app, WebAuthn credentials, recovery
+/// its counts: the authenticator app, WebAuthn credentials, phone numbers
+/// and email addresses, recovery
 /// codes, known browsers, sessions.
-pub(super) const MFA_TABLES: [&str; 5] = ["totp_credentials", "webauthn_credentials", "recovery_codes", "known_devices", "sessions"];
+pub(super) const MFA_TABLES: [&str; 6] =
+    ["totp_credentials", "webauthn_credentials", "oob_factors", "recovery_codes", "known_devices", "sessions"];
 
-/// The management plane's tables a snapshot holds.
-pub(super) const SNAPSHOT_TABLES: [&str; 3] = ["admin_tokens", "enrolment_tickets", "audit_events"];
+/// The tables of [`super::admin_tables`] a snapshot holds.
+pub(super) const SNAPSHOT_TABLES: [&str; 4] = ["admin_tokens", "enrolment_tickets", "audit_events", "oob_factors"];
 
 pub(super) const AUDIT_COLUMNS: &str = "id, at, kind, username, actor, ip, country, app, outcome, details";
 

@@ -1,9 +1,11 @@
-//! The management plane's tables, one implementation for both backends:
+//! The management plane's tables and the phone and email factors, one
+//! implementation for both backends:
 //! the statements are the same text (SQLite takes `$1`-style parameters
 //! too), the macro fills in the backend's types.
 
-/// Implements [`super::AdminStore`] and [`super::AuditStore`] for a
-/// backend, and defines its `export_admin` and `import_admin`.
+/// Implements [`super::AdminStore`], [`super::AuditStore`] and
+/// [`super::OobStore`] for a backend, and defines its `export_admin` and
+/// `import_admin` (the rows of these tables in a snapshot).
 /// `overriding` is what an insert with explicit ids needs;
 /// `after_import` runs after the rows of a snapshot are written.
 macro_rules! admin_tables {
@@ -19,7 +21,52 @@ macro_rules! admin_tables {
         use sqlx::Row;
 
         use super::admin::{audit_select, json_list, parse_json_list, AUDIT_COLUMNS, MFA_TABLES};
-        use super::{AdminStore, AdminTokenRow, AuditQuery, AuditRow, AuditStore, MfaReset, Snapshot, StoreError, TicketRow};
+        use super::{
+            AdminStore, AdminTokenRow, AuditQuery, AuditRow, AuditStore, MfaReset, OobRow, OobStore, Snapshot, StoreError, TicketRow,
+        };
+
+        const OOB_COLUMNS: &str = "id, username, channel, destination, name, created, last_used";
+
+        fn oob_row(r: &$row) -> OobRow {
+            OobRow {
+                id: r.get(0),
+                username: r.get(1),
+                channel: r.get(2),
+                destination: r.get(3),
+                name: r.get(4),
+                created: r.get(5),
+                last_used: r.get(6),
+            }
+        }
+
+        /// Binds an out-of-band factor's columns after its id, in the table's order.
+        fn bind_oob<'q>(query: Query<'q>, row: &'q OobRow) -> Query<'q> {
+            query.bind(&row.username).bind(&row.channel).bind(&row.destination).bind(&row.name).bind(row.created).bind(row.last_used)
+        }
+
+        #[async_trait]
+        impl OobStore for $store {
+            async fn oob_factors(&self, username: &str) -> Result<Vec<OobRow>, StoreError> {
+                let query = format!("SELECT {OOB_COLUMNS} FROM oob_factors WHERE username = $1 ORDER BY id");
+                Ok(sqlx::query(&query).bind(username).fetch_all(&self.pool).await?.iter().map(oob_row).collect())
+            }
+
+            async fn insert_oob(&self, row: &OobRow) -> Result<Option<i64>, StoreError> {
+                let insert = "INSERT INTO oob_factors (username, channel, destination, name, created, last_used)
+                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username, channel, destination) DO NOTHING RETURNING id";
+                Ok(bind_oob(sqlx::query(insert), row).fetch_optional(&self.pool).await?.map(|r| r.get(0)))
+            }
+
+            async fn rename_oob(&self, username: &str, id: i64, name: &str) -> Result<bool, StoreError> {
+                let update = "UPDATE oob_factors SET name = $1 WHERE username = $2 AND id = $3";
+                Ok(sqlx::query(update).bind(name).bind(username).bind(id).execute(&self.pool).await?.rows_affected() == 1)
+            }
+
+            async fn touch_oob(&self, id: i64, now: i64) -> Result<(), StoreError> {
+                sqlx::query("UPDATE oob_factors SET last_used = $1 WHERE id = $2").bind(now).bind(id).execute(&self.pool).await?;
+                Ok(())
+            }
+        }
 
         const TOKEN_COLUMNS: &str = "name, hash, scopes, groups, created, expires, last_used";
 
@@ -141,8 +188,8 @@ macro_rules! admin_tables {
                     *count = sqlx::query(&query).bind(username).execute(&mut *tx).await?.rows_affected();
                 }
                 tx.commit().await?;
-                let [totp, webauthn, recovery_codes, browsers, sessions] = deleted;
-                Ok(MfaReset { factors: totp + webauthn, recovery_codes, browsers, sessions })
+                let [totp, webauthn, oob, recovery_codes, browsers, sessions] = deleted;
+                Ok(MfaReset { factors: totp + webauthn + oob, recovery_codes, browsers, sessions })
             }
 
             async fn insert_ticket(&self, row: &TicketRow) -> Result<i64, StoreError> {
@@ -214,14 +261,19 @@ macro_rules! admin_tables {
         }
 
         /// The management plane's rows, for a snapshot.
-        pub(super) async fn export_admin(conn: &mut $conn) -> Result<(Vec<AdminTokenRow>, Vec<TicketRow>, Vec<AuditRow>), StoreError> {
+        #[allow(clippy::type_complexity)]
+        pub(super) async fn export_admin(
+            conn: &mut $conn,
+        ) -> Result<(Vec<AdminTokenRow>, Vec<TicketRow>, Vec<AuditRow>, Vec<OobRow>), StoreError> {
             let tokens = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens ORDER BY name")).fetch_all(&mut *conn).await?;
             let tickets = sqlx::query(&format!("SELECT {TICKET_COLUMNS} FROM enrolment_tickets ORDER BY id")).fetch_all(&mut *conn).await?;
             let audit = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit_events ORDER BY id")).fetch_all(&mut *conn).await?;
+            let oob = sqlx::query(&format!("SELECT {OOB_COLUMNS} FROM oob_factors ORDER BY id")).fetch_all(&mut *conn).await?;
             Ok((
                 tokens.iter().filter_map(token_row).collect(),
                 tickets.iter().filter_map(ticket_row).collect(),
                 audit.iter().map(audit_row).collect(),
+                oob.iter().map(oob_row).collect(),
             ))
         }
 
@@ -245,6 +297,14 @@ macro_rules! admin_tables {
             );
             for row in &snapshot.audit {
                 bind_event(sqlx::query(insert_event).bind(row.id), row).execute(&mut *conn).await?;
+            }
+            let insert_oob = concat!(
+                "INSERT INTO oob_factors (id, username, channel, destination, name, created, last_used)",
+                $overriding,
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            );
+            for row in &snapshot.oob {
+                bind_oob(sqlx::query(insert_oob).bind(row.id), row).execute(&mut *conn).await?;
             }
             $after_import(&mut *conn).await?;
             Ok(())

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use super::{AdminTokenRow, AuditRow, DeviceRow, SignInRow, Store, StoreError, TicketRow, TotpRow, WebauthnRow};
+use super::{AdminTokenRow, AuditRow, DeviceRow, OobRow, SignInRow, Store, StoreError, TicketRow, TotpRow, WebauthnRow};
 
 /// One recovery code, as stored: a keyed hash, never the code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub totp: Vec<TotpRow>,
     /// Ordered by id; ids are kept on import.
     pub webauthn: Vec<WebauthnRow>,
+    /// Phone numbers and email addresses; ordered by id, ids kept on import.
+    pub oob: Vec<OobRow>,
     pub recovery_codes: Vec<RecoveryCodeRow>,
     pub devices: Vec<KnownDeviceRow>,
     /// Oldest first, so that the order of equal times survives an import.
@@ -53,6 +55,7 @@ impl Snapshot {
         CopyReport {
             totp: self.totp.len(),
             webauthn: self.webauthn.len(),
+            oob: self.oob.len(),
             recovery_codes: self.recovery_codes.len(),
             devices: self.devices.len(),
             sign_ins: self.sign_ins.len(),
@@ -69,6 +72,7 @@ impl Snapshot {
 pub struct CopyReport {
     pub totp: usize,
     pub webauthn: usize,
+    pub oob: usize,
     pub recovery_codes: usize,
     pub devices: usize,
     pub sign_ins: usize,
@@ -82,6 +86,7 @@ impl fmt::Display for CopyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "authenticator apps:   {}", self.totp)?;
         writeln!(f, "webauthn credentials: {}", self.webauthn)?;
+        writeln!(f, "phone numbers and email addresses: {}", self.oob)?;
         writeln!(f, "recovery codes:       {}", self.recovery_codes)?;
         writeln!(f, "known browsers:       {}", self.devices)?;
         writeln!(f, "sign-ins:             {}", self.sign_ins)?;

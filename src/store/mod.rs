@@ -229,6 +229,31 @@ pub trait WebauthnStore: Send + Sync {
     async fn delete_webauthn(&self, username: &str, id: i64) -> Result<bool, StoreError>;
 }
 
+/// A phone number or an email address one-time codes are sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OobRow {
+    pub id: i64,
+    pub username: String,
+    /// `phone` or `email`.
+    pub channel: String,
+    /// A phone number in E.164 form, or an email address.
+    pub destination: String,
+    pub name: String,
+    pub created: i64,
+    pub last_used: Option<i64>,
+}
+
+#[async_trait]
+pub trait OobStore: Send + Sync {
+    /// The user's phone numbers and email addresses, oldest first.
+    async fn oob_factors(&self, username: &str) -> Result<Vec<OobRow>, StoreError>;
+    /// Stores a verified destination (its `id` is ignored); its new id, or
+    /// None when the user already has it.
+    async fn insert_oob(&self, row: &OobRow) -> Result<Option<i64>, StoreError>;
+    async fn rename_oob(&self, username: &str, id: i64, name: &str) -> Result<bool, StoreError>;
+    async fn touch_oob(&self, id: i64, now: i64) -> Result<(), StoreError>;
+}
+
 #[async_trait]
 pub trait RecoveryStore: Send + Sync {
     /// Replaces the user's recovery codes (as hashes) with a new set.
@@ -246,14 +271,17 @@ pub enum FactorRef {
     Totp,
     /// A WebAuthn credential, by its id.
     Webauthn(i64),
+    /// A phone number or an email address codes are sent to, by its id.
+    Oob(i64),
 }
 
 impl FactorRef {
-    /// How pages and the admin API name it: `totp`, `webauthn:ID`.
+    /// How pages and the admin API name it: `totp`, `webauthn:ID`, `oob:ID`.
     pub fn handle(self) -> String {
         match self {
             FactorRef::Totp => "totp".into(),
             FactorRef::Webauthn(id) => format!("webauthn:{id}"),
+            FactorRef::Oob(id) => format!("oob:{id}"),
         }
     }
 
@@ -261,6 +289,7 @@ impl FactorRef {
         match handle.split_once(':') {
             None if handle == "totp" => Some(FactorRef::Totp),
             Some(("webauthn", id)) => id.parse().ok().map(FactorRef::Webauthn),
+            Some(("oob", id)) => id.parse().ok().map(FactorRef::Oob),
             _ => None,
         }
     }
@@ -278,8 +307,10 @@ pub enum Removal {
 
 #[async_trait]
 pub trait FactorStore: Send + Sync {
-    /// Removes a factor. Usable factors are the authenticator app and the
-    /// WebAuthn credentials of the `usable_kinds`; when none would be left,
+    /// Removes a factor. Usable factors are the authenticator app, the
+    /// WebAuthn credentials of the `usable_kinds` and the phone numbers and
+    /// email addresses of the `usable_kinds` (`phone`, `email`); when none
+    /// would be left,
     /// the removal is refused if `keep_one`, else the recovery codes go
     /// too. Counting and removing are one transaction, so two removals at
     /// once cannot both pass the count.
@@ -374,6 +405,7 @@ pub trait Store:
     + RiskStore
     + WebauthnStore
     + RecoveryStore
+    + OobStore
     + FactorStore
     + KeyStore
     + SnapshotStore
@@ -389,6 +421,7 @@ impl<
             + RiskStore
             + WebauthnStore
             + RecoveryStore
+            + OobStore
             + FactorStore
             + KeyStore
             + SnapshotStore

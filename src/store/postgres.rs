@@ -454,6 +454,7 @@ impl FactorStore for PostgresStore {
             FactorRef::Webauthn(id) => {
                 sqlx::query("DELETE FROM webauthn_credentials WHERE username = $1 AND id = $2").bind(username).bind(id)
             }
+            FactorRef::Oob(id) => sqlx::query("DELETE FROM oob_factors WHERE username = $1 AND id = $2").bind(username).bind(id),
         }
         .execute(&mut *tx)
         .await?;
@@ -462,7 +463,8 @@ impl FactorStore for PostgresStore {
         }
         let left: i64 = sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM totp_credentials WHERE username = $1)
-                  + (SELECT count(*) FROM webauthn_credentials WHERE username = $1 AND kind = ANY($2))",
+                  + (SELECT count(*) FROM webauthn_credentials WHERE username = $1 AND kind = ANY($2))
+                  + (SELECT count(*) FROM oob_factors WHERE username = $1 AND channel = ANY($2))",
         )
         .bind(username)
         .bind(usable_kinds)
@@ -486,6 +488,7 @@ impl FactorStore for PostgresStore {
 async fn lock_factors(tx: &mut PgConnection, username: &str) -> Result<(), StoreError> {
     sqlx::query("SELECT 1 FROM totp_credentials WHERE username = $1 FOR UPDATE").bind(username).fetch_all(&mut *tx).await?;
     sqlx::query("SELECT 1 FROM webauthn_credentials WHERE username = $1 ORDER BY id FOR UPDATE").bind(username).fetch_all(&mut *tx).await?;
+    sqlx::query("SELECT 1 FROM oob_factors WHERE username = $1 ORDER BY id FOR UPDATE").bind(username).fetch_all(&mut *tx).await?;
     Ok(())
 }
 
@@ -657,9 +660,9 @@ impl SnapshotStore for PostgresStore {
         .await?;
         let sign_ins = fetch_all(&mut tx, &format!("SELECT {SIGN_IN_COLUMNS} FROM sign_ins ORDER BY id"), sign_in_row).await?;
         let signing_keys = sqlx::query_scalar("SELECT keys FROM signing_keys WHERE id = 1").fetch_optional(&mut *tx).await?;
-        let (admin_tokens, tickets, audit) = super::postgres_admin::export_admin(&mut tx).await?;
+        let (admin_tokens, tickets, audit, oob) = super::postgres_admin::export_admin(&mut tx).await?;
         tx.commit().await?;
-        Ok(Snapshot { totp, webauthn, recovery_codes, devices, sign_ins, signing_keys, admin_tokens, tickets, audit })
+        Ok(Snapshot { totp, webauthn, oob, recovery_codes, devices, sign_ins, signing_keys, admin_tokens, tickets, audit })
     }
 
     async fn import_snapshot(&self, snapshot: &Snapshot, overwrite: bool) -> Result<bool, StoreError> {

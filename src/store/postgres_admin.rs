@@ -14,7 +14,7 @@ admin_tables!(
 
 /// Ids copied in explicitly: new rows must be numbered after them.
 async fn restart_identities(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
-    for table in ["enrolment_tickets", "audit_events"] {
+    for table in ["enrolment_tickets", "audit_events", "oob_factors"] {
         let query = format!("SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false) FROM {table}");
         sqlx::query(&query).execute(&mut *conn).await?;
     }

@@ -356,6 +356,7 @@ impl FactorStore for SqliteStore {
             FactorRef::Webauthn(id) => {
                 sqlx::query("DELETE FROM webauthn_credentials WHERE username = ? AND id = ?").bind(username).bind(id)
             }
+            FactorRef::Oob(id) => sqlx::query("DELETE FROM oob_factors WHERE username = ? AND id = ?").bind(username).bind(id),
         }
         .execute(&mut *tx)
         .await?;
@@ -365,7 +366,8 @@ impl FactorStore for SqliteStore {
         let kinds = serde_json::to_string(usable_kinds).unwrap_or_else(|_| "[]".into());
         let left: i64 = sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM totp_credentials WHERE username = ?1)
-                  + (SELECT count(*) FROM webauthn_credentials WHERE username = ?1 AND kind IN (SELECT value FROM json_each(?2)))",
+                  + (SELECT count(*) FROM webauthn_credentials WHERE username = ?1 AND kind IN (SELECT value FROM json_each(?2)))
+                  + (SELECT count(*) FROM oob_factors WHERE username = ?1 AND channel IN (SELECT value FROM json_each(?2)))",
         )
         .bind(username)
         .bind(kinds)
@@ -530,8 +532,8 @@ impl SnapshotStore for SqliteStore {
             .map(sign_in_row)
             .collect();
         let signing_keys = self.keys.read()?.map(|keys| keys.json);
-        let (admin_tokens, tickets, audit) = super::sqlite_admin::export_admin(&mut *self.pool.acquire().await?).await?;
-        Ok(Snapshot { totp, webauthn, recovery_codes, devices, sign_ins, signing_keys, admin_tokens, tickets, audit })
+        let (admin_tokens, tickets, audit, oob) = super::sqlite_admin::export_admin(&mut *self.pool.acquire().await?).await?;
+        Ok(Snapshot { totp, webauthn, oob, recovery_codes, devices, sign_ins, signing_keys, admin_tokens, tickets, audit })
     }
 
     /// The rows are written in one transaction; the signing keys file is

@@ -111,6 +111,13 @@ delegate!(RecoveryStore, recovery {
     fn recovery_codes_left(&self, username: &str) -> (u32, Option<i64>);
 });
 
+delegate!(OobStore, factors {
+    fn oob_factors(&self, username: &str) -> Vec<OobRow>;
+    fn insert_oob(&self, row: &OobRow) -> Option<i64>;
+    fn rename_oob(&self, username: &str, id: i64, name: &str) -> bool;
+    fn touch_oob(&self, id: i64, now: i64) -> ();
+});
+
 delegate!(FactorStore, factors {
     fn remove_factor(&self, username: &str, factor: FactorRef, usable_kinds: &[&str], keep_one: bool) -> Removal;
 });
