@@ -225,7 +225,8 @@ impl PhoneChannelConfig {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        let files = [self.twilio.as_mut().and_then(|t| t.auth_token_file.as_mut()), self.webhook.as_mut().and_then(|w| w.secret_file.as_mut())];
+        let files =
+            [self.twilio.as_mut().and_then(|t| t.auth_token_file.as_mut()), self.webhook.as_mut().and_then(|w| w.secret_file.as_mut())];
         for file in files.into_iter().flatten() {
             resolve(file, base);
         }

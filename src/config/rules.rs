@@ -331,6 +331,8 @@ fn required_factors(names: &[String]) -> Result<crate::methods::MethodSet, Strin
     }
     names.iter().try_fold(MethodSet::default(), |set, name| match MethodSet::parse_name(name) {
         Some(named) => Ok(set.union(named)),
-        None => Err(format!("unknown factor `{name}` in `factors`: use `webauthn`, `security_key`, `platform`, `totp`, `sms`, `voice`, `phone` or `email`")),
+        None => Err(format!(
+            "unknown factor `{name}` in `factors`: use `webauthn`, `security_key`, `platform`, `totp`, `sms`, `voice`, `phone` or `email`"
+        )),
     })
 }

@@ -16,8 +16,7 @@ use super::csrf::{self, Binding};
 use super::pages::{html, EnrollCodePage};
 use super::redirect::{rd_param, safe_return_to};
 use super::second_factor::{
-    checked_form, form_done, may_enrol, render_challenge, reserve_attempt, retry_page, ChallengeView, Choice, CodeForm, Enrolled,
-    Enrolment,
+    checked_form, form_done, may_enrol, render_challenge, reserve_attempt, retry_page, ChallengeView, Choice, CodeForm, Enrolled, Enrolment,
 };
 use super::{
     audit, bad_form, csrf_refused, current_session, error_page, see_other, with_retry_after, with_return_to, Failure, PortalError,
@@ -83,9 +82,12 @@ pub async fn send(
         return Ok(see_other(&with_return_to(SECOND_FACTOR, &rd)));
     };
     let purpose = Purpose { channel, destination: row.destination, factor: Some(factor) };
-    let outcome = send_code(&gateway, &request, &session, purpose).await.map_err(fail)?;
+    let outcome = send_code(&gateway, &request, &session, purpose.clone()).await.map_err(fail)?;
+    // Too soon: the code sent moments ago may still be typed.
+    let pending = gateway.oob.pending_purpose(&session.key).await.map_err(|e| fail(e.into()))?;
+    let code_sent = outcome == SendOutcome::Sent || pending.as_ref() == Some(&purpose);
     let choice = Choice::Sent { factor, channel };
-    let view = ChallengeView::new(&enrolled, choice, &rd, None, outcome == SendOutcome::Sent);
+    let view = ChallengeView::new(&enrolled, choice, &rd, None, code_sent);
     let (status, error) = outcome_page(&outcome);
     let view = ChallengeView { error: error.as_deref(), ..view };
     Ok(with_retry(render_challenge(&gateway, &session, rd, view, status), &outcome))
@@ -308,8 +310,7 @@ fn destination_of(gateway: &Gateway, session: &Session, channel: Channel, typed:
 
 /// Counts and sends a code, logging and auditing what the limits refused.
 async fn send_code(gateway: &Gateway, request: &PortalRequest, session: &Session, purpose: Purpose) -> Result<SendOutcome, PortalError> {
-    let requester =
-        Requester { session_key: &session.key, username: &session.username, client_ip: request.client_ip, host: &request.host };
+    let requester = Requester { session_key: &session.key, username: &session.username, client_ip: request.client_ip, host: &request.host };
     let channel = purpose.channel;
     let outcome = gateway.oob.send(&requester, purpose).await.map_err(PortalError::from)?;
     let reason = match outcome {

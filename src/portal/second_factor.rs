@@ -63,7 +63,10 @@ pub enum Choice {
     Webauthn,
     Totp,
     /// A code sent to one of the user's phone numbers or email addresses.
-    Sent { factor: i64, channel: Channel },
+    Sent {
+        factor: i64,
+        channel: Channel,
+    },
     Recovery,
 }
 

@@ -203,11 +203,9 @@ pub async fn rename(
             .rename_webauthn(&session.username, id, &clean_name(&form.name, Method::SecurityKey))
             .await
             .map_err(|e| fail(e.into()))?,
-        Some(FactorRef::Oob(id)) => gateway
-            .store
-            .rename_oob(&session.username, id, &clean_name(&form.name, Method::Sms))
-            .await
-            .map_err(|e| fail(e.into()))?,
+        Some(FactorRef::Oob(id)) => {
+            gateway.store.rename_oob(&session.username, id, &clean_name(&form.name, Method::Sms)).await.map_err(|e| fail(e.into()))?
+        }
         None => false,
     };
     if renamed {

@@ -12,6 +12,8 @@ pub mod killable;
 pub mod postgres;
 pub mod redis;
 pub mod servers;
+pub mod sms_provider;
+pub mod smtp;
 pub mod totp;
 pub mod upstream;
 pub mod webauthn;

@@ -150,4 +150,19 @@ mod tests {
         assert_eq!(message.sms_text(), "741952 is your Example code.\n\n@app.example.com #741952");
         assert!(message.spoken_text().contains("7, 4, 1, 9, 5, 2. Again"));
     }
+
+    /// Providers echo what they were sent; the error (which is logged)
+    /// keeps only the status and the provider's error code.
+    #[tokio::test]
+    async fn provider_errors_keep_no_body() {
+        let echo = r#"{"code": 21211, "message": "Invalid 'To' 741952", "more_info": "token=secret"}"#;
+        let response = http::Response::builder().status(400).body(echo).unwrap();
+        let error = answer_of(Ok(reqwest::Response::from(response))).await.unwrap_err();
+        assert_eq!(error.to_string(), "the provider refused the message (HTTP 400, error 21211)");
+        for status in [429, 500, 503] {
+            let response = http::Response::builder().status(status).body("741952").unwrap();
+            let error = answer_of(Ok(reqwest::Response::from(response))).await.unwrap_err();
+            assert!(matches!(error, DeliveryError::Unavailable(ref detail) if detail == &format!("HTTP {status}")), "{error}");
+        }
+    }
 }

@@ -119,7 +119,8 @@ mod tests {
     #[test]
     fn email_addresses_are_checked() {
         assert_eq!(email_address(" alice@Example.COM "), Some("alice@example.com".into()));
-        for bad in ["alice", "alice@", "@example.com", "a b@example.com", "alice@localhost", "a@b.com>, x@y.com", "a@b.com\r\nBcc: x@y.com"] {
+        for bad in ["alice", "alice@", "@example.com", "a b@example.com", "alice@localhost", "a@b.com>, x@y.com", "a@b.com\r\nBcc: x@y.com"]
+        {
             assert_eq!(email_address(bad), None, "{bad:?}");
         }
     }

@@ -70,9 +70,13 @@ struct Pending {
 pub enum SendOutcome {
     Sent,
     /// The same destination got a code moments ago.
-    TooSoon { retry_after: i64 },
+    TooSoon {
+        retry_after: i64,
+    },
     /// A limit per user, destination or address is reached.
-    Limited { retry_after: i64 },
+    Limited {
+        retry_after: i64,
+    },
     /// The provider did not take it; nothing was kept.
     Failed,
 }
@@ -81,7 +85,9 @@ pub enum SendOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeVerdict {
     Accepted(Purpose),
-    Wrong { left: u32 },
+    Wrong {
+        left: u32,
+    },
     /// No unexpired code for this session: never sent, used, or expired.
     NoCode,
     /// The code took its last wrong try; a new one must be sent.
@@ -115,7 +121,13 @@ pub struct OobFactor {
 impl OobFactor {
     /// The channels the configuration switches on, with their providers;
     /// an error names a setting that cannot be used (a missing secret).
-    pub fn new(config: &Config, store: Arc<dyn Store>, cache: Arc<dyn Cache>, secrets: Arc<Secrets>, clock: Arc<dyn Clock>) -> Result<Self, String> {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        cache: Arc<dyn Cache>,
+        secrets: Arc<Secrets>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
         let email = match &config.email {
             Some(email) => Some(Arc::new(email::EmailSender::new(email, &config.branding)?) as Arc<dyn Deliver>),
             None => None,
@@ -207,7 +219,9 @@ impl OobFactor {
 
     /// Sends a new code for `purpose`, replacing the session's earlier one
     /// once it is sent. The limits are counted first; a provider failure
-    /// keeps nothing, so the earlier code (if any) still works.
+    /// keeps nothing, so the earlier code (if any) still works, and lifts
+    /// the cool-down, so the user may ask again at once (the hourly and
+    /// daily counts stand: failures must not be a way round them).
     pub async fn send(&self, requester: &Requester<'_>, purpose: Purpose) -> Result<SendOutcome, OobError> {
         let Some(provider) = self.provider(purpose.channel) else {
             return Ok(SendOutcome::Failed);
@@ -226,6 +240,7 @@ impl OobFactor {
         };
         if let Err(e) = provider.deliver(&message).await {
             tracing::warn!(channel = purpose.channel.name(), user = %requester.username, error = %e, "could not send a one-time code");
+            self.cache.reset(&self.cooldown(requester, &purpose)).await?;
             return Ok(SendOutcome::Failed);
         }
         let id = hex(&random_bytes::<16>());
@@ -291,8 +306,7 @@ impl OobFactor {
     /// refused it.
     async fn count_send(&self, requester: &Requester<'_>, purpose: &Purpose) -> Result<Option<SendOutcome>, OobError> {
         let destination = purpose.destination.as_str();
-        let cooldown = self.counter("oob-cooldown", &["cooldown", requester.username, destination], 1);
-        if let Err(refusal) = self.cache.count_all(&[cooldown], self.config.resend_after).await? {
+        if let Err(refusal) = self.cache.count_all(&[self.cooldown(requester, purpose)], self.config.resend_after).await? {
             return Ok(Some(SendOutcome::TooSoon { retry_after: retry_after(refusal) }));
         }
         let address = crate::throttle::subscriber(requester.client_ip);
@@ -310,6 +324,11 @@ impl OobFactor {
             }
         }
         Ok(None)
+    }
+
+    /// One send per user and destination within `resend_after`.
+    fn cooldown(&self, requester: &Requester<'_>, purpose: &Purpose) -> Counter {
+        self.counter("oob-cooldown", &["cooldown", requester.username, &purpose.destination], 1)
     }
 
     fn counter(&self, bucket: &'static str, parts: &[&str], limit: u32) -> Counter {

@@ -20,7 +20,8 @@ pub struct Twilio {
 impl Twilio {
     pub fn new(config: &TwilioConfig, channel: Channel, timeout: i64) -> Result<Self, String> {
         let section = channel.name();
-        let auth_token = read_secret(&format!("{section}.twilio.auth_token"), config.auth_token_env.as_deref(), config.auth_token_file.as_deref())?;
+        let auth_token =
+            read_secret(&format!("{section}.twilio.auth_token"), config.auth_token_env.as_deref(), config.auth_token_file.as_deref())?;
         let resource = if channel == Channel::Voice { "Calls.json" } else { "Messages.json" };
         let path = format!("2010-04-01/Accounts/{}/{resource}", config.account_sid);
         let endpoint = config.api_url.join(&path).map_err(|e| format!("[{section}.twilio] api_url: {e}"))?;
@@ -48,7 +49,8 @@ impl Twilio {
 #[async_trait]
 impl Deliver for Twilio {
     async fn deliver(&self, message: &Message) -> Result<(), DeliveryError> {
-        let request = self.client.post(self.endpoint.clone()).basic_auth(&self.account_sid, Some(&*self.auth_token)).form(&self.form(message));
+        let request =
+            self.client.post(self.endpoint.clone()).basic_auth(&self.account_sid, Some(&*self.auth_token)).form(&self.form(message));
         answer_of(request.send().await).await
     }
 }
