@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::browser::run_browser_flow;
+use common::browser::{run_browser_flow, run_browser_flow_with};
+use common::smtp::SmtpSink;
 use common::*;
 
 /// `app.localhost` is a secure context in Chromium and resolves to
@@ -44,4 +45,32 @@ async fn a_passkey_signs_in_without_a_password_in_chromium() {
     let setup = Setup { apps: APPS.into(), extra: "[webauthn]\npasswordless = true\n".into(), ..Setup::default() };
     let gw = TestGateway::start_with(setup).await;
     tokio::task::block_in_place(|| run_flow(&gw, "passkey.mjs"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_email_factor_is_added_and_signs_in_in_chromium() {
+    let smtp = SmtpSink::start().await;
+    std::env::set_var("STEPGATE_TEST_SMTP_PASSWORD", common::smtp::SMTP_PASSWORD);
+    let extra = format!("[codes]\nresend_after = \"1s\"\n{}", smtp.email_section("alone = true"));
+    let gw = TestGateway::start_with(Setup { apps: APPS.into(), extra, ..Setup::default() }).await;
+    // The clock moves on while the flow runs, so the second code is not
+    // refused as a resend (the first is moments old).
+    let clock = gw.clock.clone();
+    let ticking = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            clock.advance(1);
+        }
+    });
+    let mail_dir = smtp.mail_dir();
+    tokio::task::block_in_place(|| {
+        run_browser_flow_with(
+            &format!("http://app.localhost:{}", gw.addr.port()),
+            gw.now(),
+            "email.mjs",
+            &[("STEPGATE_MAIL_DIR", mail_dir.as_os_str())],
+        )
+    });
+    ticking.abort();
+    smtp.stop().await;
 }

@@ -117,6 +117,11 @@ pub async fn verify(
     record(&gateway, &request, &session.username, channel, &verdict, false).await;
     match verdict {
         CodeVerdict::Accepted(purpose) if purpose.factor == Some(factor) => {
+            // The number or address may have been removed since the code was sent.
+            let rows = gateway.oob.factors(&session.username).await.map_err(|e| fail(e.into()))?;
+            if !rows.iter().any(|row| row.id == factor) {
+                return no_code_page(&gateway, &session, rd).await;
+            }
             super::second_factor::forget_attempts(&gateway, &session.username).await;
             gateway.oob.record_use(factor).await.map_err(|e| fail(e.into()))?;
             let proof = Proof { factor: channel.factor(), credential: Some(factor) };
@@ -263,12 +268,15 @@ pub async fn enrol_confirm(
     let Some(enrolment) = may_enrol(&gateway, &session).await.map_err(fail)? else {
         return Ok(see_other(&with_return_to(SECOND_FACTOR, &rd)));
     };
+    let page = EnrolForm::blank(&gateway, &session, Adding::of(channel));
+    if let Some(refusal) = refusal_to_add(&gateway, Adding::of(channel), enrolment) {
+        return Ok(page.page(&gateway, &session, rd, None, Some(refusal), StatusCode::FORBIDDEN));
+    }
     if let Err(refused) = reserve_attempt(&gateway, &session.username, &request).await.map_err(fail)? {
         return Ok(refused.page(&gateway));
     }
     let verdict = gateway.oob.check(&session.key, &form.code).await.map_err(|e| fail(e.into()))?;
     record(&gateway, &request, &session.username, channel, &verdict, true).await;
-    let page = EnrolForm::blank(&gateway, &session, Adding::of(channel));
     let masked = if channel == Channel::Email { mask_email(&destination) } else { mask_phone(&destination) };
     let purpose = match verdict {
         CodeVerdict::Accepted(purpose) if purpose.factor.is_none() => purpose,

@@ -70,6 +70,11 @@ impl SmtpSink {
         )
     }
 
+    /// Where each message lands, as `N.eml`.
+    pub fn mail_dir(&self) -> PathBuf {
+        self.dir.path().join("mail")
+    }
+
     /// How many messages were delivered.
     pub fn count(&self) -> usize {
         std::fs::read_dir(self.dir.path().join("mail"))
