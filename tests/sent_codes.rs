@@ -11,6 +11,7 @@ use common::sms_provider::{Answer, Provider, Received};
 use common::smtp::{code_in, SmtpSink, SMTP_USER};
 use common::*;
 use serde_json::Value;
+use std::sync::Arc;
 
 const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TWILIO_TOKEN: &str = "twilio-token-3b9e";
@@ -477,4 +478,87 @@ async fn a_stopped_smtp_server_shows_a_clear_page() {
     let failed = start_enrolment(&gw, &client, "email", "email", "").await;
     assert_eq!(failed.status(), 503);
     assert!(failed.text().await.unwrap().contains("We could not send the code"));
+}
+
+#[tokio::test]
+async fn the_security_page_renames_and_removes_a_phone_but_not_the_last_factor() {
+    let provider = Provider::start().await;
+    let gw = gateway(&provider, Phones::TwilioSmsWebhookVoice, "").await;
+    let client = gw.browser();
+    enrol_phone_by_sms(&gw, &provider, &client).await;
+    let settings = page(&client, gw.app("/.stepgate/settings")).await;
+    let handle = regex::Regex::new(r#"name="factor" value="(oob:\d+)""#).unwrap().captures(&settings).unwrap()[1].to_string();
+    let csrf = form_value(&settings, "csrf");
+
+    let renamed =
+        post(&client, gw.app("/.stepgate/settings/factors/rename"), &[("csrf", &csrf), ("factor", &handle), ("name", "Work mobile")]).await;
+    assert!(renamed.text().await.unwrap().contains("Work mobile"));
+
+    // Every app rule here asks for a second factor: the only one stays.
+    let remove = [("csrf", csrf.as_str()), ("factor", handle.as_str())];
+    let refused = post(&client, gw.app("/.stepgate/settings/factors/remove"), &remove).await;
+    assert!(refused.text().await.unwrap().contains("This is your last second factor"));
+
+    // With an authenticator app beside it, the phone can go.
+    let add = page(&client, gw.app("/.stepgate/settings/add-totp")).await;
+    let secret = regex::Regex::new(r#"id="secret">([A-Z2-7=]+)<"#).unwrap().captures(&add).unwrap()[1].to_string();
+    let code = totp::code(&secret, gw.now());
+    let fields = [("csrf", form_value(&add, "csrf")), ("code", code), ("rd", "/.stepgate/settings".into())];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(post(&client, gw.app("/.stepgate/second-factor/totp/enroll"), &fields).await.status(), 303);
+    let removed = post(&client, gw.app("/.stepgate/settings/factors/remove"), &remove).await;
+    let text = removed.text().await.unwrap();
+    assert!(text.contains("Removed.") && !text.contains("Work mobile"), "{text}");
+    assert!(gw.gateway().store.oob_factors(ALICE).await.unwrap().is_empty());
+}
+
+/// Two instances on one PostgreSQL and one Redis: a code sent by one is
+/// typed on the other, and the cool-down counted on one holds on both.
+/// Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379.
+#[tokio::test]
+async fn codes_and_their_limits_are_shared_by_every_instance() {
+    set_secrets();
+    let provider = Provider::start().await;
+    let backends = common::backends::SharedBackends::new().await;
+    let clock = stepgate::clock::ManualClock::new();
+    let users = users_file();
+    let setup = || Setup {
+        extra: format!("{}\n[limits]\ncode_failures = 50\n{}", backends.config(), twilio("sms", &provider)),
+        apps: APPS.into(),
+        users: Some(users.clone()),
+        ..Setup::default()
+    };
+    let a = TestGateway::start_on_backends(setup(), clock.clone()).await;
+    let b = TestGateway::start_on_backends(setup(), clock.clone()).await;
+    // A browser whose requests a load balancer sends to either instance.
+    let browser = || {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let client =
+            |gw: &TestGateway| gw.client_builder().cookie_provider(jar.clone()).default_headers(browser_headers()).build().unwrap();
+        (client(&a), client(&b))
+    };
+
+    // Alice's phone, as an earlier enrolment left it (the cache's windows run
+    // on Redis's own clock, so this test sends no code it would have to wait out).
+    let phone = stepgate::store::OobRow {
+        id: 0,
+        username: ALICE.into(),
+        channel: "phone".into(),
+        destination: PHONE_E164.into(),
+        name: "Mobile".into(),
+        created: a.now(),
+        last_used: None,
+    };
+    a.gateway().store.insert_oob(&phone).await.unwrap().expect("a new phone");
+
+    // The code is asked for on B, resent too soon on A, typed on A.
+    let (on_a, on_b) = browser();
+    sign_in(&b, &on_b, ALICE, ALICE_PASSWORD, "/admin/").await;
+    let method = method_on(&page(&on_b, b.app("/.stepgate/second-factor")).await, "sms");
+    assert_eq!(send_code(&b, &on_b, &method).await.status(), 200);
+    let code = sms_code(&provider.last());
+    assert_eq!(send_code(&a, &on_a, &method).await.status(), 429, "the cool-down is shared");
+    assert_eq!(type_code(&a, &on_a, &code).await.status(), 303);
+    assert_eq!(on_b.get(b.app("/admin/")).send().await.unwrap().status(), 200);
+    drop((a, b));
 }

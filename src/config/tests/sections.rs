@@ -114,3 +114,34 @@ fn cookie_domains_match_as_browsers_match_them() {
         assert_eq!(domain_matches(host, domain), matches, "{host} / {domain}");
     }
 }
+
+#[test]
+fn sent_code_channels_are_checked() {
+    let error = |top: &str| parse(&config_with(top, "", "")).unwrap_err().to_string();
+    let webhook = "[sms.webhook]\nurl = \"https://sms.example.com/send\"\nsecret_env = \"SMS_SECRET\"\n";
+    assert!(error(&format!("[sms]\ncountries = []\n{webhook}")).contains("list the countries"));
+    assert!(error(&format!("[sms]\ncountries = [\"XX\"]\n{webhook}")).contains("`XX` is not an ISO 3166 country code"));
+    assert!(error("[voice]\ncountries = [\"CH\"]\n").contains("[voice] needs one provider"));
+    let both = format!(
+        "[sms]\ncountries = [\"CH\"]\n{webhook}[sms.twilio]\naccount_sid = \"AC1\"\nauth_token_env = \"T\"\nfrom = \"+15005550006\"\n"
+    );
+    assert!(error(&both).contains("[sms] needs one provider"));
+    let no_secret = "[sms]\ncountries = [\"CH\"]\n[sms.webhook]\nurl = \"https://sms.example.com/send\"\n";
+    assert!(error(no_secret).contains("set secret_env or secret_file"));
+    let config = parse(&config_with(&format!("[sms]\ncountries = [\"CH\", \"DE\"]\n{webhook}"), "", "")).unwrap();
+    assert_eq!(config.sms.unwrap().countries, ["CH", "DE"]);
+
+    let email = |extra: &str| format!("[email]\nserver = \"smtp.example.com\"\nsender = \"Security <security@example.com>\"\n{extra}");
+    assert!(error(&email("tls = \"none\"")).contains("only for a relay on localhost"));
+    assert!(error(&email("username = \"gw\"")).contains("set password_env or password_file"));
+    assert!(error(&email("password_env = \"P\"")).contains("a password needs a username"));
+    let bad_sender = "[email]\nserver = \"smtp.example.com\"\nsender = \"not an address\"\n";
+    assert!(error(bad_sender).contains("email.sender"));
+    let config = parse(&config_with(&email(""), "", "")).unwrap();
+    assert_eq!(config.email.as_ref().unwrap().port(), 587, "STARTTLS by default");
+    assert!(!config.email.unwrap().alone, "email is not a factor alone by default");
+
+    assert!(error("[codes]\nattempts = 0\n").contains("codes.attempts"));
+    assert!(error("[codes]\nper_user = { hour = 5, day = 2 }\n").contains("codes.per_user"));
+    assert!(error("[codes]\nlifetime = \"2h\"\n").contains("codes.lifetime"));
+}
