@@ -562,3 +562,40 @@ async fn codes_and_their_limits_are_shared_by_every_instance() {
     assert_eq!(on_b.get(b.app("/admin/")).send().await.unwrap().status(), 200);
     drop((a, b));
 }
+
+#[tokio::test]
+async fn a_phone_only_route_leads_a_user_with_an_app_to_add_a_phone() {
+    let provider = Provider::start().await;
+    let apps = APPS.replace(
+        "path = \"/admin/\"",
+        "path = \"/phone-only/\"\npolicy = \"always\"\nfactors = [\"phone\"]\n\n[[apps.rules]]\npath = \"/admin/\"",
+    );
+    set_secrets();
+    let extra = format!("[limits]\ncode_failures = 50\n{}", twilio("sms", &provider));
+    let gw = TestGateway::start_with(Setup { extra, apps, ..Setup::default() }).await;
+    let client = gw.browser();
+    sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/admin/").await;
+    enroll_totp(&gw, &client).await;
+    let step_up = client.get(gw.app("/phone-only/")).send().await.unwrap();
+    assert_eq!(step_up.status(), 302);
+    let location = step_up.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.contains("need=sms,voice"), "{location}");
+    // Just after the app's code: the user may add a phone, and is sent to do so.
+    let add = client.get(gw.app(&location)).send().await.unwrap();
+    assert_eq!(add.status(), 303);
+    assert!(add.headers()["location"].to_str().unwrap().starts_with("/.stepgate/enrol/phone?rd="));
+    let sent = start_enrolment(&gw, &client, "phone", "sms", PHONE).await;
+    let code_page = sent.text().await.unwrap();
+    let added = confirm_enrolment(&gw, &client, &code_page, &sms_code(&provider.last())).await;
+    assert_eq!(added.status(), 303);
+    // An added factor passes nothing by itself: the route asks for a code by SMS.
+    let again = client.get(gw.app("/phone-only/")).send().await.unwrap();
+    assert_eq!(again.status(), 302);
+    let challenge = page(&client, gw.app(again.headers()["location"].to_str().unwrap())).await;
+    let method = method_on(&challenge, "sms");
+    assert!(!challenge.contains("authenticator app"), "the app does not satisfy this route");
+    gw.clock.advance(31);
+    assert_eq!(send_code(&gw, &client, &method).await.status(), 200);
+    assert_eq!(type_code(&gw, &client, &sms_code(&provider.last())).await.status(), 303);
+    assert_eq!(client.get(gw.app("/phone-only/")).send().await.unwrap().status(), 200);
+}

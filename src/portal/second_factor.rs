@@ -248,10 +248,14 @@ pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, ur
         // The page needs a factor the user has not set up. One they have
         // proves it is them first; then they may add the stronger one.
         if may_change_factors(&gateway, &session, &enrolled) {
-            return Ok(add_webauthn_page(&gateway, &session, rd, need));
+            return Ok(add_needed_factor(&gateway, &session, rd, need));
         }
         let back = format!("{PAGE}?need={}&rd={}", need.to_query(), urlencode(&rd));
-        let notice = "This page needs a security key or device biometrics. Confirm it's you first, then add one.";
+        let notice = if MethodSet::WEBAUTHN.union(need) == MethodSet::WEBAUTHN {
+            "This page needs a security key or device biometrics. Confirm it's you first, then add one."
+        } else {
+            "This page needs a kind of second factor you have not set up. Confirm it's you first, then add one."
+        };
         return Ok(challenge(&gateway, &session, &enrolled, MethodSet::ANY, &[], back, Some(notice)));
     }
     // The method asked for, else the one that last worked in this browser.
@@ -379,6 +383,23 @@ pub fn may_change_factors(gateway: &Gateway, session: &Session, enrolled: &Enrol
     let window = gateway.config.security_page.reauthenticate_after;
     let proofs = if enrolled.has_webauthn() { MethodSet::WEBAUTHN.union(MethodSet::of(&[Method::Recovery])) } else { MethodSet::ANY };
     session.method_times().latest(proofs).is_some_and(|at| gateway.clock.now() - at <= window)
+}
+
+/// Where a user adds a factor of `need`: WebAuthn when it is one, else a
+/// phone number or an email address.
+fn add_needed_factor(gateway: &Gateway, session: &Session, rd: String, need: MethodSet) -> Response {
+    if !webauthn_kinds(gateway, need).is_empty() {
+        return add_webauthn_page(gateway, session, rd, need);
+    }
+    let offered = |channel: Channel| need.contains(channel.method()) && gateway.oob.offers(channel);
+    if offered(Channel::Sms) || offered(Channel::Voice) {
+        return see_other(&with_return_to("/.stepgate/enrol/phone", &rd));
+    }
+    if offered(Channel::Email) {
+        return see_other(&with_return_to("/.stepgate/enrol/email", &rd));
+    }
+    let message = "This page needs a kind of second factor that cannot be added here. Ask your administrator.";
+    error_page(gateway, StatusCode::FORBIDDEN, "Not available", message)
 }
 
 fn add_webauthn_page(gateway: &Gateway, session: &Session, rd: String, need: MethodSet) -> Response {
