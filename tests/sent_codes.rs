@@ -599,3 +599,38 @@ async fn a_phone_only_route_leads_a_user_with_an_app_to_add_a_phone() {
     assert_eq!(type_code(&gw, &client, &sms_code(&provider.last())).await.status(), 303);
     assert_eq!(client.get(gw.app("/phone-only/")).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn hostile_forms_get_a_clear_4xx_and_send_nothing() {
+    let provider = Provider::start().await;
+    let gw = gateway(&provider, Phones::TwilioSmsWebhookVoice, "").await;
+    let endpoints = ["/.stepgate/second-factor/send", "/.stepgate/second-factor/code", "/.stepgate/enrol/send", "/.stepgate/enrol/confirm"];
+    for path in endpoints {
+        let anonymous = post(&gw.browser(), gw.app(path), &[("csrf", "x"), ("method", "sms:1"), ("code", "1"), ("channel", "sms")]).await;
+        assert_eq!(anonymous.status(), 403, "{path} without a session");
+    }
+    let client = gw.browser();
+    enrol_phone_by_sms(&gw, &provider, &client).await;
+    let sent_before = provider.received().len();
+    let csrf = form_value(&page(&client, gw.app("/.stepgate/settings")).await, "csrf");
+    for path in endpoints {
+        let forged = post(&client, gw.app(path), &[("csrf", "forged"), ("method", "sms:1"), ("code", "1"), ("channel", "sms")]).await;
+        assert_eq!(forged.status(), 403, "{path} with a forged CSRF token");
+        let empty = client.post(gw.app(path)).header("content-type", "application/x-www-form-urlencoded").body("").send().await.unwrap();
+        assert_eq!(empty.status(), 400, "{path} with an empty form");
+        let json = client.post(gw.app(path)).json(&serde_json::json!({"csrf": csrf, "code": "1"})).send().await.unwrap();
+        assert_eq!(json.status(), 400, "{path} with JSON");
+    }
+    for method in ["sms", "sms:", "sms:x", "sms:99999999999999999999999", "fax:1", "sms:-1", "email:1", &"s".repeat(10_000)] {
+        let refused = post(&client, gw.app("/.stepgate/second-factor/send"), &[("csrf", &csrf), ("method", method)]).await;
+        assert_eq!(refused.status(), 400, "method {method:?}");
+    }
+    for code in ["", "abcdef", "12345", "1234567", &"9".repeat(10_000), "١٢٣٤٥٦", "12345\u{0}6"] {
+        let refused = post(&client, gw.app("/.stepgate/second-factor/code"), &[("csrf", &csrf), ("code", code)]).await;
+        assert_eq!(refused.status(), 401, "code {code:?}");
+    }
+    let long = "+41".to_string() + &"4".repeat(100_000);
+    let refused = post(&client, gw.app("/.stepgate/enrol/send"), &[("csrf", &csrf), ("channel", "sms"), ("destination", &long)]).await;
+    assert!(refused.status().is_client_error(), "a long number: {}", refused.status());
+    assert_eq!(provider.received().len(), sent_before, "nothing was sent");
+}
