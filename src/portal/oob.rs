@@ -16,11 +16,12 @@ use super::csrf::{self, Binding};
 use super::pages::{html, EnrollCodePage};
 use super::redirect::{rd_param, safe_return_to};
 use super::second_factor::{
-    checked_form, form_done, may_enrol, render_challenge, reserve_attempt, retry_page, ChallengeView, Choice, CodeForm, Enrolled, Enrolment,
+    checked_form, form_done, may_enrol, render_challenge, reserve_attempt, retry_page, ChallengeView, Choice, CodeForm, Enrolled,
+    Enrolment, SignedForm,
 };
 use super::{
-    audit, bad_form, csrf_refused, current_session, error_page, see_other, with_retry_after, with_return_to, Failure, PortalError,
-    PortalRequest, PortalState,
+    audit, bad_form, current_session, error_page, see_other, with_retry_after, with_return_to, Failure, PortalError, PortalRequest,
+    PortalState,
 };
 use crate::audit::{Event, Kind, Outcome};
 use crate::factors::oob::destination::{email_address, mask_email, mask_phone, PhoneError};
@@ -52,6 +53,26 @@ pub struct DestinationForm {
     destination: String,
 }
 
+impl SignedForm for SendForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+
+    fn rd(&self) -> &str {
+        &self.rd
+    }
+}
+
+impl SignedForm for DestinationForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+
+    fn rd(&self) -> &str {
+        &self.rd
+    }
+}
+
 /// Sends a code to one of the user's phone numbers or addresses, then asks
 /// for it.
 pub async fn send(
@@ -61,16 +82,10 @@ pub async fn send(
     form: Result<Form<SendForm>, FormRejection>,
 ) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
-    let Ok(Form(form)) = form else {
-        return Ok(bad_form(&gateway));
+    let (session, form, rd) = match checked_form(&gateway, &jar, form).await.map_err(fail)? {
+        Ok(valid) => valid,
+        Err(refusal) => return Ok(refusal),
     };
-    let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
-        return Ok(session_ended(&gateway));
-    };
-    if !csrf::is_valid(&gateway, Binding::Session(&session), &form.csrf) {
-        return Ok(csrf_refused(&gateway));
-    }
-    let rd = safe_return_to(&gateway, Some(&form.rd));
     let enrolled = Enrolled::of(&gateway, &session.username).await.map_err(fail)?;
     let choice = Choice::from_name(&form.method).filter(|c| enrolled.choices(MethodSet::ANY).contains(c));
     let Some(Choice::Sent { factor, channel }) = choice else {
@@ -212,16 +227,10 @@ pub async fn enrol_send(
     form: Result<Form<DestinationForm>, FormRejection>,
 ) -> Result<Response, Failure> {
     let fail = |e| Failure(gateway.clone(), e);
-    let Ok(Form(form)) = form else {
-        return Ok(bad_form(&gateway));
+    let (session, form, rd) = match checked_form(&gateway, &jar, form).await.map_err(fail)? {
+        Ok(valid) => valid,
+        Err(refusal) => return Ok(refusal),
     };
-    let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
-        return Ok(session_ended(&gateway));
-    };
-    if !csrf::is_valid(&gateway, Binding::Session(&session), &form.csrf) {
-        return Ok(csrf_refused(&gateway));
-    }
-    let rd = safe_return_to(&gateway, Some(&form.rd));
     let Some(channel) = Channel::from_name(&form.channel).filter(|c| gateway.oob.offers(*c)) else {
         return Ok(bad_form(&gateway));
     };
@@ -373,10 +382,6 @@ async fn no_code_page(gateway: &Arc<Gateway>, session: &Session, rd: String) -> 
     let view = ChallengeView::new(&enrolled, choice, &rd, None, false);
     let view = ChallengeView { error: Some("That code has expired or was already used. Send a new one."), ..view };
     Ok(render_challenge(gateway, session, rd, view, StatusCode::UNAUTHORIZED))
-}
-
-fn session_ended(gateway: &Gateway) -> Response {
-    error_page(gateway, StatusCode::FORBIDDEN, "Session ended", "Your session has ended. Sign in again.")
 }
 
 /// Logs and audits a typed code's verdict; a code's digits never are.

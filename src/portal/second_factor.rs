@@ -528,11 +528,11 @@ pub async fn may_enrol(gateway: &Gateway, session: &Session) -> Result<Option<En
 
 /// The session, form and return target of a second-factor POST, or the
 /// response that refuses it (bad form, no session, CSRF).
-pub async fn checked_form(
+pub async fn checked_form<F: SignedForm>(
     gateway: &Gateway,
     jar: &CookieJar,
-    form: Result<Form<CodeForm>, FormRejection>,
-) -> Result<Result<(Arc<Session>, CodeForm, String), Response>, PortalError> {
+    form: Result<Form<F>, FormRejection>,
+) -> Result<Result<(Arc<Session>, F, String), Response>, PortalError> {
     let Ok(Form(form)) = form else {
         return Ok(Err(bad_form(gateway)));
     };
@@ -540,11 +540,27 @@ pub async fn checked_form(
         let message = "Your session has ended. Sign in again.";
         return Ok(Err(error_page(gateway, StatusCode::FORBIDDEN, "Session ended", message)));
     };
-    if !csrf::is_valid(gateway, Binding::Session(&session), &form.csrf) {
+    if !csrf::is_valid(gateway, Binding::Session(&session), form.csrf()) {
         return Ok(Err(csrf_refused(gateway)));
     }
-    let rd = safe_return_to(gateway, Some(&form.rd));
+    let rd = safe_return_to(gateway, Some(form.rd()));
     Ok(Ok((session, form, rd)))
+}
+
+/// A second-factor form: its CSRF token and its return target.
+pub trait SignedForm {
+    fn csrf(&self) -> &str;
+    fn rd(&self) -> &str;
+}
+
+impl SignedForm for CodeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+
+    fn rd(&self) -> &str {
+        &self.rd
+    }
 }
 
 /// A second factor just passed, or added.
