@@ -133,11 +133,22 @@ async fn a_help_desk_resets_a_lost_phone_and_the_employee_enrols_again() {
     enroll_totp(gw, &alice).await;
     add_security_key(gw, &alice, &mut WebauthnAuthenticator::new(SharedToken::new())).await;
     assert_eq!(reaches(gw, &alice, "/admin/").await, 200);
+    let phone = stepgate::store::OobRow {
+        id: 0,
+        username: ALICE.into(),
+        channel: "phone".into(),
+        destination: "+41446681867".into(),
+        name: "+41 •• ••• •• 67".into(),
+        created: gw.now(),
+        last_used: None,
+    };
+    gw.gateway().store.insert_oob(&phone).await.unwrap();
 
     let helpdesk = admin.token("helpdesk", &ALL_SCOPES, &[], None).await;
     let shown: Value = serde_json::from_str(&admin.cli(&helpdesk, &["--json", "users", "show", ALICE]).await).unwrap();
     let kinds: Vec<&str> = shown["factors"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["totp", "security_key"], "{shown}");
+    assert_eq!(kinds, ["totp", "security_key", "phone"], "{shown}");
+    assert!(!shown.to_string().contains("+41446681867"), "the number is shown masked only: {shown}");
     assert_eq!(shown["sessions"].as_array().unwrap().len(), 1, "{shown}");
     assert!(!shown.to_string().contains("secret"), "no secret is shown: {shown}");
     let table = admin.cli(&helpdesk, &["users", "list"]).await;
@@ -145,7 +156,8 @@ async fn a_help_desk_resets_a_lost_phone_and_the_employee_enrols_again() {
 
     // The phone and the key are lost: the help desk resets Alice's MFA...
     let reset = admin.cli(&helpdesk, &["mfa", "reset", ALICE]).await;
-    assert!(reset.contains("2 factors") && reset.contains("1 sessions ended"), "{reset}");
+    assert!(reset.contains("3 factors") && reset.contains("1 sessions ended"), "{reset}");
+    assert!(gw.gateway().store.oob_factors(ALICE).await.unwrap().is_empty(), "the phone went with the rest");
     assert_eq!(reaches(gw, &alice, "/admin/").await, 302, "the live session is refused at once");
     // ...and sends her an enrolment ticket.
     let base = format!("http://app.test:{}", gw.addr.port());
