@@ -209,12 +209,14 @@ impl PhoneChannelConfig {
         }
         match (&self.twilio, &self.webhook) {
             (Some(twilio), None) => {
+                encrypted(&twilio.api_url, &format!("[{section}.twilio] api_url"))?;
                 if twilio.auth_token_env.is_some() == twilio.auth_token_file.is_some() {
                     return Err(format!("[{section}.twilio]: set auth_token_env or auth_token_file"));
                 }
                 Ok(())
             }
             (None, Some(webhook)) => {
+                encrypted(&webhook.url, &format!("[{section}.webhook] url"))?;
                 if webhook.secret_env.is_some() == webhook.secret_file.is_some() {
                     return Err(format!("[{section}.webhook]: set secret_env or secret_file"));
                 }
@@ -230,6 +232,21 @@ impl PhoneChannelConfig {
         for file in files.into_iter().flatten() {
             resolve(file, base);
         }
+    }
+}
+
+/// Credentials and codes go over https, or over http only to this machine.
+fn encrypted(url: &url::Url, key: &str) -> Result<(), String> {
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!("{key} must be an https URL (http only to this machine): credentials and codes travel in it")),
     }
 }
 

@@ -31,6 +31,9 @@ use crate::methods::MethodSet;
 use crate::session::{Proof, Session};
 
 const SECOND_FACTOR: &str = "/.stepgate/second-factor";
+/// Phone numbers and addresses a user may have, so that nobody can grow
+/// their rows without bound.
+const MAX_PER_USER: usize = 10;
 
 #[derive(Deserialize)]
 pub struct SendForm {
@@ -241,6 +244,10 @@ pub async fn enrol_send(
     let mut page = EnrolForm::blank(&gateway, &session, kind);
     if let Some(refusal) = refusal_to_add(&gateway, kind, enrolment) {
         return Ok(page.page(&gateway, &session, rd, None, Some(refusal), StatusCode::FORBIDDEN));
+    }
+    if gateway.oob.factors(&session.username).await.map_err(|e| fail(e.into()))?.len() >= MAX_PER_USER {
+        let message = "You have as many phone numbers and addresses as allowed. Remove one first.";
+        return Ok(page.page(&gateway, &session, rd, None, Some(message), StatusCode::CONFLICT));
     }
     let destination = match destination_of(&gateway, &session, channel, &form.destination) {
         Ok(destination) => destination,

@@ -195,7 +195,7 @@ impl Enrolled {
     /// The choices that satisfy `need`, strongest first.
     pub fn choices(&self, need: MethodSet) -> Vec<Choice> {
         let mut all = Vec::new();
-        if self.security_keys > 0 && need.contains(Method::SecurityKey) || self.platform > 0 && need.contains(Method::Platform) {
+        if (self.security_keys > 0 && need.contains(Method::SecurityKey)) || (self.platform > 0 && need.contains(Method::Platform)) {
             all.push(Choice::Webauthn);
         }
         if self.totp {

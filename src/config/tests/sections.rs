@@ -128,6 +128,9 @@ fn sent_code_channels_are_checked() {
     assert!(error(&both).contains("[sms] needs one provider"));
     let no_secret = "[sms]\ncountries = [\"CH\"]\n[sms.webhook]\nurl = \"https://sms.example.com/send\"\n";
     assert!(error(no_secret).contains("set secret_env or secret_file"));
+    let plain = "[sms]\ncountries = [\"CH\"]\n[sms.webhook]\nurl = \"http://sms.example.com/send\"\nsecret_env = \"S\"\n";
+    assert!(error(plain).contains("must be an https URL"));
+    assert!(parse(&config_with(&plain.replace("sms.example.com", "127.0.0.1:9000"), "", "")).is_ok(), "http to this machine");
     let config = parse(&config_with(&format!("[sms]\ncountries = [\"CH\", \"DE\"]\n{webhook}"), "", "")).unwrap();
     assert_eq!(config.sms.unwrap().countries, ["CH", "DE"]);
 
