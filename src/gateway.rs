@@ -202,13 +202,13 @@ impl Gateway {
         cache: Arc<dyn Cache>,
     ) -> Result<Arc<Self>, StartError> {
         check_tls_files(&config)?;
-        let users = Directory::load(&config.users_file)?;
+        let users = Directory::for_config(&config, clock.clone())?;
         let geo = Arc::new(Geo::new(GeoDatabases::open_for(&config)?));
         let reachability = Reachability::new(clock.clone());
         reachability.spawn_probe(store.clone(), cache.clone());
         let sessions = Arc::new(Sessions::new(store.clone(), cache.clone(), reachability.clone(), clock.clone(), config.session.clone()));
         sessions.listen();
-        sessions.set_password_fingerprints(users.password_fingerprints(&secrets));
+        sessions.set_password_fingerprints(users.password_fingerprints(&secrets), users.is_external());
         let totp = Arc::new(TotpFactor::new(
             store.clone(),
             secrets.clone(),
@@ -284,13 +284,13 @@ impl Gateway {
     /// their running values, with a warning when the file changed them.
     pub fn reconfigure(&self, mut config: Config) -> Result<Arc<Self>, StartError> {
         keep_start_up_settings(&self.config, &mut config);
-        let users = Directory::load(&config.users_file)?;
+        let users = Directory::for_config(&config, self.clock.clone())?;
         let (apps_by_host, identity_headers) = route_apps(&config, &self.upstream_health, &self.clock)?;
         let oob = OobFactor::new(&config, self.store.clone(), self.cache.clone(), self.secrets.clone(), self.clock.clone());
         let oob = Arc::new(oob.map_err(StartError::Oob)?);
         // Last, because they swap shared state: nothing after them may fail.
         self.geo.reload(&config)?;
-        self.sessions.set_password_fingerprints(users.password_fingerprints(&self.secrets));
+        self.sessions.set_password_fingerprints(users.password_fingerprints(&self.secrets), users.is_external());
         Ok(Arc::new(Self {
             untrusted_networks: config.untrusted_networks(),
             returning_cookie_name: crate::portal::returning_cookie_name(&config),

@@ -56,12 +56,13 @@ pub fn explain(config: &Config, question: &Question) -> Result<String, ExplainEr
     let databases = GeoDatabases::open_for(config)?;
     let geo = databases.lookup(ip);
     let untrusted = policy::risk::is_untrusted_ip(&config.untrusted_networks(), config.risk.anonymous_ip_untrusted, ip, &geo);
-    let users = match &question.user {
-        Some(_) => Some(Directory::load(&config.users_file)?),
-        None => None,
+    let users = match (&question.user, &config.users_file) {
+        (Some(_), Some(file)) => Some(Directory::load(file)?),
+        (Some(name), None) => return Err(ExplainError::UnknownUser(name.clone())),
+        (None, _) => None,
     };
     let user = match (&question.user, &users) {
-        (Some(name), Some(users)) => Some(users.get(name).ok_or_else(|| ExplainError::UnknownUser(name.clone()))?.clone()),
+        (Some(name), Some(users)) => Some(users.get(name).ok_or_else(|| ExplainError::UnknownUser(name.clone()))?),
         _ => None,
     };
     let confidence = question.confidence.unwrap_or(if untrusted { Confidence::Low } else { Confidence::High });

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod directory;
 pub mod edge;
 pub mod factors;
 pub mod forward_auth;

@@ -114,7 +114,7 @@ impl LiveGateway {
         let gateway = self.current();
         let geoip = &gateway.config.geoip;
         let files =
-            [Some(config_path), Some(&gateway.config.users_file), geoip.city.as_ref(), geoip.asn.as_ref(), geoip.anonymous_ip.as_ref()];
+            [Some(config_path), gateway.config.users_file.as_ref(), geoip.city.as_ref(), geoip.asn.as_ref(), geoip.anonymous_ip.as_ref()];
         files.into_iter().flatten().map(|path| std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
     }
 }

@@ -171,7 +171,9 @@ fn run(command: Command) -> Result<(), String> {
         }
         Command::CheckConfig { file } => {
             let config = Config::load(&file).map_err(|e| e.to_string())?;
-            stepgate::users::Directory::load(&config.users_file).map_err(|e| e.to_string())?;
+            if let Some(users_file) = &config.users_file {
+                stepgate::users::Directory::load(users_file).map_err(|e| e.to_string())?;
+            }
             let geo = stepgate::geo::GeoDatabases::open_for(&config).map_err(|e| e.to_string())?;
             println!("{}: ok ({} apps)", file.display(), config.apps.len());
             for file in geo.uses() {

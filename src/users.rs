@@ -1,16 +1,21 @@
-//! The users file: who may sign in, and their first factor.
+//! Who may sign in, and their first factor: the users file, or an LDAP
+//! directory whose users are learned as they sign in and read again at an
+//! interval.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use argon2::password_hash::{self, Output, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::Deserialize;
 
+use crate::clock::{Clock, UnixTime};
+use crate::config::Config;
 use crate::config::ConfigError;
 use crate::crypto::Secrets;
+use crate::directory::ldap::LdapDirectory;
 
 /// No user name is longer, so a longer one can be refused before it is
 /// counted or hashed.
@@ -44,13 +49,49 @@ struct UsersFile {
 }
 
 /// The users, by user name.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Directory {
     users: HashMap<String, Arc<User>>,
     /// Verified against when the user name is unknown, so that a wrong name
     /// costs the same time as a wrong password.
     decoy_hash: String,
+    /// The LDAP directory, when users live there instead.
+    ldap: Option<Ldap>,
 }
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory").field("users", &self.users.len()).field("ldap", &self.ldap.is_some()).finish()
+    }
+}
+
+/// An LDAP directory and the users learned from it.
+struct Ldap {
+    directory: Arc<LdapDirectory>,
+    clock: Arc<dyn Clock>,
+    /// How long a learned user is served before it is read again.
+    recheck: i64,
+    learned: RwLock<HashMap<String, Learned>>,
+}
+
+/// A user as the directory last described them; None: no longer a user
+/// who may sign in (gone, locked or disabled).
+struct Learned {
+    user: Option<Arc<User>>,
+    checked: UnixTime,
+}
+
+/// A signed-in user as the directory has them now.
+pub enum Current {
+    User(Arc<User>),
+    /// No longer a user who may sign in: not listed, locked or disabled.
+    Gone,
+    /// Never seen here, and the directory does not answer.
+    Unknown,
+}
+
+/// After the directory failed to answer a re-check, the next try waits this long.
+const RECHECK_RETRY_SECS: i64 = 30;
 
 impl Directory {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -69,11 +110,117 @@ impl Directory {
                 return Err(ConfigError::Other { path: shown, message: format!("user `{name}` is listed twice") });
             }
         }
-        Ok(Self { users, decoy_hash: hash_password(&crate::crypto::random_token()) })
+        Ok(Self { users, decoy_hash: hash_password(&crate::crypto::random_token()), ldap: None })
     }
 
-    pub fn get(&self, username: &str) -> Option<&Arc<User>> {
-        self.users.get(username)
+    /// The directory the configuration names: the users file, or LDAP.
+    pub fn for_config(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
+        let other = |message: String| ConfigError::Other { path: "[directory.ldap]".into(), message };
+        match (&config.directory.ldap, &config.users_file) {
+            (Some(ldap), _) if config.directory.kind == crate::config::DirectoryKind::Ldap => {
+                let directory = LdapDirectory::new(ldap).map_err(other)?;
+                Ok(Self::ldap(Arc::new(directory), clock, ldap.recheck))
+            }
+            (_, Some(file)) => Self::load(file),
+            (_, None) => Err(other("no users_file and no LDAP directory".into())),
+        }
+    }
+
+    /// A directory of the LDAP server's users, who are learned as they sign in.
+    pub fn ldap(directory: Arc<LdapDirectory>, clock: Arc<dyn Clock>, recheck: i64) -> Self {
+        let ldap = Ldap { directory, clock, recheck, learned: RwLock::new(HashMap::new()) };
+        Self { users: HashMap::new(), decoy_hash: String::new(), ldap: Some(ldap) }
+    }
+
+    /// The LDAP directory, when users live there.
+    pub fn ldap_directory(&self) -> Option<&Arc<LdapDirectory>> {
+        self.ldap.as_ref().map(|ldap| &ldap.directory)
+    }
+
+    /// A user of the users file, or one learned from the directory.
+    pub fn get(&self, username: &str) -> Option<Arc<User>> {
+        if let Some(user) = self.users.get(username) {
+            return Some(user.clone());
+        }
+        let ldap = self.ldap.as_ref()?;
+        let learned = ldap.learned.read().unwrap_or_else(PoisonError::into_inner);
+        learned.get(username).and_then(|learned| learned.user.clone())
+    }
+
+    /// A user as [`Directory::get`], with a directory's user read again
+    /// once their entry is older than the re-check interval (or unknown
+    /// here, signed in on another instance). While the directory does not
+    /// answer, what was learned stands.
+    pub async fn current(&self, username: &str) -> Current {
+        let Some(ldap) = &self.ldap else {
+            return self.users.get(username).cloned().map_or(Current::Gone, Current::User);
+        };
+        let now = ldap.clock.now();
+        {
+            let learned = ldap.learned.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = learned.get(username).filter(|entry| now - entry.checked < ldap.recheck) {
+                return entry.user.clone().map_or(Current::Gone, Current::User);
+            }
+        }
+        let stale = {
+            let mut learned = ldap.learned.write().unwrap_or_else(PoisonError::into_inner);
+            match learned.get_mut(username) {
+                Some(entry) if now - entry.checked < ldap.recheck => return entry.user.clone().map_or(Current::Gone, Current::User),
+                // Claimed for this request: the others serve what was learned meanwhile.
+                Some(entry) => {
+                    entry.checked = now;
+                    Some(entry.user.clone())
+                }
+                None => None,
+            }
+        };
+        match ldap.directory.lookup(username).await {
+            Ok(found) => {
+                let user = found.filter(|found| !found.locked).map(|found| Arc::new(found.user));
+                self.learn_as(username, user.clone(), now);
+                user.map_or(Current::Gone, Current::User)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, user = %username, "could not read a user from the directory again");
+                ldap.directory.drop_connections().await;
+                let retry = now - ldap.recheck + RECHECK_RETRY_SECS;
+                match stale {
+                    Some(user) => {
+                        self.learn_as(username, user.clone(), retry);
+                        user.map_or(Current::Gone, Current::User)
+                    }
+                    None => Current::Unknown,
+                }
+            }
+        }
+    }
+
+    /// Remembers a user the directory just described (at sign-in).
+    pub fn learn(&self, user: User) -> Arc<User> {
+        let user = Arc::new(user);
+        if let Some(ldap) = &self.ldap {
+            self.learn_as(&user.username.clone(), Some(user.clone()), ldap.clock.now());
+        }
+        user
+    }
+
+    fn learn_as(&self, username: &str, user: Option<Arc<User>>, checked: UnixTime) {
+        if let Some(ldap) = &self.ldap {
+            let mut learned = ldap.learned.write().unwrap_or_else(PoisonError::into_inner);
+            learned.insert(username.to_string(), Learned { user, checked });
+        }
+    }
+
+    /// The fingerprint a new session of `username` keeps: for users of the
+    /// users file only (a directory's users are re-checked instead).
+    pub fn password_fingerprint(&self, username: &str, secrets: &Secrets) -> Option<String> {
+        self.users.get(username).map(|user| user.password_fingerprint(secrets))
+    }
+
+    /// Whether sessions without a password fingerprint may live: those of
+    /// a directory's users.
+    pub fn is_external(&self) -> bool {
+        self.ldap.is_some()
     }
 
     /// Every user, in no particular order.
@@ -90,6 +237,7 @@ impl Directory {
         Self {
             users: users.into_iter().map(|u| (u.username.clone(), Arc::new(u))).collect(),
             decoy_hash: hash_password(&crate::crypto::random_token()),
+            ldap: None,
         }
     }
 

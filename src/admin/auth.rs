@@ -154,7 +154,7 @@ impl Caller {
     /// The user of that name, if the token may see them; 404 otherwise,
     /// so that a limited token cannot learn who exists outside its groups.
     pub fn user(&self, users: &crate::users::Directory, name: &str) -> Result<Arc<User>, Problem> {
-        users.get(name).filter(|user| self.sees(user)).cloned().ok_or_else(Problem::no_such_user)
+        users.get(name).filter(|user| self.sees(user)).ok_or_else(Problem::no_such_user)
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod admin;
 mod backends;
+mod directory;
 mod edge;
 mod factors;
 mod forward_auth;
@@ -26,6 +27,7 @@ use toml::Spanned;
 
 pub use admin::{AdminConfig, AdminTls, AuditConfig};
 pub use backends::{CacheBackend, CacheConfig, DuringOutage, InlineUrl, StoreBackend, StoreConfig, UrlSource};
+pub use directory::{DirectoryConfig, DirectoryKind, LdapAttributes, LdapConfig, LdapGroups};
 pub use edge::{HeaderUnderscores, MethodOverride, PathMatching, WatchedQuery};
 pub use factors::{AppWebauthn, Attestation, RecoveryCodesConfig, SecurityPageConfig, UserVerification, WebauthnConfig};
 pub use forward_auth::AppMode;
@@ -63,8 +65,11 @@ impl ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
-    /// The users file, relative to the directory of this file.
-    pub users_file: PathBuf,
+    /// The users file, relative to the directory of this file; not needed
+    /// when users live in an LDAP directory (`[directory]`).
+    pub users_file: Option<PathBuf>,
+    #[serde(default)]
+    pub directory: DirectoryConfig,
     #[serde(default)]
     pub secrets: SecretsConfig,
     #[serde(default)]
@@ -581,6 +586,7 @@ impl Config {
         config.check_webauthn(&shown)?;
         config.check_portal(&shown)?;
         config.check_files(&shown)?;
+        config.directory.check(config.users_file.as_deref()).map_err(|message| ConfigError::Other { path: shown.clone(), message })?;
         oob::check(&config.codes, config.email.as_ref(), config.sms.as_ref(), config.voice.as_ref(), &shown)?;
         if let Some(admin) = &config.admin {
             admin.check(&config.server, &shown)?;
@@ -744,7 +750,10 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
-        resolve(&mut self.users_file);
+        if let Some(file) = &mut self.users_file {
+            resolve(file);
+        }
+        self.directory.resolve_paths(base);
         resolve(&mut self.server.data_dir);
         self.store.resolve_paths(base);
         self.cache.resolve_paths(base);

@@ -77,8 +77,8 @@ fn the_example_file_parses() {
         assert!(!app.rules.is_empty(), "app `{}` in the example has no rules", app.id());
     }
     let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config"));
-    assert_eq!(config.users_file, dir.join("users.example.toml"));
-    assert!(config.users_file.is_file(), "the example's users_file should exist");
+    assert_eq!(config.users_file.as_deref(), Some(dir.join("users.example.toml").as_path()));
+    assert!(config.users_file.as_ref().is_some_and(|f| f.is_file()), "the example's users_file should exist");
     assert!(config.server.tls.is_none(), "tls stays commented out in the example");
     assert!(config.secrets.encryption_key_file.is_none(), "encryption_key_file stays commented out in the example");
 }
@@ -366,7 +366,7 @@ fn relative_paths_are_resolved_against_the_directory_of_the_file() {
     // users_file line comes first.
     let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
     let dir = Path::new("/etc/stepgate");
-    assert_eq!(config.users_file, dir.join("users.toml"));
+    assert_eq!(config.users_file.as_deref(), Some(dir.join("users.toml").as_path()));
     assert_eq!(config.server.data_dir, dir.join("data"));
     let tls = config.server.tls.as_ref().unwrap();
     assert_eq!(tls.cert, dir.join("tls/cert.pem"));
@@ -379,7 +379,7 @@ fn absolute_paths_are_kept() {
     let text = "users_file = \"/srv/users.toml\"\n[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"/var/lib/stepgate\"\n\
                 [[apps]]\nid = \"a\"\nhosts = [\"a\"]\nupstreams = [\"http://127.0.0.1:1\"]\n";
     let config = parse(text).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.users_file, Path::new("/srv/users.toml"));
+    assert_eq!(config.users_file.as_deref(), Some(Path::new("/srv/users.toml")));
     assert_eq!(config.server.data_dir, Path::new("/var/lib/stepgate"));
 }
 
@@ -389,7 +389,7 @@ fn a_file_in_the_working_directory_resolves_against_it() {
     let config = Config::parse(&text, Path::new("stepgate.toml")).unwrap_or_else(|e| panic!("{e}"));
     // `Path::new("stepgate.toml").parent()` is `""`: paths stay relative to
     // the working directory, which is the file's directory.
-    assert_eq!(config.users_file, Path::new("users.toml"));
+    assert_eq!(config.users_file.as_deref(), Some(Path::new("users.toml")));
     assert_eq!(config.server.data_dir, Path::new("data"));
 }
 
@@ -628,12 +628,13 @@ fn duplicates_are_refused_at_the_second_occurrence() {
 #[test]
 fn missing_required_settings_are_refused() {
     let cases = [
-        ("users_file", "[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"d\"\n[[apps]]\nid = \"a\"\nhosts = [\"a\"]\nupstreams = [\"http://127.0.0.1:1\"]\n"),
         ("server", "users_file = \"u\"\n[[apps]]\nid = \"a\"\nhosts = [\"a\"]\nupstreams = [\"http://127.0.0.1:1\"]\n"),
         ("listen", "users_file = \"u\"\n[server]\ndata_dir = \"d\"\n[[apps]]\nid = \"a\"\nhosts = [\"a\"]\nupstreams = [\"http://127.0.0.1:1\"]\n"),
         ("data_dir", "users_file = \"u\"\n[server]\nlisten = \"127.0.0.1:8080\"\n[[apps]]\nid = \"a\"\nhosts = [\"a\"]\nupstreams = [\"http://127.0.0.1:1\"]\n"),
         ("cert", "users_file = \"u\"\n[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"d\"\n[server.tls]\nlisten = \"127.0.0.1:8443\"\nkey = \"k\"\n[[apps]]\nid = \"a\"\nhosts = [\"a\"]\nupstreams = [\"http://127.0.0.1:1\"]\n"),
     ];
+    let no_users = "[server]\nlisten = \"127.0.0.1:8080\"\ndata_dir = \"d\"\n[[apps]]\nid = \"a\"\nhosts = [\"a\"]\nupstreams = [\"http://127.0.0.1:1\"]\n[[apps.rules]]\npath = \"/\"\npolicy = \"never\"\n";
+    assert!(parse(no_users).unwrap_err().to_string().contains("users_file is required"));
     for (missing, text) in cases {
         let error = parse(text).err().unwrap_or_else(|| panic!("accepted without `{missing}`")).to_string();
         assert!(error.starts_with(PATH), "{error}");

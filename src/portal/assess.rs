@@ -54,7 +54,7 @@ pub async fn assess_sign_in(gateway: &Gateway, username: &str, ip: IpAddr, devic
         end_trust(gateway, username, device_id, &assessment).await?;
         trusted_until = None;
     }
-    let password_fingerprint = gateway.users.get(username).map(|user| user.password_fingerprint(&gateway.secrets));
+    let password_fingerprint = gateway.users.password_fingerprint(username, &gateway.secrets);
     Ok(SignInContext { assessment, country: geo.country, device_id: Some(device_id.to_string()), trusted_until, password_fingerprint })
 }
 

@@ -24,6 +24,7 @@ use super::{
     PortalState, Refused,
 };
 use crate::audit::{Event, Kind, Outcome, ANONYMOUS_ACTOR};
+use crate::directory::ldap::Verdict;
 use crate::gateway::Gateway;
 use crate::hash_gate::Admission;
 use crate::session::Factor;
@@ -102,13 +103,16 @@ pub async fn submit(
             return Ok(refused.page(&gateway));
         }
     };
-    let Some(user) = check_password(&gateway, attempt.admission, username, form.password).await.map_err(fail)? else {
-        let user = logged_user(&gateway, username);
-        tracing::info!(event = "password", outcome = "failure", user = %user, ip = %request.client_ip, "authentication");
-        let event = Event::new(Kind::SignIn, Outcome::Failure).detail("reason", "wrong_user_or_password");
-        audit(&gateway, &request, about_typed_name(&gateway, event, username)).await;
-        let error = Some("Wrong user name or password.");
-        return Ok(signin_page(&gateway, &pre, rd, username.to_string(), error, StatusCode::UNAUTHORIZED));
+    let user = match check_password(&gateway, attempt.admission, username, form.password).await.map_err(fail)? {
+        PasswordCheck::Accepted(user) => user,
+        refused => {
+            let (reason, status, message) = refused.answer();
+            let user = logged_user(&gateway, username);
+            tracing::info!(event = "password", outcome = "failure", reason, user = %user, ip = %request.client_ip, "authentication");
+            let event = Event::new(Kind::SignIn, Outcome::Failure).detail("reason", reason);
+            audit(&gateway, &request, about_typed_name(&gateway, event, username)).await;
+            return Ok(signin_page(&gateway, &pre, rd, username.to_string(), Some(message), status));
+        }
     };
     if let Err(e) = gateway.attempts.reset(&attempt.counted_for_user).await {
         tracing::warn!(error = %e, "could not forget the password attempts after a success");
@@ -163,18 +167,71 @@ fn attempt_keys(gateway: &Gateway, jar: &CookieJar, request: &PortalRequest, use
     }
 }
 
-/// Checks the password when the hash gate gives it a turn.
+/// What became of a user name and password.
+enum PasswordCheck {
+    Accepted(Arc<User>),
+    /// Unknown user or wrong password: one answer for both.
+    Wrong,
+    /// The directory says the account is locked or disabled.
+    Locked,
+    /// The directory says the password expired or must be changed.
+    Expired,
+    /// The directory did not answer: nobody signs in (fail closed).
+    Unavailable,
+}
+
+impl PasswordCheck {
+    /// The audit reason, the status and what the page says.
+    fn answer(&self) -> (&'static str, StatusCode, &'static str) {
+        match self {
+            PasswordCheck::Accepted(_) | PasswordCheck::Wrong => {
+                ("wrong_user_or_password", StatusCode::UNAUTHORIZED, "Wrong user name or password.")
+            }
+            PasswordCheck::Locked => {
+                ("account_locked", StatusCode::FORBIDDEN, "This account is locked or disabled. Contact your administrator.")
+            }
+            PasswordCheck::Expired => (
+                "password_expired",
+                StatusCode::FORBIDDEN,
+                "Your password has expired. Change it with your organisation's password tool, then sign in again.",
+            ),
+            PasswordCheck::Unavailable => {
+                ("directory_unavailable", StatusCode::SERVICE_UNAVAILABLE, "The user directory cannot be reached. Try again in a moment.")
+            }
+        }
+    }
+}
+
+/// Checks the password: against the users file when the hash gate gives
+/// it a turn, or against the LDAP directory (holding a place at the gate,
+/// which also bounds the binds in flight).
 async fn check_password(
     gateway: &Arc<Gateway>,
     admission: Admission,
     username: &str,
     password: String,
-) -> Result<Option<Arc<User>>, PortalError> {
+) -> Result<PasswordCheck, PortalError> {
     if password.len() > MAX_PASSWORD {
-        return Ok(None);
+        return Ok(PasswordCheck::Wrong);
+    }
+    if let Some(ldap) = gateway.users.ldap_directory() {
+        let verdict = ldap.authenticate(username, &password).await;
+        drop(admission);
+        return Ok(match verdict {
+            Ok(Verdict::Accepted(user)) => PasswordCheck::Accepted(gateway.users.learn(user)),
+            Ok(Verdict::Wrong) => PasswordCheck::Wrong,
+            Ok(Verdict::Locked) => PasswordCheck::Locked,
+            Ok(Verdict::Expired) => PasswordCheck::Expired,
+            Err(e) => {
+                tracing::warn!(error = %e, "a sign-in could not reach the directory");
+                ldap.drop_connections().await;
+                PasswordCheck::Unavailable
+            }
+        });
     }
     let (checker, username) = (gateway.clone(), username.to_string());
-    Ok(admission.run(move || checker.users.authenticate(&username, &password)).await?)
+    let user = admission.run(move || checker.users.authenticate(&username, &password)).await?;
+    Ok(user.map_or(PasswordCheck::Wrong, PasswordCheck::Accepted))
 }
 
 /// Starts the session of a user whose password was right.

@@ -331,7 +331,7 @@ pub async fn passwordless_finish(
         Ok(proved) => proved,
         Err(failure) => return Err(audited_refusal(&gateway, &request, Kind::SignIn, None, failure).await),
     };
-    let Some(user) = gateway.users.get(&proved.username).cloned() else {
+    let Some(user) = gateway.users.get(&proved.username) else {
         return Err(Refusal::new(StatusCode::FORBIDDEN, "This account can no longer sign in."));
     };
     if let Some(previous) = current_session(&gateway, &jar).await? {

@@ -15,7 +15,7 @@ use crate::geo::GeoFacts;
 use crate::policy::{self, Decision, DenyReason, StepUp, Subject};
 use crate::session::Session;
 use crate::store::StoreError;
-use crate::users::User;
+use crate::users::{Current, User};
 
 /// A live session and its user.
 pub type SignedIn = (Arc<Session>, Arc<User>);
@@ -40,7 +40,18 @@ pub async fn signed_in_user(gateway: &Gateway, headers: &HeaderMap, https: bool)
     let Some(session) = gateway.sessions.lookup(id).await? else {
         return Ok(None);
     };
-    Ok(gateway.users.get(&session.username).cloned().map(|user| (session, user)))
+    match gateway.users.current(&session.username).await {
+        Current::User(user) => Ok(Some((session, user))),
+        Current::Gone => {
+            // Removed from the directory, locked or disabled: every session ends.
+            if gateway.users.is_external() {
+                let ended = gateway.sessions.end_all(&session.username).await?;
+                tracing::info!(event = "sessions_ended", reason = "directory", user = %session.username, sessions = ended, "security");
+            }
+            Ok(None)
+        }
+        Current::Unknown => Ok(None),
+    }
 }
 
 /// The policy's decision for the request; the debug log explains it.

@@ -267,6 +267,8 @@ pub struct Sessions {
     unknown: RwLock<HashMap<SessionKey, UnixTime>>,
     /// Each user's password fingerprint in the users file now in force.
     password_fingerprints: RwLock<HashMap<String, String>>,
+    /// Users live in an external directory (see [`Sessions::set_password_fingerprints`]).
+    external_directory: std::sync::atomic::AtomicBool,
 }
 
 /// Whether a lookup may be answered from the cache.
@@ -308,6 +310,7 @@ impl Sessions {
             cache: RwLock::new(SessionCache::default()),
             unknown: RwLock::new(HashMap::new()),
             password_fingerprints: RwLock::new(HashMap::new()),
+            external_directory: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -329,8 +332,11 @@ impl Sessions {
     /// Sets the users' password fingerprints (user name to fingerprint)
     /// of the users file in force: a session made under another password
     /// of its user, or of a user no longer listed, has ended.
-    pub fn set_password_fingerprints(&self, fingerprints: HashMap<String, String>) {
+    /// With `external` (an LDAP directory), a session without a fingerprint
+    /// lives on: its user is re-checked in the directory instead.
+    pub fn set_password_fingerprints(&self, fingerprints: HashMap<String, String>, external: bool) {
         *self.password_fingerprints.write().unwrap_or_else(PoisonError::into_inner) = fingerprints;
+        self.external_directory.store(external, Ordering::Relaxed);
     }
 
     /// The live session for a cookie value, or None when the value is
@@ -472,6 +478,9 @@ impl Sessions {
     }
 
     fn password_unchanged(&self, session: &Session) -> bool {
+        if session.context.password_fingerprint.is_none() {
+            return self.external_directory.load(Ordering::Relaxed);
+        }
         let fingerprints = self.password_fingerprints.read().unwrap_or_else(PoisonError::into_inner);
         let current = fingerprints.get(&session.username);
         current.is_some() && current == session.context.password_fingerprint.as_ref()

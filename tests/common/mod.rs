@@ -9,6 +9,7 @@ pub mod failing_cache;
 pub mod failing_store;
 pub mod geo;
 pub mod killable;
+pub mod ldap;
 pub mod postgres;
 pub mod redis;
 pub mod servers;

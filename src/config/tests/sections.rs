@@ -148,3 +148,25 @@ fn sent_code_channels_are_checked() {
     assert!(error("[codes]\nper_user = { hour = 5, day = 2 }\n").contains("codes.per_user"));
     assert!(error("[codes]\nlifetime = \"2h\"\n").contains("codes.lifetime"));
 }
+
+#[test]
+fn an_ldap_directory_is_checked() {
+    let ldap = |extra: &str| {
+        format!(
+            "[directory]\nkind = \"ldap\"\n[directory.ldap]\nurl = \"ldaps://ldap.example.com\"\nbind_dn = \"cn=svc,dc=example,dc=com\"\n\
+             bind_password_env = \"LDAP_PASSWORD\"\nbase_dn = \"ou=people,dc=example,dc=com\"\n{extra}"
+        )
+    };
+    let error = |top: &str| parse(&config_with(top, "", "")).unwrap_err().to_string();
+    let config = parse(&config_with(&ldap(""), "", "")).unwrap();
+    let directory = config.directory.ldap.unwrap();
+    assert_eq!((directory.user_filter.as_str(), directory.recheck, directory.pool), ("(uid={username})", 300, 4));
+    assert!(error(&ldap("").replace("ldaps://", "ldap://")).contains("clear text"));
+    assert!(parse(&config_with(&ldap("starttls = true").replace("ldaps://", "ldap://"), "", "")).is_ok());
+    assert!(error(&ldap("user_filter = \"uid={username}\"")).contains("user_filter"));
+    assert!(error(&ldap("user_filter = \"(uid=alice)\"")).contains("user_filter"));
+    assert!(error(&ldap("").replace("bind_password_env = \"LDAP_PASSWORD\"\n", "")).contains("bind_password_env"));
+    assert!(error(&ldap("[directory.ldap.groups]\nmember_of = \"\"")).contains("member_of or base_dn"));
+    assert!(error(&ldap("").replace("kind = \"ldap\"\n", "")).contains("directory.kind is not"));
+    assert!(error("[directory]\nkind = \"ldap\"\n").contains("needs [directory.ldap]"));
+}

@@ -1,0 +1,171 @@
+//! `[directory]`: where users and their passwords come from: the users
+//! file (the default) or an LDAP directory (OpenLDAP, Active Directory,
+//! FreeIPA).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::values;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectoryKind {
+    #[default]
+    File,
+    Ldap,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    #[serde(default)]
+    pub kind: DirectoryKind,
+    pub ldap: Option<LdapConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldaps://host:636` or `ldap://host:389` (with `starttls = true`
+    /// unless the server is on this machine).
+    pub url: url::Url,
+    #[serde(default)]
+    pub starttls: bool,
+    /// CA certificates (PEM) the server's certificate chains to, besides
+    /// the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The service account that searches for users.
+    pub bind_dn: String,
+    pub bind_password_env: Option<String>,
+    pub bind_password_file: Option<PathBuf>,
+    /// Where users are searched for (the whole subtree).
+    pub base_dn: String,
+    /// The search filter; `{username}` is replaced by the typed name with
+    /// every filter metacharacter escaped (RFC 4515).
+    #[serde(default = "default_user_filter")]
+    pub user_filter: String,
+    #[serde(default)]
+    pub attributes: LdapAttributes,
+    #[serde(default)]
+    pub groups: LdapGroups,
+    #[serde(default = "default_connect_timeout", with = "values::duration")]
+    pub connect_timeout: i64,
+    /// Each search and bind.
+    #[serde(default = "default_timeout", with = "values::duration")]
+    pub timeout: i64,
+    /// Service-account connections kept open.
+    #[serde(default = "default_pool")]
+    pub pool: usize,
+    /// How often a signed-in user's groups and account state are read again.
+    #[serde(default = "default_recheck", with = "values::duration")]
+    pub recheck: i64,
+}
+
+/// Which attributes hold what.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapAttributes {
+    /// The user name as stepgate knows it (and shows it to apps).
+    pub username: String,
+    pub display_name: String,
+    pub email: String,
+}
+
+impl Default for LdapAttributes {
+    fn default() -> Self {
+        Self { username: "uid".into(), display_name: "cn".into(), email: "mail".into() }
+    }
+}
+
+/// How a user's groups are found; a group is named by its `cn`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapGroups {
+    /// The user's attribute that lists the DNs of their groups
+    /// (`memberOf`); empty to search instead.
+    pub member_of: String,
+    /// Search here for groups, with `filter` (`{dn}` is the user's DN).
+    pub base_dn: Option<String>,
+    pub filter: String,
+    /// Active Directory: groups within groups count
+    /// (`LDAP_MATCHING_RULE_IN_CHAIN`).
+    pub nested: bool,
+}
+
+impl Default for LdapGroups {
+    fn default() -> Self {
+        Self { member_of: "memberOf".into(), base_dn: None, filter: "(member={dn})".into(), nested: false }
+    }
+}
+
+fn default_user_filter() -> String {
+    "(uid={username})".into()
+}
+
+fn default_connect_timeout() -> i64 {
+    5
+}
+
+fn default_timeout() -> i64 {
+    5
+}
+
+fn default_pool() -> usize {
+    4
+}
+
+fn default_recheck() -> i64 {
+    300
+}
+
+impl DirectoryConfig {
+    pub(super) fn check(&self, users_file: Option<&Path>) -> Result<(), String> {
+        match (self.kind, &self.ldap) {
+            (DirectoryKind::File, _) if users_file.is_none() => Err("users_file is required with the users file directory".into()),
+            (DirectoryKind::File, Some(_)) => Err("[directory.ldap] is set but directory.kind is not \"ldap\"".into()),
+            (DirectoryKind::File, None) => Ok(()),
+            (DirectoryKind::Ldap, None) => Err("directory.kind = \"ldap\" needs [directory.ldap]".into()),
+            (DirectoryKind::Ldap, Some(ldap)) => ldap.check(),
+        }
+    }
+
+    pub(super) fn resolve_paths(&mut self, base: &Path) {
+        if let Some(ldap) = &mut self.ldap {
+            for file in [ldap.ca_file.as_mut(), ldap.bind_password_file.as_mut()].into_iter().flatten() {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+        }
+    }
+}
+
+impl LdapConfig {
+    fn check(&self) -> Result<(), String> {
+        let loopback = matches!(self.url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        match self.url.scheme() {
+            "ldaps" if !self.starttls => {}
+            "ldaps" => return Err("directory.ldap: starttls is for ldap:// URLs; ldaps:// is TLS already".into()),
+            "ldap" if self.starttls || loopback => {}
+            "ldap" => return Err("directory.ldap: passwords would cross the network in clear text: use ldaps:// or starttls = true".into()),
+            other => return Err(format!("directory.ldap.url: `{other}` is not ldap or ldaps")),
+        }
+        if !self.user_filter.contains("{username}") || !self.user_filter.starts_with('(') {
+            return Err("directory.ldap.user_filter must be a filter in parentheses with {username}, e.g. (uid={username})".into());
+        }
+        if self.groups.member_of.is_empty() && self.groups.base_dn.is_none() {
+            return Err("directory.ldap.groups: set member_of or base_dn".into());
+        }
+        if !self.groups.filter.contains("{dn}") {
+            return Err("directory.ldap.groups.filter must contain {dn}".into());
+        }
+        if !(1..=32).contains(&self.pool) {
+            return Err("directory.ldap.pool must be between 1 and 32".into());
+        }
+        if self.bind_password_env.is_some() == self.bind_password_file.is_some() {
+            return Err("directory.ldap: set bind_password_env or bind_password_file".into());
+        }
+        Ok(())
+    }
+}
