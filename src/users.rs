@@ -27,6 +27,10 @@ pub struct User {
     pub username: String,
     pub display_name: String,
     pub email: String,
+    /// A phone number the page to add a phone offers first (it is still
+    /// verified with a code).
+    #[serde(default)]
+    pub phone: Option<String>,
     #[serde(default)]
     pub groups: Vec<String>,
     /// An argon2id PHC string from `stepgate hash-password`.
@@ -322,6 +326,7 @@ mod tests {
             username: name.into(),
             display_name: name.into(),
             email: format!("{name}@example.com"),
+            phone: None,
             groups: vec![],
             password: hash_password(password),
         }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::ldap::{group_dn, user_dn, Slapd, DIRECTORY_PASSWORD, SERVICE_PASSWORD};
+use common::ldap::{group_dn, user_dn, Slapd, ALICE_MOBILE, DIRECTORY_PASSWORD, SERVICE_PASSWORD};
 use common::*;
 use ldap3::Mod;
 use serde_json::Value;
@@ -155,4 +155,20 @@ async fn ldaps_and_starttls_check_the_servers_certificate() {
     let starttls = format!("ldap://localhost:{}", slapd.addr.port());
     let gw = gateway(&slapd, &starttls, "starttls = true").await;
     assert_eq!(sign_in(&gw, &gw.browser(), "bob", DIRECTORY_PASSWORD, "/").await.status(), 303);
+}
+
+#[tokio::test]
+async fn the_directorys_mobile_number_is_offered_when_a_user_adds_a_phone() {
+    let slapd = Slapd::start().await;
+    let provider = common::sms_provider::Provider::start().await;
+    std::env::set_var("STEPGATE_TEST_TWILIO_TOKEN", "token");
+    let sms = format!(
+        "[sms]\ncountries = [\"CH\"]\n[sms.twilio]\naccount_sid = \"AC1\"\nauth_token_env = \"STEPGATE_TEST_TWILIO_TOKEN\"\nfrom = \"+15005550006\"\napi_url = \"{}\"\n",
+        provider.url()
+    );
+    let gw = gateway(&slapd, &slapd.url(), &format!("\n{sms}")).await;
+    let client = gw.browser();
+    assert_eq!(sign_in(&gw, &client, "alice", DIRECTORY_PASSWORD, "/").await.status(), 303);
+    let page = client.get(gw.app("/.stepgate/enrol/phone")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(&format!("value=\"{ALICE_MOBILE}\"")), "{page}");
 }

@@ -70,11 +70,13 @@ pub struct LdapAttributes {
     pub username: String,
     pub display_name: String,
     pub email: String,
+    /// Offered first when the user adds a phone (still verified by a code).
+    pub phone: String,
 }
 
 impl Default for LdapAttributes {
     fn default() -> Self {
-        Self { username: "uid".into(), display_name: "cn".into(), email: "mail".into() }
+        Self { username: "uid".into(), display_name: "cn".into(), email: "mail".into(), phone: "mobile".into() }
     }
 }
 

@@ -121,6 +121,7 @@ impl LdapDirectory {
             attributes.username.as_str(),
             &attributes.display_name,
             &attributes.email,
+            &attributes.phone,
             &self.config.groups.member_of,
             "pwdAccountLockedTime",
             "userAccountControl",
@@ -145,6 +146,7 @@ impl LdapDirectory {
         let user = User {
             display_name: first(&attributes.display_name).unwrap_or_else(|| name.clone()),
             email: first(&attributes.email).unwrap_or_default(),
+            phone: first(&attributes.phone),
             groups: member_of.iter().filter_map(|dn| group_name(dn)).collect(),
             username: name,
             password: String::new(),

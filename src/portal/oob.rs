@@ -424,7 +424,7 @@ impl EnrolForm {
             Adding::Phone => EnrolForm {
                 kind,
                 channels: [Channel::Sms, Channel::Voice].into_iter().filter(|c| gateway.oob.offers(*c)).collect(),
-                destination: String::new(),
+                destination: gateway.users.get(&session.username).and_then(|u| u.phone.clone()).unwrap_or_default(),
                 fixed: false,
             },
             Adding::Email => EnrolForm {

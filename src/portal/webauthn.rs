@@ -32,6 +32,7 @@ use crate::gateway::Gateway;
 use crate::methods::Method;
 use crate::session::Session;
 use crate::throttle::ThrottleError;
+use crate::users::Current;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -331,8 +332,13 @@ pub async fn passwordless_finish(
         Ok(proved) => proved,
         Err(failure) => return Err(audited_refusal(&gateway, &request, Kind::SignIn, None, failure).await),
     };
-    let Some(user) = gateway.users.get(&proved.username) else {
-        return Err(Refusal::new(StatusCode::FORBIDDEN, "This account can no longer sign in."));
+    // A directory's user is read again (or for the first time on this instance).
+    let user = match gateway.users.current(&proved.username).await {
+        Current::User(user) => user,
+        Current::Gone => return Err(Refusal::new(StatusCode::FORBIDDEN, "This account can no longer sign in.")),
+        Current::Unknown => {
+            return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "The user directory cannot be reached. Try again in a moment."))
+        }
     };
     if let Some(previous) = current_session(&gateway, &jar).await? {
         gateway.sessions.delete(&previous.key).await.map_err(PortalError::from)?;

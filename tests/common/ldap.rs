@@ -20,6 +20,7 @@ const ROOT_PASSWORD: &str = "root secret";
 pub const SERVICE_DN: &str = "cn=stepgate,dc=example,dc=com";
 pub const SERVICE_PASSWORD: &str = "service secret 9d2e";
 pub const DIRECTORY_PASSWORD: &str = "directory password 4b1c";
+pub const ALICE_MOBILE: &str = "+41 79 555 01 23";
 
 pub struct Slapd {
     pub addr: SocketAddr,
@@ -150,6 +151,10 @@ impl Slapd {
                 ("mail", vec![mail.as_str()]),
                 ("userPassword", vec![DIRECTORY_PASSWORD]),
             ];
+            let mut attributes = attributes;
+            if uid == "alice" {
+                attributes.push(("mobile", vec![ALICE_MOBILE]));
+            }
             add(&mut ldap, &user_dn(uid), attributes).await;
         }
         // Groups after their members, so the memberof overlay fills memberOf.
