@@ -13,7 +13,7 @@ use super::problem::Problem;
 use super::AdminState;
 use crate::crypto::{random_token, sha256};
 use crate::store::{AdminTokenRow, Store, StoreError};
-use crate::users::User;
+use crate::users::{Current, User};
 
 /// Every token starts so, which makes one easy to spot in a leak scan.
 pub const TOKEN_PREFIX: &str = "sgat_";
@@ -153,8 +153,13 @@ impl Caller {
 
     /// The user of that name, if the token may see them; 404 otherwise,
     /// so that a limited token cannot learn who exists outside its groups.
-    pub fn user(&self, users: &crate::users::Directory, name: &str) -> Result<Arc<User>, Problem> {
-        users.get(name).filter(|user| self.sees(user)).ok_or_else(Problem::no_such_user)
+    /// A directory's user is read from it (they may not have signed in yet).
+    pub async fn user(&self, users: &crate::users::Directory, name: &str) -> Result<Arc<User>, Problem> {
+        match users.current(name).await {
+            Current::User(user) if self.sees(&user) => Ok(user),
+            Current::User(_) | Current::Gone => Err(Problem::no_such_user()),
+            Current::Unknown => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the user directory cannot be reached")),
+        }
     }
 }
 

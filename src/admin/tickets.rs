@@ -25,7 +25,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<TicketCreated>), Problem> {
     caller.require(Scope::TicketsWrite)?;
     let gateway = state.live.current();
-    let user = caller.user(&gateway.users, &name)?;
+    let user = caller.user(&gateway.users, &name).await?;
     let Json(request) = body?;
     let lifetime = request.lifetime.unwrap_or(DEFAULT_LIFETIME_SECS);
     if !(60..=MAX_LIFETIME_SECS).contains(&lifetime) {
@@ -59,7 +59,7 @@ fn app_origin(gateway: &Gateway, base: &str) -> Result<String, Problem> {
 pub async fn list(State(state): State<AdminState>, caller: Caller, Path(name): Path<String>) -> Result<Json<Vec<TicketInfo>>, Problem> {
     caller.require(Scope::UsersRead)?;
     let gateway = state.live.current();
-    let user = caller.user(&gateway.users, &name)?;
+    let user = caller.user(&gateway.users, &name).await?;
     let tickets = gateway.store.tickets_of(&user.username).await?;
     let listed = tickets
         .into_iter()
@@ -75,7 +75,7 @@ pub async fn list(State(state): State<AdminState>, caller: Caller, Path(name): P
 pub async fn revoke(State(state): State<AdminState>, caller: Caller, Path((name, id)): Path<(String, i64)>) -> Result<StatusCode, Problem> {
     caller.require(Scope::TicketsWrite)?;
     let gateway = state.live.current();
-    let user = caller.user(&gateway.users, &name)?;
+    let user = caller.user(&gateway.users, &name).await?;
     if !gateway.store.revoke_ticket(&user.username, id).await? {
         return Err(Problem::not_found("The user has no such ticket."));
     }

@@ -72,7 +72,7 @@ fn matches(user: &User, filter: &UserFilter) -> bool {
 pub async fn show(State(state): State<AdminState>, caller: Caller, Path(name): Path<String>) -> Result<Json<UserMfa>, Problem> {
     caller.require(Scope::UsersRead)?;
     let gateway = state.live.current();
-    let user = caller.user(&gateway.users, &name)?;
+    let user = caller.user(&gateway.users, &name).await?;
     Ok(Json(user_mfa(&gateway, &user).await?))
 }
 
@@ -152,7 +152,7 @@ pub async fn delete_factor(
 ) -> Result<StatusCode, Problem> {
     caller.require(Scope::FactorsWrite)?;
     let gateway = state.live.current();
-    let user = caller.user(&gateway.users, &name)?;
+    let user = caller.user(&gateway.users, &name).await?;
     let factor = FactorRef::parse(&handle).ok_or_else(|| Problem::not_found("The user has no such factor."))?;
     let usable_kinds = crate::portal::usable_factor_kinds(&gateway);
     if gateway.store.remove_factor(&user.username, factor, &usable_kinds, false).await? == Removal::NotFound {
@@ -171,7 +171,7 @@ pub async fn delete_factor(
 pub async fn reset_mfa(State(state): State<AdminState>, caller: Caller, Path(name): Path<String>) -> Result<Json<MfaResetResult>, Problem> {
     caller.require(Scope::FactorsWrite)?;
     let gateway = state.live.current();
-    let user = caller.user(&gateway.users, &name)?;
+    let user = caller.user(&gateway.users, &name).await?;
     let reset = gateway.store.reset_mfa(&user.username).await?;
     gateway.sessions.forget_user_everywhere(&user.username).await;
     let result =
@@ -194,7 +194,7 @@ pub async fn regenerate_recovery_codes(
 ) -> Result<Json<RecoveryCodes>, Problem> {
     caller.require(Scope::FactorsWrite)?;
     let gateway = state.live.current();
-    let user = caller.user(&gateway.users, &name)?;
+    let user = caller.user(&gateway.users, &name).await?;
     let has_factor =
         gateway.store.get_totp(&user.username).await?.is_some() || !gateway.store.webauthn_credentials(&user.username).await?.is_empty();
     if !has_factor {
@@ -215,7 +215,7 @@ pub async fn end_sessions(
 ) -> Result<Json<SessionsEnded>, Problem> {
     caller.require(Scope::SessionsWrite)?;
     let gateway = state.live.current();
-    let user = caller.user(&gateway.users, &name)?;
+    let user = caller.user(&gateway.users, &name).await?;
     let sessions = gateway.sessions.end_all(&user.username).await?;
     let event = Event::new(Kind::SessionEnded, Outcome::Success).about(&user.username, &caller.name).detail("sessions", sessions);
     gateway.audit.record(event).await;
@@ -233,7 +233,7 @@ pub async fn end_session(
 ) -> Result<StatusCode, Problem> {
     caller.require(Scope::SessionsWrite)?;
     let gateway = state.live.current();
-    let user = caller.user(&gateway.users, &name)?;
+    let user = caller.user(&gateway.users, &name).await?;
     let sessions = gateway.sessions.of_user(&user.username).await?;
     let session = sessions.iter().find(|session| hex(&session.key) == id).ok_or_else(|| Problem::not_found("There is no such session."))?;
     gateway.sessions.delete(&session.key).await?;
@@ -249,7 +249,7 @@ pub async fn end_session(
 pub async fn lift_user_throttle(State(state): State<AdminState>, caller: Caller, Path(name): Path<String>) -> Result<StatusCode, Problem> {
     caller.require(Scope::ThrottlesWrite)?;
     let gateway = state.live.current();
-    let user = caller.user(&gateway.users, &name)?;
+    let user = caller.user(&gateway.users, &name).await?;
     let name = user.username.as_str();
     let keys = [ThrottleScope::User, ThrottleScope::SecondFactor].map(|scope| gateway.attempts.key(scope, &[name]));
     lift(&gateway, &keys).await?;

@@ -135,7 +135,7 @@ impl LdapDirectory {
         if entries.len() != 1 {
             return Ok(None);
         }
-        let entry = SearchEntry::construct(entries.remove(0));
+        let entry = read_entry(entries.remove(0))?;
         let first = |name: &str| entry.attrs.get(name).and_then(|values| values.first()).cloned();
         // The name the directory holds, not the one typed (case, spaces).
         let Some(name) = first(&attributes.username) else {
@@ -173,7 +173,7 @@ impl LdapDirectory {
             .await?;
         let mut names: Vec<String> = member_of;
         for entry in entries {
-            let entry = SearchEntry::construct(entry);
+            let entry = read_entry(entry)?;
             names.extend(entry.attrs.get("cn").and_then(|v| v.first()).cloned());
         }
         let mut seen = HashSet::new();
@@ -256,6 +256,13 @@ enum Bound {
     No,
     Locked,
     Expired,
+}
+
+/// An entry's attributes. ldap3 panics on an entry it cannot parse: a
+/// broken (or hostile) directory's answer is an error instead.
+fn read_entry(raw: ldap3::ResultEntry) -> Result<SearchEntry, LdapError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| SearchEntry::construct(raw)))
+        .map_err(|_| LdapError::Unavailable("the directory sent an entry that cannot be read".into()))
 }
 
 fn unavailable(error: ldap3::LdapError) -> LdapError {
