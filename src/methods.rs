@@ -23,11 +23,21 @@ pub enum Method {
     Voice,
     /// A code sent by email.
     Email,
+    /// A second factor the OpenID provider did (trusted by configuration).
+    Provider,
 }
 
 impl Method {
-    pub const ALL: [Method; 7] =
-        [Method::SecurityKey, Method::Platform, Method::Totp, Method::Sms, Method::Voice, Method::Email, Method::Recovery];
+    pub const ALL: [Method; 8] = [
+        Method::SecurityKey,
+        Method::Platform,
+        Method::Totp,
+        Method::Sms,
+        Method::Voice,
+        Method::Email,
+        Method::Recovery,
+        Method::Provider,
+    ];
 
     fn index(self) -> usize {
         match self {
@@ -38,6 +48,7 @@ impl Method {
             Method::Sms => 4,
             Method::Voice => 5,
             Method::Email => 6,
+            Method::Provider => 7,
         }
     }
 
@@ -61,7 +72,7 @@ pub struct MethodSet(u8);
 
 impl MethodSet {
     /// Any second factor at all, recovery codes included.
-    pub const ANY: MethodSet = MethodSet(127);
+    pub const ANY: MethodSet = MethodSet(255);
     pub const WEBAUTHN: MethodSet = MethodSet(2 | 4);
 
     pub fn of(methods: &[Method]) -> Self {
@@ -81,7 +92,8 @@ impl MethodSet {
     }
 
     /// Parses a rule's `factors` entry: `totp`, `webauthn`, `security_key`,
-    /// `platform`, `sms`, `voice`, `phone` (either) or `email`.
+    /// `platform`, `sms`, `voice`, `phone` (either), `email` or `provider`
+    /// (a second factor done at the OpenID provider).
     pub fn parse_name(name: &str) -> Option<MethodSet> {
         Some(match name {
             "totp" => Self::of(&[Method::Totp]),
@@ -92,6 +104,7 @@ impl MethodSet {
             "voice" => Self::of(&[Method::Voice]),
             "phone" => Self::of(&[Method::Sms, Method::Voice]),
             "email" => Self::of(&[Method::Email]),
+            "provider" => Self::of(&[Method::Provider]),
             _ => return None,
         })
     }
@@ -122,6 +135,7 @@ impl Method {
             Method::Sms => "sms",
             Method::Voice => "voice",
             Method::Email => "email",
+            Method::Provider => "provider",
         }
     }
 

@@ -14,8 +14,10 @@ use serde::Deserialize;
 use crate::clock::{Clock, UnixTime};
 use crate::config::Config;
 use crate::config::ConfigError;
+use crate::config::DirectoryKind;
 use crate::crypto::Secrets;
 use crate::directory::ldap::LdapDirectory;
+use crate::directory::oidc::OidcDirectory;
 
 /// No user name is longer, so a longer one can be refused before it is
 /// counted or hashed.
@@ -59,19 +61,26 @@ pub struct Directory {
     /// Verified against when the user name is unknown, so that a wrong name
     /// costs the same time as a wrong password.
     decoy_hash: String,
-    /// The LDAP directory, when users live there instead.
-    ldap: Option<Ldap>,
+    /// The LDAP directory or OpenID provider, when users live there instead.
+    external: Option<External>,
+}
+
+/// Where users live instead of the users file.
+enum Source {
+    Ldap(Arc<LdapDirectory>),
+    /// Users are known from their ID tokens only: there is nothing to ask again.
+    Oidc(Arc<OidcDirectory>),
 }
 
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Directory").field("users", &self.users.len()).field("ldap", &self.ldap.is_some()).finish()
+        f.debug_struct("Directory").field("users", &self.users.len()).field("external", &self.external.is_some()).finish()
     }
 }
 
-/// An LDAP directory and the users learned from it.
-struct Ldap {
-    directory: Arc<LdapDirectory>,
+/// An external directory and the users learned from it.
+struct External {
+    source: Source,
     clock: Arc<dyn Clock>,
     /// How long a learned user is served before it is read again.
     recheck: i64,
@@ -114,31 +123,48 @@ impl Directory {
                 return Err(ConfigError::Other { path: shown, message: format!("user `{name}` is listed twice") });
             }
         }
-        Ok(Self { users, decoy_hash: hash_password(&crate::crypto::random_token()), ldap: None })
+        Ok(Self { users, decoy_hash: hash_password(&crate::crypto::random_token()), external: None })
     }
 
     /// The directory the configuration names: the users file, or LDAP.
     pub fn for_config(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
-        let other = |message: String| ConfigError::Other { path: "[directory.ldap]".into(), message };
-        match (&config.directory.ldap, &config.users_file) {
-            (Some(ldap), _) if config.directory.kind == crate::config::DirectoryKind::Ldap => {
-                let directory = LdapDirectory::new(ldap).map_err(other)?;
-                Ok(Self::ldap(Arc::new(directory), clock, ldap.recheck))
+        let other = |message: String| ConfigError::Other { path: "[directory]".into(), message };
+        let directory = &config.directory;
+        match (directory.kind, &directory.ldap, &directory.oidc, &config.users_file) {
+            (DirectoryKind::Ldap, Some(ldap), _, _) => {
+                let source = Source::Ldap(Arc::new(LdapDirectory::new(ldap).map_err(other)?));
+                Ok(Self::external(source, clock, ldap.recheck))
             }
-            (_, Some(file)) => Self::load(file),
-            (_, None) => Err(other("no users_file and no LDAP directory".into())),
+            (DirectoryKind::Oidc, _, Some(oidc), _) => {
+                let source = Source::Oidc(Arc::new(OidcDirectory::new(oidc, clock.clone()).map_err(other)?));
+                Ok(Self::external(source, clock, i64::MAX))
+            }
+            (DirectoryKind::File, _, _, Some(file)) => Self::load(file),
+            _ => Err(other("the directory's settings are incomplete".into())),
         }
     }
 
-    /// A directory of the LDAP server's users, who are learned as they sign in.
-    pub fn ldap(directory: Arc<LdapDirectory>, clock: Arc<dyn Clock>, recheck: i64) -> Self {
-        let ldap = Ldap { directory, clock, recheck, learned: RwLock::new(HashMap::new()) };
-        Self { users: HashMap::new(), decoy_hash: String::new(), ldap: Some(ldap) }
+    /// A directory of the LDAP server's or the provider's users, who are
+    /// learned as they sign in.
+    fn external(source: Source, clock: Arc<dyn Clock>, recheck: i64) -> Self {
+        let external = External { source, clock, recheck, learned: RwLock::new(HashMap::new()) };
+        Self { users: HashMap::new(), decoy_hash: String::new(), external: Some(external) }
     }
 
     /// The LDAP directory, when users live there.
     pub fn ldap_directory(&self) -> Option<&Arc<LdapDirectory>> {
-        self.ldap.as_ref().map(|ldap| &ldap.directory)
+        match &self.external.as_ref()?.source {
+            Source::Ldap(directory) => Some(directory),
+            Source::Oidc(_) => None,
+        }
+    }
+
+    /// The OpenID provider, when users sign in there.
+    pub fn oidc_provider(&self) -> Option<&Arc<OidcDirectory>> {
+        match &self.external.as_ref()?.source {
+            Source::Oidc(provider) => Some(provider),
+            Source::Ldap(_) => None,
+        }
     }
 
     /// A user of the users file, or one learned from the directory.
@@ -146,7 +172,7 @@ impl Directory {
         if let Some(user) = self.users.get(username) {
             return Some(user.clone());
         }
-        let ldap = self.ldap.as_ref()?;
+        let ldap = self.external.as_ref()?;
         let learned = ldap.learned.read().unwrap_or_else(PoisonError::into_inner);
         learned.get(username).and_then(|learned| learned.user.clone())
     }
@@ -156,8 +182,12 @@ impl Directory {
     /// here, signed in on another instance). While the directory does not
     /// answer, what was learned stands.
     pub async fn current(&self, username: &str) -> Current {
-        let Some(ldap) = &self.ldap else {
+        let Some(ldap) = &self.external else {
             return self.users.get(username).cloned().map_or(Current::Gone, Current::User);
+        };
+        let Source::Ldap(directory) = &ldap.source else {
+            let learned = ldap.learned.read().unwrap_or_else(PoisonError::into_inner);
+            return learned.get(username).and_then(|entry| entry.user.clone()).map_or(Current::Unknown, Current::User);
         };
         let now = ldap.clock.now();
         {
@@ -178,7 +208,7 @@ impl Directory {
                 None => None,
             }
         };
-        match ldap.directory.lookup(username).await {
+        match directory.lookup(username).await {
             Ok(found) => {
                 let user = found.filter(|found| !found.locked).map(|found| Arc::new(found.user));
                 self.learn_as(username, user.clone(), now);
@@ -186,7 +216,7 @@ impl Directory {
             }
             Err(e) => {
                 tracing::warn!(error = %e, user = %username, "could not read a user from the directory again");
-                ldap.directory.drop_connections().await;
+                directory.drop_connections().await;
                 let retry = now - ldap.recheck + RECHECK_RETRY_SECS;
                 match stale {
                     Some(user) => {
@@ -202,14 +232,14 @@ impl Directory {
     /// Remembers a user the directory just described (at sign-in).
     pub fn learn(&self, user: User) -> Arc<User> {
         let user = Arc::new(user);
-        if let Some(ldap) = &self.ldap {
+        if let Some(ldap) = &self.external {
             self.learn_as(&user.username.clone(), Some(user.clone()), ldap.clock.now());
         }
         user
     }
 
     fn learn_as(&self, username: &str, user: Option<Arc<User>>, checked: UnixTime) {
-        if let Some(ldap) = &self.ldap {
+        if let Some(ldap) = &self.external {
             let mut learned = ldap.learned.write().unwrap_or_else(PoisonError::into_inner);
             learned.insert(username.to_string(), Learned { user, checked });
         }
@@ -224,7 +254,7 @@ impl Directory {
     /// Whether sessions without a password fingerprint may live: those of
     /// a directory's users.
     pub fn is_external(&self) -> bool {
-        self.ldap.is_some()
+        self.external.is_some()
     }
 
     /// Every user, in no particular order.
@@ -241,7 +271,7 @@ impl Directory {
         Self {
             users: users.into_iter().map(|u| (u.username.clone(), Arc::new(u))).collect(),
             decoy_hash: hash_password(&crate::crypto::random_token()),
-            ldap: None,
+            external: None,
         }
     }
 

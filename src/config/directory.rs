@@ -1,6 +1,6 @@
-//! `[directory]`: where users and their passwords come from: the users
-//! file (the default) or an LDAP directory (OpenLDAP, Active Directory,
-//! FreeIPA).
+//! `[directory]`: where users and their first factor come from: the users
+//! file (the default), an LDAP directory (OpenLDAP, Active Directory,
+//! FreeIPA), or an OpenID Connect provider (Entra ID, Okta, Keycloak).
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +14,7 @@ pub enum DirectoryKind {
     #[default]
     File,
     Ldap,
+    Oidc,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -22,6 +23,59 @@ pub struct DirectoryConfig {
     #[serde(default)]
     pub kind: DirectoryKind,
     pub ldap: Option<LdapConfig>,
+    pub oidc: Option<OidcConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer; its discovery document is read from
+    /// `{issuer}/.well-known/openid-configuration`. Kept as written: the
+    /// ID token's `iss` must equal it exactly.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    /// Where the provider sends the browser back: this gateway's
+    /// `/.stepgate/oidc/callback` on the host where sign-in completes,
+    /// registered with the provider.
+    pub redirect_uri: url::Url,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub claims: OidcClaims,
+    /// A second factor the provider performed (its `amr` names one, or
+    /// its `acr` is one of `mfa_acr_values`) counts as the gateway's own.
+    #[serde(default)]
+    pub trust_provider_mfa: bool,
+    /// `acr` values that mean the provider did multi-factor authentication.
+    #[serde(default)]
+    pub mfa_acr_values: Vec<String>,
+    /// After signing out here, send the browser to the provider's
+    /// end-session endpoint (RP-initiated logout), which sends it back here.
+    pub post_logout_redirect_uri: Option<url::Url>,
+    #[serde(default = "default_timeout", with = "values::duration")]
+    pub timeout: i64,
+}
+
+/// Which ID token claims hold what.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcClaims {
+    pub username: String,
+    pub display_name: String,
+    pub email: String,
+    pub groups: String,
+}
+
+impl Default for OidcClaims {
+    fn default() -> Self {
+        Self { username: "preferred_username".into(), display_name: "name".into(), email: "email".into(), groups: "groups".into() }
+    }
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email"].map(String::from).to_vec()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,16 +177,28 @@ fn default_recheck() -> i64 {
 
 impl DirectoryConfig {
     pub(super) fn check(&self, users_file: Option<&Path>) -> Result<(), String> {
-        match (self.kind, &self.ldap) {
-            (DirectoryKind::File, _) if users_file.is_none() => Err("users_file is required with the users file directory".into()),
-            (DirectoryKind::File, Some(_)) => Err("[directory.ldap] is set but directory.kind is not \"ldap\"".into()),
-            (DirectoryKind::File, None) => Ok(()),
-            (DirectoryKind::Ldap, None) => Err("directory.kind = \"ldap\" needs [directory.ldap]".into()),
-            (DirectoryKind::Ldap, Some(ldap)) => ldap.check(),
+        if self.kind != DirectoryKind::Ldap && self.ldap.is_some() {
+            return Err("[directory.ldap] is set but directory.kind is not \"ldap\"".into());
+        }
+        if self.kind != DirectoryKind::Oidc && self.oidc.is_some() {
+            return Err("[directory.oidc] is set but directory.kind is not \"oidc\"".into());
+        }
+        match (self.kind, &self.ldap, &self.oidc) {
+            (DirectoryKind::File, _, _) if users_file.is_none() => Err("users_file is required with the users file directory".into()),
+            (DirectoryKind::File, _, _) => Ok(()),
+            (DirectoryKind::Ldap, None, _) => Err("directory.kind = \"ldap\" needs [directory.ldap]".into()),
+            (DirectoryKind::Ldap, Some(ldap), _) => ldap.check(),
+            (DirectoryKind::Oidc, _, None) => Err("directory.kind = \"oidc\" needs [directory.oidc]".into()),
+            (DirectoryKind::Oidc, _, Some(oidc)) => oidc.check(),
         }
     }
 
     pub(super) fn resolve_paths(&mut self, base: &Path) {
+        if let Some(file) = self.oidc.as_mut().and_then(|oidc| oidc.client_secret_file.as_mut()) {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
         if let Some(ldap) = &mut self.ldap {
             for file in [ldap.ca_file.as_mut(), ldap.bind_password_file.as_mut()].into_iter().flatten() {
                 if file.is_relative() {
@@ -140,6 +206,28 @@ impl DirectoryConfig {
                 }
             }
         }
+    }
+}
+
+impl OidcConfig {
+    fn check(&self) -> Result<(), String> {
+        let issuer = url::Url::parse(&self.issuer).map_err(|e| format!("directory.oidc.issuer: {e}"))?;
+        for (key, url) in [("issuer", &issuer), ("redirect_uri", &self.redirect_uri)] {
+            let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            if url.scheme() != "https" && !(url.scheme() == "http" && (loopback || key == "redirect_uri")) {
+                return Err(format!("directory.oidc.{key} must be an https URL"));
+            }
+        }
+        if self.redirect_uri.path() != "/.stepgate/oidc/callback" {
+            return Err("directory.oidc.redirect_uri must end in /.stepgate/oidc/callback".into());
+        }
+        if !self.scopes.iter().any(|scope| scope == "openid") {
+            return Err("directory.oidc.scopes must include openid".into());
+        }
+        if self.client_secret_env.is_some() && self.client_secret_file.is_some() {
+            return Err("directory.oidc: give only one of client_secret_env and client_secret_file".into());
+        }
+        Ok(())
     }
 }
 

@@ -27,7 +27,7 @@ use toml::Spanned;
 
 pub use admin::{AdminConfig, AdminTls, AuditConfig};
 pub use backends::{CacheBackend, CacheConfig, DuringOutage, InlineUrl, StoreBackend, StoreConfig, UrlSource};
-pub use directory::{DirectoryConfig, DirectoryKind, LdapAttributes, LdapConfig, LdapGroups};
+pub use directory::{DirectoryConfig, DirectoryKind, LdapAttributes, LdapConfig, LdapGroups, OidcClaims, OidcConfig};
 pub use edge::{HeaderUnderscores, MethodOverride, PathMatching, WatchedQuery};
 pub use factors::{AppWebauthn, Attestation, RecoveryCodesConfig, SecurityPageConfig, UserVerification, WebauthnConfig};
 pub use forward_auth::AppMode;

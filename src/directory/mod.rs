@@ -2,3 +2,4 @@
 //! file (`crate::users`, the embedded default).
 
 pub mod ldap;
+pub mod oidc;

@@ -9,7 +9,7 @@ use crate::config::Confidence;
 use crate::gateway::Gateway;
 use crate::geo::{gap_km, Location};
 use crate::policy::risk::{self, Assessment, Evidence};
-use crate::session::SignInContext;
+use crate::session::{ExternalUser, SignInContext};
 use crate::store::{SignInRow, StoreError};
 
 pub async fn assess_sign_in(gateway: &Gateway, username: &str, ip: IpAddr, device_id: &str) -> Result<SignInContext, StoreError> {
@@ -55,7 +55,10 @@ pub async fn assess_sign_in(gateway: &Gateway, username: &str, ip: IpAddr, devic
         trusted_until = None;
     }
     let password_fingerprint = gateway.users.password_fingerprint(username, &gateway.secrets);
-    Ok(SignInContext { assessment, country: geo.country, device_id: Some(device_id.to_string()), trusted_until, password_fingerprint })
+    // A directory's user (learned just before) travels with the session.
+    let user = gateway.users.is_external().then(|| gateway.users.get(username)).flatten().map(|user| ExternalUser::of(&user));
+    let device_id = Some(device_id.to_string());
+    Ok(SignInContext { assessment, country: geo.country, device_id, trusted_until, password_fingerprint, user })
 }
 
 /// A risky sign-in on a trusted browser: whoever signs in there may not be

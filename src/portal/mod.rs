@@ -6,6 +6,7 @@ mod assess;
 mod assets;
 mod csrf;
 mod device;
+mod oidc;
 mod oob;
 mod pages;
 mod redirect;
@@ -77,6 +78,7 @@ pub fn router() -> Router {
         .route("/.stepgate/jwks.json", get(jwks))
         .route("/.stepgate/static/{name}", get(assets::serve))
         .route("/.stepgate/signin", get(signin::show).post(signin::submit))
+        .route("/.stepgate/oidc/callback", get(oidc::callback))
         .route("/.stepgate/second-factor", get(second_factor::show))
         .route("/.stepgate/second-factor/totp", post(second_factor::verify_totp))
         .route("/.stepgate/second-factor/totp/enroll", post(second_factor::enroll_totp))

@@ -106,6 +106,7 @@ impl Choice {
             Method::Sms => sent(Channel::Sms),
             Method::Voice => sent(Channel::Voice),
             Method::Email => sent(Channel::Email),
+            Method::Provider => None,
         }
     }
 

@@ -56,6 +56,10 @@ pub async fn show(
     if current_session(&gateway, &jar).await.map_err(|e| Failure(gateway.clone(), e))?.is_some() {
         return Ok(see_other(&rd));
     }
+    // Users sign in at the OpenID provider: the page is theirs.
+    if let Some(provider) = gateway.users.oidc_provider() {
+        return Ok(super::oidc::start(&gateway, provider, &request, jar, rd).await);
+    }
     let (jar, pre) = csrf::ensure_pre_session(&gateway, jar, request.tls);
     Ok((jar, signin_page(&gateway, &pre, rd, String::new(), None, StatusCode::OK)).into_response())
 }
@@ -82,6 +86,10 @@ pub async fn submit(
     let Ok(Form(form)) = form else {
         return Ok(bad_form(&gateway));
     };
+    if gateway.users.oidc_provider().is_some() {
+        let message = "Passwords are not checked here: sign in at your organisation's identity provider.";
+        return Ok(super::error_page(&gateway, StatusCode::NOT_FOUND, "Not found", message));
+    }
     let Some(pre) = csrf::pre_session(&gateway, &jar) else {
         return Ok(csrf_refused(&gateway));
     };
@@ -117,7 +125,7 @@ pub async fn submit(
     if let Err(e) = gateway.attempts.reset(&attempt.counted_for_user).await {
         tracing::warn!(error = %e, "could not forget the password attempts after a success");
     }
-    signed_in(&gateway, &request, jar, &user, &rd).await.map_err(fail)
+    signed_in(&gateway, &request, jar, &user, &rd, FirstFactor::PASSWORD).await.map_err(fail)
 }
 
 /// An event about a typed user name: the user's own when the name is
@@ -234,8 +242,27 @@ async fn check_password(
     Ok(user.map_or(PasswordCheck::Wrong, PasswordCheck::Accepted))
 }
 
-/// Starts the session of a user whose password was right.
-async fn signed_in(gateway: &Gateway, request: &PortalRequest, jar: CookieJar, user: &User, rd: &str) -> Result<Response, PortalError> {
+/// How a user passed the first factor.
+pub struct FirstFactor {
+    /// As the log and the audit name it: `password`, `oidc`.
+    pub method: &'static str,
+    /// The OpenID provider also did a second factor, and it is trusted.
+    pub provider_mfa: bool,
+}
+
+impl FirstFactor {
+    pub const PASSWORD: FirstFactor = FirstFactor { method: "password", provider_mfa: false };
+}
+
+/// Starts the session of a user who passed the first factor.
+pub async fn signed_in(
+    gateway: &Gateway,
+    request: &PortalRequest,
+    jar: CookieJar,
+    user: &User,
+    rd: &str,
+    first: FirstFactor,
+) -> Result<Response, PortalError> {
     if let Some(previous) = current_session(gateway, &jar).await? {
         gateway.sessions.delete(&previous.key).await?;
     }
@@ -243,7 +270,7 @@ async fn signed_in(gateway: &Gateway, request: &PortalRequest, jar: CookieJar, u
     let jar = returning::remember(gateway, jar, &device, &user.username, request.tls);
     let context = assess_sign_in(gateway, &user.username, request.client_ip, &device).await?;
     tracing::info!(
-        event = "password",
+        event = first.method,
         outcome = "success",
         user = %user.username,
         ip = %request.client_ip,
@@ -253,8 +280,14 @@ async fn signed_in(gateway: &Gateway, request: &PortalRequest, jar: CookieJar, u
         "authentication"
     );
     let country = context.country.clone();
-    let (id, _) = gateway.sessions.create(&user.username, Factor::Pwd, context).await?;
-    let event = Event::new(Kind::SignIn, Outcome::Success).by_user(&user.username).detail("method", "password");
+    let (mut id, session) = gateway.sessions.create(&user.username, Factor::Pwd, context).await?;
+    if first.provider_mfa {
+        // A new id again with the second factor: a session is never renewed in place.
+        if let Some((renewed, _)) = gateway.sessions.add_factor(&session, Factor::Provider, None).await? {
+            id = renewed;
+        }
+    }
+    let event = Event::new(Kind::SignIn, Outcome::Success).by_user(&user.username).detail("method", first.method);
     gateway.audit.record(event.from_client(request.client_ip, country, Some(&request.app.id))).await;
     let jar = jar.add(gateway.sessions.cookie(id, request.tls));
     Ok((jar, see_other(rd)).into_response())

@@ -50,5 +50,11 @@ pub async fn submit(
         audit(&gateway, &request, Event::new(Kind::SignOut, Outcome::Success).by_user(&session.username)).await;
     }
     let jar = jar.add(gateway.sessions.removal_cookie(request.tls));
+    // Signed out at the OpenID provider too, which sends the browser back.
+    if let Some(provider) = gateway.users.oidc_provider() {
+        if let Some(logout) = provider.logout_url().await {
+            return Ok((jar, super::see_other(logout.as_str())).into_response());
+        }
+    }
     Ok((jar, html(StatusCode::OK, &SignedOutPage { brand: &gateway.config.branding })).into_response())
 }

@@ -50,7 +50,12 @@ pub async fn signed_in_user(gateway: &Gateway, headers: &HeaderMap, https: bool)
             }
             Ok(None)
         }
-        Current::Unknown => Ok(None),
+        // Not learned here, and the directory cannot be asked (down, or a
+        // provider): the user as the session was signed in.
+        Current::Unknown => {
+            let user = session.context.user.as_ref().map(|user| gateway.users.learn(user.to_user(&session.username)));
+            Ok(user.map(|user| (session, user)))
+        }
     }
 }
 

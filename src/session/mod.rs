@@ -57,6 +57,8 @@ pub enum Factor {
     Voice,
     /// A code sent by email.
     Email,
+    /// A second factor the OpenID provider did: `idp` in the assertion.
+    Provider,
 }
 
 impl Factor {
@@ -75,6 +77,7 @@ impl Factor {
             Factor::Sms => &["sms"],
             Factor::Voice => &["tel"],
             Factor::Email => &["email"],
+            Factor::Provider => &["idp"],
         }
     }
 
@@ -89,6 +92,7 @@ impl Factor {
             Factor::Sms => Some(Method::Sms),
             Factor::Voice => Some(Method::Voice),
             Factor::Email => Some(Method::Email),
+            Factor::Provider => Some(Method::Provider),
         }
     }
 
@@ -159,6 +163,36 @@ pub struct SignInContext {
     /// ends when the password changes.
     #[serde(default)]
     pub password_fingerprint: Option<String>,
+    /// A directory's or provider's user as they were at sign-in, for an
+    /// instance that has not learned them yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<ExternalUser>,
+}
+
+/// What a session keeps of an LDAP or OpenID user.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExternalUser {
+    pub display_name: String,
+    pub email: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl ExternalUser {
+    pub fn of(user: &crate::users::User) -> Self {
+        Self { display_name: user.display_name.clone(), email: user.email.clone(), groups: user.groups.clone() }
+    }
+
+    pub fn to_user(&self, username: &str) -> crate::users::User {
+        crate::users::User {
+            username: username.to_string(),
+            display_name: self.display_name.clone(),
+            email: self.email.clone(),
+            phone: None,
+            groups: self.groups.clone(),
+            password: String::new(),
+        }
+    }
 }
 
 /// The key a session is stored under: the SHA-256 of its id.

@@ -10,6 +10,7 @@ pub mod failing_store;
 pub mod geo;
 pub mod killable;
 pub mod ldap;
+pub mod oidc;
 pub mod postgres;
 pub mod redis;
 pub mod servers;
@@ -123,11 +124,13 @@ pub struct Setup {
     /// The users file, when it must be this one (several instances share
     /// it: a session lives only under the password it was made with).
     pub users: Option<String>,
+    /// The port to listen on, when another server must know it first.
+    pub port: Option<u16>,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { extra: String::new(), server_extra: String::new(), apps: DEFAULT_APPS.into(), tls: false, users: None }
+        Self { extra: String::new(), server_extra: String::new(), apps: DEFAULT_APPS.into(), tls: false, users: None, port: None }
     }
 }
 
@@ -246,7 +249,7 @@ impl Prepared {
         let dir = tempfile::tempdir().expect("temp dir");
         let users = setup.users.clone().unwrap_or_else(users_file);
         std::fs::write(dir.path().join("users.toml"), users).expect("write users");
-        let addr = free_port();
+        let addr = setup.port.map_or_else(free_port, |port| SocketAddr::from(([127, 0, 0, 1], port)));
         let tls_addr = setup.tls.then(free_port);
         let tls_section = match tls_addr {
             Some(tls) => {

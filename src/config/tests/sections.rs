@@ -170,3 +170,24 @@ fn an_ldap_directory_is_checked() {
     assert!(error(&ldap("").replace("kind = \"ldap\"\n", "")).contains("directory.kind is not"));
     assert!(error("[directory]\nkind = \"ldap\"\n").contains("needs [directory.ldap]"));
 }
+
+#[test]
+fn an_openid_provider_is_checked() {
+    let oidc = |extra: &str| {
+        format!(
+            "[directory]\nkind = \"oidc\"\n[directory.oidc]\nissuer = \"https://login.example.com/tenant\"\nclient_id = \"stepgate\"\n\
+             client_secret_env = \"OIDC_SECRET\"\nredirect_uri = \"https://app.example.com/.stepgate/oidc/callback\"\n{extra}"
+        )
+    };
+    let error = |top: &str| parse(&config_with(top, "", "")).unwrap_err().to_string();
+    let config = parse(&config_with(&oidc(""), "", "")).unwrap();
+    let provider = config.directory.oidc.unwrap();
+    assert_eq!(provider.issuer, "https://login.example.com/tenant", "kept as written: `iss` must equal it");
+    assert_eq!(provider.scopes, ["openid", "profile", "email"]);
+    assert!(!provider.trust_provider_mfa, "the gateway's own second factor by default");
+    assert!(error(&oidc("").replace("https://login", "http://login")).contains("issuer must be an https URL"));
+    assert!(error(&oidc("").replace("/.stepgate/oidc/callback", "/callback")).contains("redirect_uri must end in"));
+    assert!(error(&oidc("scopes = [\"profile\"]")).contains("must include openid"));
+    assert!(error(&oidc("client_secret_file = \"s\"")).contains("only one of client_secret_env"));
+    assert!(error("[directory]\nkind = \"oidc\"\n").contains("needs [directory.oidc]"));
+}

@@ -1,0 +1,206 @@
+//! The first factor at an OpenID Connect provider: the authorization code
+//! flow with PKCE, `state` and `nonce`, and a checked ID token (signature
+//! against the provider's keys, issuer, audience, expiry, nonce). The
+//! provider's discovery document is read on first use and again every
+//! hour, or after it failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    ProviderMetadataWithLogout, RedirectUrl, Scope, TokenResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use crate::clock::{Clock, UnixTime};
+use crate::config::{read_secret, OidcConfig};
+use crate::users::User;
+
+/// The discovery document is read again after this long.
+const METADATA_TTL: i64 = 3600;
+/// `amr` values that name a factor beyond a password (RFC 8176).
+const SECOND_FACTOR_AMR: [&str; 9] = ["mfa", "otp", "hwk", "swk", "sms", "tel", "fpt", "face", "pin"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    /// The provider cannot be reached, or answered something unusable.
+    #[error("the identity provider is unavailable: {0}")]
+    Unavailable(String),
+    /// The answer is not acceptable: a refused code, a bad ID token.
+    #[error("the identity provider's answer was refused: {0}")]
+    Refused(String),
+}
+
+/// What a sign-in in flight keeps until the provider sends the browser back.
+#[derive(Serialize, Deserialize)]
+pub struct Pending {
+    pub nonce: String,
+    pub pkce_verifier: String,
+    /// Where the user was going.
+    pub rd: String,
+}
+
+/// A user the provider signed in.
+pub struct SignedIn {
+    pub user: User,
+    /// The provider did a second factor (and the configuration trusts it).
+    pub provider_mfa: bool,
+    /// The provider's `amr`, for the log.
+    pub amr: Vec<String>,
+}
+
+pub struct OidcDirectory {
+    config: OidcConfig,
+    client_secret: Option<ClientSecret>,
+    http: openidconnect::reqwest::Client,
+    clock: Arc<dyn Clock>,
+    metadata: RwLock<Option<(ProviderMetadataWithLogout, UnixTime)>>,
+}
+
+impl OidcDirectory {
+    pub fn new(config: &OidcConfig, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        let secret = match (&config.client_secret_env, &config.client_secret_file) {
+            (None, None) => None,
+            (env, file) => Some(ClientSecret::new(read_secret("directory.oidc.client_secret", env.as_deref(), file.as_deref())?)),
+        };
+        // Following redirects would open the client to SSRF.
+        let http = openidconnect::reqwest::Client::builder()
+            .redirect(openidconnect::reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(config.timeout as u64))
+            .build()
+            .map_err(|e| format!("directory.oidc HTTP client: {e}"))?;
+        Ok(Self { config: config.clone(), client_secret: secret, http, clock, metadata: RwLock::new(None) })
+    }
+
+    /// The provider's authorization URL for a new sign-in, with its state,
+    /// and what to keep until the browser comes back.
+    pub async fn begin(&self, rd: &str) -> Result<(url::Url, String, Pending), OidcError> {
+        let client = self.client().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
+        for scope in self.config.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        let pending = Pending { nonce: nonce.secret().clone(), pkce_verifier: verifier.secret().clone(), rd: rd.to_string() };
+        Ok((url, state.secret().clone(), pending))
+    }
+
+    /// Exchanges the code (with the PKCE verifier) and checks the ID token.
+    pub async fn finish(&self, code: &str, pending: Pending) -> Result<SignedIn, OidcError> {
+        let client = self.client().await?;
+        let exchange = client.exchange_code(AuthorizationCode::new(code.to_string())).map_err(|e| OidcError::Unavailable(e.to_string()))?;
+        let response = exchange
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::Refused(format!("the code was not exchanged: {e}")))?;
+        let id_token = response.id_token().ok_or_else(|| OidcError::Refused("no ID token".into()))?;
+        let clock = self.clock.clone();
+        let verifier = client.id_token_verifier().set_time_fn(move || chrono::DateTime::from_timestamp(clock.now(), 0).unwrap_or_default());
+        let claims = id_token.claims(&verifier, &Nonce::new(pending.nonce)).map_err(|e| OidcError::Refused(format!("ID token: {e}")))?;
+        let amr: Vec<String> = claims.auth_method_refs().into_iter().flatten().map(|m| m.as_str().to_string()).collect();
+        let acr = claims.auth_context_ref().map(|acr| acr.as_str().to_string());
+        // Verified above: the payload's other claims can be read as they are.
+        let payload = payload_of(&id_token.to_string()).ok_or_else(|| OidcError::Refused("ID token payload".into()))?;
+        let user = self.user_of(&payload, claims.subject().as_str())?;
+        let by_amr = amr.iter().any(|m| SECOND_FACTOR_AMR.contains(&m.as_str()));
+        let by_acr = acr.as_ref().is_some_and(|acr| self.config.mfa_acr_values.contains(acr));
+        Ok(SignedIn { user, provider_mfa: self.config.trust_provider_mfa && (by_amr || by_acr), amr })
+    }
+
+    /// Where to send the browser after signing out here, when the provider
+    /// has an end-session endpoint and the configuration names a way back.
+    pub async fn logout_url(&self) -> Option<url::Url> {
+        let back = self.config.post_logout_redirect_uri.as_ref()?;
+        let metadata = self.metadata().await.ok()?;
+        let endpoint = metadata.additional_metadata().end_session_endpoint.as_ref()?;
+        let mut url = endpoint.url().clone();
+        url.query_pairs_mut().append_pair("client_id", &self.config.client_id).append_pair("post_logout_redirect_uri", back.as_str());
+        Some(url)
+    }
+
+    fn user_of(&self, payload: &serde_json::Value, subject: &str) -> Result<User, OidcError> {
+        let claims = &self.config.claims;
+        let text = |name: &str| payload.get(name).and_then(|v| v.as_str()).map(str::to_string);
+        let username = text(&claims.username).unwrap_or_else(|| subject.to_string());
+        if username.is_empty() || username.len() > crate::users::MAX_USERNAME_BYTES {
+            return Err(OidcError::Refused("the user name claim is empty or too long".into()));
+        }
+        let groups = match payload.get(&claims.groups) {
+            Some(serde_json::Value::Array(values)) => values.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Some(serde_json::Value::String(one)) => vec![one.clone()],
+            _ => Vec::new(),
+        };
+        Ok(User {
+            display_name: text(&claims.display_name).unwrap_or_else(|| username.clone()),
+            email: text(&claims.email).unwrap_or_default(),
+            phone: None,
+            groups,
+            username,
+            password: String::new(),
+        })
+    }
+
+    async fn client(
+        &self,
+    ) -> Result<
+        openidconnect::Client<
+            openidconnect::EmptyAdditionalClaims,
+            openidconnect::core::CoreAuthDisplay,
+            openidconnect::core::CoreGenderClaim,
+            openidconnect::core::CoreJweContentEncryptionAlgorithm,
+            openidconnect::core::CoreJsonWebKey,
+            openidconnect::core::CoreAuthPrompt,
+            openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+            openidconnect::core::CoreTokenResponse,
+            openidconnect::core::CoreTokenIntrospectionResponse,
+            openidconnect::core::CoreRevocableToken,
+            openidconnect::core::CoreRevocationErrorResponse,
+            openidconnect::EndpointSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointMaybeSet,
+            openidconnect::EndpointMaybeSet,
+        >,
+        OidcError,
+    > {
+        let metadata = self.metadata().await?;
+        let redirect = RedirectUrl::from_url(self.config.redirect_uri.clone());
+        Ok(CoreClient::from_provider_metadata(metadata, ClientId::new(self.config.client_id.clone()), self.client_secret.clone())
+            .set_redirect_uri(redirect))
+    }
+
+    async fn metadata(&self) -> Result<ProviderMetadataWithLogout, OidcError> {
+        let now = self.clock.now();
+        if let Some((metadata, read)) = self.metadata.read().await.as_ref() {
+            if now - read < METADATA_TTL {
+                return Ok(metadata.clone());
+            }
+        }
+        let issuer = IssuerUrl::new(self.config.issuer.clone()).map_err(|e| OidcError::Unavailable(format!("issuer: {e}")))?;
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| OidcError::Unavailable(format!("discovery: {e}")))?;
+        *self.metadata.write().await = Some((metadata.clone(), now));
+        Ok(metadata)
+    }
+
+    /// Forgets the discovery document, so the next sign-in reads it again
+    /// (after the provider failed, or rotated its keys).
+    pub async fn forget_metadata(&self) {
+        *self.metadata.write().await = None;
+    }
+}
+
+/// A JWT's payload as JSON.
+fn payload_of(jwt: &str) -> Option<serde_json::Value> {
+    let payload = jwt.split('.').nth(1)?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+}

@@ -1,0 +1,59 @@
+//! A real OpenID provider (node-oidc-provider, `tests/oidc/provider.mjs`)
+//! on a free loopback port, started by the test with Node.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::free_port;
+
+pub const CLIENT_SECRET: &str = "client secret 6a0f";
+
+pub struct OidcProvider {
+    pub addr: SocketAddr,
+    _child: Child,
+}
+
+impl OidcProvider {
+    /// A provider whose clients send browsers back to `redirect_uri`.
+    pub async fn start(redirect_uri: &str, post_logout_redirect_uri: &str) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
+        assert!(root.join("node_modules/oidc-provider").is_dir(), "the OpenID tests need oidc-provider: run scripts/setup");
+        let addr = free_port();
+        let mut child = Command::new("node")
+            .arg(root.join("provider.mjs"))
+            .env("PORT", addr.port().to_string())
+            .env("REDIRECT_URI", redirect_uri)
+            .env("POST_LOGOUT_REDIRECT_URI", post_logout_redirect_uri)
+            .env("CLIENT_SECRET", CLIENT_SECRET)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs (Node.js 20 or newer)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+            match line {
+                Ok(Ok(Some(line))) if line == "ready" => break,
+                Ok(Ok(Some(_))) => continue,
+                other => panic!("the OpenID provider did not start: {other:?}"),
+            }
+        }
+        Self { addr, _child: child }
+    }
+
+    pub fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// Who the next interaction signs in, and what it says it did.
+    pub async fn next_login(&self, account: &str, amr: &[&str], acr: Option<&str>) {
+        let body = serde_json::json!({ "account": account, "amr": amr, "acr": acr });
+        let response = reqwest::Client::new().post(format!("{}/test/next", self.issuer())).json(&body).send().await.unwrap();
+        assert!(response.status().is_success());
+    }
+}

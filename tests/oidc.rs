@@ -1,0 +1,194 @@
+//! Sign-in at an OpenID Connect provider: a real one (node-oidc-provider)
+//! started by the test, the whole code flow through the gateway with an
+//! HTTP client that follows each redirect itself.
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::oidc::{OidcProvider, CLIENT_SECRET};
+use common::*;
+use serde_json::Value;
+
+const APPS: &str = r#"
+[[apps]]
+id = "app"
+hosts = ["app.test"]
+upstreams = ["http://{upstream}"]
+
+[[apps.rules]]
+path = "/admin/"
+groups = ["admins"]
+policy = "always"
+
+[[apps.rules]]
+path = "/admin/"
+policy = "deny"
+
+[[apps.rules]]
+path = "/"
+policy = "never"
+"#;
+
+struct Setup2 {
+    provider: OidcProvider,
+    gw: TestGateway,
+}
+
+/// A provider and a gateway that signs in there as `client_id`.
+async fn start(client_id: &str, extra: &str) -> Setup2 {
+    // The gateway's port is known once it listens: the provider accepts
+    // any port of app.test by being told the one the gateway will use.
+    let port = free_port().port();
+    let redirect = format!("http://app.test:{port}/.stepgate/oidc/callback");
+    let provider = OidcProvider::start(&redirect, &format!("http://app.test:{port}/")).await;
+    std::env::set_var("STEPGATE_TEST_OIDC_SECRET", CLIENT_SECRET);
+    let secret = if client_id == "stepgate" {
+        "client_secret_env = \"STEPGATE_TEST_OIDC_SECRET\""
+    } else {
+        "client_secret_env = \"STEPGATE_TEST_OTHER_SECRET\""
+    };
+    std::env::set_var("STEPGATE_TEST_OTHER_SECRET", "other secret");
+    let config = format!(
+        "[directory]\nkind = \"oidc\"\n[directory.oidc]\nissuer = \"{}\"\nclient_id = \"{client_id}\"\n{secret}\nredirect_uri = \"{redirect}\"\n\
+         post_logout_redirect_uri = \"http://app.test:{port}/\"\n{extra}\n",
+        provider.issuer()
+    );
+    let gw = TestGateway::start_with(Setup { extra: config, apps: APPS.into(), port: Some(port), ..Setup::default() }).await;
+    Setup2 { provider, gw }
+}
+
+/// Follows redirects from `url` (the gateway's and the provider's) until
+/// the browser is sent to the gateway's callback; returns that URL.
+async fn to_callback(client: &reqwest::Client, gw: &TestGateway, url: String) -> String {
+    let mut url = url;
+    for _ in 0..10 {
+        if url.contains("/.stepgate/oidc/callback") {
+            return url;
+        }
+        let response = client.get(&url).send().await.unwrap();
+        assert!(response.status().is_redirection(), "{url}: {} {}", response.status(), response.text().await.unwrap());
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        url = if location.starts_with('/') { base_of(&url) + &location } else { location };
+    }
+    panic!("no callback reached from {} ({url})", gw.app("/"));
+}
+
+fn base_of(url: &str) -> String {
+    let parsed = url::Url::parse(url).unwrap();
+    format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap()) + &parsed.port().map(|p| format!(":{p}")).unwrap_or_default()
+}
+
+/// Signs in through the provider, starting at `path`; returns the callback's answer.
+async fn sign_in_at_provider(client: &reqwest::Client, gw: &TestGateway, path: &str) -> reqwest::Response {
+    let callback = to_callback(client, gw, gw.app(path)).await;
+    client.get(callback).send().await.unwrap()
+}
+
+fn last_claims(gw: &TestGateway) -> Value {
+    let token = gw.upstream.last().headers["x-stepgate-assertion"].to_str().unwrap().to_string();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_code_flow_signs_in_and_the_gateway_asks_for_its_own_second_factor() {
+    let Setup2 { provider, gw } = start("stepgate", "").await;
+    provider.next_login("alice", &["pwd", "otp"], None).await;
+    let client = gw.browser();
+    let done = sign_in_at_provider(&client, &gw, "/").await;
+    assert_eq!(done.status(), 303, "{}", done.text().await.unwrap());
+    assert_eq!(client.get(gw.app("/")).send().await.unwrap().status(), 200);
+    let claims = last_claims(&gw);
+    assert_eq!(
+        (claims["sub"].as_str(), claims["email"].as_str(), claims["name"].as_str()),
+        (Some("alice"), Some("alice@example.com"), Some("Alice Liddell"))
+    );
+    assert_eq!(claims["groups"], serde_json::json!(["staff", "admins"]));
+    // The provider's MFA is not trusted here: /admin/ asks for the gateway's own factor.
+    let admin = client.get(gw.app("/admin/")).send().await.unwrap();
+    assert_eq!(admin.status(), 302);
+    assert!(admin.headers()["location"].to_str().unwrap().starts_with("/.stepgate/second-factor"));
+}
+
+#[tokio::test]
+async fn a_trusted_provider_mfa_satisfies_always_and_the_assertion_says_so() {
+    let Setup2 { provider, gw } = start("stepgate", "trust_provider_mfa = true").await;
+    provider.next_login("alice", &["pwd", "otp"], None).await;
+    let client = gw.browser();
+    assert_eq!(sign_in_at_provider(&client, &gw, "/admin/").await.status(), 303);
+    assert_eq!(client.get(gw.app("/admin/")).send().await.unwrap().status(), 200);
+    assert_eq!(last_claims(&gw)["amr"], serde_json::json!(["pwd", "idp", "mfa"]));
+
+    // A password alone at the provider is not a second factor.
+    provider.next_login("alice", &["pwd"], None).await;
+    let other = gw.browser();
+    assert_eq!(sign_in_at_provider(&other, &gw, "/admin/").await.status(), 303);
+    assert_eq!(other.get(gw.app("/admin/")).send().await.unwrap().status(), 302);
+}
+
+#[tokio::test]
+async fn forged_state_replayed_codes_and_expired_tokens_are_refused() {
+    let Setup2 { provider, gw } = start("stepgate", "").await;
+    provider.next_login("bob", &["pwd"], None).await;
+    let client = gw.browser();
+
+    let forged = client.get(gw.app("/.stepgate/oidc/callback?code=abc&state=forged")).send().await.unwrap();
+    assert_eq!(forged.status(), 400);
+
+    let callback = to_callback(&client, &gw, gw.app("/")).await;
+    // The callback in another browser: its state is bound to this one.
+    assert_eq!(gw.browser().get(&callback).send().await.unwrap().status(), 400);
+    assert_eq!(client.get(&callback).send().await.unwrap().status(), 303);
+    assert_eq!(client.get(&callback).send().await.unwrap().status(), 400, "a state works once");
+
+    // The spent code with a fresh state of this browser: the provider refuses it.
+    let fresh = gw.browser();
+    let code = url::Url::parse(&callback).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.to_string();
+    let new_callback = to_callback(&fresh, &gw, gw.app("/")).await;
+    let state = url::Url::parse(&new_callback).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.to_string();
+    let replayed = fresh.get(gw.app(&format!("/.stepgate/oidc/callback?code={code}&state={state}"))).send().await.unwrap();
+    assert_eq!(replayed.status(), 403);
+    assert!(replayed.text().await.unwrap().contains("could not be accepted"));
+
+    // An ID token past its expiry (60 s here) by the gateway's clock.
+    let late = gw.browser();
+    let callback = to_callback(&late, &gw, gw.app("/")).await;
+    gw.clock.advance(120);
+    assert_eq!(late.get(&callback).send().await.unwrap().status(), 403);
+    assert_eq!(late.get(gw.app("/")).send().await.unwrap().status(), 302, "not signed in");
+}
+
+#[tokio::test]
+async fn a_code_issued_to_another_client_is_refused() {
+    // This gateway is the client `other`; the code it is handed was issued to `stepgate`.
+    let Setup2 { provider, gw } = start("other", "").await;
+    provider.next_login("alice", &["pwd"], None).await;
+    let client = gw.browser();
+    let callback = to_callback(&client, &gw, gw.app("/")).await;
+    let state = url::Url::parse(&callback).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.to_string();
+    let redirect = format!("{}/.stepgate/oidc/callback", gw.app("").trim_end_matches('/'));
+    let authorize = format!(
+        "{}/auth?client_id=stepgate&response_type=code&scope=openid&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&state=x&nonce=y",
+        provider.issuer(),
+        url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+    );
+    let foreign = to_callback(&gw.browser(), &gw, authorize).await;
+    let code = url::Url::parse(&foreign).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.to_string();
+    let refused = client.get(gw.app(&format!("/.stepgate/oidc/callback?code={code}&state={state}"))).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+}
+
+#[tokio::test]
+async fn signing_out_signs_out_at_the_provider_too() {
+    let Setup2 { provider, gw } = start("stepgate", "").await;
+    provider.next_login("alice", &["pwd"], None).await;
+    let client = gw.browser();
+    assert_eq!(sign_in_at_provider(&client, &gw, "/").await.status(), 303);
+    let page = client.get(gw.app("/.stepgate/signout")).send().await.unwrap().text().await.unwrap();
+    let out = client.post(gw.app("/.stepgate/signout")).form(&[("csrf", form_value(&page, "csrf"))]).send().await.unwrap();
+    assert_eq!(out.status(), 303);
+    let location = out.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with(&format!("{}/session/end?", provider.issuer())), "{location}");
+    assert!(location.contains("client_id=stepgate") && location.contains("post_logout_redirect_uri="), "{location}");
+    assert_eq!(client.get(gw.app("/")).send().await.unwrap().status(), 302, "signed out here");
+}
