@@ -145,6 +145,9 @@ pub struct TicketPage<'a> {
 #[template(path = "signed_out.html")]
 pub struct SignedOutPage<'a> {
     pub brand: &'a Branding,
+    /// The OpenID provider's logout, where the page sends the browser on.
+    /// (A redirect would not do: the form's `form-action 'self'` stops it.)
+    pub provider_logout: Option<String>,
 }
 
 #[derive(Template)]

@@ -27,7 +27,7 @@ pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar) ->
             StatusCode::OK,
             &SignoutPage { brand, csrf: csrf::token(&gateway, Binding::Session(&session)), username: &session.username },
         ),
-        None => html(StatusCode::OK, &SignedOutPage { brand }),
+        None => html(StatusCode::OK, &SignedOutPage { brand, provider_logout: None }),
     })
 }
 
@@ -51,10 +51,9 @@ pub async fn submit(
     }
     let jar = jar.add(gateway.sessions.removal_cookie(request.tls));
     // Signed out at the OpenID provider too, which sends the browser back.
-    if let Some(provider) = gateway.users.oidc_provider() {
-        if let Some(logout) = provider.logout_url().await {
-            return Ok((jar, super::see_other(logout.as_str())).into_response());
-        }
-    }
-    Ok((jar, html(StatusCode::OK, &SignedOutPage { brand: &gateway.config.branding })).into_response())
+    let provider_logout = match gateway.users.oidc_provider() {
+        Some(provider) => provider.logout_url().await.map(String::from),
+        None => None,
+    };
+    Ok((jar, html(StatusCode::OK, &SignedOutPage { brand: &gateway.config.branding, provider_logout })).into_response())
 }
