@@ -37,11 +37,15 @@ struct Setup2 {
 
 /// A provider and a gateway that signs in there as `client_id`.
 async fn start(client_id: &str, extra: &str) -> Setup2 {
+    start_with(client_id, extra, false).await
+}
+
+async fn start_with(client_id: &str, extra: &str, conform: bool) -> Setup2 {
     // The gateway's port is known once it listens: the provider accepts
     // any port of app.test by being told the one the gateway will use.
     let port = free_port().port();
     let redirect = format!("http://app.test:{port}/.stepgate/oidc/callback");
-    let provider = OidcProvider::start(&redirect, &format!("http://app.test:{port}/")).await;
+    let provider = OidcProvider::start_with(&redirect, &format!("http://app.test:{port}/"), conform).await;
     std::env::set_var("STEPGATE_TEST_OIDC_SECRET", CLIENT_SECRET);
     let secret = if client_id == "stepgate" {
         "client_secret_env = \"STEPGATE_TEST_OIDC_SECRET\""
@@ -192,4 +196,16 @@ async fn signing_out_signs_out_at_the_provider_too() {
     assert!(location.starts_with(&format!("{}/session/end?", provider.issuer())), "{location}");
     assert!(location.contains("client_id=stepgate") && location.contains("post_logout_redirect_uri="), "{location}");
     assert_eq!(client.get(gw.app("/")).send().await.unwrap().status(), 302, "signed out here");
+}
+
+#[tokio::test]
+async fn groups_only_at_the_userinfo_endpoint_are_read_there_when_configured() {
+    for (userinfo, groups) in [(false, serde_json::json!([])), (true, serde_json::json!(["staff", "admins"]))] {
+        let Setup2 { provider, gw } = start_with("stepgate", &format!("userinfo = {userinfo}"), true).await;
+        provider.next_login("alice", &["pwd"], None).await;
+        let client = gw.browser();
+        assert_eq!(sign_in_at_provider(&client, &gw, "/").await.status(), 303);
+        assert_eq!(client.get(gw.app("/")).send().await.unwrap().status(), 200);
+        assert_eq!(last_claims(&gw)["groups"], groups, "userinfo = {userinfo}");
+    }
 }

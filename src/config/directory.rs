@@ -44,6 +44,10 @@ pub struct OidcConfig {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub claims: OidcClaims,
+    /// Also read the UserInfo endpoint (some providers put the groups, or
+    /// every profile claim, only there); its claims win over the ID token's.
+    #[serde(default)]
+    pub userinfo: bool,
     /// A second factor the provider performed (its `amr` names one, or
     /// its `acr` is one of `mfa_acr_values`) counts as the gateway's own.
     #[serde(default)]

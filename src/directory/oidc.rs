@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
     ProviderMetadataWithLogout, RedirectUrl, Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
@@ -107,11 +107,37 @@ impl OidcDirectory {
         let amr: Vec<String> = claims.auth_method_refs().into_iter().flatten().map(|m| m.as_str().to_string()).collect();
         let acr = claims.auth_context_ref().map(|acr| acr.as_str().to_string());
         // Verified above: the payload's other claims can be read as they are.
-        let payload = payload_of(&id_token.to_string()).ok_or_else(|| OidcError::Refused("ID token payload".into()))?;
+        let mut payload = payload_of(&id_token.to_string()).ok_or_else(|| OidcError::Refused("ID token payload".into()))?;
+        if self.config.userinfo {
+            let info = self.userinfo(response.access_token().secret(), claims.subject().as_str()).await?;
+            merge_userinfo(&mut payload, info);
+        }
         let user = self.user_of(&payload, claims.subject().as_str())?;
         let by_amr = amr.iter().any(|m| SECOND_FACTOR_AMR.contains(&m.as_str()));
         let by_acr = acr.as_ref().is_some_and(|acr| self.config.mfa_acr_values.contains(acr));
         Ok(SignedIn { user, provider_mfa: self.config.trust_provider_mfa && (by_amr || by_acr), amr })
+    }
+
+    /// The UserInfo endpoint's claims, which must be about `subject`.
+    async fn userinfo(&self, access_token: &str, subject: &str) -> Result<serde_json::Value, OidcError> {
+        let metadata = self.metadata().await?;
+        let endpoint = metadata.userinfo_endpoint().ok_or_else(|| OidcError::Refused("the provider has no UserInfo endpoint".into()))?;
+        let response = self
+            .http
+            .get(endpoint.url().clone())
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .map_err(|e| OidcError::Unavailable(format!("UserInfo: {}", e.without_url())))?;
+        if !response.status().is_success() {
+            return Err(OidcError::Refused(format!("UserInfo answered {}", response.status().as_u16())));
+        }
+        let info: serde_json::Value = response.json().await.map_err(|_| OidcError::Refused("UserInfo is not JSON".into()))?;
+        // OpenID Connect Core 5.3.2: the sub must be the ID token's.
+        if info.get("sub").and_then(|s| s.as_str()) != Some(subject) {
+            return Err(OidcError::Refused("UserInfo is about another subject".into()));
+        }
+        Ok(info)
     }
 
     /// Where to send the browser after signing out here, when the provider
@@ -196,6 +222,19 @@ impl OidcDirectory {
     /// (after the provider failed, or rotated its keys).
     pub async fn forget_metadata(&self) {
         *self.metadata.write().await = None;
+    }
+}
+
+/// UserInfo's claims over the ID token's, but never those that say who
+/// issued the token, for whom, or when.
+fn merge_userinfo(payload: &mut serde_json::Value, info: serde_json::Value) {
+    let (Some(payload), serde_json::Value::Object(info)) = (payload.as_object_mut(), info) else {
+        return;
+    };
+    for (name, value) in info {
+        if !["iss", "aud", "exp", "iat", "nonce", "sub", "amr", "acr", "auth_time", "azp"].contains(&name.as_str()) {
+            payload.insert(name, value);
+        }
     }
 }
 

@@ -21,6 +21,12 @@ pub struct OidcProvider {
 impl OidcProvider {
     /// A provider whose clients send browsers back to `redirect_uri`.
     pub async fn start(redirect_uri: &str, post_logout_redirect_uri: &str) -> Self {
+        Self::start_with(redirect_uri, post_logout_redirect_uri, false).await
+    }
+
+    /// With `conform`, profile claims (groups among them) are served by the
+    /// UserInfo endpoint only, as OpenID Connect Core has it.
+    pub async fn start_with(redirect_uri: &str, post_logout_redirect_uri: &str, conform: bool) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
         assert!(root.join("node_modules/oidc-provider").is_dir(), "the OpenID tests need oidc-provider: run scripts/setup");
         let addr = free_port();
@@ -30,6 +36,7 @@ impl OidcProvider {
             .env("REDIRECT_URI", redirect_uri)
             .env("POST_LOGOUT_REDIRECT_URI", post_logout_redirect_uri)
             .env("CLIENT_SECRET", CLIENT_SECRET)
+            .env("CONFORM", if conform { "1" } else { "0" })
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()

@@ -38,8 +38,9 @@ const provider = new Provider(issuer, {
     profile: ["name", "preferred_username", "groups"],
     email: ["email"],
   },
-  // Profile claims in the ID token itself, not only at the UserInfo endpoint.
-  conformIdTokenClaims: false,
+  // Profile claims in the ID token itself, not only at the UserInfo endpoint
+  // (unless CONFORM=1: then at the UserInfo endpoint only).
+  conformIdTokenClaims: process.env.CONFORM === "1",
   acrValues: ["urn:example:pwd", "urn:example:mfa"],
   findAccount: async (ctx, id) => accounts[id] && { accountId: id, claims: async () => accounts[id] },
   features: { devInteractions: { enabled: false }, rpInitiatedLogout: { enabled: true } },
