@@ -26,6 +26,11 @@ path = "/admin/"
 policy = "deny"
 
 [[apps.rules]]
+path = "/payments/"
+policy = "always"
+max_age = "10s"
+
+[[apps.rules]]
 path = "/"
 policy = "never"
 "#;
@@ -65,17 +70,43 @@ async fn start_with(client_id: &str, extra: &str, conform: bool) -> Setup2 {
 /// Follows redirects from `url` (the gateway's and the provider's) until
 /// the browser is sent to the gateway's callback; returns that URL.
 async fn to_callback(client: &reqwest::Client, gw: &TestGateway, url: String) -> String {
-    let mut url = url;
+    walk_to_callback(client, gw, url).await.pop().unwrap()
+}
+
+/// Every URL the browser visits from `url` to the callback, in order.
+async fn walk_to_callback(client: &reqwest::Client, gw: &TestGateway, url: String) -> Vec<String> {
+    let mut visited = vec![url];
     for _ in 0..10 {
+        let url = visited.last().unwrap().clone();
         if url.contains("/.stepgate/oidc/callback") {
-            return url;
+            return visited;
         }
-        let response = client.get(&url).send().await.unwrap();
+        let mut response = client.get(&url).send().await.unwrap();
+        if response.status() == 200 {
+            // The provider's self-submitting form (ending its session of
+            // another account first): submitted as the browser would.
+            response = submit_form(client, response).await;
+        }
         assert!(response.status().is_redirection(), "{url}: {} {}", response.status(), response.text().await.unwrap());
         let location = response.headers()["location"].to_str().unwrap().to_string();
-        url = if location.starts_with('/') { base_of(&url) + &location } else { location };
+        visited.push(if location.starts_with('/') { base_of(&url) + &location } else { location });
     }
-    panic!("no callback reached from {} ({url})", gw.app("/"));
+    panic!("no callback reached from {} ({visited:?})", gw.app("/"));
+}
+
+async fn submit_form(client: &reqwest::Client, page: reqwest::Response) -> reqwest::Response {
+    let html = page.text().await.unwrap();
+    let action = regex::Regex::new(r#"<form method="post" action="([^"]+)""#)
+        .unwrap()
+        .captures(&html)
+        .unwrap_or_else(|| panic!("no form in {html}"))[1]
+        .to_string();
+    let fields: Vec<(String, String)> = regex::Regex::new(r#"<input type="hidden" name="([^"]+)" value="([^"]*)""#)
+        .unwrap()
+        .captures_iter(&html)
+        .map(|c| (c[1].to_string(), c[2].to_string()))
+        .collect();
+    client.post(action).form(&fields).send().await.unwrap()
 }
 
 fn base_of(url: &str) -> String {
@@ -208,4 +239,35 @@ async fn groups_only_at_the_userinfo_endpoint_are_read_there_when_configured() {
         assert_eq!(client.get(gw.app("/")).send().await.unwrap().status(), 200);
         assert_eq!(last_claims(&gw)["groups"], groups, "userinfo = {userinfo}");
     }
+}
+
+#[tokio::test]
+async fn a_step_up_can_send_the_user_back_to_the_provider() {
+    let Setup2 { provider, gw } = start("stepgate", "trust_provider_mfa = true\nstep_up_at_provider = true").await;
+    provider.next_login("alice", &["pwd", "otp"], None).await;
+    let client = gw.browser();
+    assert_eq!(sign_in_at_provider(&client, &gw, "/payments/").await.status(), 303);
+    assert_eq!(client.get(gw.app("/payments/")).send().await.unwrap().status(), 200);
+
+    // Later, the payments need a fresher second factor: done at the provider.
+    // (Seconds, not minutes: the provider's ID tokens live 60 s by its clock.)
+    gw.clock.advance(11);
+    let mut visited = walk_to_callback(&client, &gw, gw.app("/payments/")).await;
+    let callback = visited.pop().unwrap();
+    let asked_again = visited.iter().any(|url| url.contains("prompt=login") && url.contains("max_age=0"));
+    assert!(asked_again, "the provider was asked to sign the user in again: {visited:?}");
+    assert_eq!(client.get(&callback).send().await.unwrap().status(), 303);
+    assert_eq!(client.get(gw.app("/payments/")).send().await.unwrap().status(), 200);
+
+    // A step-up where the provider did no second factor is refused.
+    gw.clock.advance(11);
+    provider.next_login("alice", &["pwd"], None).await;
+    let callback = to_callback(&client, &gw, gw.app("/payments/")).await;
+    assert_eq!(client.get(&callback).send().await.unwrap().status(), 403);
+    assert_eq!(client.get(gw.app("/payments/")).send().await.unwrap().status(), 302);
+
+    // Nor may another user step up this session.
+    provider.next_login("bob", &["pwd", "otp"], None).await;
+    let callback = to_callback(&client, &gw, gw.app("/payments/")).await;
+    assert_eq!(client.get(&callback).send().await.unwrap().status(), 403);
 }

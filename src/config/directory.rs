@@ -55,6 +55,11 @@ pub struct OidcConfig {
     /// `acr` values that mean the provider did multi-factor authentication.
     #[serde(default)]
     pub mfa_acr_values: Vec<String>,
+    /// A rule's step-up (`max_age`) is done at the provider: the user signs
+    /// in there again (`prompt=login`, `max_age=0`), with a second factor.
+    /// Needs `trust_provider_mfa`.
+    #[serde(default)]
+    pub step_up_at_provider: bool,
     /// After signing out here, send the browser to the provider's
     /// end-session endpoint (RP-initiated logout), which sends it back here.
     pub post_logout_redirect_uri: Option<url::Url>,
@@ -227,6 +232,9 @@ impl OidcConfig {
         }
         if !self.scopes.iter().any(|scope| scope == "openid") {
             return Err("directory.oidc.scopes must include openid".into());
+        }
+        if self.step_up_at_provider && !self.trust_provider_mfa {
+            return Err("directory.oidc.step_up_at_provider needs trust_provider_mfa = true".into());
         }
         if self.client_secret_env.is_some() && self.client_secret_file.is_some() {
             return Err("directory.oidc: give only one of client_secret_env and client_secret_file".into());

@@ -21,6 +21,8 @@ use crate::clock::{Clock, UnixTime};
 use crate::config::{read_secret, OidcConfig};
 use crate::users::User;
 
+/// A step-up's authentication must be this close to its token's issue.
+const FRESH_SECS: i64 = 60;
 /// The discovery document is read again after this long.
 const METADATA_TTL: i64 = 3600;
 /// `amr` values that name a factor beyond a password (RFC 8176).
@@ -43,6 +45,10 @@ pub struct Pending {
     pub pkce_verifier: String,
     /// Where the user was going.
     pub rd: String,
+    /// A step-up of this user's session (the provider was asked to sign
+    /// them in again), not a new sign-in.
+    #[serde(default)]
+    pub step_up_of: Option<String>,
 }
 
 /// A user the provider signed in.
@@ -50,6 +56,9 @@ pub struct SignedIn {
     pub user: User,
     /// The provider did a second factor (and the configuration trusts it).
     pub provider_mfa: bool,
+    /// The user authenticated for this sign-in (not long before, on a
+    /// session the provider kept): `auth_time` is about the token's `iat`.
+    pub fresh: bool,
     /// The provider's `amr`, for the log.
     pub amr: Vec<String>,
 }
@@ -77,17 +86,31 @@ impl OidcDirectory {
         Ok(Self { config: config.clone(), client_secret: secret, http, clock, metadata: RwLock::new(None) })
     }
 
-    /// The provider's authorization URL for a new sign-in, with its state,
-    /// and what to keep until the browser comes back.
-    pub async fn begin(&self, rd: &str) -> Result<(url::Url, String, Pending), OidcError> {
+    /// Whether a rule's step-up sends the user back to the provider.
+    pub fn steps_up(&self) -> bool {
+        self.config.step_up_at_provider
+    }
+
+    /// The provider's authorization URL for a new sign-in (or, with
+    /// `step_up_of`, a fresh one of that user), with its state, and what to
+    /// keep until the browser comes back.
+    pub async fn begin(&self, rd: &str, step_up_of: Option<&str>) -> Result<(url::Url, String, Pending), OidcError> {
         let client = self.client().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
+        if step_up_of.is_some() {
+            request = request.set_max_age(Duration::ZERO).add_prompt(openidconnect::core::CoreAuthPrompt::Login);
+        }
         for scope in self.config.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(scope.clone()));
         }
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
-        let pending = Pending { nonce: nonce.secret().clone(), pkce_verifier: verifier.secret().clone(), rd: rd.to_string() };
+        let pending = Pending {
+            nonce: nonce.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+            rd: rd.to_string(),
+            step_up_of: step_up_of.map(str::to_string),
+        };
         Ok((url, state.secret().clone(), pending))
     }
 
@@ -115,7 +138,8 @@ impl OidcDirectory {
         let user = self.user_of(&payload, claims.subject().as_str())?;
         let by_amr = amr.iter().any(|m| SECOND_FACTOR_AMR.contains(&m.as_str()));
         let by_acr = acr.as_ref().is_some_and(|acr| self.config.mfa_acr_values.contains(acr));
-        Ok(SignedIn { user, provider_mfa: self.config.trust_provider_mfa && (by_amr || by_acr), amr })
+        let fresh = claims.auth_time().is_some_and(|at| (claims.issue_time() - at).num_seconds() <= FRESH_SECS);
+        Ok(SignedIn { user, provider_mfa: self.config.trust_provider_mfa && (by_amr || by_acr), fresh, amr })
     }
 
     /// The UserInfo endpoint's claims, which must be about `subject`.

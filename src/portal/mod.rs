@@ -79,6 +79,7 @@ pub fn router() -> Router {
         .route("/.stepgate/static/{name}", get(assets::serve))
         .route("/.stepgate/signin", get(signin::show).post(signin::submit))
         .route("/.stepgate/oidc/callback", get(oidc::callback))
+        .route("/.stepgate/oidc/step-up", get(oidc::step_up))
         .route("/.stepgate/second-factor", get(second_factor::show))
         .route("/.stepgate/second-factor/totp", post(second_factor::verify_totp))
         .route("/.stepgate/second-factor/totp/enroll", post(second_factor::enroll_totp))

@@ -30,10 +30,31 @@ const PER_ADDRESS: usize = 16;
 
 /// Sends the browser to the provider (the sign-in page's answer).
 pub async fn start(gateway: &Gateway, provider: &OidcDirectory, request: &PortalRequest, jar: CookieJar, rd: String) -> Response {
-    match begin(gateway, provider, request, jar, rd).await {
+    match begin(gateway, provider, request, jar, rd, None).await {
         Ok(response) => response,
         Err(answer) => answer,
     }
+}
+
+/// A step-up at the provider (`/.stepgate/oidc/step-up`): the signed-in
+/// user signs in there again, with a second factor.
+pub async fn step_up(
+    Extension(gateway): Extension<PortalState>,
+    Extension(request): Extension<PortalRequest>,
+    jar: CookieJar,
+    uri: Uri,
+) -> Result<Response, Failure> {
+    let rd = safe_return_to(&gateway, super::redirect::rd_param(&uri).as_deref());
+    let Some(provider) = gateway.users.oidc_provider().filter(|p| p.steps_up()).cloned() else {
+        return Ok(error_page(&gateway, StatusCode::NOT_FOUND, "Not found", "There is no such page."));
+    };
+    let Some(session) = super::current_session(&gateway, &jar).await.map_err(|e| Failure(gateway.clone(), e))? else {
+        return Ok(see_other(&super::with_return_to("/.stepgate/signin", &rd)));
+    };
+    Ok(match begin(&gateway, &provider, &request, jar, rd, Some(&session.username)).await {
+        Ok(response) => response,
+        Err(answer) => answer,
+    })
 }
 
 async fn begin(
@@ -42,9 +63,10 @@ async fn begin(
     request: &PortalRequest,
     jar: CookieJar,
     rd: String,
+    step_up_of: Option<&str>,
 ) -> Result<Response, Response> {
     let (jar, pre) = csrf::ensure_pre_session(gateway, jar, request.tls);
-    let (url, state, pending) = provider.begin(&rd).await.map_err(|e| unavailable(gateway, &e))?;
+    let (url, state, pending) = provider.begin(&rd, step_up_of).await.map_err(|e| unavailable(gateway, &e))?;
     let json = zeroize::Zeroizing::new(serde_json::to_vec(&pending).map_err(|_| busy(gateway))?);
     let key = pending_key(&state, &pre);
     let address = crate::throttle::subscriber(request.client_ip);
@@ -87,6 +109,7 @@ pub async fn callback(
         );
     }
     let rd = safe_return_to(&gateway, Some(&pending.rd));
+    let step_up_of = pending.step_up_of.clone();
     let signed = match provider.finish(&code, pending).await {
         Ok(signed) => signed,
         Err(OidcError::Refused(why)) => {
@@ -100,9 +123,37 @@ pub async fn callback(
         }
     };
     tracing::info!(event = "oidc", outcome = "success", user = %signed.user.username, amr = ?signed.amr, provider_mfa = signed.provider_mfa, "authentication");
+    if let Some(username) = step_up_of {
+        return stepped_up(&gateway, &request, jar, &username, signed, &rd).await.map_err(|e| Failure(gateway.clone(), e));
+    }
     let user = gateway.users.learn(signed.user);
     let first = FirstFactor { method: "oidc", provider_mfa: signed.provider_mfa };
     signed_in(&gateway, &request, jar, &user, &rd, first).await.map_err(|e| Failure(gateway.clone(), e))
+}
+
+/// Records a step-up done at the provider on the session that asked for it:
+/// the same user, freshly authenticated, with a second factor.
+async fn stepped_up(
+    gateway: &Gateway,
+    request: &PortalRequest,
+    jar: CookieJar,
+    username: &str,
+    signed: crate::directory::oidc::SignedIn,
+    rd: &str,
+) -> Result<Response, PortalError> {
+    let Some(session) = super::current_session(gateway, &jar).await?.filter(|s| s.username == username) else {
+        return Ok(refused(gateway, request, "step_up_session", StatusCode::FORBIDDEN, "Your session has ended. Sign in again.").await);
+    };
+    if signed.user.username != username || !signed.fresh || !signed.provider_mfa {
+        let message = "The identity provider did not confirm it's you with a second factor just now. Try again.";
+        return Ok(refused(gateway, request, "step_up_refused", StatusCode::FORBIDDEN, message).await);
+    }
+    let Some((id, _)) = gateway.sessions.add_factor(&session, crate::session::Factor::Provider, None).await? else {
+        return Ok(see_other(&super::with_return_to("/.stepgate/signin", rd)));
+    };
+    let event = Event::new(Kind::SecondFactor, Outcome::Success).by_user(username).detail("method", "provider");
+    audit(gateway, request, event).await;
+    Ok((jar.add(gateway.sessions.cookie(id, request.tls)), see_other(rd)).into_response())
 }
 
 /// The sign-in `state` this browser started, taken out (a second callback

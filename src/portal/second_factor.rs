@@ -239,6 +239,10 @@ pub async fn show(Extension(gateway): Extension<PortalState>, jar: CookieJar, ur
     let Some(session) = current_session(&gateway, &jar).await.map_err(fail)? else {
         return Ok(see_other(&with_return_to("/.stepgate/signin", &rd)));
     };
+    // The OpenID provider does the step-ups: the user signs in there again.
+    if need.contains(Method::Provider) && gateway.users.oidc_provider().is_some_and(|p| p.steps_up()) {
+        return Ok(see_other(&with_return_to("/.stepgate/oidc/step-up", &rd)));
+    }
     let enrolled = Enrolled::of(&gateway, &session.username).await.map_err(fail)?;
     let ticket = gateway.tickets.granted(&session.username, &session.key).await.map_err(|e| fail(e.into()))?;
     if enrolled.has_none() || ticket {
