@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
     ProviderMetadataWithLogout, RedirectUrl, Scope, TokenResponse,
@@ -21,6 +21,20 @@ use crate::clock::{Clock, UnixTime};
 use crate::config::{read_secret, OidcConfig};
 use crate::users::User;
 
+/// ID token signatures accepted: the provider's published keys only (an
+/// HMAC under the client secret, or `none`, is not).
+const ASYMMETRIC_ALGS: [CoreJwsSigningAlgorithm; 10] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EcdsaP521Sha512,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
 /// A step-up's authentication must be this close to its token's issue.
 const FRESH_SECS: i64 = 60;
 /// The discovery document is read again after this long.
@@ -125,7 +139,8 @@ impl OidcDirectory {
             .map_err(|e| OidcError::Refused(format!("the code was not exchanged: {e}")))?;
         let id_token = response.id_token().ok_or_else(|| OidcError::Refused("no ID token".into()))?;
         let clock = self.clock.clone();
-        let verifier = client.id_token_verifier().set_time_fn(move || chrono::DateTime::from_timestamp(clock.now(), 0).unwrap_or_default());
+        let now = move || chrono::DateTime::from_timestamp(clock.now(), 0).unwrap_or_default();
+        let verifier = client.id_token_verifier().set_allowed_algs(ASYMMETRIC_ALGS).set_time_fn(now);
         let claims = id_token.claims(&verifier, &Nonce::new(pending.nonce)).map_err(|e| OidcError::Refused(format!("ID token: {e}")))?;
         let amr: Vec<String> = claims.auth_method_refs().into_iter().flatten().map(|m| m.as_str().to_string()).collect();
         let acr = claims.auth_context_ref().map(|acr| acr.as_str().to_string());
