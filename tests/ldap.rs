@@ -5,12 +5,9 @@ mod common;
 
 use std::collections::HashSet;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use common::ldap::{group_dn, user_dn, Slapd, ALICE_MOBILE, DIRECTORY_PASSWORD, SERVICE_PASSWORD};
 use common::*;
 use ldap3::Mod;
-use serde_json::Value;
 
 const APPS: &str = r#"
 [[apps]]
@@ -37,12 +34,6 @@ async fn gateway(slapd: &Slapd, url: &str, extra: &str) -> TestGateway {
     TestGateway::start_with(Setup { extra: slapd.config(url, extra), apps: APPS.into(), ..Setup::default() }).await
 }
 
-/// The claims of the assertion the app last received.
-fn last_claims(gw: &TestGateway) -> Value {
-    let token = gw.upstream.last().headers["x-stepgate-assertion"].to_str().unwrap().to_string();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
-}
-
 async fn body_of(response: reqwest::Response) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
@@ -55,7 +46,7 @@ async fn a_directory_user_signs_in_with_their_groups() {
     let signed_in = sign_in(&gw, &client, "alice", DIRECTORY_PASSWORD, "/admin/").await;
     assert_eq!(signed_in.status(), 303, "{}", signed_in.text().await.unwrap());
     assert_eq!(client.get(gw.app("/admin/")).send().await.unwrap().status(), 200, "alice is in admins");
-    let claims = last_claims(&gw);
+    let claims = last_assertion_claims(&gw);
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["email"], "alice@example.com");
     assert_eq!(claims["name"], "Alice Liddell");

@@ -4,11 +4,8 @@
 
 mod common;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use common::oidc::{OidcProvider, CLIENT_SECRET};
 use common::*;
-use serde_json::Value;
 
 const APPS: &str = r#"
 [[apps]]
@@ -120,11 +117,6 @@ async fn sign_in_at_provider(client: &reqwest::Client, gw: &TestGateway, path: &
     client.get(callback).send().await.unwrap()
 }
 
-fn last_claims(gw: &TestGateway) -> Value {
-    let token = gw.upstream.last().headers["x-stepgate-assertion"].to_str().unwrap().to_string();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn the_code_flow_signs_in_and_the_gateway_asks_for_its_own_second_factor() {
     let Setup2 { provider, gw } = start("stepgate", "").await;
@@ -133,7 +125,7 @@ async fn the_code_flow_signs_in_and_the_gateway_asks_for_its_own_second_factor()
     let done = sign_in_at_provider(&client, &gw, "/").await;
     assert_eq!(done.status(), 303, "{}", done.text().await.unwrap());
     assert_eq!(client.get(gw.app("/")).send().await.unwrap().status(), 200);
-    let claims = last_claims(&gw);
+    let claims = last_assertion_claims(&gw);
     assert_eq!(
         (claims["sub"].as_str(), claims["email"].as_str(), claims["name"].as_str()),
         (Some("alice"), Some("alice@example.com"), Some("Alice Liddell"))
@@ -152,7 +144,7 @@ async fn a_trusted_provider_mfa_satisfies_always_and_the_assertion_says_so() {
     let client = gw.browser();
     assert_eq!(sign_in_at_provider(&client, &gw, "/admin/").await.status(), 303);
     assert_eq!(client.get(gw.app("/admin/")).send().await.unwrap().status(), 200);
-    assert_eq!(last_claims(&gw)["amr"], serde_json::json!(["pwd", "idp", "mfa"]));
+    assert_eq!(last_assertion_claims(&gw)["amr"], serde_json::json!(["pwd", "idp", "mfa"]));
 
     // A password alone at the provider is not a second factor.
     provider.next_login("alice", &["pwd"], None).await;
@@ -237,7 +229,7 @@ async fn groups_only_at_the_userinfo_endpoint_are_read_there_when_configured() {
         let client = gw.browser();
         assert_eq!(sign_in_at_provider(&client, &gw, "/").await.status(), 303);
         assert_eq!(client.get(gw.app("/")).send().await.unwrap().status(), 200);
-        assert_eq!(last_claims(&gw)["groups"], groups, "userinfo = {userinfo}");
+        assert_eq!(last_assertion_claims(&gw)["groups"], groups, "userinfo = {userinfo}");
     }
 }
 

@@ -114,6 +114,8 @@ pub async fn callback(
         Ok(signed) => signed,
         Err(OidcError::Refused(why)) => {
             tracing::warn!(event = "oidc", outcome = "refused", reason = %why, ip = %request.client_ip, "authentication");
+            // The provider may have rotated its keys: the next sign-in reads them again.
+            provider.forget_metadata().await;
             let message = "The identity provider's answer could not be accepted. Start again.";
             return Ok(refused(&gateway, &request, "token_refused", StatusCode::FORBIDDEN, message).await);
         }

@@ -421,6 +421,15 @@ pub async fn submit_totp(gw: &TestGateway, client: &reqwest::Client, code: &str)
         .unwrap()
 }
 
+/// The claims of the assertion the app last received (not verified: the
+/// tests of the assertion itself do that).
+pub fn last_assertion_claims(gw: &TestGateway) -> serde_json::Value {
+    use base64::Engine;
+    let token = gw.upstream.last().headers["x-stepgate-assertion"].to_str().unwrap().to_string();
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
 /// The gateway's JWKS, fetched over HTTP as an app would.
 pub async fn fetch_jwks(gw: &TestGateway) -> jsonwebtoken::jwk::JwkSet {
     let response = gw.api_client().get(gw.app("/.stepgate/jwks.json")).send().await.unwrap();
