@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use argon2::password_hash::{self, Output, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, UnixTime};
 use crate::config::Config;
@@ -44,6 +44,32 @@ impl User {
     /// password does, and tells nothing about the hash without the key.
     pub fn password_fingerprint(&self, secrets: &Secrets) -> String {
         secrets.mac("password-fingerprint", &self.password)
+    }
+}
+
+/// What a session keeps of an LDAP or OpenID user.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExternalUser {
+    pub display_name: String,
+    pub email: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl ExternalUser {
+    pub fn of(user: &User) -> Self {
+        Self { display_name: user.display_name.clone(), email: user.email.clone(), groups: user.groups.clone() }
+    }
+
+    pub fn to_user(&self, username: &str) -> User {
+        User {
+            username: username.to_string(),
+            display_name: self.display_name.clone(),
+            email: self.email.clone(),
+            phone: None,
+            groups: self.groups.clone(),
+            password: String::new(),
+        }
     }
 }
 

@@ -9,8 +9,9 @@ use crate::config::Confidence;
 use crate::gateway::Gateway;
 use crate::geo::{gap_km, Location};
 use crate::policy::risk::{self, Assessment, Evidence};
-use crate::session::{ExternalUser, SignInContext};
+use crate::session::SignInContext;
 use crate::store::{SignInRow, StoreError};
+use crate::users::ExternalUser;
 
 pub async fn assess_sign_in(gateway: &Gateway, username: &str, ip: IpAddr, device_id: &str) -> Result<SignInContext, StoreError> {
     let store = &gateway.store;

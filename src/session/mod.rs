@@ -166,33 +166,7 @@ pub struct SignInContext {
     /// A directory's or provider's user as they were at sign-in, for an
     /// instance that has not learned them yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<ExternalUser>,
-}
-
-/// What a session keeps of an LDAP or OpenID user.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ExternalUser {
-    pub display_name: String,
-    pub email: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
-impl ExternalUser {
-    pub fn of(user: &crate::users::User) -> Self {
-        Self { display_name: user.display_name.clone(), email: user.email.clone(), groups: user.groups.clone() }
-    }
-
-    pub fn to_user(&self, username: &str) -> crate::users::User {
-        crate::users::User {
-            username: username.to_string(),
-            display_name: self.display_name.clone(),
-            email: self.email.clone(),
-            phone: None,
-            groups: self.groups.clone(),
-            password: String::new(),
-        }
-    }
+    pub user: Option<crate::users::ExternalUser>,
 }
 
 /// The key a session is stored under: the SHA-256 of its id.
