@@ -191,4 +191,5 @@ fn an_openid_provider_is_checked() {
     assert!(error(&oidc("client_secret_file = \"s\"")).contains("only one of client_secret_env"));
     assert!(error("[directory]\nkind = \"oidc\"\n").contains("needs [directory.oidc]"));
     assert!(error(&oidc("step_up_at_provider = true")).contains("needs trust_provider_mfa"));
+    assert!(error(&format!("[webauthn]\npasswordless = true\n{}", oidc(""))).contains("users sign in at the provider"));
 }
