@@ -158,6 +158,8 @@ impl Caller {
         match users.current(name).await {
             Current::User(user) if self.sees(&user) => Ok(user),
             Current::User(_) | Current::Gone => Err(Problem::no_such_user()),
+            // A provider's users are known once they signed in here; there is nothing to ask.
+            Current::Unknown if users.oidc_provider().is_some() => Err(Problem::no_such_user()),
             Current::Unknown => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the user directory cannot be reached")),
         }
     }
