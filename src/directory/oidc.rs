@@ -37,10 +37,32 @@ const ASYMMETRIC_ALGS: [CoreJwsSigningAlgorithm; 10] = [
 ];
 /// A step-up's authentication must be this close to its token's issue.
 const FRESH_SECS: i64 = 60;
+/// The relying party as `openidconnect` types it: the authorization
+/// endpoint set, the token and UserInfo endpoints as discovery found them.
+type Client = openidconnect::Client<
+    openidconnect::EmptyAdditionalClaims,
+    openidconnect::core::CoreAuthDisplay,
+    openidconnect::core::CoreGenderClaim,
+    openidconnect::core::CoreJweContentEncryptionAlgorithm,
+    openidconnect::core::CoreJsonWebKey,
+    openidconnect::core::CoreAuthPrompt,
+    openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    openidconnect::core::CoreTokenResponse,
+    openidconnect::core::CoreTokenIntrospectionResponse,
+    openidconnect::core::CoreRevocableToken,
+    openidconnect::core::CoreRevocationErrorResponse,
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
 /// The discovery document is read again after this long.
 const METADATA_TTL: i64 = 3600;
 /// `amr` values that name a factor beyond a password (RFC 8176).
-const SECOND_FACTOR_AMR: [&str; 9] = ["mfa", "otp", "hwk", "swk", "sms", "tel", "fpt", "face", "pin"];
+const SECOND_FACTOR_AMR: [&str; 8] = ["mfa", "otp", "hwk", "swk", "sms", "tel", "fpt", "face"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
@@ -212,30 +234,7 @@ impl OidcDirectory {
         })
     }
 
-    async fn client(
-        &self,
-    ) -> Result<
-        openidconnect::Client<
-            openidconnect::EmptyAdditionalClaims,
-            openidconnect::core::CoreAuthDisplay,
-            openidconnect::core::CoreGenderClaim,
-            openidconnect::core::CoreJweContentEncryptionAlgorithm,
-            openidconnect::core::CoreJsonWebKey,
-            openidconnect::core::CoreAuthPrompt,
-            openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
-            openidconnect::core::CoreTokenResponse,
-            openidconnect::core::CoreTokenIntrospectionResponse,
-            openidconnect::core::CoreRevocableToken,
-            openidconnect::core::CoreRevocationErrorResponse,
-            openidconnect::EndpointSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointMaybeSet,
-            openidconnect::EndpointMaybeSet,
-        >,
-        OidcError,
-    > {
+    async fn client(&self) -> Result<Client, OidcError> {
         let metadata = self.metadata().await?;
         let redirect = RedirectUrl::from_url(self.config.redirect_uri.clone());
         Ok(CoreClient::from_provider_metadata(metadata, ClientId::new(self.config.client_id.clone()), self.client_secret.clone())
