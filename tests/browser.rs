@@ -51,27 +51,30 @@ async fn a_passkey_signs_in_without_a_password_in_chromium() {
 async fn an_email_factor_is_added_and_signs_in_in_chromium() {
     let smtp = SmtpSink::start().await;
     std::env::set_var("STEPGATE_TEST_SMTP_PASSWORD", common::smtp::SMTP_PASSWORD);
-    let extra = format!("[codes]\nresend_after = \"1s\"\n{}", smtp.email_section("alone = true"));
-    let gw = TestGateway::start_with(Setup { apps: APPS.into(), extra, ..Setup::default() }).await;
-    // The clock moves on while the flow runs, so the second code is not
-    // refused as a resend (the first is moments old).
+    let gw = TestGateway::start_with(Setup { apps: APPS.into(), extra: smtp.email_section("alone = true"), ..Setup::default() }).await;
+    // The flow moves the gateway's clock past the resend wait before it asks
+    // for its second code (the first is moments old), by a POST here.
     let clock = gw.clock.clone();
-    let ticking = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            clock.advance(1);
-        }
-    });
+    let advance = axum::Router::new().route(
+        "/advance",
+        axum::routing::post(move || {
+            clock.advance(31);
+            async {}
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let clock_url = format!("http://{}/advance", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, advance).await });
     let mail_dir = smtp.mail_dir();
     tokio::task::block_in_place(|| {
         run_browser_flow_with(
             &format!("http://app.localhost:{}", gw.addr.port()),
             gw.now(),
             "email.mjs",
-            &[("STEPGATE_MAIL_DIR", mail_dir.as_os_str())],
+            &[("STEPGATE_MAIL_DIR", mail_dir.as_os_str()), ("STEPGATE_ADVANCE_CLOCK", std::ffi::OsStr::new(&clock_url))],
         )
     });
-    ticking.abort();
+    server.abort();
     smtp.stop().await;
 }
 
