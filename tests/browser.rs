@@ -80,18 +80,18 @@ async fn an_email_factor_is_added_and_signs_in_in_chromium() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_in_at_an_openid_provider_in_chromium() {
-    let port = free_port().port();
-    let base = format!("http://app.localhost:{port}");
-    let provider = common::oidc::OidcProvider::start(&format!("{base}/.stepgate/oidc/callback"), &format!("{base}/")).await;
+    let provider = common::oidc::OidcProvider::start().await;
     provider.next_login("alice", &["pwd"], None).await;
     std::env::set_var("STEPGATE_TEST_OIDC_SECRET", common::oidc::CLIENT_SECRET);
+    // `{port}` is the gateway's, filled in when it starts.
     let extra = format!(
         "[directory]\nkind = \"oidc\"\n[directory.oidc]\nissuer = \"{}\"\nclient_id = \"stepgate\"\nclient_secret_env = \"STEPGATE_TEST_OIDC_SECRET\"\n\
-         redirect_uri = \"{base}/.stepgate/oidc/callback\"\npost_logout_redirect_uri = \"{base}/\"\n",
+         redirect_uri = \"http://app.localhost:{{port}}/.stepgate/oidc/callback\"\npost_logout_redirect_uri = \"http://app.localhost:{{port}}/\"\n",
         provider.issuer()
     );
     let apps = "[[apps]]\nid = \"app\"\nhosts = [\"app.localhost\"]\nupstreams = [\"http://{upstream}\"]\n\n[[apps.rules]]\npath = \"/\"\npolicy = \"never\"\n";
-    let gw = TestGateway::start_with(Setup { apps: apps.into(), extra, port: Some(port), ..Setup::default() }).await;
+    let gw = TestGateway::start_with(Setup { apps: apps.into(), extra, ..Setup::default() }).await;
+    let base = format!("http://app.localhost:{}", gw.addr.port());
     let issuer = provider.issuer();
     tokio::task::block_in_place(|| {
         run_browser_flow_with(&base, gw.now(), "oidc.mjs", &[("STEPGATE_PROVIDER", std::ffi::OsStr::new(&issuer))]);

@@ -43,11 +43,9 @@ async fn start(client_id: &str, extra: &str) -> Setup2 {
 }
 
 async fn start_with(client_id: &str, extra: &str, conform: bool) -> Setup2 {
-    // The gateway's port is known once it listens: the provider accepts
-    // any port of app.test by being told the one the gateway will use.
-    let port = free_port().port();
-    let redirect = format!("http://app.test:{port}/.stepgate/oidc/callback");
-    let provider = OidcProvider::start_with(&redirect, &format!("http://app.test:{port}/"), conform).await;
+    let provider = OidcProvider::start_with(conform).await;
+    // `{port}` is the gateway's, filled in when it starts.
+    let redirect = "http://app.test:{port}/.stepgate/oidc/callback";
     std::env::set_var("STEPGATE_TEST_OIDC_SECRET", CLIENT_SECRET);
     let secret = if client_id == "stepgate" {
         "client_secret_env = \"STEPGATE_TEST_OIDC_SECRET\""
@@ -57,10 +55,10 @@ async fn start_with(client_id: &str, extra: &str, conform: bool) -> Setup2 {
     std::env::set_var("STEPGATE_TEST_OTHER_SECRET", "other secret");
     let config = format!(
         "[directory]\nkind = \"oidc\"\n[directory.oidc]\nissuer = \"{}\"\nclient_id = \"{client_id}\"\n{secret}\nredirect_uri = \"{redirect}\"\n\
-         post_logout_redirect_uri = \"http://app.test:{port}/\"\n{extra}\n",
+         post_logout_redirect_uri = \"http://app.test:{{port}}/\"\n{extra}\n",
         provider.issuer()
     );
-    let gw = TestGateway::start_with(Setup { extra: config, apps: APPS.into(), port: Some(port), ..Setup::default() }).await;
+    let gw = TestGateway::start_with(Setup { extra: config, apps: APPS.into(), ..Setup::default() }).await;
     Setup2 { provider, gw }
 }
 

@@ -124,13 +124,11 @@ pub struct Setup {
     /// The users file, when it must be this one (several instances share
     /// it: a session lives only under the password it was made with).
     pub users: Option<String>,
-    /// The port to listen on, when another server must know it first.
-    pub port: Option<u16>,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { extra: String::new(), server_extra: String::new(), apps: DEFAULT_APPS.into(), tls: false, users: None, port: None }
+        Self { extra: String::new(), server_extra: String::new(), apps: DEFAULT_APPS.into(), tls: false, users: None }
     }
 }
 
@@ -249,7 +247,7 @@ impl Prepared {
         let dir = tempfile::tempdir().expect("temp dir");
         let users = setup.users.clone().unwrap_or_else(users_file);
         std::fs::write(dir.path().join("users.toml"), users).expect("write users");
-        let addr = setup.port.map_or_else(free_port, |port| SocketAddr::from(([127, 0, 0, 1], port)));
+        let addr = free_port();
         let tls_addr = setup.tls.then(free_port);
         let tls_section = match tls_addr {
             Some(tls) => {

@@ -9,8 +9,6 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::free_port;
-
 pub const CLIENT_SECRET: &str = "client secret 6a0f";
 
 pub struct OidcProvider {
@@ -19,22 +17,19 @@ pub struct OidcProvider {
 }
 
 impl OidcProvider {
-    /// A provider whose clients send browsers back to `redirect_uri`.
-    pub async fn start(redirect_uri: &str, post_logout_redirect_uri: &str) -> Self {
-        Self::start_with(redirect_uri, post_logout_redirect_uri, false).await
+    /// A provider whose clients send browsers back to the gateway on
+    /// app.test or app.localhost, any port.
+    pub async fn start() -> Self {
+        Self::start_with(false).await
     }
 
     /// With `conform`, profile claims (groups among them) are served by the
     /// UserInfo endpoint only, as OpenID Connect Core has it.
-    pub async fn start_with(redirect_uri: &str, post_logout_redirect_uri: &str, conform: bool) -> Self {
+    pub async fn start_with(conform: bool) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
         assert!(root.join("node_modules/oidc-provider").is_dir(), "the OpenID tests need oidc-provider: run scripts/setup");
-        let addr = free_port();
         let mut child = Command::new("node")
             .arg(root.join("provider.mjs"))
-            .env("PORT", addr.port().to_string())
-            .env("REDIRECT_URI", redirect_uri)
-            .env("POST_LOGOUT_REDIRECT_URI", post_logout_redirect_uri)
             .env("CLIENT_SECRET", CLIENT_SECRET)
             .env("CONFORM", if conform { "1" } else { "0" })
             .stdout(Stdio::piped())
@@ -45,12 +40,14 @@ impl OidcProvider {
         loop {
             let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
             match line {
-                Ok(Ok(Some(line))) if line == "ready" => break,
+                Ok(Ok(Some(line))) if line.starts_with("ready ") => {
+                    let port: u16 = line["ready ".len()..].parse().expect("the provider's port");
+                    return Self { addr: SocketAddr::from(([127, 0, 0, 1], port)), _child: child };
+                }
                 Ok(Ok(Some(_))) => continue,
                 other => panic!("the OpenID provider did not start: {other:?}"),
             }
         }
-        Self { addr, _child: child }
     }
 
     pub fn issuer(&self) -> String {

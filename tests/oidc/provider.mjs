@@ -2,14 +2,15 @@
 // OpenID Certified implementation) with two clients, short-lived codes and
 // ID tokens, RP-initiated logout, and an interaction that signs in the
 // account (and the amr/acr) the test chose last with POST /test/next.
+// It listens on a free port and prints "ready PORT". The gateways of the
+// tests listen on ports chosen after it starts, so its clients accept the
+// callback and the root of app.test and app.localhost on any port.
 //
-//   PORT=... REDIRECT_URI=... POST_LOGOUT_REDIRECT_URI=... CLIENT_SECRET=... node tests/oidc/provider.mjs
+//   CLIENT_SECRET=... [CONFORM=1] node tests/oidc/provider.mjs
 import http from "node:http";
 import Provider from "oidc-provider";
 
-const port = Number(process.env.PORT);
-const issuer = `http://127.0.0.1:${port}`;
-const redirect = process.env.REDIRECT_URI;
+const TEST_HOSTS = ["app.test", "app.localhost"];
 
 const accounts = {
   alice: { sub: "alice", preferred_username: "alice", name: "Alice Liddell", email: "alice@example.com", groups: ["staff", "admins"] },
@@ -20,11 +21,16 @@ let next = { account: "alice", amr: ["pwd"], acr: undefined };
 const client = (id, secret) => ({
   client_id: id,
   client_secret: secret,
-  redirect_uris: [redirect],
-  post_logout_redirect_uris: [process.env.POST_LOGOUT_REDIRECT_URI],
+  redirect_uris: ["http://app.test/.stepgate/oidc/callback"],
+  post_logout_redirect_uris: ["http://app.test/"],
   grant_types: ["authorization_code"],
   response_types: ["code"],
 });
+
+const server = http.createServer();
+await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+const port = server.address().port;
+const issuer = `http://127.0.0.1:${port}`;
 
 const provider = new Provider(issuer, {
   clients: [client("stepgate", process.env.CLIENT_SECRET), client("other", "other secret")],
@@ -58,9 +64,15 @@ function body(req) {
   });
 }
 
+const onTestHost = (uri, path) => {
+  const url = new URL(uri);
+  return url.protocol === "http:" && TEST_HOSTS.includes(url.hostname) && url.pathname === path && !url.search;
+};
+provider.Client.prototype.redirectUriAllowed = (uri) => onTestHost(uri, "/.stepgate/oidc/callback");
+provider.Client.prototype.postLogoutRedirectUriAllowed = (uri) => onTestHost(uri, "/");
+
 const callback = provider.callback();
-http
-  .createServer(async (req, res) => {
+server.on("request", async (req, res) => {
     try {
       if (req.method === "POST" && req.url === "/test/next") {
         next = JSON.parse(await body(req));
@@ -81,5 +93,5 @@ http
       res.statusCode = 500;
       res.end(String(err));
     }
-  })
-  .listen(port, "127.0.0.1", () => console.log("ready"));
+});
+console.log(`ready ${port}`);
