@@ -627,3 +627,30 @@ async fn hostile_forms_get_a_clear_4xx_and_send_nothing() {
     assert!(refused.status().is_client_error(), "a long number: {}", refused.status());
     assert_eq!(provider.received().len(), sent_before, "nothing was sent");
 }
+
+#[tokio::test]
+async fn a_reload_changes_the_channels_and_a_missing_secret_keeps_the_running_ones() {
+    let provider = Provider::start().await;
+    let gw = gateway(&provider, Phones::TwilioSmsWebhookVoice, "").await;
+    let client = gw.browser();
+    sign_in(&gw, &client, ALICE, ALICE_PASSWORD, "/admin/").await;
+    let german = "+49 30 901820";
+    assert_eq!(start_enrolment(&gw, &client, "phone", "sms", german).await.status(), 400);
+
+    let rewrite = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(gw.config_path()).unwrap();
+        assert!(text.contains(from), "the test config has {from:?}");
+        std::fs::write(gw.config_path(), text.replacen(from, to, 1)).unwrap();
+    };
+    rewrite("countries = [\"CH\"]", "countries = [\"CH\", \"DE\"]");
+    gw.running.live.reload().expect("the new channels load");
+    assert_eq!(start_enrolment(&gw, &client, "phone", "sms", german).await.status(), 200, "Germany is allowed now");
+    assert_eq!(provider.last().field("To"), "+4930901820");
+
+    // A provider secret that cannot be read refuses the reload, not the channel.
+    rewrite("STEPGATE_TEST_TWILIO_TOKEN", "STEPGATE_TEST_NO_SUCH_TOKEN");
+    let refused = gw.running.live.reload().expect_err("a missing secret is refused").to_string();
+    assert!(refused.contains("STEPGATE_TEST_NO_SUCH_TOKEN") && refused.contains("not set"), "{refused}");
+    assert_eq!(start_enrolment(&gw, &client, "phone", "sms", PHONE).await.status(), 200, "the running channels still send");
+    assert_eq!(provider.last().header("authorization"), format!("Basic {}", STANDARD.encode(format!("{TWILIO_SID}:{TWILIO_TOKEN}"))));
+}
