@@ -185,7 +185,12 @@ fn default_recheck() -> i64 {
 }
 
 impl DirectoryConfig {
-    pub(super) fn check(&self, users_file: Option<&Path>) -> Result<(), String> {
+    /// `passwordless`: whether `[webauthn] passwordless` is on.
+    pub(super) fn check(&self, users_file: Option<&Path>, passwordless: bool) -> Result<(), String> {
+        if self.kind == DirectoryKind::Oidc && passwordless {
+            // A passkey alone would sign users in without the provider, which decides who may.
+            return Err("webauthn.passwordless cannot be on with directory.kind = \"oidc\": users sign in at the provider".into());
+        }
         if self.kind != DirectoryKind::Ldap && self.ldap.is_some() {
             return Err("[directory.ldap] is set but directory.kind is not \"ldap\"".into());
         }

@@ -586,12 +586,8 @@ impl Config {
         config.check_webauthn(&shown)?;
         config.check_portal(&shown)?;
         config.check_files(&shown)?;
-        config.directory.check(config.users_file.as_deref()).map_err(|message| ConfigError::Other { path: shown.clone(), message })?;
-        if config.directory.kind == DirectoryKind::Oidc && config.webauthn.passwordless {
-            // A passkey alone would sign users in without the provider, which decides who may.
-            let message = "webauthn.passwordless cannot be on with directory.kind = \"oidc\": users sign in at the provider".into();
-            return Err(ConfigError::Other { path: shown, message });
-        }
+        let directory = config.directory.check(config.users_file.as_deref(), config.webauthn.passwordless);
+        directory.map_err(|message| ConfigError::Other { path: shown.clone(), message })?;
         oob::check(&config.codes, config.email.as_ref(), config.sms.as_ref(), config.voice.as_ref(), &shown)?;
         if let Some(admin) = &config.admin {
             admin.check(&config.server, &shown)?;
