@@ -20,8 +20,9 @@ use crate::store::Store;
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The longest a probe may take. An error counts at once; a slow answer
-/// only when the probe before was slow too, since on a saturated machine
-/// the probe itself may wait its turn for a second or two.
+/// (this limit, or the backend client's own timeout, running out) only
+/// when the probe before was slow too, since on a saturated machine the
+/// probe itself may wait its turn for a second or two.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Since when a backend is unreachable, if it is.
@@ -110,8 +111,8 @@ impl Reachability {
         // Side by side, so that a hanging one does not delay the other.
         let (store_answer, cache_answer) =
             tokio::join!(tokio::time::timeout(PROBE_TIMEOUT, store.ping()), tokio::time::timeout(PROBE_TIMEOUT, cache.ping()));
-        let store_answer = store_answer.map(|answer| answer.map_err(|e| e.to_string()));
-        let cache_answer = cache_answer.map(|answer| answer.map_err(|e| e.to_string()));
+        let store_answer = ProbeAnswer::of(store_answer, crate::store::StoreError::is_timeout);
+        let cache_answer = ProbeAnswer::of(cache_answer, crate::cache::CacheError::is_timeout);
         let now = self.clock.now();
         self.store.record_probe(now, store_answer);
         announce("the store", &self.store);
@@ -120,20 +121,38 @@ impl Reachability {
     }
 }
 
-/// What a probe got: an answer (fine or an error), or nothing in time.
-type ProbeAnswer = Result<Result<(), String>, tokio::time::error::Elapsed>;
+/// What a probe got.
+#[derive(Debug)]
+enum ProbeAnswer {
+    Answered,
+    Failed(String),
+    /// Nothing in time: the probe's own limit, or the backend client's
+    /// (a command timeout, no pooled connection free) ran out first.
+    Slow,
+}
+
+impl ProbeAnswer {
+    fn of<E: std::fmt::Display>(answer: Result<Result<(), E>, tokio::time::error::Elapsed>, is_timeout: impl Fn(&E) -> bool) -> Self {
+        match answer {
+            Ok(Ok(())) => ProbeAnswer::Answered,
+            Ok(Err(error)) if is_timeout(&error) => ProbeAnswer::Slow,
+            Ok(Err(error)) => ProbeAnswer::Failed(error.to_string()),
+            Err(_) => ProbeAnswer::Slow,
+        }
+    }
+}
 
 impl Outage {
     fn record_probe(&self, now: UnixTime, answer: ProbeAnswer) {
-        let slow = answer.is_err();
+        let slow = matches!(answer, ProbeAnswer::Slow);
         let slow_before = self.last_probe_slow.swap(slow, Ordering::Relaxed);
         match answer {
-            Ok(Ok(())) => {
+            ProbeAnswer::Answered => {
                 self.answered();
             }
-            Ok(Err(error)) => self.failed_with(now, error),
-            Err(_) if slow_before => self.failed_with(now, "no answer in time, twice".into()),
-            Err(_) => {}
+            ProbeAnswer::Failed(error) => self.failed_with(now, error),
+            ProbeAnswer::Slow if slow_before => self.failed_with(now, "no answer in time, twice".into()),
+            ProbeAnswer::Slow => {}
         }
     }
 
@@ -158,6 +177,8 @@ fn announce(name: &str, outage: &Outage) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::CacheError;
+    use crate::store::StoreError;
 
     #[test]
     fn an_outage_starts_once_and_ends_once() {
@@ -176,7 +197,8 @@ mod tests {
     }
 
     async fn no_answer() -> ProbeAnswer {
-        tokio::time::timeout(Duration::ZERO, std::future::pending()).await
+        let elapsed = tokio::time::timeout(Duration::ZERO, std::future::pending()).await;
+        ProbeAnswer::of(elapsed, |_: &String| false)
     }
 
     #[tokio::test]
@@ -184,7 +206,7 @@ mod tests {
         let outage = Outage::default();
         outage.record_probe(100, no_answer().await);
         assert_eq!(outage.since(), None, "a saturated machine may delay one probe");
-        outage.record_probe(101, Ok(Ok(())));
+        outage.record_probe(101, ProbeAnswer::Answered);
         outage.record_probe(102, no_answer().await);
         assert_eq!(outage.since(), None, "slow probes must follow each other");
         outage.record_probe(103, no_answer().await);
@@ -192,11 +214,25 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_client_timing_out_is_a_slow_probe_not_an_error() {
+        let outage = Outage::default();
+        let timed_out = || ProbeAnswer::of(Ok(Err(CacheError::NoAnswer(Duration::from_millis(500)))), CacheError::is_timeout);
+        outage.record_probe(100, timed_out());
+        assert_eq!(outage.since(), None, "a busy machine may keep the answer past the client's timeout once");
+        outage.record_probe(101, timed_out());
+        assert_eq!(outage.since(), Some(101));
+        let pool_full = ProbeAnswer::of(Ok(Err(StoreError::Database(sqlx::Error::PoolTimedOut))), StoreError::is_timeout);
+        assert!(matches!(pool_full, ProbeAnswer::Slow), "{pool_full:?}");
+        let refused = ProbeAnswer::of(Ok(Err(CacheError::Unavailable("connection refused".into()))), CacheError::is_timeout);
+        assert!(matches!(refused, ProbeAnswer::Failed(_)), "{refused:?}");
+    }
+
+    #[test]
     fn an_error_is_an_outage_at_once() {
         let outage = Outage::default();
-        outage.record_probe(100, Ok(Err("connection refused".into())));
+        outage.record_probe(100, ProbeAnswer::Failed("connection refused".into()));
         assert_eq!(outage.since(), Some(100));
-        outage.record_probe(101, Ok(Ok(())));
+        outage.record_probe(101, ProbeAnswer::Answered);
         assert_eq!(outage.since(), None);
     }
 

@@ -21,6 +21,10 @@ pub use redis::{RedisCache, RedisOptions};
 pub enum CacheError {
     #[error("the shared cache is unreachable: {0}")]
     Unavailable(String),
+    /// No answer in time: the cache may be down, or this machine too busy
+    /// to hear it.
+    #[error("the shared cache is unreachable: no answer within {} ms", .0.as_millis())]
+    NoAnswer(std::time::Duration),
     #[error("the shared cache holds a value this gateway cannot read: {0}")]
     Corrupt(String),
 }
@@ -29,7 +33,12 @@ impl CacheError {
     /// Whether the error is the cache being unreachable: an outage the
     /// probe logs once, not once a request.
     pub fn is_outage(&self) -> bool {
-        matches!(self, CacheError::Unavailable(_))
+        matches!(self, CacheError::Unavailable(_) | CacheError::NoAnswer(_))
+    }
+
+    /// Whether the cache said nothing in time, rather than refused.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, CacheError::NoAnswer(_))
     }
 }
 

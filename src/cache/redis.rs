@@ -156,8 +156,9 @@ impl RedisCall for redis::ScriptInvocation<'_> {
 async fn within<T>(timeout: Duration, redact: &Redactor, future: impl Future<Output = redis::RedisResult<T>>) -> Result<T, CacheError> {
     match tokio::time::timeout(timeout, future).await {
         Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if e.is_timeout() => Err(CacheError::NoAnswer(timeout)),
         Ok(Err(e)) => Err(redact.unavailable(e)),
-        Err(_) => Err(CacheError::Unavailable(format!("no answer within {} ms", timeout.as_millis()))),
+        Err(_) => Err(CacheError::NoAnswer(timeout)),
     }
 }
 

@@ -70,6 +70,16 @@ impl StoreError {
         }
     }
 
+    /// Whether the database said nothing in time (no connection of the pool
+    /// came free, or a query went unanswered), rather than refused.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::PoolTimedOut) => true,
+            StoreError::Database(sqlx::Error::Io(e)) => e.kind() == std::io::ErrorKind::TimedOut,
+            _ => false,
+        }
+    }
+
     /// Whether the error is, or follows from, a backend being unreachable:
     /// an outage the probe logs once, not once a request.
     pub fn is_outage(&self) -> bool {
