@@ -119,7 +119,7 @@ impl App {
 pub struct Gateway {
     pub config: Config,
     pub users: Directory,
-    apps_by_host: HashMap<String, Arc<App>>,
+    apps_by_host: crate::FastMap<String, Arc<App>>,
     /// Every header name an assertion may travel under, lower case.
     pub identity_headers: Vec<http::HeaderName>,
     /// `risk.untrusted_networks`, resolved.
@@ -372,11 +372,11 @@ async fn open_cache(config: &Config, secrets: Arc<Secrets>, clock: Arc<dyn Clock
 
 /// The apps by host name, and every header name an assertion may use.
 /// The apps by host name, and the header names assertions may use.
-type Routes = (HashMap<String, Arc<App>>, Vec<http::HeaderName>);
+type Routes = (crate::FastMap<String, Arc<App>>, Vec<http::HeaderName>);
 
 /// Builds the apps from the configuration.
 fn route_apps(config: &Config, health: &HealthRegistry, clock: &Arc<dyn Clock>) -> Result<Routes, StartError> {
-    let mut apps_by_host = HashMap::new();
+    let mut apps_by_host = crate::FastMap::default();
     let mut identity_headers: Vec<http::HeaderName> = LEGACY_IDENTITY_HEADERS.iter().map(|h| http::HeaderName::from_static(h)).collect();
     identity_headers.push(http::HeaderName::from_static("x-stepgate-assertion"));
     for app_config in &config.apps {

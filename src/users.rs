@@ -83,7 +83,7 @@ struct UsersFile {
 /// The users, by user name.
 #[derive(Default)]
 pub struct Directory {
-    users: HashMap<String, Arc<User>>,
+    users: crate::FastMap<String, Arc<User>>,
     /// Verified against when the user name is unknown, so that a wrong name
     /// costs the same time as a wrong password.
     decoy_hash: String,
@@ -141,7 +141,7 @@ impl Directory {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
         let file: UsersFile = toml::from_str(text).map_err(|e| ConfigError::from_toml(text, &shown, e))?;
-        let mut users = HashMap::new();
+        let mut users = crate::FastMap::default();
         for user in file.users {
             check_user(&user).map_err(|message| ConfigError::Other { path: shown.clone(), message })?;
             let name = user.username.clone();
@@ -174,7 +174,7 @@ impl Directory {
     /// learned as they sign in.
     fn external(source: Source, clock: Arc<dyn Clock>, recheck: i64) -> Self {
         let external = External { source, clock, recheck, learned: RwLock::new(HashMap::new()) };
-        Self { users: HashMap::new(), decoy_hash: String::new(), external: Some(external) }
+        Self { users: crate::FastMap::default(), decoy_hash: String::new(), external: Some(external) }
     }
 
     /// The LDAP directory, when users live there.
@@ -289,7 +289,7 @@ impl Directory {
     }
 
     /// Every user's [`User::password_fingerprint`], by user name.
-    pub fn password_fingerprints(&self, secrets: &Secrets) -> HashMap<String, String> {
+    pub fn password_fingerprints(&self, secrets: &Secrets) -> crate::FastMap<String, String> {
         self.users.iter().map(|(name, user)| (name.clone(), user.password_fingerprint(secrets))).collect()
     }
 

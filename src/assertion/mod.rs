@@ -4,7 +4,6 @@
 mod keys;
 mod verify;
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use http::HeaderValue;
@@ -89,7 +88,7 @@ pub struct Assertions {
     clock: Arc<dyn Clock>,
     issuer: String,
     lifetime: i64,
-    cache: RwLock<HashMap<(SessionKey, Arc<str>), CachedToken>>,
+    cache: RwLock<crate::FastMap<(SessionKey, Arc<str>), CachedToken>>,
 }
 
 impl Assertions {
@@ -102,7 +101,15 @@ impl Assertions {
         lifetime: i64,
     ) -> Result<Self, KeyError> {
         let ring = KeyRing::load_or_create(key_store.as_ref(), &secrets, clock.now()).await?;
-        Ok(Self { keys: RwLock::new(Arc::new(ring)), key_store, secrets, clock, issuer, lifetime, cache: RwLock::new(HashMap::new()) })
+        Ok(Self {
+            keys: RwLock::new(Arc::new(ring)),
+            key_store,
+            secrets,
+            clock,
+            issuer,
+            lifetime,
+            cache: RwLock::new(crate::FastMap::default()),
+        })
     }
 
     /// The assertion for this session and app, minted only when there is no

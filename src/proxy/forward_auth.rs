@@ -120,19 +120,17 @@ async fn decide_and_answer(
 pub const APP_COOKIE_HEADER: &str = "x-stepgate-cookie";
 
 fn app_cookie_line(headers: &http::HeaderMap, gateway: &Gateway) -> http::HeaderValue {
-    let line = match forwarding::app_cookies(headers, gateway) {
-        Some(kept) => kept.into_bytes(),
-        None => {
-            let lines: Vec<&[u8]> = headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()).collect();
-            lines.join(&b"; "[..])
-        }
-    };
-    // Made of the request's own header values: valid as one.
-    http::HeaderValue::from_bytes(&line).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+    forwarding::app_cookies(headers, gateway).unwrap_or_else(|| {
+        let lines: Vec<&[u8]> = headers.get_all(http::header::COOKIE).iter().map(|v| v.as_bytes()).collect();
+        // Made of the request's own header values: valid as one.
+        http::HeaderValue::from_bytes(&lines.join(&b"; "[..])).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+    })
 }
 
 async fn allow(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, app: &App, signed_in: Option<&SignedIn>) -> Result<bool> {
-    let mut header = ResponseHeader::build(200, Some(8))?;
+    // Without a case map: the gateway names these headers itself, and each
+    // insert then updates one map, not two.
+    let mut header = ResponseHeader::build_no_case(200, Some(8))?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     let mut identity = Vec::new();
     if let Some((gw_session, user)) = signed_in {
@@ -154,7 +152,7 @@ async fn allow(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, a
         header.insert_header(name, given.unwrap_or_else(|| http::HeaderValue::from_static("")))?;
     }
     header.insert_header(APP_COOKIE_HEADER, app_cookie_line(&session.req_header().headers, gateway))?;
-    responses::write(session, gateway, header, Bytes::new()).await?;
+    responses::write_unrendered(session, gateway, header, Bytes::new()).await?;
     Ok(true)
 }
 

@@ -2,7 +2,6 @@
 //! the request reaches an app: client address, scheme, cookies, identity
 //! and forwarding headers.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::HeaderValue;
@@ -69,15 +68,14 @@ pub fn request_authority(session: &Session) -> Option<String> {
 }
 
 /// The value of the first cookie called `name` in the `Cookie` lines,
-/// borrowed from the line it is in.
+/// borrowed from the line it is in. Read as the `cookie` crate splits a
+/// `Cookie` header (pairs split at `;`, name and value trimmed), without
+/// building a cookie per pair: this runs on every request.
 pub fn find_cookie<'a>(cookie_lines: impl IntoIterator<Item = &'a HeaderValue>, name: &str) -> Option<&'a str> {
-    cookie_lines
-        .into_iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(cookie::Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .and_then(|c| c.value_raw())
+    cookie_lines.into_iter().filter_map(|v| v.to_str().ok()).flat_map(|line| line.split(';')).find_map(|pair| {
+        let (found, value) = pair.split_once('=')?;
+        (found.trim() == name).then(|| value.trim())
+    })
 }
 
 /// Whether users reach this request's app over https: the connection is
@@ -137,13 +135,13 @@ const GATEWAY_SET_HEADERS: [&str; 4] = ["x-forwarded-for", "x-forwarded-proto", 
 /// Whether a cookie name is one the gateway sets (with or without the
 /// `__Host-` prefix): the session cookie, its `_pre` sibling, or one of
 /// `others`; compared without case, as some servers do.
-fn is_gateway_cookie(name: &str, session: &str, others: &[&str]) -> bool {
-    let name = name.strip_prefix("__Host-").unwrap_or(name);
-    std::iter::once(&session).chain(others).any(|ours| name.eq_ignore_ascii_case(ours))
+fn is_gateway_cookie(name: &[u8], session: &str, others: &[&str]) -> bool {
+    let name = name.strip_prefix(b"__Host-").unwrap_or(name);
+    let session = session.as_bytes();
+    std::iter::once(session).chain(others.iter().map(|other| other.as_bytes())).any(|ours| name.eq_ignore_ascii_case(ours))
         || name.len() == session.len() + 4 && {
-            // Bytes, not text: a name may split a character at that length.
-            let (base, suffix) = name.as_bytes().split_at(session.len());
-            base.eq_ignore_ascii_case(session.as_bytes()) && suffix.eq_ignore_ascii_case(b"_pre")
+            let (base, suffix) = name.split_at(session.len());
+            base.eq_ignore_ascii_case(session) && suffix.eq_ignore_ascii_case(b"_pre")
         }
 }
 
@@ -163,28 +161,41 @@ pub fn strip_gateway_cookies(request: &mut RequestHeader, gateway: &Gateway) -> 
 
 /// The request's cookies without the gateway's, as one `Cookie` line; None
 /// when it holds none of the gateway's (the lines may go on as they are).
-pub fn app_cookies(headers: &http::HeaderMap, gateway: &Gateway) -> Option<String> {
+pub fn app_cookies(headers: &http::HeaderMap, gateway: &Gateway) -> Option<HeaderValue> {
     let session = gateway.sessions.cookie_name();
     let device = gateway.config.risk.device_cookie_name.0.as_str();
     let others = [device, gateway.returning_cookie_name.as_str(), crate::portal::METHOD_COOKIE];
-    without_gateway_cookies(headers.get_all(http::header::COOKIE), session, &others)
+    without_gateway_cookies(headers, session, &others)
 }
 
 /// [`strip_gateway_cookies`] on the `Cookie` lines: None when they hold
 /// none of the gateway's cookies, else the other cookies as one line
-/// (empty when there are none).
-pub fn without_gateway_cookies<'a>(
-    cookie_lines: impl IntoIterator<Item = &'a HeaderValue>,
-    session: &str,
-    others: &[&str],
-) -> Option<String> {
-    let ours = |pair: &&str| is_gateway_cookie(pair.split('=').next().unwrap_or("").trim(), session, others);
-    let values: Vec<Cow<str>> = cookie_lines.into_iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
-    if !values.iter().any(|v| v.split(';').any(|pair| ours(&pair))) {
+/// (empty when there are none), their bytes as they were.
+pub fn without_gateway_cookies(headers: &http::HeaderMap, session: &str, others: &[&str]) -> Option<HeaderValue> {
+    let cookie_lines = || headers.get_all(http::header::COOKIE);
+    let ours = |pair: &&[u8]| {
+        let name = pair.split(|byte| *byte == b'=').next().unwrap_or_default();
+        is_gateway_cookie(name.trim_ascii(), session, others)
+    };
+    // Looked for first: a request without the gateway's cookies allocates
+    // nothing here.
+    if !cookie_lines().iter().flat_map(cookie_pairs).any(|pair| ours(&pair)) {
         return None;
     }
-    let kept: Vec<&str> = values.iter().flat_map(|v| v.split(';')).filter(|pair| !ours(pair)).map(str::trim).collect();
-    Some(kept.join("; "))
+    let mut kept = Vec::new();
+    for pair in cookie_lines().iter().flat_map(cookie_pairs).filter(|pair| !ours(pair)) {
+        if !kept.is_empty() {
+            kept.extend_from_slice(b"; ");
+        }
+        kept.extend_from_slice(pair.trim_ascii());
+    }
+    // Made of header values' bytes and "; ": a valid value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)).ok()
+}
+
+/// The `name=value` pairs of a `Cookie` line, untrimmed.
+fn cookie_pairs(line: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    line.as_bytes().split(|byte| *byte == b';')
 }
 
 /// `X-Forwarded-For/-Host`: what a trusted proxy said is kept and
@@ -301,5 +312,55 @@ mod tests {
         }
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
         assert_eq!(ip_text(v6), "2001:db8::1");
+    }
+
+    #[test]
+    fn a_cookie_is_found_as_the_cookie_crate_reads_it() {
+        let lines = [
+            "sid=abc",
+            "a=1; sid=abc; b=2",
+            " sid = abc ;x=y",
+            "sidx=1; xsid=2; sid=third",
+            "a=1;sid=",
+            "sid; a=b",
+            "sid=a=b; sid=second",
+            "=sid; sid=abc",
+            "a=\"q\"; sid=\"quoted\"",
+            "nothing here",
+            ";;; ; sid=last",
+        ];
+        for line in lines {
+            let value = HeaderValue::from_static(line);
+            let by_crate = cookie::Cookie::split_parse(line).filter_map(Result::ok).find(|c| c.name() == "sid").and_then(|c| c.value_raw());
+            assert_eq!(find_cookie([&value], "sid"), by_crate, "{line}");
+        }
+        let two = [HeaderValue::from_static("a=1"), HeaderValue::from_static("sid=in-the-second")];
+        assert_eq!(find_cookie(&two, "sid"), Some("in-the-second"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_cookie_line_reads_as_the_cookie_crate_reads_it(line in "[sid=; \t\"x]{0,24}") {
+            let value = HeaderValue::from_str(&line).unwrap();
+            let by_crate = cookie::Cookie::split_parse(line.as_str()).filter_map(Result::ok).find(|c| c.name() == "sid").and_then(|c| c.value_raw());
+            proptest::prop_assert_eq!(find_cookie([&value], "sid"), by_crate);
+        }
+    }
+
+    #[test]
+    fn the_gateways_cookies_are_taken_out_and_the_rest_kept_byte_for_byte() {
+        let others = ["sg_device", "sg_method"];
+        let strip = |lines: &[&[u8]]| {
+            let mut headers = http::HeaderMap::new();
+            for line in lines {
+                headers.append(http::header::COOKIE, HeaderValue::from_bytes(line).unwrap());
+            }
+            without_gateway_cookies(&headers, "sg", &others).map(|kept| kept.as_bytes().to_vec())
+        };
+        assert_eq!(strip(&[b"theme=dark; lang=en"]), None, "nothing of the gateway's: the lines go on as they are");
+        assert_eq!(strip(&[b"theme=dark; sg=s3cret; lang=en"]), Some(b"theme=dark; lang=en".to_vec()));
+        assert_eq!(strip(&[b"__Host-SG=1;sg_pre=2", b"SG_DEVICE=3; sg_method=4"]), Some(Vec::new()));
+        assert_eq!(strip(&[b"sgx=1; sg_prex=2; xsg=3; sg=4"]), Some(b"sgx=1; sg_prex=2; xsg=3".to_vec()));
+        assert_eq!(strip(&[b"name=caf\xc3\xa9\xff", b" sg =1"]), Some(b"name=caf\xc3\xa9\xff".to_vec()), "bytes kept as sent");
     }
 }

@@ -238,14 +238,20 @@ pub fn original_url(session: &Session, tls: bool) -> String {
 /// header and the security headers of every response the gateway writes
 /// itself (the portal's own are set already; these are the same).
 pub async fn write(session: &mut Session, gateway: &Gateway, mut header: ResponseHeader, body: Bytes) -> Result<()> {
-    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    if let Some(server) = &gateway.config.server.server_header {
-        header.insert_header(http::header::SERVER, &server.0)?;
-    }
     for (name, value) in crate::portal::COMMON_SECURITY_HEADERS {
         if !header.headers.contains_key(&name) {
             header.insert_header(name, value)?;
         }
+    }
+    write_unrendered(session, gateway, header, body).await
+}
+
+/// [`write`] without the security headers, for an answer no browser
+/// renders: forward-auth's allow, which the proxy in front reads and drops.
+pub async fn write_unrendered(session: &mut Session, gateway: &Gateway, mut header: ResponseHeader, body: Bytes) -> Result<()> {
+    header.insert_header(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()))?;
+    if let Some(server) = &gateway.config.server.server_header {
+        header.insert_header(http::header::SERVER, &server.0)?;
     }
     let empty = body.is_empty();
     session.write_response_header(Box::new(header), empty).await?;

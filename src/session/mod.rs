@@ -274,7 +274,7 @@ pub struct Sessions {
     /// Keys the store did not have, and when it said so.
     unknown: RwLock<HashMap<SessionKey, UnixTime>>,
     /// Each user's password fingerprint in the users file now in force.
-    password_fingerprints: RwLock<HashMap<String, String>>,
+    password_fingerprints: RwLock<crate::FastMap<String, String>>,
     /// Users live in an external directory (see [`Sessions::set_password_fingerprints`]).
     external_directory: std::sync::atomic::AtomicBool,
 }
@@ -293,7 +293,7 @@ enum Read {
 #[derive(Default)]
 struct SessionCache {
     /// Each session with when it was read from the store.
-    sessions: HashMap<SessionKey, (Arc<Session>, UnixTime)>,
+    sessions: crate::FastMap<SessionKey, (Arc<Session>, UnixTime)>,
     writes: u64,
 }
 
@@ -317,7 +317,7 @@ impl Sessions {
             config,
             cache: RwLock::new(SessionCache::default()),
             unknown: RwLock::new(HashMap::new()),
-            password_fingerprints: RwLock::new(HashMap::new()),
+            password_fingerprints: RwLock::new(crate::FastMap::default()),
             external_directory: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -342,7 +342,7 @@ impl Sessions {
     /// of its user, or of a user no longer listed, has ended.
     /// With `external` (an LDAP directory), a session without a fingerprint
     /// lives on: its user is re-checked in the directory instead.
-    pub fn set_password_fingerprints(&self, fingerprints: HashMap<String, String>, external: bool) {
+    pub fn set_password_fingerprints(&self, fingerprints: crate::FastMap<String, String>, external: bool) {
         *self.password_fingerprints.write().unwrap_or_else(PoisonError::into_inner) = fingerprints;
         self.external_directory.store(external, Ordering::Relaxed);
     }
