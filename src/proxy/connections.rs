@@ -32,21 +32,23 @@
 //! which is why `Cargo.toml` pins pingora to the exact version.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
+use futures_util::task::AtomicWaker;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Digest, Stream, ALPN};
 use pingora::proxy::{HttpProxy, Session};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::Notify;
 
 use super::GatewayProxy;
 
@@ -126,8 +128,12 @@ struct Connection {
     /// Its key in `Table::deadlines`, with its deadline.
     id: u64,
     state: Mutex<State>,
-    /// Told when the connection is to close.
-    changed: Notify,
+    /// Closed to make room for a newer connection, or past its deadline.
+    closed: AtomicBool,
+    /// Wakes the connection's own task, the only one that waits for
+    /// [`Connection::closing`]: cheaper than a `Notify` for one waiter,
+    /// and raced against every request.
+    close_waker: AtomicWaker,
 }
 
 #[derive(Default)]
@@ -138,8 +144,6 @@ struct State {
     http2_socket: Option<usize>,
     /// When a waiting connection is closed.
     deadline: Option<Instant>,
-    /// Closed to make room for a newer connection, or past its deadline.
-    closing: bool,
 }
 
 /// Locks without caring about poisoning: nothing panics while holding these.
@@ -260,7 +264,13 @@ impl Connections {
         table.open += 1;
         let id = table.next_id;
         table.next_id += 1;
-        let connection = Arc::new(Connection { connections: self.clone(), id, state: Mutex::default(), changed: Notify::new() });
+        let connection = Arc::new(Connection {
+            connections: self.clone(),
+            id,
+            state: Mutex::default(),
+            closed: AtomicBool::new(false),
+            close_waker: AtomicWaker::new(),
+        });
         let mut state = lock(&connection.state);
         state.ticket = Some(table.enqueue(&connection));
         table.set_deadline(&connection, &mut state, Some(Instant::now() + self.limits.header_timeout));
@@ -351,7 +361,7 @@ impl Connection {
         if let Some(ticket) = state.ticket.take() {
             table.waiting.remove(&ticket);
         }
-        if !state.closing {
+        if !self.is_closed() {
             state.ticket = Some(table.enqueue(self));
             table.set_deadline(self, &mut state, Some(Instant::now() + self.connections.limits.keepalive_timeout));
         }
@@ -362,25 +372,36 @@ impl Connection {
     fn head_started(self: &Arc<Self>) {
         let mut table = lock(&self.connections.table);
         let mut state = lock(&self.state);
-        if !state.closing {
+        if !self.is_closed() {
             table.set_deadline(self, &mut state, Some(Instant::now() + self.connections.limits.header_timeout));
         }
     }
 
     /// Tells the connection's task to close it.
     fn close(&self) {
-        lock(&self.state).closing = true;
-        self.changed.notify_one();
+        self.closed.store(true, Ordering::Release);
+        self.close_waker.wake();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Resolves when the connection must be closed: it was evicted, or its
-    /// deadline passed.
-    async fn closing(&self) {
-        // `notify_one` keeps a permit when nobody listens, so a close
-        // between the check and the wait is not missed.
-        while !lock(&self.state).closing {
-            self.changed.notified().await;
-        }
+    /// deadline passed. Awaited by the connection's own task only.
+    fn closing(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.is_closed() {
+                return Poll::Ready(());
+            }
+            self.close_waker.register(cx.waker());
+            // Again: a close between the first look and the registration
+            // woke nobody.
+            match self.is_closed() {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
     }
 }
 

@@ -289,7 +289,8 @@ impl ProxyHttp for GatewayProxy {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         let metrics = crate::metrics::global();
         ctx.app.as_ref().map_or(&metrics.no_app, |app| &app.metrics).count(ctx.decision, status);
-        metrics.request_seconds.observe(ctx.started.elapsed().as_secs_f64());
+        let took = ctx.started.elapsed();
+        metrics.request_seconds.observe(took.as_secs_f64());
         let app = ctx.app.as_ref().map(|a| &*a.id).unwrap_or("-");
         let user = ctx.identity.as_ref().map(|(u, _)| u.username.as_str()).unwrap_or("-");
         let header = session.req_header();
@@ -305,7 +306,7 @@ impl ProxyHttp for GatewayProxy {
             decision = ctx.decision,
             condition_failed = ctx.condition_failed,
             status,
-            duration_us = ctx.started.elapsed().as_micros() as u64,
+            duration_us = took.as_micros() as u64,
             method = %method,
             path,
             forward_auth = ctx.asked_about.is_some(),
