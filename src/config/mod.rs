@@ -133,7 +133,7 @@ pub struct ServerConfig {
     pub trusted_proxies: values::TrustedProxies,
     /// Where the database and the signing keys live, relative to this file.
     pub data_dir: PathBuf,
-    /// Worker threads for the proxy; 0 means one per CPU.
+    /// Worker threads for the proxy; 0 means one per CPU but one (at least one).
     #[serde(default)]
     pub threads: usize,
     /// Whether idle worker threads take queued work from busy ones. Off,
