@@ -4,7 +4,7 @@
 //! an authenticated request costs a hash and a map lookup, not a query.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use cookie::{Cookie, SameSite};
@@ -35,6 +35,12 @@ const TOUCH_INTERVAL_SECS: i64 = 60;
 /// whatever happens to the announcements (a message lost, a channel that
 /// died without closing), no instance serves a copy older than this.
 pub const REVALIDATE_SECS: i64 = 2;
+/// A cached copy this old is read again by the one request that claims it,
+/// while the others are still served the copy: an instance with many
+/// requests on one session reads it once a refresh, not once for every
+/// request that arrives while a read is under way (which, on a busy store,
+/// piles reads up until they time out).
+const REFRESH_AHEAD_SECS: i64 = REVALIDATE_SECS / 2;
 /// A session id is 32 random bytes in unpadded base64url.
 const SESSION_ID_LEN: usize = 43;
 
@@ -292,9 +298,29 @@ enum Read {
 /// the store, and a deleted session is never cached again.
 #[derive(Default)]
 struct SessionCache {
-    /// Each session with when it was read from the store.
-    sessions: crate::FastMap<SessionKey, (Arc<Session>, UnixTime)>,
+    sessions: crate::FastMap<SessionKey, CachedCopy>,
     writes: u64,
+}
+
+/// A session as read from the store, and when.
+struct CachedCopy {
+    session: Arc<Session>,
+    read_at: UnixTime,
+    /// A request has claimed reading it again ahead of the bound. Left set
+    /// if that read fails: the bound still holds, every request then reads.
+    refreshing: AtomicBool,
+}
+
+impl CachedCopy {
+    fn new(session: Arc<Session>, read_at: UnixTime) -> Self {
+        Self { session, read_at, refreshing: AtomicBool::new(false) }
+    }
+
+    /// Whether the caller is the one to read the session again ahead of the
+    /// bound: true once per copy, when it is old enough.
+    fn claim_refresh(&self, now: UnixTime) -> bool {
+        now - self.read_at >= REFRESH_AHEAD_SECS && !self.refreshing.swap(true, Ordering::Relaxed)
+    }
 }
 
 impl Sessions {
@@ -369,10 +395,10 @@ impl Sessions {
         }
         let key = sha256(id.as_bytes());
         let now = self.clock.now();
-        let session = match self.cached(&key) {
-            Some((session, read_at)) if read == Read::Cached && self.may_serve(&session, read_at, now) => session,
+        let session = match self.cached(&key, now) {
+            Some((session, read_at, false)) if read == Read::Cached && self.may_serve(&session, read_at, now) => session,
             // Another instance may have seen the session since, or ended it.
-            Some((cached, _)) => match self.load(&key).await {
+            Some((cached, _, _)) => match self.load(&key).await {
                 Ok(Some(loaded)) => loaded.seen_no_earlier_than(&cached),
                 Ok(None) => {
                     self.evict(|session| session.key == key);
@@ -415,8 +441,12 @@ impl Sessions {
         }
     }
 
-    fn cached(&self, key: &SessionKey) -> Option<(Arc<Session>, UnixTime)> {
-        self.cache.read().ok().and_then(|cache| cache.sessions.get(key).cloned())
+    /// The cached copy, when it was read, and whether this request is to
+    /// read it again now, ahead of the bound.
+    fn cached(&self, key: &SessionKey, now: UnixTime) -> Option<(Arc<Session>, UnixTime, bool)> {
+        let cache = self.cache.read().ok()?;
+        let copy = cache.sessions.get(key)?;
+        Some((copy.session.clone(), copy.read_at, copy.claim_refresh(now)))
     }
 
     /// Whether a cached copy may be served without asking the store.
@@ -664,7 +694,7 @@ impl Sessions {
         let swept = self.store.delete_expired_sessions(idle_before, now - self.config.absolute).await?;
         if let Ok(mut cache) = self.cache.write() {
             cache.writes += 1;
-            cache.sessions.retain(|_, (s, _)| !self.is_expired(s, now));
+            cache.sessions.retain(|_, copy| !self.is_expired(&copy.session, now));
         }
         Ok(swept)
     }
@@ -696,7 +726,7 @@ impl Sessions {
     fn cache_fill(&self, session: Arc<Session>, writes_before: u64, now: UnixTime) {
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         match cache.writes == writes_before {
-            true => cache.sessions.insert(session.key, (session, now)),
+            true => cache.sessions.insert(session.key, CachedCopy::new(session, now)),
             // A write overtook the read: neither copy is known to be current.
             false => cache.sessions.remove(&session.key),
         };
@@ -717,7 +747,7 @@ impl Sessions {
     fn evict(&self, matches: impl Fn(&Session) -> bool) {
         let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
         cache.writes += 1;
-        cache.sessions.retain(|_, (cached, _)| !matches(cached));
+        cache.sessions.retain(|_, copy| !matches(&copy.session));
     }
 
     /// Applies the changes every instance announces (this one's included)
@@ -772,4 +802,32 @@ struct SessionParts {
     created: UnixTime,
     pending_totp: Option<Vec<u8>>,
     context: SignInContext,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy_read_at(read_at: UnixTime) -> CachedCopy {
+        let parts = SessionParts {
+            username: "alice".into(),
+            factors: Vec::new(),
+            created: read_at,
+            pending_totp: None,
+            context: SignInContext::default(),
+        };
+        CachedCopy::new(new_session(parts, read_at).1, read_at)
+    }
+
+    #[test]
+    fn one_request_refreshes_a_copy_ahead_of_the_bound_and_the_others_are_served_it() {
+        let copy = copy_read_at(100);
+        assert!(!copy.claim_refresh(100), "a fresh copy is served as it is");
+        let claims = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8).map(|_| scope.spawn(|| copy.claim_refresh(100 + REFRESH_AHEAD_SECS))).collect();
+            handles.into_iter().map(|handle| handle.join().unwrap()).filter(|claimed| *claimed).count()
+        });
+        assert_eq!(claims, 1, "one read of the store, however many requests arrive meanwhile");
+        assert!(!copy.claim_refresh(100 + REVALIDATE_SECS), "claimed once a copy: a copy past the bound is read by every request");
+    }
 }
