@@ -306,14 +306,25 @@ struct SessionCache {
 struct CachedCopy {
     session: Arc<Session>,
     read_at: UnixTime,
-    /// A request has claimed reading it again ahead of the bound. Left set
-    /// if that read fails: the bound still holds, every request then reads.
+    /// A request has claimed reading it again ahead of the bound.
     refreshing: AtomicBool,
+    /// Held while the session is read again: a request that finds the copy
+    /// too old waits for the read under way and takes what it found.
+    reading: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What a request found in the cache.
+struct Found {
+    session: Arc<Session>,
+    read_at: UnixTime,
+    /// This request is the one to read the session again, ahead of the bound.
+    refresh: bool,
+    reading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl CachedCopy {
     fn new(session: Arc<Session>, read_at: UnixTime) -> Self {
-        Self { session, read_at, refreshing: AtomicBool::new(false) }
+        Self { session, read_at, refreshing: AtomicBool::new(false), reading: Arc::default() }
     }
 
     /// Whether the caller is the one to read the session again ahead of the
@@ -396,15 +407,11 @@ impl Sessions {
         let key = sha256(id.as_bytes());
         let now = self.clock.now();
         let session = match self.cached(&key, now) {
-            Some((session, read_at, false)) if read == Read::Cached && self.may_serve(&session, read_at, now) => session,
+            Some(found) if read == Read::Cached && !found.refresh && self.may_serve(&found.session, found.read_at, now) => found.session,
             // Another instance may have seen the session since, or ended it.
-            Some((cached, _, _)) => match self.load(&key).await {
-                Ok(Some(loaded)) => loaded.seen_no_earlier_than(&cached),
-                Ok(None) => {
-                    self.evict(|session| session.key == key);
-                    return Ok(None);
-                }
-                Err(e) => self.during_outage(cached, now, e)?,
+            Some(found) => match self.read_again(&key, found, read, now).await? {
+                Some(session) => session,
+                None => return Ok(None),
             },
             None if self.recently_unknown(&key, now) => return Ok(None),
             None => match self.load(&key).await? {
@@ -443,10 +450,39 @@ impl Sessions {
 
     /// The cached copy, when it was read, and whether this request is to
     /// read it again now, ahead of the bound.
-    fn cached(&self, key: &SessionKey, now: UnixTime) -> Option<(Arc<Session>, UnixTime, bool)> {
+    fn cached(&self, key: &SessionKey, now: UnixTime) -> Option<Found> {
         let cache = self.cache.read().ok()?;
         let copy = cache.sessions.get(key)?;
-        Some((copy.session.clone(), copy.read_at, copy.claim_refresh(now)))
+        let refresh = copy.claim_refresh(now);
+        Some(Found { session: copy.session.clone(), read_at: copy.read_at, refresh, reading: copy.reading.clone() })
+    }
+
+    /// Reads a cached session again; None when it has ended. While the
+    /// cache is current, one request at a time reads a session: the others
+    /// wait for it and take the copy it read. (When it is not, every
+    /// request reads for itself, as the fail-safe rule says.)
+    async fn read_again(&self, key: &SessionKey, found: Found, read: Read, now: UnixTime) -> Result<Option<Arc<Session>>, StoreError> {
+        let turn = match read == Read::Cached && self.cache_is_current() {
+            true => Some(found.reading.clone().lock_owned().await),
+            false => None,
+        };
+        if turn.is_some() {
+            let newer = self.cached(key, now).filter(|newer| !Arc::ptr_eq(&newer.session, &found.session) && !newer.refresh);
+            if let Some(newer) = newer.filter(|newer| self.may_serve(&newer.session, newer.read_at, now)) {
+                return Ok(Some(newer.session));
+            }
+        }
+        // An outage found meanwhile: read without waiting in line, so that
+        // reads that time out do not time out one after the other.
+        let _turn = turn.filter(|_| self.cache_is_current());
+        match self.load(key).await {
+            Ok(Some(loaded)) => Ok(Some(loaded.seen_no_earlier_than(&found.session))),
+            Ok(None) => {
+                self.evict(|session| session.key == *key);
+                Ok(None)
+            }
+            Err(e) => self.during_outage(found.session, now, e).map(Some),
+        }
     }
 
     /// Whether a cached copy may be served without asking the store.
