@@ -319,7 +319,9 @@ struct Found {
     read_at: UnixTime,
     /// This request is the one to read the session again, ahead of the bound.
     refresh: bool,
-    reading: Arc<tokio::sync::Mutex<()>>,
+    /// The copy's line of reads, when this request may have to join it
+    /// (not cloned for a copy that is served as it is).
+    reading: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl CachedCopy {
@@ -454,7 +456,8 @@ impl Sessions {
         let cache = self.cache.read().ok()?;
         let copy = cache.sessions.get(key)?;
         let refresh = copy.claim_refresh(now);
-        Some(Found { session: copy.session.clone(), read_at: copy.read_at, refresh, reading: copy.reading.clone() })
+        let reading = (refresh || now - copy.read_at >= REVALIDATE_SECS).then(|| copy.reading.clone());
+        Some(Found { session: copy.session.clone(), read_at: copy.read_at, refresh, reading })
     }
 
     /// Reads a cached session again; None when it has ended. While the
@@ -462,9 +465,9 @@ impl Sessions {
     /// wait for it and take the copy it read. (When it is not, every
     /// request reads for itself, as the fail-safe rule says.)
     async fn read_again(&self, key: &SessionKey, found: Found, read: Read, now: UnixTime) -> Result<Option<Arc<Session>>, StoreError> {
-        let turn = match read == Read::Cached && self.cache_is_current() {
-            true => Some(found.reading.clone().lock_owned().await),
-            false => None,
+        let turn = match (&found.reading, read == Read::Cached && self.cache_is_current()) {
+            (Some(reading), true) => Some(reading.clone().lock_owned().await),
+            _ => None,
         };
         if turn.is_some() {
             let newer = self.cached(key, now).filter(|newer| !Arc::ptr_eq(&newer.session, &found.session) && !newer.refresh);
