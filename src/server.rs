@@ -33,6 +33,7 @@ use tokio::sync::broadcast;
 use crate::config::ServerConfig;
 use crate::gateway::StartError;
 use crate::live::LiveGateway;
+use crate::proxy::authz_listener::AuthzListener;
 use crate::proxy::connections::{Connections, Counts, GuardedProxy, Limits};
 use crate::proxy::GatewayProxy;
 use crate::systemd::Notifier;
@@ -116,6 +117,11 @@ fn build(live: Arc<LiveGateway>, stopping: Stopping, process: Process) -> Result
         keepalive_timeout: server_config.keepalive_timeout,
         header_timeout: server_config.header_timeout,
     });
+    if let Some(address) = server_config.authz_listen {
+        let mut authz = Service::new("stepgate-authz".into(), AuthzListener::new(live.clone(), connections.clone()));
+        authz.add_listener(listener(&address.to_string()));
+        server.add_service(authz);
+    }
     let mut proxy = HttpProxy::new(GatewayProxy::new(live, connections.clone()), server.configuration.clone());
     proxy.server_options = Some(options);
     proxy.handle_init_modules();
@@ -160,8 +166,7 @@ pub fn check_listeners(config: &ServerConfig, upgrade: bool) -> Result<(), Start
         }
         return Ok(());
     }
-    let addresses = std::iter::once(config.listen).chain(config.tls.iter().map(|tls| tls.listen));
-    for address in addresses {
+    for address in config.public_listeners().chain(config.authz_listen) {
         TcpListener::bind(address).map_err(|e| {
             let hint = match e.kind() {
                 std::io::ErrorKind::AddrInUse => " (to take over from a running gateway, use --upgrade)",

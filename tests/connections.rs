@@ -1,5 +1,7 @@
 //! Client connections: idle and slow ones are closed on time, and past
-//! `max_connections` the longest-waiting ones make room for new clients.
+//! `max_connections` the longest-waiting ones make room for new clients;
+//! the authorizer's own listener (`authz_listen`) reads HTTP/1.1 strictly
+//! and is held to the same limits.
 
 mod common;
 
@@ -39,7 +41,11 @@ impl Response {
 
 impl Client {
     async fn connect(gw: &TestGateway) -> Self {
-        Self { stream: TcpStream::connect(gw.addr).await.expect("connect"), buffer: Vec::new() }
+        Self::connect_to(gw.addr).await
+    }
+
+    async fn connect_to(address: std::net::SocketAddr) -> Self {
+        Self { stream: TcpStream::connect(address).await.expect("connect"), buffer: Vec::new() }
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -49,6 +55,24 @@ impl Client {
     async fn get(&mut self, path: &str) -> Response {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes()).await;
         self.response().await
+    }
+
+    /// A question about `uri` to the authorizer's listener.
+    async fn get_question(&mut self, uri: &str) -> Response {
+        self.send(question("GET", uri, "\r\n").as_bytes()).await;
+        self.response().await
+    }
+
+    /// The head of the next response, which has no body (it answers HEAD).
+    async fn send_and_read_head_only(&mut self) -> String {
+        let head_end = loop {
+            if let Some(at) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            assert!(self.fill().await, "the connection closed before a response");
+        };
+        let head = String::from_utf8(self.buffer.drain(..head_end).collect()).expect("a text head");
+        head
     }
 
     /// Reads more of the connection into the buffer; false at its end.
@@ -276,4 +300,99 @@ async fn a_new_connection_is_refused_when_every_connection_is_busy() {
     }
     // With room again, a new client is served.
     assert_eq!(Client::connect(&gw).await.get("/public/x").await.status, 200);
+}
+
+/// A gateway whose app is also answered for by forward-auth, with the
+/// authorizer's own listener; and that listener's address.
+async fn authorizer(server_extra: &str) -> (TestGateway, std::net::SocketAddr) {
+    let authz = free_port();
+    let apps = DEFAULT_APPS.replacen("hosts = [\"app.test\"]", "hosts = [\"app.test\"]\nmode = \"both\"", 1);
+    let server_extra = format!("trusted_proxies = [\"127.0.0.0/8\"]\nauthz_listen = \"{authz}\"\n{server_extra}");
+    let gw = gateway_with(Setup { apps, server_extra, ..Setup::default() }).await;
+    let give_up = Instant::now() + PATIENCE;
+    while TcpStream::connect(authz).await.is_err() {
+        assert!(Instant::now() < give_up, "the authorizer's listener did not come up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_for_connections(&gw, 0, 0).await;
+    (gw, authz)
+}
+
+/// A Traefik-style question about `uri` on app.test, with `extra` header
+/// lines (and what follows the head).
+fn question(method: &str, uri: &str, extra: &str) -> String {
+    format!(
+        "{method} /.stepgate/authz/forward HTTP/1.1\r\nHost: stepgate.internal\r\nX-Forwarded-Method: GET\r\n\
+         X-Forwarded-Proto: http\r\nX-Forwarded-Host: app.test\r\nX-Forwarded-Uri: {uri}\r\nAccept: text/html\r\n{extra}"
+    )
+}
+
+#[tokio::test]
+async fn the_authorizers_listener_answers_questions_in_a_row() {
+    let (gw, authz) = authorizer("").await;
+    let mut client = Client::connect_to(authz).await;
+    // Three at once: allowed, challenged, denied (a page, with its body).
+    let three = [question("GET", "/public/x", "\r\n"), question("GET", "/admin/", "\r\n"), question("GET", "/blocked/", "\r\n")];
+    client.send(three.concat().as_bytes()).await;
+    let answers = [client.response().await, client.response().await, client.response().await];
+    assert_eq!(answers.each_ref().map(|a| a.status), [200, 302, 403]);
+    assert!(String::from_utf8_lossy(&answers[2].body).contains("Access denied"));
+    // A small body is read past; HEAD gets the head only.
+    client.send(question("POST", "/public/x", "Content-Length: 5\r\n\r\nhello").as_bytes()).await;
+    assert_eq!(client.response().await.status, 200);
+    client.send(question("HEAD", "/blocked/", "\r\n").as_bytes()).await;
+    let head = client.send_and_read_head_only().await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(client.get_question("/public/y").await.status, 200, "the next answer starts right after the HEAD's head");
+    wait_for_connections(&gw, 1, 1).await;
+    // HTTP/1.0, and `Connection: close`: answered, then closed.
+    for last in ["GET /.stepgate/authz/forward HTTP/1.0\r\nX-Forwarded-Method: GET\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: app.test\r\nX-Forwarded-Uri: /public/x\r\n\r\n".to_string(), question("GET", "/public/x", "Connection: close\r\n\r\n")] {
+        let mut client = Client::connect_to(authz).await;
+        client.send(last.as_bytes()).await;
+        let response = client.response().await;
+        assert_eq!((response.status, response.header("connection")), (200, Some("close")));
+        client.closed().await;
+    }
+}
+
+#[tokio::test]
+async fn the_authorizers_listener_refuses_what_it_cannot_read_and_closes() {
+    let (gw, authz) = authorizer("").await;
+    let long_value = "a".repeat(40 * 1024);
+    let many_lines: String = (0..300).map(|i| format!("X-Line-{i}: {i}\r\n")).collect();
+    let refused = [
+        ("a chunked body", question("POST", "/public/x", "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), 400),
+        ("two lengths", question("POST", "/public/x", "Content-Length: 1\r\nContent-Length: 2\r\n\r\nab"), 400),
+        ("a length that is no number", question("POST", "/public/x", "Content-Length: +5\r\n\r\nhello"), 400),
+        ("a body over the bound", question("POST", "/public/x", "Content-Length: 70000\r\n\r\n"), 413),
+        ("a header line without a colon", question("GET", "/public/x", "Broken line\r\n\r\n"), 400),
+        ("a request line without a version", "GET /.stepgate/authz/forward\r\n\r\n".to_string(), 400),
+        ("a header over max_header_bytes", question("GET", "/public/x", &format!("X-Big: {long_value}\r\n\r\n")), 431),
+        ("too many header lines", question("GET", "/public/x", &format!("{many_lines}\r\n")), 431),
+    ];
+    for (what, request, status) in refused {
+        let mut client = Client::connect_to(authz).await;
+        client.send(request.as_bytes()).await;
+        let response = client.response().await;
+        assert_eq!((response.status, response.header("connection")), (status, Some("close")), "{what}");
+        client.closed().await;
+    }
+    // Not a question: a page, and the connection stays.
+    let mut client = Client::connect_to(authz).await;
+    assert_eq!(client.get("/public/x").await.status, 404);
+    assert_eq!(client.get_question("/public/x").await.status, 200);
+    wait_for_connections(&gw, 1, 1).await;
+}
+
+#[tokio::test]
+async fn the_authorizers_listener_is_held_to_the_same_timeouts() {
+    let (gw, authz) = authorizer("keepalive_timeout = \"1s\"\nheader_timeout = \"2s\"").await;
+    let mut idle = Client::connect_to(authz).await;
+    assert_eq!(idle.get_question("/public/x").await.status, 200);
+    idle.closed().await;
+    let fresh = Client::connect_to(authz).await;
+    let mut reused = Client::connect_to(authz).await;
+    assert_eq!(reused.get_question("/public/x").await.status, 200);
+    tokio::join!(fresh.trickle_until_closed(), reused.trickle_until_closed());
+    wait_for_connections(&gw, 0, 0).await;
 }

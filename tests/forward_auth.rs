@@ -2,7 +2,8 @@
 //! Traefik's `forwardAuth`, Caddy's `forward_auth`, nginx's `auth_request`
 //! and Envoy's `ext_authz` speak (the headers their documentation names):
 //! it decides every request as the inline proxy decides the same request,
-//! answers in each dialect, and refuses questions it cannot trust or read.
+//! answers in each dialect, and refuses questions it cannot trust or read,
+//! on the main listener and on the authorizer's own (`authz_listen`) alike.
 
 mod common;
 
@@ -63,13 +64,40 @@ policy = "never"
 "#;
 
 async fn start() -> TestGateway {
-    TestGateway::start_with(Setup { apps: APPS.into(), server_extra: "trusted_proxies = [\"127.0.0.0/8\"]".into(), ..Setup::default() })
-        .await
+    start_trusting("127.0.0.0/8").await
+}
+
+/// A gateway with the authorizer's own listener, trusting `proxies`.
+async fn start_trusting(proxies: &str) -> TestGateway {
+    let server_extra = format!("trusted_proxies = [\"{proxies}\"]\nauthz_listen = \"{}\"", free_port());
+    let gw = TestGateway::start_with(Setup { apps: APPS.into(), server_extra, ..Setup::default() }).await;
+    wait_until_listening(authz(&gw)).await;
+    gw
+}
+
+/// The authorizer's own listener.
+fn authz(gw: &TestGateway) -> std::net::SocketAddr {
+    gw.gateway().config.server.authz_listen.expect("authz_listen is set")
+}
+
+async fn wait_until_listening(address: std::net::SocketAddr) {
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on {address}");
 }
 
 /// The status and `Location` of a response to bytes sent as they are.
 async fn raw(gw: &TestGateway, request: &str) -> (u16, Option<String>) {
-    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    raw_at(gw.addr, request).await
+}
+
+/// [`raw`] to a given listener.
+async fn raw_at(address: std::net::SocketAddr, request: &str) -> (u16, Option<String>) {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
@@ -156,6 +184,14 @@ fn nginx_question(case: &Case, cookie: &str) -> String {
     )
 }
 
+/// The answer to a question asked on the main listener, checked to be
+/// the authorizer's own listener's answer too.
+async fn ask_both(gw: &TestGateway, question: &str) -> (u16, Option<String>) {
+    let answer = raw(gw, question).await;
+    assert_eq!(raw_at(authz(gw), question).await, answer, "the two listeners answer {question:?} alike");
+    answer
+}
+
 #[tokio::test]
 async fn the_authorizer_decides_every_request_as_the_inline_proxy_does() {
     let gw = start().await;
@@ -164,15 +200,15 @@ async fn the_authorizer_decides_every_request_as_the_inline_proxy_does() {
         for case in &TABLE {
             let inline = raw(&gw, &inline_request(case, &cookie)).await;
             let described = format!("{} {} {:?} signed in: {}", case.method, case.target, case.headers, !cookie.is_empty());
-            let forward = raw(&gw, &forward_question(case, &cookie)).await;
+            let forward = ask_both(&gw, &forward_question(case, &cookie)).await;
             assert_eq!(forward, inline, "forward: {described}");
             // Envoy sends the path itself: the edge refuses what it refuses inline.
             if case.method != "delete" {
-                assert_eq!(raw(&gw, &envoy_question(case, &cookie)).await, inline, "envoy: {described}");
+                assert_eq!(ask_both(&gw, &envoy_question(case, &cookie)).await, inline, "envoy: {described}");
             }
             // nginx makes the redirect itself, from the 401's Location,
             // for a form's POST too (inline, a page explains and leads on).
-            let nginx = raw(&gw, &nginx_question(case, &cookie)).await;
+            let nginx = ask_both(&gw, &nginx_question(case, &cookie)).await;
             match inline {
                 (302, location) => assert_eq!(nginx, (401, location.map(|l| format!("http://app.test{l}"))), "nginx: {described}"),
                 (401, None) => assert!(nginx.0 == 401 && nginx.1.is_some(), "nginx: {described}: {nginx:?}"),
@@ -200,7 +236,20 @@ async fn an_allowed_request_carries_the_identity_and_no_cookie() {
     let mut headers = forward_headers("GET", "/home");
     headers.insert("x-forwarded-proto", "http".parse().unwrap());
     headers.insert("cookie", cookie.parse().unwrap());
-    let response = gw.api_client().get(gw.url("stepgate.internal", "/.stepgate/authz/forward")).headers(headers).send().await.unwrap();
+    let response =
+        gw.api_client().get(gw.url("stepgate.internal", "/.stepgate/authz/forward")).headers(headers.clone()).send().await.unwrap();
+    let own = gw.api_client().get(format!("http://{}/.stepgate/authz/forward", authz(&gw))).headers(headers).send().await.unwrap();
+    let identity = |response: &reqwest::Response| {
+        let mut lines: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "date" | "connection" | "keep-alive"))
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_string()))
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(identity(&own), identity(&response), "the same answer on both listeners");
     assert_eq!(response.status(), 200);
     let headers = response.headers();
     assert_eq!(headers["remote-user"], ALICE);
@@ -244,7 +293,7 @@ async fn questions_it_cannot_read_or_trust_are_refused_never_allowed() {
     let question =
         |extra: &str| format!("GET /.stepgate/authz/forward HTTP/1.1\r\nHost: stepgate.internal\r\n{extra}Connection: close\r\n\r\n");
     let full = "X-Forwarded-Method: GET\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: app.test\r\nX-Forwarded-Uri: /public/x\r\n";
-    assert_eq!(raw(&gw, &question(full)).await.0, 200, "the well-formed question, to compare with");
+    assert_eq!(ask_both(&gw, &question(full)).await.0, 200, "the well-formed question, to compare with");
     let bad = [
         ("no forwarded headers", String::new(), 400),
         ("two hosts", format!("{full}X-Forwarded-Host: other.test\r\n"), 400),
@@ -258,19 +307,20 @@ async fn questions_it_cannot_read_or_trust_are_refused_never_allowed() {
         ("an app that is inline only", full.replace("app.test", "inline.test"), 403),
     ];
     for (what, headers, status) in bad {
-        assert_eq!(raw(&gw, &question(&headers)).await.0, status, "{what}");
+        assert_eq!(ask_both(&gw, &question(&headers)).await.0, status, "{what}");
     }
-    assert_eq!(raw(&gw, "GET /.stepgate/authz/unknown HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").await.0, 404);
+    assert_eq!(ask_both(&gw, "GET /.stepgate/authz/unknown HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").await.0, 404);
 }
 
 #[tokio::test]
 async fn a_question_from_an_untrusted_address_is_refused() {
-    let gw =
-        TestGateway::start_with(Setup { apps: APPS.into(), server_extra: "trusted_proxies = [\"10.0.0.0/8\"]".into(), ..Setup::default() })
-            .await;
+    let gw = start_trusting("10.0.0.0/8").await;
     let headers = forward_headers("GET", "/public/x");
-    let response = gw.api_client().get(gw.url("stepgate.internal", "/.stepgate/authz/forward")).headers(headers).send().await.unwrap();
+    let response =
+        gw.api_client().get(gw.url("stepgate.internal", "/.stepgate/authz/forward")).headers(headers.clone()).send().await.unwrap();
     assert_eq!(response.status(), 403);
+    let own = format!("http://{}/.stepgate/authz/forward", authz(&gw));
+    assert_eq!(gw.api_client().get(own).headers(headers).send().await.unwrap().status(), 403);
 }
 
 #[tokio::test]

@@ -33,9 +33,9 @@ pub struct AdminTls {
 impl AdminConfig {
     pub(super) fn check(&self, server: &super::ServerConfig, shown: &str) -> Result<(), ConfigError> {
         let other = |message: String| ConfigError::Other { path: shown.to_string(), message };
-        let public = std::iter::once(server.listen).chain(server.tls.as_ref().map(|tls| tls.listen));
-        if public.into_iter().any(|address| address.port() == self.listen.port() && overlaps(address, self.listen)) {
-            return Err(other(format!("admin.listen {} is a public listener: the admin API needs a listener of its own", self.listen)));
+        let gateway_listeners = server.public_listeners().chain(server.authz_listen);
+        if gateway_listeners.into_iter().any(|address| same_socket(address, self.listen)) {
+            return Err(other(format!("admin.listen {} is a gateway listener: the admin API needs a listener of its own", self.listen)));
         }
         if let Some(metrics) = self.metrics_listen {
             if !metrics.ip().is_loopback() {
@@ -63,8 +63,9 @@ impl AdminConfig {
 }
 
 /// Whether two listening addresses on one port would take the same socket.
-fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
+/// Whether listeners on `a` and `b` would take the same connections.
+pub(super) fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -124,6 +124,11 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// A listener of its own for forward-auth questions (`/.stepgate/authz/*`
+    /// only): cheaper per question than the main listener, which answers
+    /// them too.
+    #[serde(default)]
+    pub authz_listen: Option<SocketAddr>,
     /// Accept cleartext HTTP/2 (h2c) on the plain listener.
     #[serde(default)]
     pub h2c: bool,
@@ -174,6 +179,22 @@ pub struct ServerConfig {
     /// gets the listeners, so its directory must be the gateway user's own.
     #[serde(default = "default_upgrade_socket", deserialize_with = "upgrade_socket")]
     pub upgrade_socket: PathBuf,
+}
+
+impl ServerConfig {
+    /// The public listeners: the plain one and the TLS one.
+    pub fn public_listeners(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.listen).chain(self.tls.as_ref().map(|tls| tls.listen))
+    }
+
+    fn check_listeners(&self, shown: &str) -> Result<(), ConfigError> {
+        let Some(authz) = self.authz_listen else { return Ok(()) };
+        if self.public_listeners().any(|address| admin::same_socket(address, authz)) {
+            let message = format!("server.authz_listen {authz} is a public listener: forward-auth questions need a listener of its own");
+            return Err(ConfigError::Other { path: shown.to_string(), message });
+        }
+        Ok(())
+    }
 }
 
 fn default_true() -> bool {
@@ -586,6 +607,7 @@ impl Config {
         config.check_webauthn(&shown)?;
         config.check_portal(&shown)?;
         config.check_files(&shown)?;
+        config.server.check_listeners(&shown)?;
         let directory = config.directory.check(config.users_file.as_deref(), config.webauthn.passwordless);
         directory.map_err(|message| ConfigError::Other { path: shown.clone(), message })?;
         oob::check(&config.codes, config.email.as_ref(), config.sms.as_ref(), config.voice.as_ref(), &shown)?;

@@ -54,7 +54,7 @@ use super::GatewayProxy;
 
 /// A response write that makes no progress for this long ends the
 /// connection (nginx's `send_timeout`); pingora sets none.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a cleartext HTTP/2 connection starts with (RFC 9113, 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -123,7 +123,7 @@ struct Table {
 
 /// One client connection. Its place in the table is given back when it is
 /// dropped, however its task ends.
-struct Connection {
+pub(super) struct Connection {
     connections: Arc<Connections>,
     /// Its key in `Table::deadlines`, with its deadline.
     id: u64,
@@ -245,7 +245,7 @@ impl Connections {
     /// Admits a new connection, closing the longest-waiting one when the
     /// limit is reached; `None` when every open connection is busy. The new
     /// one waits for its first request head, due within the header timeout.
-    fn admit(self: &Arc<Self>) -> Option<Arc<Connection>> {
+    pub(super) fn admit(self: &Arc<Self>) -> Option<Arc<Connection>> {
         let mut table = lock(&self.table);
         // Evicted connections count until their tasks have closed them, so
         // each admission past the limit evicts exactly one.
@@ -344,7 +344,7 @@ impl Connection {
     }
 
     /// A request head has been read: no deadline, not to be evicted.
-    fn busy(self: &Arc<Self>) {
+    pub(super) fn busy(self: &Arc<Self>) {
         let mut table = lock(&self.connections.table);
         let mut state = lock(&self.state);
         if let Some(ticket) = state.ticket.take() {
@@ -355,7 +355,7 @@ impl Connection {
 
     /// A response has been sent: wait for the next request, at the end of
     /// the queue, until the keep-alive timeout.
-    fn wait_for_next_request(self: &Arc<Self>) {
+    pub(super) fn wait_for_next_request(self: &Arc<Self>) {
         let mut table = lock(&self.connections.table);
         let mut state = lock(&self.state);
         if let Some(ticket) = state.ticket.take() {
@@ -369,7 +369,7 @@ impl Connection {
 
     /// The next request's first bytes have arrived: the rest of its head
     /// is due within the header timeout. It keeps its place in the queue.
-    fn head_started(self: &Arc<Self>) {
+    pub(super) fn head_started(self: &Arc<Self>) {
         let mut table = lock(&self.connections.table);
         let mut state = lock(&self.state);
         if !self.is_closed() {
@@ -383,13 +383,13 @@ impl Connection {
         self.close_waker.wake();
     }
 
-    fn is_closed(&self) -> bool {
+    pub(super) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     /// Resolves when the connection must be closed: it was evicted, or its
     /// deadline passed. Awaited by the connection's own task only.
-    fn closing(&self) -> impl Future<Output = ()> + '_ {
+    pub(super) fn closing(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| {
             if self.is_closed() {
                 return Poll::Ready(());
@@ -521,7 +521,7 @@ impl GuardedProxy {
 /// on the stack only while the read is polled, so a waiting connection
 /// holds none; what arrives (usually the whole request head) is copied into
 /// the head buffer pingora parses, which then needs no read of its own.
-async fn next_request(connection: &Connection, stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<BytesMut> {
+pub(super) async fn next_request(connection: &Connection, stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<BytesMut> {
     let read = std::future::poll_fn(|cx| {
         // Uninitialised: zeroing 4 KiB on every poll costs more than the
         // rest of the wait.

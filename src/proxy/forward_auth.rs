@@ -3,80 +3,90 @@
 //! fence and decision as a request the gateway proxies; the answer in the
 //! proxy's dialect.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::Session;
 
+use super::answers::{self, Answer, Challenged};
 use super::decision::{self, Asked, SignedIn};
-use super::{forwarding, responses, RequestCtx};
+use super::{forwarding, RequestCtx};
 use crate::edge;
 use crate::forward_auth::{self, Dialect, Original};
 use crate::gateway::{App, Gateway};
 use crate::policy::{Decision, DenyReason};
 
-/// Answers a forward-auth question; the response is always written here.
-pub async fn answer(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, dialect: Dialect) -> Result<bool> {
-    let peer = forwarding::peer_ip(session);
+/// A forward-auth question as it arrived: from which address, and its
+/// request line and headers.
+pub struct Question<'a> {
+    pub peer: IpAddr,
+    pub method: &'a http::Method,
+    pub uri: &'a http::Uri,
+    pub headers: &'a HeaderMap,
+}
+
+/// The answer to a forward-auth question, whichever listener it came on;
+/// what was learned about it goes into `ctx`, for the access log.
+pub async fn answer(gateway: &Gateway, question: &Question<'_>, dialect: Dialect, ctx: &mut RequestCtx) -> Result<Answer> {
+    let peer = question.peer;
     if !gateway.is_trusted_proxy(peer) {
         tracing::warn!(%peer, "a forward-auth question from an address not in server.trusted_proxies: refused");
-        return refuse(session, ctx, gateway, 403, "authz_untrusted_peer").await;
+        return refuse(gateway, question, ctx, 403, "authz_untrusted_peer");
     }
-    ctx.client_ip = forwarding::client_ip(session, gateway);
-    let header = session.req_header();
-    let original = match forward_auth::read(dialect, &header.method, &header.uri, &header.headers) {
+    ctx.client_ip = forwarding::forwarded_client(peer, question.headers.get_all("x-forwarded-for"), |ip| gateway.is_trusted_proxy(ip));
+    let original = match forward_auth::read(dialect, question.method, question.uri, question.headers) {
         Ok(original) => original,
         Err(error) => {
             tracing::info!(%peer, %error, "a forward-auth question that cannot be read: refused");
-            return refuse(session, ctx, gateway, 400, error.label()).await;
+            return refuse(gateway, question, ctx, 400, error.label());
         }
     };
     let Some(app) = gateway.app_for_host(&original.host).cloned() else {
-        return refuse(session, ctx, gateway, 403, "authz_unknown_host").await;
+        return refuse(gateway, question, ctx, 403, "authz_unknown_host");
     };
     ctx.app = Some(app.clone());
     if !app.config.mode.forward_auth() {
         tracing::warn!(app = %app.id, "a forward-auth question about an app whose mode is `inline`: refused");
-        return refuse(session, ctx, gateway, 403, "authz_inline_app").await;
+        return refuse(gateway, question, ctx, 403, "authz_inline_app");
     }
     ctx.tls = original.https;
     ctx.asked_about = Some(original.clone());
-    decide_and_answer(session, ctx, gateway, &app, &original, dialect).await
+    decide_and_answer(gateway, question, ctx, &app, &original, dialect).await
 }
 
 /// The edge, the fence and the decision for the original request, as
 /// `GatewayProxy::request_filter` and `apply_policy` take them inline.
 async fn decide_and_answer(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
     gateway: &Gateway,
+    question: &Question<'_>,
+    ctx: &mut RequestCtx,
     app: &Arc<App>,
     original: &Original,
     dialect: Dialect,
-) -> Result<bool> {
-    let headers = forward_auth::original_headers(&session.req_header().headers);
+) -> Result<Answer> {
+    let headers = forward_auth::original_headers(question.headers);
     let canonical = match edge::canonicalise(&original.method, &original.uri, &headers, &app.config) {
         Ok(canonical) => canonical,
-        Err(refusal) => return refuse(session, ctx, gateway, 400, refusal.label()).await,
+        Err(refusal) => return refuse(gateway, question, ctx, 400, refusal.label()),
     };
     let geo = gateway.geo.current().lookup(ctx.client_ip);
     if !decision::within_fence(gateway, app, &original.method, &canonical, ctx.client_ip, &geo) {
-        return deny(session, ctx, gateway, dialect, Decision::Deny(DenyReason::Geo)).await;
+        return deny(gateway, question, ctx, dialect, Decision::Deny(DenyReason::Geo));
     }
     // The portal's own pages are open to all; they check what they need.
     if canonical.path.starts_with(crate::portal::PREFIX) {
         ctx.decision = "portal";
-        return allow(session, ctx, gateway, app, None).await;
+        return allow(gateway, question, ctx, app, None);
     }
     let signed_in = match decision::signed_in_user(gateway, &headers, original.https).await {
         Ok(found) => found,
         Err(e) => {
             tracing::debug!(error = %e, "session store unavailable");
             ctx.decision = "store_unavailable";
-            responses::unavailable(session, gateway, &ctx.id).await?;
-            return Ok(true);
+            return answers::unavailable(gateway, question.headers, &ctx.id);
         }
     };
     let asked = Asked {
@@ -94,25 +104,19 @@ async fn decide_and_answer(
     match outcome.decision {
         Decision::Allow { with_identity } => {
             let identity = signed_in.filter(|_| with_identity);
-            allow(session, ctx, gateway, app, identity.as_ref()).await
+            allow(gateway, question, ctx, app, identity.as_ref())
         }
         Decision::SignIn | Decision::SecondFactor(_) => {
-            let challenged = responses::Challenged { method: original.method.clone(), headers, url: original.url() };
+            let challenged = Challenged { method: original.method.clone(), headers, url: original.url() };
             match dialect.redirects_itself() {
-                true => responses::challenge_for_nginx(session, gateway, &challenged, outcome.decision, &original.origin()).await?,
-                false => responses::challenge(session, gateway, &challenged, outcome.decision).await?,
+                true => answers::challenge_for_nginx(gateway, &challenged, outcome.decision, &original.origin()),
+                false => answers::challenge(gateway, &challenged, outcome.decision),
             }
-            Ok(true)
         }
-        Decision::Deny(_) => deny(session, ctx, gateway, dialect, outcome.decision).await,
+        Decision::Deny(_) => deny(gateway, question, ctx, dialect, outcome.decision),
     }
 }
 
-/// 200, with the user's assertion and (for apps that ask for them) the
-/// plain identity headers for the proxy to pass on; never a cookie. Every
-/// identity header is named, empty when it does not apply: a proxy that
-/// copies them then always replaces the client's own (Caddy 2.6 would
-/// pass its placeholder's text for a header the answer lacks).
 /// The allow answer's `Cookie` line for the app: the request's cookies
 /// without stepgate's, for a proxy that can put it in place of the
 /// browser's (the nginx and HAProxy snippets do), so the app never holds a
@@ -127,7 +131,12 @@ fn app_cookie_line(headers: &http::HeaderMap, gateway: &Gateway) -> http::Header
     })
 }
 
-async fn allow(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, app: &App, signed_in: Option<&SignedIn>) -> Result<bool> {
+/// 200, with the user's assertion and (for apps that ask for them) the
+/// plain identity headers for the proxy to pass on; never a cookie. Every
+/// identity header is named, empty when it does not apply: a proxy that
+/// copies them then always replaces the client's own (Caddy 2.6 would
+/// pass its placeholder's text for a header the answer lacks).
+fn allow(gateway: &Gateway, question: &Question<'_>, ctx: &mut RequestCtx, app: &App, signed_in: Option<&SignedIn>) -> Result<Answer> {
     // Without a case map: the gateway names these headers itself, and each
     // insert then updates one map, not two.
     let mut header = ResponseHeader::build_no_case(200, Some(8))?;
@@ -141,8 +150,8 @@ async fn allow(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, a
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot sign an assertion");
-                responses::page(session, gateway, 503, "Temporarily unavailable", "Please try again shortly.").await?;
-                return Ok(true);
+                ctx.decision = "assertion_unavailable";
+                return answers::page(gateway, 503, "Temporarily unavailable", "Please try again shortly.");
             }
         }
     }
@@ -151,12 +160,11 @@ async fn allow(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, a
         let given = identity.iter().find(|(given, _)| *given == name).map(|(_, value)| value.clone());
         header.insert_header(name, given.unwrap_or_else(|| http::HeaderValue::from_static("")))?;
     }
-    header.insert_header(APP_COOKIE_HEADER, app_cookie_line(&session.req_header().headers, gateway))?;
-    responses::write_unrendered(session, gateway, header, Bytes::new()).await?;
-    Ok(true)
+    header.insert_header(APP_COOKIE_HEADER, app_cookie_line(question.headers, gateway))?;
+    Ok(Answer::unrendered(header, Bytes::new()))
 }
 
-async fn deny(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, dialect: Dialect, decision: Decision) -> Result<bool> {
+fn deny(gateway: &Gateway, question: &Question<'_>, ctx: &mut RequestCtx, dialect: Dialect, decision: Decision) -> Result<Answer> {
     ctx.decision = decision.label();
     let message = match decision {
         Decision::Deny(DenyReason::Geo) => "This application is not available from your location.",
@@ -164,22 +172,20 @@ async fn deny(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, di
     };
     match dialect {
         // nginx shows its own 403 page; the body would go nowhere.
-        Dialect::Nginx => responses::write(session, gateway, ResponseHeader::build(403, Some(2))?, Bytes::new()).await?,
+        Dialect::Nginx => Answer::rendered(ResponseHeader::build(403, Some(2))?, Bytes::new()),
         Dialect::Forward | Dialect::Envoy => {
-            responses::page_or_problem(session, gateway, 403, "Access denied", message, None, &ctx.id).await?
+            answers::page_or_problem(gateway, question.headers, 403, "Access denied", message, None, &ctx.id)
         }
     }
-    Ok(true)
 }
 
 /// A question the gateway will not answer: `status` with a problem
 /// document, and why in the access log.
-async fn refuse(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway, status: u16, why: &'static str) -> Result<bool> {
+fn refuse(gateway: &Gateway, question: &Question<'_>, ctx: &mut RequestCtx, status: u16, why: &'static str) -> Result<Answer> {
     ctx.decision = why;
     let (title, message) = match status {
         400 => ("Bad request", "The forward-auth request is malformed."),
         _ => ("Access denied", "The gateway does not answer this forward-auth request."),
     };
-    responses::page_or_problem(session, gateway, status, title, message, None, &ctx.id).await?;
-    Ok(true)
+    answers::page_or_problem(gateway, question.headers, status, title, message, None, &ctx.id)
 }

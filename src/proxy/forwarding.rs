@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -21,8 +21,13 @@ pub fn is_tls(session: &Session) -> bool {
 /// The size of the request line and headers, roughly as sent.
 pub fn header_bytes(session: &Session) -> usize {
     let header = session.req_header();
-    let fields: usize = header.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
-    header.raw_path().len() + fields
+    head_bytes(header.raw_path().len(), &header.headers)
+}
+
+/// [`header_bytes`] of a request target's length and header lines.
+pub fn head_bytes(target_len: usize, headers: &HeaderMap) -> usize {
+    let fields: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    target_len + fields
 }
 
 /// The client's address: the peer, or, when the peer is a trusted proxy,

@@ -1,6 +1,8 @@
 //! The pingora glue: one `ProxyHttp` whose phases each do one thing. It
 //! asks the policy what to do and carries the answer out; it decides nothing.
 
+mod answers;
+pub mod authz_listener;
 pub mod connections;
 mod decision;
 mod forward_auth;
@@ -48,7 +50,7 @@ pub struct RequestCtx {
     started: Instant,
     /// Names the request in the access log and on the gateway's error pages,
     /// so a user's report can be matched with its log line.
-    id: responses::RequestId,
+    id: answers::RequestId,
     /// The gateway as it was when the request arrived, for all its phases.
     gateway: Option<Arc<Gateway>>,
     app: Option<Arc<App>>,
@@ -67,14 +69,11 @@ pub struct RequestCtx {
     asked_about: Option<crate::forward_auth::Original>,
 }
 
-#[async_trait]
-impl ProxyHttp for GatewayProxy {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
+impl RequestCtx {
+    fn new() -> Self {
         RequestCtx {
             started: Instant::now(),
-            id: responses::RequestId::new(),
+            id: answers::RequestId::new(),
             gateway: None,
             app: None,
             rule: None,
@@ -87,6 +86,48 @@ impl ProxyHttp for GatewayProxy {
             tried: Tried::default(),
             asked_about: None,
         }
+    }
+
+    /// Counts the request in the metrics and writes its access-log line;
+    /// `method` and `path` are the request's own, shown unless it was a
+    /// forward-auth question, whose original request is shown instead.
+    fn log(&self, status: u16, method: &http::Method, path: &str, error: Option<String>) {
+        let metrics = crate::metrics::global();
+        self.app.as_ref().map_or(&metrics.no_app, |app| &app.metrics).count(self.decision, status);
+        let took = self.started.elapsed();
+        metrics.request_seconds.observe(took.as_secs_f64());
+        let app = self.app.as_ref().map(|a| &*a.id).unwrap_or("-");
+        let user = self.identity.as_ref().map(|(u, _)| u.username.as_str()).unwrap_or("-");
+        let (method, path) = match &self.asked_about {
+            Some(original) => (&original.method, original.uri.path()),
+            None => (method, path),
+        };
+        tracing::info!(
+            target: "stepgate::access",
+            request_id = %self.id,
+            app,
+            rule = self.rule.map(|r| r as i64).unwrap_or(-1),
+            decision = self.decision,
+            condition_failed = self.condition_failed,
+            status,
+            duration_us = took.as_micros() as u64,
+            method = %method,
+            path,
+            forward_auth = self.asked_about.is_some(),
+            client = %self.client_ip,
+            user,
+            error,
+            "request"
+        );
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
     }
 
     /// The request head is in: its connection is busy until the response
@@ -105,7 +146,16 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
         if let Some(dialect) = crate::forward_auth::Dialect::of(session.req_header().uri.path()) {
-            return forward_auth::answer(session, ctx, &gateway, dialect).await;
+            let header = session.req_header();
+            let question = forward_auth::Question {
+                peer: forwarding::peer_ip(session),
+                method: &header.method,
+                uri: &header.uri,
+                headers: &header.headers,
+            };
+            let answer = forward_auth::answer(&gateway, &question, dialect, ctx).await?;
+            responses::write(session, &gateway, answer).await?;
+            return Ok(true);
         }
         ctx.client_ip = forwarding::client_ip(session, &gateway);
         let header = session.req_header();
@@ -287,34 +337,8 @@ impl ProxyHttp for GatewayProxy {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
-        let metrics = crate::metrics::global();
-        ctx.app.as_ref().map_or(&metrics.no_app, |app| &app.metrics).count(ctx.decision, status);
-        let took = ctx.started.elapsed();
-        metrics.request_seconds.observe(took.as_secs_f64());
-        let app = ctx.app.as_ref().map(|a| &*a.id).unwrap_or("-");
-        let user = ctx.identity.as_ref().map(|(u, _)| u.username.as_str()).unwrap_or("-");
         let header = session.req_header();
-        let (method, path) = match &ctx.asked_about {
-            Some(original) => (&original.method, original.uri.path()),
-            None => (&header.method, header.uri.path()),
-        };
-        tracing::info!(
-            target: "stepgate::access",
-            request_id = %ctx.id,
-            app,
-            rule = ctx.rule.map(|r| r as i64).unwrap_or(-1),
-            decision = ctx.decision,
-            condition_failed = ctx.condition_failed,
-            status,
-            duration_us = took.as_micros() as u64,
-            method = %method,
-            path,
-            forward_auth = ctx.asked_about.is_some(),
-            client = %ctx.client_ip,
-            user,
-            error = error.map(|e| e.to_string()),
-            "request"
-        );
+        ctx.log(status, &header.method, header.uri.path(), error.map(|e| e.to_string()));
     }
 }
 
@@ -376,7 +400,7 @@ impl GatewayProxy {
             }
             Decision::SignIn | Decision::SecondFactor(_) => {
                 let header = session.req_header();
-                let challenged = responses::Challenged {
+                let challenged = answers::Challenged {
                     method: header.method.clone(),
                     headers: header.headers.clone(),
                     url: responses::original_url(session, ctx.tls),

@@ -10,6 +10,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use tower::ServiceExt;
 
+use super::answers::Answer;
 use super::{responses, RequestCtx};
 use crate::gateway::{App, Gateway};
 use crate::portal::{PortalRequest, MAX_FORM_BYTES};
@@ -49,7 +50,7 @@ pub async fn serve(
     for (name, value) in &parts.headers {
         header.append_header(name.clone(), value.clone())?;
     }
-    responses::write(session, gateway, header, body).await
+    responses::write(session, gateway, Answer::rendered(header, body)?).await
 }
 
 /// The portal reads the session cookie under its plain name. Over https

@@ -1,82 +1,28 @@
-//! Responses the proxy writes itself: pages for refusals, and the
-//! challenge that sends a browser to sign in.
+//! Writing through pingora the answers the gateway gives itself
+//! ([`super::answers`]): pages for refusals, the challenge that sends a
+//! browser to sign in, the page for a request that could not be proxied.
 
-use bytes::Bytes;
-use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use super::answers::{self, Answer, Challenged, RequestId};
 use crate::gateway::Gateway;
-use crate::policy::{Decision, StepUp};
+use crate::policy::Decision;
 
-const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https:; frame-ancestors 'none'";
-
-/// A branded HTML page with `status`.
+/// Writes a branded HTML page with `status`.
 pub async fn page(session: &mut Session, gateway: &Gateway, status: u16, title: &str, message: &str) -> Result<()> {
-    html(session, gateway, status, crate::portal::error_html(gateway, title, message)).await
+    write(session, gateway, answers::page(gateway, status, title, message)?).await
 }
 
-/// 503 while something the request needs (the store, the shared cache) is
-/// unreachable, with `Retry-After`.
+/// Writes the 503 for a request whose store or shared cache is unreachable.
 pub async fn unavailable(session: &mut Session, gateway: &Gateway, id: &RequestId) -> Result<()> {
-    let retry_after = Some(5);
-    page_or_problem(session, gateway, 503, "Temporarily unavailable", "Please try again shortly.", retry_after, id).await
+    let answer = answers::unavailable(gateway, &session.req_header().headers, id)?;
+    write(session, gateway, answer).await
 }
 
-/// A request's id: 64 random bits, shown as 16 hex digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestId(u64);
-
-impl RequestId {
-    pub fn new() -> Self {
-        Self(rand::random())
-    }
-}
-
-impl Default for RequestId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl std::fmt::Display for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-/// An error answered by the gateway itself: the branded page for
-/// browsers, a problem document (RFC 9457) for API clients.
-pub async fn page_or_problem(
-    session: &mut Session,
-    gateway: &Gateway,
-    status: u16,
-    title: &str,
-    message: &str,
-    retry_after: Option<u32>,
-    id: &RequestId,
-) -> Result<()> {
-    let accepts = |media_type: &str| {
-        let accept = session.req_header().headers.get_all(http::header::ACCEPT);
-        accept.iter().any(|v| v.to_str().is_ok_and(|v| v.contains(media_type)))
-    };
-    let (content_type, body) = match accepts("application/json") && !accepts("text/html") {
-        true => {
-            let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or(title);
-            let problem = serde_json::json!({ "type": "about:blank", "title": reason, "status": status, "request_id": id.to_string() });
-            ("application/problem+json", problem.to_string())
-        }
-        false => ("text/html; charset=utf-8", crate::portal::error_html(gateway, title, &format!("{message} Reference: {id}."))),
-    };
-    let mut header = ResponseHeader::build(status, Some(5))?;
-    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header("x-request-id", id.to_string())?;
-    if let Some(seconds) = retry_after {
-        header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
-    }
-    header.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
-    write(session, gateway, header, Bytes::from(body)).await
+/// Writes the answer to a request the policy challenges.
+pub async fn challenge(session: &mut Session, gateway: &Gateway, challenged: &Challenged, decision: Decision) -> Result<()> {
+    write(session, gateway, answers::challenge(gateway, challenged, decision)?).await
 }
 
 /// The status for a request that could not be proxied, as pingora would
@@ -94,136 +40,10 @@ pub fn status_for_failure(error: &Error) -> u16 {
     }
 }
 
-/// The branded answer to a request that could not be proxied.
+/// Writes the branded answer to a request that could not be proxied.
 pub async fn proxy_failure(session: &mut Session, gateway: &Gateway, status: u16, id: &RequestId) -> Result<()> {
-    let (title, message) = match status {
-        502 => ("Application unreachable", "The application behind this address could not be reached. Please try again shortly."),
-        503 => ("Application unavailable", "The application behind this address is unavailable. Please try again shortly."),
-        504 => ("Application too slow", "The application behind this address did not answer in time. Please try again shortly."),
-        400..=499 => ("Bad request", "This request is malformed."),
-        _ => ("Something went wrong", "The gateway could not complete this request. Please try again shortly."),
-    };
-    let retry_after = matches!(status, 502..=504).then_some(5);
-    page_or_problem(session, gateway, status, title, message, retry_after, id).await
-}
-
-async fn html(session: &mut Session, gateway: &Gateway, status: u16, body: String) -> Result<()> {
-    let mut header = ResponseHeader::build(status, Some(5))?;
-    header.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
-    write(session, gateway, header, Bytes::from(body)).await
-}
-
-/// What a challenge needs of the request it answers: the request the user
-/// made (for a proxy in front, the one it asks about) and its URL.
-pub struct Challenged {
-    pub method: http::Method,
-    pub headers: http::HeaderMap,
-    /// Where to come back to after the challenge.
-    pub url: String,
-}
-
-impl Challenged {
-    fn wants_html(&self) -> bool {
-        self.headers.get_all(http::header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")))
-    }
-
-    fn safe_method(&self) -> bool {
-        matches!(self.method, http::Method::GET | http::Method::HEAD)
-    }
-}
-
-/// The portal page a sign-in or second-factor decision sends the user to,
-/// and the error name API clients get; None for other decisions.
-fn challenge_target(decision: Decision) -> Option<(String, &'static str)> {
-    match decision {
-        Decision::SignIn => Some(("/.stepgate/signin".into(), "sign_in_required")),
-        Decision::SecondFactor(step_up) => {
-            let error = match step_up {
-                StepUp::Stale { .. } => "step_up_required",
-                StepUp::Stronger(_) => "stronger_factor_required",
-                StepUp::Required | StepUp::Risk => "second_factor_required",
-            };
-            let target = match step_up.factors() {
-                factors if factors.is_any() => "/.stepgate/second-factor".to_string(),
-                factors => format!("/.stepgate/second-factor?need={}", factors.to_query()),
-            };
-            Some((target, error))
-        }
-        Decision::Allow { .. } | Decision::Deny(_) => None,
-    }
-}
-
-/// The portal URL (relative to the app's host) that answers `decision`,
-/// with the URL to come back to, and the error name for API clients. A
-/// browser's form submission (not GET or HEAD) cannot be replayed after a
-/// redirect, so it comes back to the page it came from.
-pub fn challenge_location(gateway: &Gateway, challenged: &Challenged, decision: Decision) -> Option<(String, &'static str)> {
-    let (target, error) = challenge_target(decision)?;
-    let come_back_to = match challenged.safe_method() {
-        true => challenged.url.clone(),
-        false => challenged.headers.get(http::header::REFERER).and_then(|r| r.to_str().ok()).unwrap_or("/").to_string(),
-    };
-    let page = crate::portal::with_return_to(&target, &crate::portal::safe_return_to(gateway, Some(&come_back_to)));
-    let location = match &gateway.config.session.portal_url {
-        Some(portal) => format!("{}{page}", portal.trim_end_matches('/')),
-        None => page,
-    };
-    Some((location, error))
-}
-
-/// Sends a browser to sign in or to a second factor with the URL to come
-/// back to; anything else gets 401 and a small JSON body. A browser's form
-/// submission gets a page that explains and leads on.
-pub async fn challenge(session: &mut Session, gateway: &Gateway, challenged: &Challenged, decision: Decision) -> Result<()> {
-    let Some((location, error)) = challenge_location(gateway, challenged, decision) else {
-        return Error::e_explain(ErrorType::InternalError, "a challenge for a decision that is none");
-    };
-    if challenged.wants_html() && challenged.safe_method() {
-        let mut header = ResponseHeader::build(302, Some(3))?;
-        header.insert_header(http::header::LOCATION, location)?;
-        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        return write(session, gateway, header, Bytes::new()).await;
-    }
-    if challenged.wants_html() {
-        let message = "This action needs you to confirm who you are first. Nothing was sent: \
-                       continue, then submit it again.";
-        let body = crate::portal::continue_html(gateway, "Confirm it's you", message, "Continue", &location);
-        return html(session, gateway, 401, body).await;
-    }
-    unauthorized_json(session, gateway, error, &location).await
-}
-
-/// 401 with the portal's URL in `Location`, where nginx's `auth_request`
-/// finds it, and the same small JSON body as [`challenge`]'s. The URL is
-/// absolute, on the central portal or else on `origin`
-/// (`scheme://authority`): nginx's `error_page` redirects the browser to a
-/// URL but serves a path itself, internally.
-pub async fn challenge_for_nginx(
-    session: &mut Session,
-    gateway: &Gateway,
-    challenged: &Challenged,
-    decision: Decision,
-    origin: &str,
-) -> Result<()> {
-    let Some((location, error)) = challenge_location(gateway, challenged, decision) else {
-        return Error::e_explain(ErrorType::InternalError, "a challenge for a decision that is none");
-    };
-    let location = match location.starts_with('/') {
-        true => format!("{origin}{location}"),
-        false => location,
-    };
-    unauthorized_json(session, gateway, error, &location).await
-}
-
-async fn unauthorized_json(session: &mut Session, gateway: &Gateway, error: &str, location: &str) -> Result<()> {
-    let body = serde_json::json!({ "error": error, "location": location }).to_string();
-    let mut header = ResponseHeader::build(401, Some(4))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header(http::header::LOCATION, location)?;
-    write(session, gateway, header, Bytes::from(body)).await
+    let answer = answers::proxy_failure(gateway, &session.req_header().headers, status, id)?;
+    write(session, gateway, answer).await
 }
 
 /// The URL the client asked the gateway for.
@@ -234,21 +54,10 @@ pub fn original_url(session: &Session, tls: bool) -> String {
     format!("{scheme}://{authority}{path}")
 }
 
-/// Writes a complete response with its length, the configured `Server`
-/// header and the security headers of every response the gateway writes
-/// itself (the portal's own are set already; these are the same).
-pub async fn write(session: &mut Session, gateway: &Gateway, mut header: ResponseHeader, body: Bytes) -> Result<()> {
-    for (name, value) in crate::portal::COMMON_SECURITY_HEADERS {
-        if !header.headers.contains_key(&name) {
-            header.insert_header(name, value)?;
-        }
-    }
-    write_unrendered(session, gateway, header, body).await
-}
-
-/// [`write`] without the security headers, for an answer no browser
-/// renders: forward-auth's allow, which the proxy in front reads and drops.
-pub async fn write_unrendered(session: &mut Session, gateway: &Gateway, mut header: ResponseHeader, body: Bytes) -> Result<()> {
+/// Writes a complete answer with its length and the configured `Server`
+/// header.
+pub async fn write(session: &mut Session, gateway: &Gateway, answer: Answer) -> Result<()> {
+    let Answer { mut header, body } = answer;
     header.insert_header(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()))?;
     if let Some(server) = &gateway.config.server.server_header {
         header.insert_header(http::header::SERVER, &server.0)?;
