@@ -78,11 +78,18 @@ impl Front {
     }
 }
 
-/// A snippet of `config/forward-auth/`, with the addresses of this test.
-fn snippet(name: &str, stepgate: SocketAddr, app: SocketAddr) -> String {
+/// A snippet of `config/forward-auth/`, with the addresses of this test:
+/// the gateway's main listener and its authorizer's own, and the app's.
+fn snippet(name: &str, gw: &TestGateway, app: SocketAddr) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/forward-auth").join(name);
     let text = std::fs::read_to_string(&path).unwrap();
-    text.replace("127.0.0.1:9000", &stepgate.to_string()).replace("127.0.0.1:8081", &app.to_string())
+    text.replace("127.0.0.1:9000", &gw.addr.to_string())
+        .replace("127.0.0.1:9001", &authz(gw).to_string())
+        .replace("127.0.0.1:8081", &app.to_string())
+}
+
+fn authz(gw: &TestGateway) -> SocketAddr {
+    gw.gateway().config.server.authz_listen.expect("authz_listen is set")
 }
 
 /// The command that runs `program`: on the PATH, or where Debian puts it.
@@ -92,16 +99,16 @@ fn installed(program: &str) -> String {
     candidates.into_iter().find(runs).unwrap_or_else(|| panic!("{program} is not installed: scripts/setup installs it"))
 }
 
-async fn nginx(stepgate: SocketAddr, app: SocketAddr) -> Front {
-    nginx_for("app.test", stepgate, app).await
+async fn nginx(gw: &TestGateway, app: SocketAddr) -> Front {
+    nginx_for("app.test", gw, app).await
 }
 
 /// nginx from the README's snippet, serving `host`.
-async fn nginx_for(host: &str, stepgate: SocketAddr, app: SocketAddr) -> Front {
+async fn nginx_for(host: &str, gw: &TestGateway, app: SocketAddr) -> Front {
     let nginx = installed("nginx");
     let dir = tempfile::tempdir().unwrap();
     let addr = free_port();
-    let site = snippet("nginx.conf", stepgate, app)
+    let site = snippet("nginx.conf", gw, app)
         .replace("listen 80;", &format!("listen {addr};"))
         .replace("server_name app.example.com;", &format!("server_name {host};"));
     std::fs::write(dir.path().join("site.conf"), site).unwrap();
@@ -116,11 +123,11 @@ async fn nginx_for(host: &str, stepgate: SocketAddr, app: SocketAddr) -> Front {
     started(Front { addr, child, _dir: dir }).await
 }
 
-async fn caddy(stepgate: SocketAddr, app: SocketAddr) -> Front {
+async fn caddy(gw: &TestGateway, app: SocketAddr) -> Front {
     let caddy = installed("caddy");
     let dir = tempfile::tempdir().unwrap();
     let addr = free_port();
-    let site = snippet("Caddyfile", stepgate, app).replace("app.example.com {", &format!("http://app.test:{} {{", addr.port()));
+    let site = snippet("Caddyfile", gw, app).replace("app.example.com {", &format!("http://app.test:{} {{", addr.port()));
     let global = "{\n\tadmin off\n\tauto_https off\n\tdefault_bind 127.0.0.1\n}\n";
     std::fs::write(dir.path().join("Caddyfile"), format!("{global}{site}")).unwrap();
     let child = Command::new(caddy)
@@ -137,13 +144,13 @@ async fn caddy(stepgate: SocketAddr, app: SocketAddr) -> Front {
 }
 
 /// HAProxy from the README's snippet and its Lua script.
-async fn haproxy(stepgate: SocketAddr, app: SocketAddr) -> Front {
+async fn haproxy(gw: &TestGateway, app: SocketAddr) -> Front {
     let haproxy = installed("haproxy");
     let dir = tempfile::tempdir().unwrap();
     let addr = free_port();
     let script = dir.path().join("stepgate-auth.lua");
-    std::fs::write(&script, snippet("stepgate-auth.lua", stepgate, app)).unwrap();
-    let config = snippet("haproxy.cfg", stepgate, app)
+    std::fs::write(&script, snippet("stepgate-auth.lua", gw, app)).unwrap();
+    let config = snippet("haproxy.cfg", gw, app)
         .replace("lua-load /etc/haproxy/stepgate-auth.lua", &format!("lua-load {}", script.display()))
         .replace("bind :80", &format!("bind {addr}"));
     std::fs::write(dir.path().join("haproxy.cfg"), config).unwrap();
@@ -179,9 +186,16 @@ async fn start() -> (TestGateway, Upstream) {
 /// The gateway, with the app at `host`, and the app itself.
 async fn start_for(host: &str) -> (TestGateway, Upstream) {
     let app = Upstream::start().await;
-    let setup =
-        Setup { apps: APPS.replace("app.test", host), server_extra: "trusted_proxies = [\"127.0.0.0/8\"]".into(), ..Setup::default() };
-    (TestGateway::start_with(setup).await, app)
+    let server_extra = format!("trusted_proxies = [\"127.0.0.0/8\"]\nauthz_listen = \"{}\"", free_port());
+    let setup = Setup { apps: APPS.replace("app.test", host), server_extra, ..Setup::default() };
+    let gw = TestGateway::start_with(setup).await;
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(authz(&gw)).await.is_ok() {
+            return (gw, app);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the authorizer's listener did not come up");
 }
 
 /// The portal page `location` names, fetched through the proxy.
@@ -309,7 +323,7 @@ async fn the_app_never_holds_a_session(front: &Front, app: &Upstream) {
 #[tokio::test]
 async fn nginx_auth_request_walk() {
     let (gw, app) = start().await;
-    let front = nginx(gw.addr, app.addr).await;
+    let front = nginx(&gw, app.addr).await;
     walk(&gw, &app, &front).await;
     the_app_never_holds_a_session(&front, &app).await;
     // nginx makes every 401 a redirect, for API clients too.
@@ -320,7 +334,7 @@ async fn nginx_auth_request_walk() {
 #[tokio::test]
 async fn caddy_forward_auth_walk() {
     let (gw, app) = start().await;
-    let front = caddy(gw.addr, app.addr).await;
+    let front = caddy(&gw, app.addr).await;
     walk(&gw, &app, &front).await;
     // Caddy passes stepgate's answer on: JSON for an API client.
     let api = front.api_client().get(front.url("/private/x")).header("accept", "application/json").send().await.unwrap();
@@ -332,7 +346,7 @@ async fn caddy_forward_auth_walk() {
 #[tokio::test]
 async fn haproxy_lua_walk() {
     let (gw, app) = start().await;
-    let front = haproxy(gw.addr, app.addr).await;
+    let front = haproxy(&gw, app.addr).await;
     walk(&gw, &app, &front).await;
     the_app_never_holds_a_session(&front, &app).await;
     // HAProxy passes stepgate's answer on: JSON for an API client.
@@ -346,7 +360,7 @@ async fn haproxy_lua_walk() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_browser_signs_in_through_nginx_in_chromium() {
     let (gw, app) = start_for("app.localhost").await;
-    let front = nginx_for("app.localhost", gw.addr, app.addr).await;
+    let front = nginx_for("app.localhost", &gw, app.addr).await;
     let url = format!("http://app.localhost:{}", front.addr.port());
     tokio::task::block_in_place(|| run_browser_flow(&url, gw.now(), "forward-auth.mjs"));
 }

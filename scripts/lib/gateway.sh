@@ -173,13 +173,16 @@ STEPGATE_ENV=()
 # An instance in front of the upstream at $UPSTREAM_PORT, one app whose
 # whole site is `two_factor` (inline, and as the authorizer of an nginx in
 # front) but for /open/ (`bypass`), logging at warn to $tmp/NAME.log.
+# With AUTHZ_PORT set, the gateway also has the authorizer's own listener there.
 start_stepgate() { # name, port, worker threads, then extra configuration (the [store] and [cache] sections)
-  local name=$1 port=$2 threads=$3 extra=${4:-}
+  local name=$1 port=$2 threads=$3 extra=${4:-} authz_listen=
+  [ -z "${AUTHZ_PORT:-}" ] || authz_listen="authz_listen = \"127.0.0.1:$AUTHZ_PORT\""
   cat >"$tmp/$name.toml" <<EOF
 users_file = "users.toml"
 
 [server]
 listen = "127.0.0.1:$port"
+$authz_listen
 data_dir = "data-$name"
 threads = $threads
 work_stealing = $WORK_STEALING

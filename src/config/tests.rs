@@ -711,8 +711,8 @@ fn the_admin_listener_is_its_own_and_needs_tls_off_loopback() {
     assert_eq!(config.admin.unwrap().listen.port(), 9443);
     assert!(parse(&config_with("", "", "")).unwrap().admin.is_none(), "off when absent");
     let refusals = [
-        ("listen = \"127.0.0.1:8080\"", "public listener"),
-        ("listen = \"0.0.0.0:8080\"", "public listener"),
+        ("listen = \"127.0.0.1:8080\"", "gateway listener"),
+        ("listen = \"0.0.0.0:8080\"", "gateway listener"),
         ("listen = \"192.0.2.1:9443\"", "not a loopback address"),
         ("listen = \"127.0.0.1:9443\"\nunknown = 1", "unknown field"),
         ("listen = \"127.0.0.1:9443\"\nmetrics_listen = \"0.0.0.0:9464\"", "must be a loopback address"),
@@ -725,6 +725,19 @@ fn the_admin_listener_is_its_own_and_needs_tls_off_loopback() {
     assert!(remote.admin.unwrap().allow_plaintext);
     let tls = admin("listen = \"192.0.2.1:9443\"\ntls = { cert = \"admin.pem\", key = \"admin-key.pem\" }").unwrap();
     assert_eq!(tls.admin.unwrap().tls.unwrap().cert, Path::new("/etc/stepgate/admin.pem"), "relative to the file");
+}
+
+#[test]
+fn the_authorizers_listener_is_its_own() {
+    let server = |line: &str| parse(&config_with("", line, ""));
+    assert_eq!(server("authz_listen = \"127.0.0.1:8081\"").unwrap().server.authz_listen.map(|a| a.port()), Some(8081));
+    assert!(server("").unwrap().server.authz_listen.is_none(), "none when absent");
+    for taken in ["127.0.0.1:8080", "0.0.0.0:8080"] {
+        let error = server(&format!("authz_listen = \"{taken}\"")).map(|_| ()).unwrap_err().to_string();
+        assert!(error.contains("is a public listener"), "{taken}: {error}");
+    }
+    let admin_there = parse(&config_with("[admin]\nlisten = \"127.0.0.1:8081\"\n", "authz_listen = \"127.0.0.1:8081\"", ""));
+    assert!(admin_there.map(|_| ()).unwrap_err().to_string().contains("gateway listener"));
 }
 
 #[test]
