@@ -360,3 +360,57 @@ async fn linger(stream: &mut Stream) {
     };
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(lines: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in lines {
+            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_body_has_one_length_or_is_refused() {
+        let cases: [(&[(&str, &str)], Result<usize, &str>); 10] = [
+            (&[], Ok(0)),
+            (&[("content-length", "5")], Ok(5)),
+            (&[("content-length", "5, 5")], Ok(5)),
+            (&[("content-length", "5"), ("content-length", "5")], Ok(5)),
+            (&[("content-length", "5"), ("content-length", "6")], Err("conflicting_content_length")),
+            (&[("content-length", "5,6")], Err("conflicting_content_length")),
+            (&[("content-length", "+5")], Err("malformed_content_length")),
+            (&[("content-length", "")], Err("malformed_content_length")),
+            (&[("content-length", "99999999999999999999999")], Err("malformed_content_length")),
+            (&[("transfer-encoding", "chunked"), ("content-length", "5")], Err("chunked_body")),
+        ];
+        for (lines, expected) in cases {
+            assert_eq!(body_length(&headers(lines)), expected, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn a_head_is_read_whole_or_refused() {
+        let complete = b"GET /.stepgate/authz/nginx?x=1 HTTP/1.1\r\nHost: a\r\nX-Original-URL: http://a/b\r\n\r\nnext";
+        let (head, length) = parse_head(complete).ok().flatten().expect("complete");
+        assert_eq!(length, complete.len() - 4, "what follows stays unread");
+        assert_eq!((head.method, head.uri.path(), head.version), (Method::GET, "/.stepgate/authz/nginx", Version::HTTP_11));
+        assert_eq!(head.target_len, "/.stepgate/authz/nginx?x=1".len());
+        assert_eq!(head.headers["x-original-url"], "http://a/b");
+        assert!(parse_head(&complete[..20]).ok().expect("not refused").is_none(), "incomplete: read more");
+        let refused: [(&[u8], u16); 5] = [
+            (b"GET /x HTTP/1.1\r\nNo colon here\r\n\r\n", 400),
+            (b"GET /x HTTP/1.1\r\nSpace : before colon\r\n\r\n", 400),
+            (b"GET /x HTTP/1.1\r\nFolded: a\r\n b\r\n\r\n", 400),
+            (b"GET /x HTTP/2.0\r\n\r\n", 400),
+            (b"G\x01T /x HTTP/1.1\r\n\r\n", 400),
+        ];
+        for (bytes, status) in refused {
+            let refusal = parse_head(bytes).err().map(|r| r.status);
+            assert_eq!(refusal, Some(status), "{:?}", String::from_utf8_lossy(bytes));
+        }
+    }
+}
