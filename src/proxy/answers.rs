@@ -5,7 +5,7 @@
 //! ([`super::authz_listener`]) on its socket, the same answer either way.
 
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
+use http::header::{self, HeaderName, HeaderValue};
 use pingora::prelude::*;
 
 use crate::gateway::Gateway;
@@ -14,34 +14,43 @@ use crate::policy::{Decision, StepUp};
 const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https:; frame-ancestors 'none'";
 
 /// A complete answer but for `Content-Length` and `Server`, which the
-/// writer adds.
+/// writer adds. Its header lines are a list, in order, written as they
+/// are: each writer serialises them its own way.
 pub struct Answer {
-    pub header: ResponseHeader,
+    pub status: http::StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
 }
 
 impl Answer {
+    /// An answer no browser renders (forward-auth's allow, which the proxy
+    /// in front reads and drops), without the security headers.
+    pub fn unrendered(status: u16, headers: Vec<(HeaderName, HeaderValue)>, body: Bytes) -> Result<Self> {
+        let status = http::StatusCode::from_u16(status).or_err(ErrorType::InternalError, "an answer's status")?;
+        Ok(Self { status, headers, body })
+    }
+
     /// An answer a browser may render: with the security headers of every
     /// response the gateway writes itself (the portal's own are set
     /// already; these are the same).
-    pub fn rendered(mut header: ResponseHeader, body: Bytes) -> Result<Self> {
+    pub fn rendered(status: u16, mut headers: Vec<(HeaderName, HeaderValue)>, body: Bytes) -> Result<Self> {
         for (name, value) in crate::portal::COMMON_SECURITY_HEADERS {
-            if !header.headers.contains_key(&name) {
-                header.insert_header(name, value)?;
+            if !headers.iter().any(|(given, _)| *given == name) {
+                headers.push((name, HeaderValue::from_static(value)));
             }
         }
-        Ok(Self { header, body })
-    }
-
-    /// An answer no browser renders (forward-auth's allow, which the proxy
-    /// in front reads and drops), without the security headers.
-    pub fn unrendered(header: ResponseHeader, body: Bytes) -> Self {
-        Self { header, body }
+        Self::unrendered(status, headers, body)
     }
 
     pub fn status(&self) -> u16 {
-        self.header.status.as_u16()
+        self.status.as_u16()
     }
+}
+
+/// A header value the gateway made of text: a value that cannot be one
+/// (a control character in a URL) is an internal error, never sent.
+fn value(text: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(text).or_err(ErrorType::InternalError, "a header value the gateway made")
 }
 
 /// A branded HTML page with `status`.
@@ -91,7 +100,7 @@ pub fn page_or_problem(
     id: &RequestId,
 ) -> Result<Answer> {
     let accepts = |media_type: &str| {
-        let accept = request.get_all(http::header::ACCEPT);
+        let accept = request.get_all(header::ACCEPT);
         accept.iter().any(|v| v.to_str().is_ok_and(|v| v.contains(media_type)))
     };
     let (content_type, body) = match accepts("application/json") && !accepts("text/html") {
@@ -102,15 +111,16 @@ pub fn page_or_problem(
         }
         false => ("text/html; charset=utf-8", crate::portal::error_html(gateway, title, &format!("{message} Reference: {id}."))),
     };
-    let mut header = ResponseHeader::build(status, Some(5))?;
-    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header("x-request-id", id.to_string())?;
+    let mut headers = vec![
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (HeaderName::from_static("x-request-id"), value(&id.to_string())?),
+        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP)),
+    ];
     if let Some(seconds) = retry_after {
-        header.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
+        headers.push((header::RETRY_AFTER, HeaderValue::from(seconds)));
     }
-    header.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
-    Answer::rendered(header, Bytes::from(body))
+    Answer::rendered(status, headers, Bytes::from(body))
 }
 
 /// The branded answer to a request that could not be proxied.
@@ -127,11 +137,12 @@ pub fn proxy_failure(gateway: &Gateway, request: &http::HeaderMap, status: u16, 
 }
 
 fn html(status: u16, body: String) -> Result<Answer> {
-    let mut header = ResponseHeader::build(status, Some(5))?;
-    header.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header(http::header::CONTENT_SECURITY_POLICY, PAGE_CSP)?;
-    Answer::rendered(header, Bytes::from(body))
+    let headers = vec![
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP)),
+    ];
+    Answer::rendered(status, headers, Bytes::from(body))
 }
 
 /// What a challenge needs of the request it answers: the request the user
@@ -145,7 +156,7 @@ pub struct Challenged {
 
 impl Challenged {
     fn wants_html(&self) -> bool {
-        self.headers.get_all(http::header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")))
+        self.headers.get_all(header::ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")))
     }
 
     fn safe_method(&self) -> bool {
@@ -182,7 +193,7 @@ pub fn challenge_location(gateway: &Gateway, challenged: &Challenged, decision: 
     let (target, error) = challenge_target(decision)?;
     let come_back_to = match challenged.safe_method() {
         true => challenged.url.clone(),
-        false => challenged.headers.get(http::header::REFERER).and_then(|r| r.to_str().ok()).unwrap_or("/").to_string(),
+        false => challenged.headers.get(header::REFERER).and_then(|r| r.to_str().ok()).unwrap_or("/").to_string(),
     };
     let page = crate::portal::with_return_to(&target, &crate::portal::safe_return_to(gateway, Some(&come_back_to)));
     let location = match &gateway.config.session.portal_url {
@@ -200,10 +211,8 @@ pub fn challenge(gateway: &Gateway, challenged: &Challenged, decision: Decision)
         return Error::e_explain(ErrorType::InternalError, "a challenge for a decision that is none");
     };
     if challenged.wants_html() && challenged.safe_method() {
-        let mut header = ResponseHeader::build(302, Some(3))?;
-        header.insert_header(http::header::LOCATION, location)?;
-        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        return Answer::rendered(header, Bytes::new());
+        let headers = vec![(header::LOCATION, value(&location)?), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
+        return Answer::rendered(302, headers, Bytes::new());
     }
     if challenged.wants_html() {
         let message = "This action needs you to confirm who you are first. Nothing was sent: \
@@ -232,9 +241,10 @@ pub fn challenge_for_nginx(gateway: &Gateway, challenged: &Challenged, decision:
 
 fn unauthorized_json(error: &str, location: &str) -> Result<Answer> {
     let body = serde_json::json!({ "error": error, "location": location }).to_string();
-    let mut header = ResponseHeader::build(401, Some(4))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    header.insert_header(http::header::LOCATION, location)?;
-    Answer::rendered(header, Bytes::from(body))
+    let headers = vec![
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::LOCATION, value(location)?),
+    ];
+    Answer::rendered(401, headers, Bytes::from(body))
 }

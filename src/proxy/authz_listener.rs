@@ -301,17 +301,16 @@ async fn write_answer(
     keep_alive: bool,
     head: bool,
 ) -> std::io::Result<()> {
-    let Ok(Answer { header, body }) = answer else {
+    let Ok(Answer { status, headers, body }) = answer else {
         return write_all(stream, LAST_RESORT).await;
     };
     let mut out = Vec::with_capacity(256 + body.len());
-    let status = header.status;
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &header.headers {
+    for (name, value) in &headers {
         line(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
     line(&mut out, b"content-length", HeaderValue::from(body.len()).as_bytes());
@@ -373,9 +372,12 @@ mod tests {
         headers
     }
 
+    /// Header lines, and the body length they give or why they are refused.
+    type LengthCase = (&'static [(&'static str, &'static str)], Result<usize, &'static str>);
+
     #[test]
     fn a_body_has_one_length_or_is_refused() {
-        let cases: [(&[(&str, &str)], Result<usize, &str>); 10] = [
+        let cases: [LengthCase; 10] = [
             (&[], Ok(0)),
             (&[("content-length", "5")], Ok(5)),
             (&[("content-length", "5, 5")], Ok(5)),

@@ -7,8 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::HeaderMap;
-use pingora::http::ResponseHeader;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::prelude::*;
 
 use super::answers::{self, Answer, Challenged};
@@ -137,10 +136,6 @@ fn app_cookie_line(headers: &http::HeaderMap, gateway: &Gateway) -> http::Header
 /// copies them then always replaces the client's own (Caddy 2.6 would
 /// pass its placeholder's text for a header the answer lacks).
 fn allow(gateway: &Gateway, question: &Question<'_>, ctx: &mut RequestCtx, app: &App, signed_in: Option<&SignedIn>) -> Result<Answer> {
-    // Without a case map: the gateway names these headers itself, and each
-    // insert then updates one map, not two.
-    let mut header = ResponseHeader::build_no_case(200, Some(8))?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     let mut identity = Vec::new();
     if let Some((gw_session, user)) = signed_in {
         match gateway.assertions.token_for(gw_session, user, &app.id) {
@@ -155,14 +150,20 @@ fn allow(gateway: &Gateway, question: &Question<'_>, ctx: &mut RequestCtx, app: 
             }
         }
     }
-    let named = std::iter::once(app.assertion_header.clone()).chain(forwarding::PLAIN_IDENTITY_HEADERS.map(http::HeaderName::from_static));
+    let mut headers = Vec::with_capacity(8);
+    headers.push((http::header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    let named = std::iter::once(app.assertion_header.clone()).chain(IDENTITY_HEADER_NAMES.iter().cloned());
     for name in named {
         let given = identity.iter().find(|(given, _)| *given == name).map(|(_, value)| value.clone());
-        header.insert_header(name, given.unwrap_or_else(|| http::HeaderValue::from_static("")))?;
+        headers.push((name, given.unwrap_or_else(|| HeaderValue::from_static(""))));
     }
-    header.insert_header(APP_COOKIE_HEADER, app_cookie_line(question.headers, gateway))?;
-    Ok(Answer::unrendered(header, Bytes::new()))
+    headers.push((HeaderName::from_static(APP_COOKIE_HEADER), app_cookie_line(question.headers, gateway)));
+    Answer::unrendered(200, headers, Bytes::new())
 }
+
+/// [`forwarding::PLAIN_IDENTITY_HEADERS`] as names, parsed once.
+static IDENTITY_HEADER_NAMES: std::sync::LazyLock<Vec<HeaderName>> =
+    std::sync::LazyLock::new(|| forwarding::PLAIN_IDENTITY_HEADERS.map(HeaderName::from_static).to_vec());
 
 fn deny(gateway: &Gateway, question: &Question<'_>, ctx: &mut RequestCtx, dialect: Dialect, decision: Decision) -> Result<Answer> {
     ctx.decision = decision.label();
@@ -172,7 +173,7 @@ fn deny(gateway: &Gateway, question: &Question<'_>, ctx: &mut RequestCtx, dialec
     };
     match dialect {
         // nginx shows its own 403 page; the body would go nowhere.
-        Dialect::Nginx => Answer::rendered(ResponseHeader::build(403, Some(2))?, Bytes::new()),
+        Dialect::Nginx => Answer::rendered(403, Vec::new(), Bytes::new()),
         Dialect::Forward | Dialect::Envoy => {
             answers::page_or_problem(gateway, question.headers, 403, "Access denied", message, None, &ctx.id)
         }

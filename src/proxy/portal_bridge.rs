@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
-use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use tower::ServiceExt;
@@ -46,11 +45,15 @@ pub async fn serve(
     let (parts, body) = response.into_parts();
     let body =
         axum::body::to_bytes(body, MAX_PORTAL_RESPONSE).await.map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
-    let mut header = ResponseHeader::build(parts.status, Some(parts.headers.len() + 1))?;
-    for (name, value) in &parts.headers {
-        header.append_header(name.clone(), value.clone())?;
-    }
-    responses::write(session, gateway, Answer::rendered(header, body)?).await
+    let headers = parts.headers.into_iter().scan(None, |last, (name, value)| {
+        // A name is given once for the lines that follow it.
+        if name.is_some() {
+            *last = name;
+        }
+        Some((last.clone()?, value))
+    });
+    let answer = Answer::rendered(parts.status.as_u16(), headers.collect(), body)?;
+    responses::write(session, gateway, answer).await
 }
 
 /// The portal reads the session cookie under its plain name. Over https

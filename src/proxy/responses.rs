@@ -2,6 +2,7 @@
 //! ([`super::answers`]): pages for refusals, the challenge that sends a
 //! browser to sign in, the page for a request that could not be proxied.
 
+use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
@@ -57,7 +58,13 @@ pub fn original_url(session: &Session, tls: bool) -> String {
 /// Writes a complete answer with its length and the configured `Server`
 /// header.
 pub async fn write(session: &mut Session, gateway: &Gateway, answer: Answer) -> Result<()> {
-    let Answer { mut header, body } = answer;
+    let Answer { status, headers, body } = answer;
+    // Without a case map: the names are the gateway's own, and each line
+    // then updates one map, not two.
+    let mut header = ResponseHeader::build_no_case(status, Some(headers.len() + 2))?;
+    for (name, value) in headers {
+        header.append_header(name, value)?;
+    }
     header.insert_header(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()))?;
     if let Some(server) = &gateway.config.server.server_header {
         header.insert_header(http::header::SERVER, &server.0)?;
