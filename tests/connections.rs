@@ -309,11 +309,7 @@ async fn authorizer(server_extra: &str) -> (TestGateway, std::net::SocketAddr) {
     let apps = DEFAULT_APPS.replacen("hosts = [\"app.test\"]", "hosts = [\"app.test\"]\nmode = \"both\"", 1);
     let server_extra = format!("trusted_proxies = [\"127.0.0.0/8\"]\nauthz_listen = \"{authz}\"\n{server_extra}");
     let gw = gateway_with(Setup { apps, server_extra, ..Setup::default() }).await;
-    let give_up = Instant::now() + PATIENCE;
-    while TcpStream::connect(authz).await.is_err() {
-        assert!(Instant::now() < give_up, "the authorizer's listener did not come up");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_port(authz).await;
     wait_for_connections(&gw, 0, 0).await;
     (gw, authz)
 }

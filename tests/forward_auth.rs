@@ -71,23 +71,13 @@ async fn start() -> TestGateway {
 async fn start_trusting(proxies: &str) -> TestGateway {
     let server_extra = format!("trusted_proxies = [\"{proxies}\"]\nauthz_listen = \"{}\"", free_port());
     let gw = TestGateway::start_with(Setup { apps: APPS.into(), server_extra, ..Setup::default() }).await;
-    wait_until_listening(authz(&gw)).await;
+    wait_for_port(authz(&gw)).await;
     gw
 }
 
 /// The authorizer's own listener.
 fn authz(gw: &TestGateway) -> std::net::SocketAddr {
     gw.gateway().config.server.authz_listen.expect("authz_listen is set")
-}
-
-async fn wait_until_listening(address: std::net::SocketAddr) {
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(address).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("nothing listens on {address}");
 }
 
 /// The status and `Location` of a response to bytes sent as they are.

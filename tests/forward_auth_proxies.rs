@@ -189,13 +189,8 @@ async fn start_for(host: &str) -> (TestGateway, Upstream) {
     let server_extra = format!("trusted_proxies = [\"127.0.0.0/8\"]\nauthz_listen = \"{}\"", free_port());
     let setup = Setup { apps: APPS.replace("app.test", host), server_extra, ..Setup::default() };
     let gw = TestGateway::start_with(setup).await;
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(authz(&gw)).await.is_ok() {
-            return (gw, app);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("the authorizer's listener did not come up");
+    wait_for_port(authz(&gw)).await;
+    (gw, app)
 }
 
 /// The portal page `location` names, fetched through the proxy.

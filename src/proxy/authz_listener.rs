@@ -15,7 +15,6 @@
 //! connection is closed after the answer.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
@@ -44,10 +43,6 @@ pub const MAX_SKIPPED_BODY: usize = 64 * 1024;
 /// counts the path and the header lines as the main listener does, without
 /// the method, the version and the spaces around values.
 const HEAD_SLACK: usize = 1024;
-
-/// How long a connection closed after a refusal is read from, so that the
-/// client's unread bytes do not reset it before the answer arrives.
-const LINGER: Duration = Duration::from_secs(2);
 
 pub struct AuthzListener {
     live: Arc<LiveGateway>,
@@ -357,7 +352,7 @@ async fn linger(stream: &mut Stream) {
         let mut sink = [0u8; 4096];
         while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
     };
-    let _ = tokio::time::timeout(LINGER, drain).await;
+    let _ = tokio::time::timeout(super::LINGER, drain).await;
 }
 
 #[cfg(test)]

@@ -27,8 +27,10 @@ use crate::policy::{self, Decision, DenyReason};
 use crate::upstreams::{Pick, Tried};
 use crate::users::User;
 
-/// How long the rest of a failed request's body is read before closing.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the rest of a refused or failed request is read before the
+/// connection closes: closing on unread bytes resets it, which can destroy
+/// the answer before the client reads it.
+pub(super) const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The health checks say no upstream of the app can take a request.
 const ALL_UPSTREAMS_DOWN: ErrorType = ErrorType::HTTPStatus(503);

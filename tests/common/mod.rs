@@ -332,7 +332,8 @@ pub fn free_port() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
-async fn wait_for_port(addr: SocketAddr) {
+/// Waits until something accepts connections on `addr`.
+pub async fn wait_for_port(addr: SocketAddr) {
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return;
